@@ -1,0 +1,315 @@
+//! What is known about a connection, and the disconnect context handed to the disconnect
+//! hook: the fields of Halon's disconnect script, with Halon's names under `serde`.
+
+use std::any::Any;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::reply::Reply;
+
+/// What the runtime knows about a connection when it creates the session.
+///
+/// A PROXY protocol header or an XCLIENT command from a trusted peer replaces the addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConnectionInfo {
+    /// The runtime's id for the connection [`id`].
+    pub id: String,
+    /// The client's address [`remoteip`].
+    #[cfg_attr(feature = "serde", serde(rename = "remoteip"))]
+    pub remote_ip: Option<IpAddr>,
+    /// The client's port [`remoteport`].
+    #[cfg_attr(feature = "serde", serde(rename = "remoteport"))]
+    pub remote_port: Option<u16>,
+    /// Reverse DNS name of the client, when the runtime looked it up [`remoteptr`].
+    #[cfg_attr(feature = "serde", serde(rename = "remoteptr"))]
+    pub remote_ptr: Option<String>,
+    /// The peer's user id on a UNIX socket [`remoteuid`].
+    #[cfg_attr(feature = "serde", serde(rename = "remoteuid"))]
+    pub remote_uid: Option<u32>,
+    /// The server's address [`localip`].
+    #[cfg_attr(feature = "serde", serde(rename = "localip"))]
+    pub local_ip: Option<IpAddr>,
+    /// The server's port [`localport`].
+    #[cfg_attr(feature = "serde", serde(rename = "localport"))]
+    pub local_port: Option<u16>,
+    /// The id of the listener or server [`serverid`].
+    #[cfg_attr(feature = "serde", serde(rename = "serverid"))]
+    pub server_id: Option<String>,
+}
+
+impl ConnectionInfo {
+    /// Info for a TCP connection.
+    pub fn tcp(id: impl Into<String>, remote: SocketAddr, local: SocketAddr) -> Self {
+        ConnectionInfo {
+            id: id.into(),
+            remote_ip: Some(remote.ip()),
+            remote_port: Some(remote.port()),
+            local_ip: Some(local.ip()),
+            local_port: Some(local.port()),
+            ..ConnectionInfo::default()
+        }
+    }
+}
+
+/// HELO or EHLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum HeloVerb {
+    /// RFC 5321 HELO.
+    #[cfg_attr(feature = "serde", serde(rename = "HELO"))]
+    Helo,
+    /// RFC 5321 EHLO.
+    #[cfg_attr(feature = "serde", serde(rename = "EHLO"))]
+    Ehlo,
+}
+
+/// The client's greeting [`helo`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct HeloInfo {
+    /// HELO or EHLO [`verb`].
+    pub verb: HeloVerb,
+    /// The name the client gave [`host`].
+    pub host: String,
+}
+
+/// The client's certificate, when it presented one [`peercert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PeerCertificate {
+    /// The certificate, DER encoded [`x509`].
+    #[cfg_attr(feature = "serde", serde(rename = "x509"))]
+    pub der: Vec<u8>,
+    /// The verification error, in the TLS library's numbering; `None` when it verified [`error`].
+    #[cfg_attr(feature = "serde", serde(rename = "error"))]
+    pub verify_error: Option<i64>,
+}
+
+/// The TLS layer, reported by the runtime after the handshake [`tls`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TlsInfo {
+    /// For example `TLSv1.3` [`protocol`].
+    pub protocol: String,
+    /// For example `TLS13_AES_256_GCM_SHA384` [`cipher`].
+    pub cipher: String,
+    /// The cipher's key size in bits [`keysize`].
+    #[cfg_attr(feature = "serde", serde(rename = "keysize"))]
+    pub key_size: Option<u32>,
+    /// The server name the client asked for [`sni`].
+    pub sni: Option<String>,
+    /// The client certificate [`peercert`].
+    #[cfg_attr(feature = "serde", serde(rename = "peercert"))]
+    pub peer_certificate: Option<PeerCertificate>,
+}
+
+/// A successful AUTH [`auth`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AuthInfo {
+    /// The SASL mechanism, upper case [`mechanism`].
+    pub mechanism: String,
+    /// The authenticated user, when the mechanism names one [`username`].
+    pub username: Option<String>,
+}
+
+/// Who ended the connection [`close`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum CloseSide {
+    /// The session decided: QUIT, a disconnect decision, a 421, a timeout, the error limit,
+    /// a shutdown.
+    Local,
+    /// The runtime reported end of stream or an I/O error.
+    Remote,
+}
+
+/// Which command (or event) triggered a reply [`state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "UPPERCASE"))]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum ReplyState {
+    /// The greeting, or a reply to the connect hook.
+    Connect,
+    Helo,
+    Ehlo,
+    #[cfg_attr(feature = "serde", serde(rename = "STARTTLS"))]
+    StartTls,
+    Auth,
+    Mail,
+    Rcpt,
+    /// The reply to the DATA command itself (354 or an error).
+    Data,
+    /// The reply after the end of the message data.
+    Eod,
+    Bdat,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Expn,
+    Help,
+    Xclient,
+    /// An unknown command, or a line that could not be parsed as one.
+    Unknown,
+    /// A PROXY protocol header.
+    Proxy,
+    /// The session's timeout fired.
+    Timeout,
+    /// The runtime asked for a shutdown.
+    Shutdown,
+}
+
+impl ReplyState {
+    /// The upper-case name Halon uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyState::Connect => "CONNECT",
+            ReplyState::Helo => "HELO",
+            ReplyState::Ehlo => "EHLO",
+            ReplyState::StartTls => "STARTTLS",
+            ReplyState::Auth => "AUTH",
+            ReplyState::Mail => "MAIL",
+            ReplyState::Rcpt => "RCPT",
+            ReplyState::Data => "DATA",
+            ReplyState::Eod => "EOD",
+            ReplyState::Bdat => "BDAT",
+            ReplyState::Rset => "RSET",
+            ReplyState::Noop => "NOOP",
+            ReplyState::Quit => "QUIT",
+            ReplyState::Vrfy => "VRFY",
+            ReplyState::Expn => "EXPN",
+            ReplyState::Help => "HELP",
+            ReplyState::Xclient => "XCLIENT",
+            ReplyState::Unknown => "UNKNOWN",
+            ReplyState::Proxy => "PROXY",
+            ReplyState::Timeout => "TIMEOUT",
+            ReplyState::Shutdown => "SHUTDOWN",
+        }
+    }
+}
+
+impl fmt::Display for ReplyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last reply the session sent [`reply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LastReply {
+    /// The reply code [`code`].
+    pub code: u16,
+    /// The enhanced code's three numbers, if the reply had one [`enhanced`].
+    pub enhanced: Option<[u16; 3]>,
+    /// The text lines, without codes [`reason`].
+    #[cfg_attr(feature = "serde", serde(rename = "reason"))]
+    pub lines: Vec<String>,
+    /// What triggered it [`state`].
+    pub state: ReplyState,
+}
+
+impl LastReply {
+    pub(crate) fn new(reply: &Reply, state: ReplyState) -> Self {
+        LastReply {
+            code: reply.code(),
+            enhanced: reply.enhanced().map(|e| e.to_array()),
+            lines: reply.lines().map(str::to_owned).collect(),
+            state,
+        }
+    }
+}
+
+/// Where an I/O error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum IoErrorKind {
+    /// The socket: `code` is an errno.
+    Socket,
+    /// The TLS layer: `code` is the TLS library's error code.
+    Tls,
+}
+
+/// An I/O error the runtime reported [`error`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IoError {
+    /// The message, such as "Connection reset by peer" [`reason`].
+    pub reason: String,
+    /// Socket or TLS [`type`].
+    #[cfg_attr(feature = "serde", serde(rename = "type"))]
+    pub kind: IoErrorKind,
+    /// errno or TLS library code, if known [`code`].
+    pub code: Option<i64>,
+}
+
+impl IoError {
+    /// An error from a `std::io::Error`, with its errno when it has one.
+    pub fn socket(err: &std::io::Error) -> Self {
+        IoError {
+            reason: err.to_string(),
+            kind: IoErrorKind::Socket,
+            code: err.raw_os_error().map(i64::from),
+        }
+    }
+}
+
+/// The disconnect hook's `$arguments`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DisconnectArguments {
+    /// Who closed [`close`].
+    pub close: CloseSide,
+    /// The last reply sent, if any [`reply`].
+    pub reply: Option<LastReply>,
+    /// The I/O error the runtime reported, if any [`error`].
+    pub error: Option<IoError>,
+}
+
+/// The disconnect hook's `$connection`: the connection info plus what the session learnt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ConnectionDetails {
+    /// Addresses and ids, as given by the runtime (or replaced by PROXY/XCLIENT).
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub info: ConnectionInfo,
+    /// The last accepted HELO/EHLO [`helo`].
+    pub helo: Option<HeloInfo>,
+    /// The TLS layer, if TLS was started [`tls`].
+    pub tls: Option<TlsInfo>,
+    /// The successful AUTH, if any [`auth`].
+    pub auth: Option<AuthInfo>,
+}
+
+/// The disconnect hook's `$transaction`: always empty at disconnect, kept for the shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EmptyTransaction {}
+
+/// Everything Halon's disconnect script receives, built by the session exactly once, at the
+/// very end of the connection.
+///
+/// With the `serde` feature it serialises with Halon's key names:
+/// `{"arguments":{"close":"local","reply":{"code":221,"enhanced":[2,0,0],"reason":["Bye"],
+/// "state":"QUIT"},"error":null},"connection":{"id":..,"remoteip":..,...},"transaction":{}}`.
+/// The user context is not serialised.
+#[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct DisconnectContext {
+    /// Who closed, the last reply, the I/O error [`$arguments`].
+    pub arguments: DisconnectArguments,
+    /// The connection [`$connection`].
+    pub connection: ConnectionDetails,
+    /// Always empty [`$transaction`].
+    pub transaction: EmptyTransaction,
+    /// The value the runtime stored with [`Session::set_user_context`](crate::Session::set_user_context)
+    /// [`$context`].
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub context: Option<Box<dyn Any + Send>>,
+}

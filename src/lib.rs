@@ -1,0 +1,206 @@
+//! The server side of SMTP as a sans-IO state machine.
+//!
+//! A [`Session`] is one SMTP connection, seen from the server. It never touches a socket, a
+//! thread, a clock or an async runtime: the caller feeds it bytes and events, and it answers
+//! with [`Output`] actions: bytes to [`Write`](Output::Write), a [`Close`](Output::Close), a
+//! [`HookCall`](Output::HookCall) for a policy decision, or a
+//! [`StartTls`](Output::StartTls) handshake. The same session runs under blocking threads,
+//! tokio, or a fuzzer.
+//!
+//! # The run loop
+//!
+//! Inputs in, outputs polled out. Every `handle_*` method and [`Session::decide`] only change
+//! state and queue outputs; after each of them, **drain [`Session::poll_output`] until it
+//! returns `None`** and carry out each action in order. Then wait for whichever comes first:
+//! bytes from the client, the deadline of [`Session::poll_timeout`], or a hook's decision.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use smtp_session::{Config, ConnectionInfo, Decision, Hook, Output, Session};
+//!
+//! // A client that pipelines one whole transaction, as bytes "read from a socket".
+//! let mut client: &[u8] = b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n\
+//!     RCPT TO:<b@example.net>\r\nDATA\r\nSubject: hi\r\n\r\nHello\r\n.\r\nQUIT\r\n";
+//! let mut now = Instant::now();
+//! let mut session = Session::new(Config::default(), ConnectionInfo::default(), now);
+//! let mut to_client = Vec::new();
+//! let mut stored = Vec::new();
+//!
+//! for _ in 0..100 {
+//!     // 1. Drain the outputs.
+//!     while let Some(output) = session.poll_output() {
+//!         match output {
+//!             Output::Write(bytes) => to_client.extend_from_slice(&bytes),
+//!             Output::Close => { /* flush writes, then close the socket */ }
+//!             Output::HookCall(call) => match call.hook {
+//!                 Hook::Message(message) => {
+//!                     stored.push(message.body); // store durably *before* accepting
+//!                     session.decide(call.id, Decision::Accept, now).unwrap();
+//!                 }
+//!                 Hook::Disconnect(context) => {
+//!                     assert_eq!(context.arguments.reply.unwrap().code, 221);
+//!                 }
+//!                 _ => session.decide(call.id, Decision::Accept, now).unwrap(),
+//!             },
+//!             Output::StartTls => unreachable!("STARTTLS is not offered by default"),
+//!             _ => {}
+//!         }
+//!     }
+//!     if session.is_closed() {
+//!         break;
+//!     }
+//!     // 2. Wait for input (here: the next 16 bytes) or the deadline.
+//!     now += Duration::from_millis(1);
+//!     if client.is_empty() {
+//!         session.handle_eof(now).unwrap();
+//!     } else {
+//!         let n = client.len().min(16);
+//!         let taken = session.handle_input(&client[..n], now).unwrap();
+//!         client = &client[taken..]; // untaken bytes are offered again later
+//!     }
+//! }
+//! assert_eq!(stored, [b"Subject: hi\r\n\r\nHello\r\n".to_vec()]);
+//! assert!(String::from_utf8(to_client).unwrap().ends_with("250 2.0.0 Message accepted\r\n221 2.0.0 Bye\r\n"));
+//! ```
+//!
+//! Replies produced while handling one input are coalesced into one `Write`. Time comes only
+//! from the caller: pass `now` in, and call [`Session::handle_timeout`] when the instant from
+//! [`Session::poll_timeout`] passes (calling it early does nothing).
+//!
+//! # The hook obligation
+//!
+//! Hooks are subscribed in [`Config::hooks`]; an unsubscribed hook is accepted at once with no
+//! round trip. A subscribed hook arrives as [`Output::HookCall`] with a [`HookId`]. Until the
+//! caller answers it with [`Session::decide`]`(id, decision, now)`, the session is paused:
+//! it processes no command, and buffers incoming bytes up to [`Config::max_pending_input`]
+//! ([`Session::handle_input`] then returns how many it took, and the runtime keeps the rest).
+//! The decision may come from another task much later; the session does not care.
+//!
+//! | [`Decision`] | Effect |
+//! |---|---|
+//! | `Accept` / `AcceptWith(reply)` | the default success reply, or the hook's |
+//! | `Reject(reply)` | the reply is sent and the session stays; a 421 closes |
+//! | `Disconnect { reply, mode }` | KumoMTA's `kumo.disconnect`, below |
+//! | `HookFailed` | the hook broke: [`HookFailurePolicy`] |
+//! | `Challenge(bytes)` | AUTH only: a 334 challenge for a mechanism the caller runs |
+//!
+//! Replies given by hooks are sent as given: [`Reply::new`] validates the code (200..=599),
+//! recognises an enhanced code at the start of the text (and checks its class) but never adds
+//! one, and splits text at CR/LF into lines of the same reply, so hook text can never inject
+//! a reply of its own. Decisions that do not fit the hook are refused with a typed [`Error`]
+//! and change nothing.
+//!
+//! The disconnect hook ([`Hook::Disconnect`]) is the exception: it owes no decision. It is
+//! emitted exactly once per session, right after [`Output::Close`], and nothing follows it.
+//!
+//! # Disconnect modes
+//!
+//! [`Decision::Disconnect`] behaves like KumoMTA's `kumo.disconnect(CODE, MESSAGE, MODE)`;
+//! the mode defaults to [`DisconnectMode::ForceDisconnect`].
+//!
+//! | Mode | code 421 | any other code |
+//! |---|---|---|
+//! | `ForceDisconnect` | send reply, close | send reply, close |
+//! | `FollowWith421` | send reply, close | send reply, then `421 <hostname> disconnecting due to previous error`, close |
+//! | `If421` | send reply, close | like a reject: send reply, stay open |
+//!
+//! Replies to earlier commands of the same pipelined batch are sent first; commands after
+//! the disconnecting one get no reply; an open transaction ends and a message being received
+//! is not accepted. The three examples of KumoMTA's documentation, decided at MAIL FROM, send:
+//!
+//! ```text
+//! kumo.disconnect(421, 'mta.example.com go away!')  → 421 mta.example.com go away!        (close)
+//! kumo.disconnect(451, 'no thank you')              → 451 no thank you                     (close)
+//! kumo.disconnect(451, 'no thank you', 'FollowWith421')
+//!                                                   → 451 no thank you
+//!                                                     421 HOSTNAME disconnecting due to previous error (close)
+//! ```
+//!
+//! ```
+//! # use std::time::Instant;
+//! # use smtp_session::*;
+//! let config = Config { hostname: "mx.example".into(), hooks: Hooks { mail_from: true, ..Hooks::NONE }, ..Config::default() };
+//! let now = Instant::now();
+//! let mut session = Session::new(config, ConnectionInfo::default(), now);
+//! session.handle_input(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n", now).unwrap();
+//! let mut id = None;
+//! while let Some(out) = session.poll_output() {
+//!     if let Output::HookCall(call) = out { id = Some(call.id) }
+//! }
+//! let decision = Decision::disconnect(451, "no thank you", DisconnectMode::FollowWith421).unwrap();
+//! session.decide(id.unwrap(), decision, now).unwrap();
+//! let Some(Output::Write(bytes)) = session.poll_output() else { panic!() };
+//! assert_eq!(bytes, b"451 no thank you\r\n421 mx.example disconnecting due to previous error\r\n");
+//! assert!(matches!(session.poll_output(), Some(Output::Close)));
+//! ```
+//!
+//! # The disconnect context
+//!
+//! [`DisconnectContext`] carries the fields of Halon's disconnect script, built once:
+//!
+//! - `arguments`: `close` ([`CloseSide::Local`] when the session decided: QUIT, a disconnect,
+//!   a 421, a timeout, the error limit, a shutdown; [`CloseSide::Remote`] after end of stream
+//!   or an I/O error), `reply` (the last reply sent: code, enhanced code, lines, and the
+//!   [`ReplyState`] that triggered it), `error` (the runtime's [`IoError`]).
+//! - `connection`: id, remote and local addresses, reverse DNS, UNIX uid, server id, and what
+//!   the session learnt: HELO, TLS ([`TlsInfo`]), AUTH ([`AuthInfo`]).
+//! - `transaction`: empty at disconnect.
+//! - `context`: the value given to [`Session::set_user_context`].
+//!
+//! With the `serde` feature the context serialises to JSON with Halon's key names
+//! (`remoteip`, `remoteport`, `helo.verb`, `tls.cipher`, ...).
+//!
+//! # What the session speaks
+//!
+//! RFC 5321 with HELO, EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY, EXPN, HELP; and the
+//! extensions in [`Extensions`]: PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8,
+//! CHUNKING (BDAT), BINARYMIME, DSN, and when configured STARTTLS and AUTH (PLAIN and LOGIN
+//! decoded here, any other mechanism through the auth hook). It accepts the PROXY protocol
+//! (v1 and v2) when [`Config::proxy_protocol`] is on, and Postfix's XCLIENT from
+//! [`Config::xclient_trusted`] peers.
+//!
+//! Defences: the end of DATA is `CRLF.CRLF` only, and bare CR or LF is rejected by default
+//! ([`BareLineEndings`]), so SMTP smuggling sequences never end a message; BDAT chunks are
+//! counted, never parsed; bytes pipelined after STARTTLS are never executed; every buffer is
+//! bounded by [`Config`] (line length, message size, pending input), and overlong lines are
+//! skipped without being stored.
+//!
+//! # Errors
+//!
+//! Bad client bytes become SMTP replies, never an `Err` and never a panic. [`Error`] is only
+//! for caller misuse: a decision for a hook that is not pending, input after close.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod address;
+pub mod command;
+mod config;
+mod context;
+pub mod data;
+mod error;
+mod hooks;
+pub mod params;
+pub mod proxy;
+mod reply;
+pub mod sasl;
+mod session;
+mod xclient;
+
+pub use address::{AddressLiteral, Domain, ForwardPath, Mailbox, ReversePath};
+pub use config::{
+    BareLineEndings, Config, ConfigError, Extensions, HookFailurePolicy, Hooks, StartTlsInjection,
+};
+pub use context::{
+    AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments,
+    DisconnectContext, EmptyTransaction, HeloInfo, HeloVerb, IoError, IoErrorKind, LastReply,
+    PeerCertificate, ReplyState, TlsInfo,
+};
+pub use error::Error;
+pub use hooks::{
+    AuthRequest, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Message, Recipient,
+};
+pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
+pub use proxy::ProxyHeader;
+pub use reply::{EnhancedCode, Reply, ReplyError};
+pub use session::{Output, Session};

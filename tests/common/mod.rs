@@ -1,0 +1,364 @@
+//! The transcript harness: client bytes and events go into a `Session` driven by a fake
+//! clock; everything it writes, closes and calls is recorded as one readable transcript.
+//!
+//! Transcript lines:
+//! - `C: text`   a line the client sent (or `C~ text` for a fragment without line end)
+//! - `S: text`   a line the server wrote
+//! - `H: ...`    a hook call, `D: ...` the decision the test gave it
+//! - `-- close`, `-- starttls`, `-- disconnect ...` the other outputs
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use smtp_session::{
+    Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, Message, Output, Session,
+};
+
+/// How the harness answers hook calls.
+pub enum Policy {
+    /// The test answers each call with `decide`.
+    Manual,
+    /// Each call is answered at once by this function.
+    Auto(Box<dyn FnMut(&Hook) -> Decision>),
+}
+
+pub struct Harness {
+    pub session: Session,
+    pub now: Instant,
+    pub transcript: String,
+    pub policy: Policy,
+    pub pending: VecDeque<HookId>,
+    pub messages: Vec<Message>,
+    pub context: Option<Box<DisconnectContext>>,
+    pub closes: usize,
+    pub disconnects: usize,
+    pub starttls: usize,
+    /// Input the session did not take yet (backpressure), offered again on the next send.
+    pub backlog: Vec<u8>,
+}
+
+pub fn start() -> Instant {
+    // A fixed origin keeps transcripts independent of the real clock's value.
+    Instant::now()
+}
+
+impl Harness {
+    /// A session with every hook the config subscribes answered `Accept` at once.
+    pub fn new(config: Config) -> Self {
+        Self::with_policy(config, Policy::Auto(Box::new(|_| Decision::Accept)))
+    }
+
+    pub fn manual(config: Config) -> Self {
+        Self::with_policy(config, Policy::Manual)
+    }
+
+    pub fn with_policy(config: Config, policy: Policy) -> Self {
+        Self::with_info(config, info(), policy)
+    }
+
+    pub fn with_info(config: Config, info: ConnectionInfo, policy: Policy) -> Self {
+        let now = start();
+        let session = Session::new(config, info, now);
+        let mut h = Harness {
+            session,
+            now,
+            transcript: String::new(),
+            policy,
+            pending: VecDeque::new(),
+            messages: Vec::new(),
+            context: None,
+            closes: 0,
+            disconnects: 0,
+            starttls: 0,
+            backlog: Vec::new(),
+        };
+        h.drain();
+        h
+    }
+
+    /// Sends client text in one read and records its lines.
+    pub fn send(&mut self, text: &str) -> &mut Self {
+        self.record_client(text.as_bytes());
+        self.feed(text.as_bytes());
+        self
+    }
+
+    /// Sends bytes in one read, recording them escaped.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.record_client(bytes);
+        self.feed(bytes);
+        self
+    }
+
+    /// Feeds bytes without recording them (for bulk data).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.backlog.extend_from_slice(bytes);
+        self.offer();
+    }
+
+    /// Offers the backlog until the session takes no more.
+    pub fn offer(&mut self) {
+        for _ in 0..1_000_000 {
+            if self.backlog.is_empty() || self.session.is_closed() {
+                break;
+            }
+            let taken = self.session.handle_input(&self.backlog, self.now).expect("input");
+            self.backlog.drain(..taken);
+            self.drain();
+            if taken == 0 {
+                break;
+            }
+        }
+    }
+
+    fn record_client(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match rest.windows(2).position(|w| w == b"\r\n") {
+                Some(i) => {
+                    self.transcript.push_str(format!("C: {}", escape(&rest[..i])).trim_end());
+                    self.transcript.push('\n');
+                    rest = &rest[i + 2..];
+                }
+                None => {
+                    self.transcript.push_str(&format!("C~ {}\n", escape(rest)));
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    pub fn eof(&mut self) -> &mut Self {
+        self.transcript.push_str("-- eof\n");
+        self.session.handle_eof(self.now).expect("eof");
+        self.drain();
+        self
+    }
+
+    pub fn advance(&mut self, by: Duration) -> &mut Self {
+        self.now += by;
+        if let Some(deadline) = self.session.poll_timeout() {
+            if self.now >= deadline {
+                self.transcript.push_str("-- timeout\n");
+            }
+        }
+        self.session.handle_timeout(self.now).expect("timeout");
+        self.drain();
+        self
+    }
+
+    pub fn shutdown(&mut self) -> &mut Self {
+        self.transcript.push_str("-- shutdown\n");
+        self.session.handle_shutdown(self.now).expect("shutdown");
+        self.drain();
+        self
+    }
+
+    /// Answers the oldest pending hook call.
+    pub fn decide(&mut self, decision: Decision) -> &mut Self {
+        let id = self.pending.pop_front().expect("a hook call is pending");
+        self.transcript.push_str(&format!("D: {}\n", describe_decision(&decision)));
+        self.session.decide(id, decision, self.now).expect("decision accepted");
+        self.drain();
+        self.offer();
+        self
+    }
+
+    /// Drains every output into the transcript, answering hooks by the policy.
+    pub fn drain(&mut self) {
+        for _ in 0..100_000 {
+            let Some(output) = self.session.poll_output() else { return };
+            match output {
+                Output::Write(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    assert!(text.ends_with("\r\n"), "writes end with CRLF: {text:?}");
+                    for line in text.split_terminator("\r\n") {
+                        self.transcript.push_str(&format!("S: {line}\n"));
+                    }
+                }
+                Output::Close => {
+                    self.closes += 1;
+                    self.transcript.push_str("-- close\n");
+                }
+                Output::StartTls => {
+                    self.starttls += 1;
+                    self.transcript.push_str("-- starttls\n");
+                }
+                Output::HookCall(call) => {
+                    self.transcript.push_str(&format!("H: {}\n", describe_hook(&call.hook)));
+                    match call.hook {
+                        Hook::Disconnect(context) => {
+                            self.disconnects += 1;
+                            self.context = Some(context);
+                        }
+                        hook => match &mut self.policy {
+                            Policy::Manual => {
+                                if let Hook::Message(m) = hook {
+                                    self.messages.push(*m);
+                                }
+                                self.pending.push_back(call.id);
+                            }
+                            Policy::Auto(f) => {
+                                let decision = f(&hook);
+                                if let (Hook::Message(m), Decision::Accept | Decision::AcceptWith(_)) =
+                                    (hook, &decision)
+                                {
+                                    self.messages.push(*m);
+                                }
+                                self.transcript
+                                    .push_str(&format!("D: {}\n", describe_decision(&decision)));
+                                self.session.decide(call.id, decision, self.now).expect("decide");
+                            }
+                        },
+                    }
+                }
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+        panic!("the session produced outputs without end");
+    }
+
+    /// Asserts the whole transcript so far, ignoring indentation of the expected text.
+    #[track_caller]
+    pub fn expect(&mut self, expected: &str) -> &mut Self {
+        let expected: String = expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(self.transcript, expected, "\n--- transcript ---\n{}", self.transcript);
+        self
+    }
+
+    /// The server's output only.
+    pub fn server_lines(&self) -> Vec<&str> {
+        self.transcript
+            .lines()
+            .filter_map(|l| l.strip_prefix("S: "))
+            .collect()
+    }
+
+    pub fn context(&self) -> &DisconnectContext {
+        self.context.as_deref().expect("the disconnect hook was called")
+    }
+}
+
+pub fn info() -> ConnectionInfo {
+    ConnectionInfo {
+        id: "conn-1".into(),
+        remote_ip: Some("192.0.2.10".parse().unwrap()),
+        remote_port: Some(41666),
+        local_ip: Some("198.51.100.1".parse().unwrap()),
+        local_port: Some(25),
+        server_id: Some("inbound".into()),
+        ..ConnectionInfo::default()
+    }
+}
+
+/// The default config with a fixed hostname.
+pub fn config() -> Config {
+    Config {
+        hostname: "mx.example".into(),
+        ..Config::default()
+    }
+}
+
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        match b {
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
+}
+
+pub fn describe_hook(hook: &Hook) -> String {
+    match hook {
+        Hook::Connect => "connect".into(),
+        Hook::Helo { verb, host } => format!("helo {verb:?} {host}"),
+        Hook::Auth(request) => format!("auth {request:?}"),
+        Hook::MailFrom { path, params } => {
+            if *params == Default::default() {
+                format!("mail_from <{path}>")
+            } else {
+                format!("mail_from <{path}> {params:?}")
+            }
+        }
+        Hook::RcptTo { path, params } => {
+            if *params == Default::default() {
+                format!("rcpt_to <{path}>")
+            } else {
+                format!("rcpt_to <{path}> {params:?}")
+            }
+        }
+        Hook::Data => "data".into(),
+        Hook::Message(m) => {
+            let rcpts: Vec<String> = m.envelope.recipients.iter().map(|r| format!("<{}>", r.path)).collect();
+            format!(
+                "message from <{}> to {} body {:?}",
+                m.envelope.mail_from,
+                rcpts.join(","),
+                String::from_utf8_lossy(&m.body)
+            )
+        }
+        Hook::Disconnect(c) => {
+            let a = &c.arguments;
+            let reply = match &a.reply {
+                Some(r) => format!(
+                    " reply={}{} {}",
+                    r.code,
+                    r.enhanced.map(|e| format!(" {}.{}.{}", e[0], e[1], e[2])).unwrap_or_default(),
+                    r.state
+                ),
+                None => String::new(),
+            };
+            let error = match &a.error {
+                Some(e) => format!(" error={:?}:{}", e.kind, e.reason),
+                None => String::new(),
+            };
+            format!("disconnect close={:?}{reply}{error}", a.close).to_lowercase()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+pub fn describe_decision(d: &Decision) -> String {
+    match d {
+        Decision::Accept => "accept".into(),
+        Decision::AcceptWith(r) => format!("accept {}", r.to_string().trim_end()),
+        Decision::Reject(r) => format!("reject {}", r.to_string().trim_end().replace("\r\n", " | ")),
+        Decision::Disconnect { reply, mode } => {
+            format!("disconnect {mode:?} {}", reply.to_string().trim_end().replace("\r\n", " | "))
+        }
+        Decision::HookFailed => "hook failed".into(),
+        Decision::Challenge(c) => format!("challenge {:?}", String::from_utf8_lossy(c)),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Runs a whole client script through a session, fed in the given chunk sizes (cycled),
+/// answering every hook with `Accept`; returns the server-side transcript (writes, closes,
+/// hook calls, decisions), which must not depend on how the input was split.
+pub fn run_split(config: Config, input: &[u8], chunks: &[usize]) -> String {
+    let mut h = Harness::new(config);
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < input.len() && !h.session.is_closed() {
+        let size = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(input.len()).max(1);
+        let end = (pos + size).min(input.len());
+        h.feed(&input[pos..end]);
+        pos = end;
+        i += 1;
+    }
+    if !h.session.is_closed() {
+        h.eof();
+    }
+    h.transcript
+}
