@@ -238,7 +238,11 @@ impl Config {
     /// Reports the first value that [`Session::new`](crate::Session::new) would clamp.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, problem| Err(ConfigError { field, problem });
-        if self.hostname.is_empty() || self.hostname.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        if self.hostname.is_empty()
+            || self
+                .hostname
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
             return err("hostname", "must be a non-empty name without spaces");
         }
         if self.banner.contains(['\r', '\n']) {
@@ -260,7 +264,10 @@ impl Config {
             return err("max_pending_input", "must be within 1 KiB..=16 MiB");
         }
         if self.max_pending_input < self.longest_line() {
-            return err("max_pending_input", "must hold at least one full command line");
+            return err(
+                "max_pending_input",
+                "must hold at least one full command line",
+            );
         }
         Ok(())
     }
@@ -278,14 +285,21 @@ impl Config {
     /// The longest line the session may have to hold: a command, or an AUTH line when AUTH
     /// is on.
     fn longest_line(&self) -> usize {
-        let auth = if self.extensions.auth { self.max_auth_line_length.clamp(512, 65536) } else { 0 };
+        let auth = if self.extensions.auth {
+            self.max_auth_line_length.clamp(512, 65536)
+        } else {
+            0
+        };
         self.line_limit().max(auth)
     }
 
     /// A copy with every out-of-range value brought into range.
     pub(crate) fn clamped(&self) -> Config {
         let mut c = self.clone();
-        if c.hostname.is_empty() || c.hostname.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+        if c.hostname.is_empty()
+            || c.hostname
+                .contains(|ch: char| ch.is_whitespace() || ch.is_control())
+        {
             c.hostname = "localhost".into();
         }
         c.banner.retain(|ch| ch != '\r' && ch != '\n');

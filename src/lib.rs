@@ -192,9 +192,9 @@ pub use config::{
     BareLineEndings, Config, ConfigError, Extensions, HookFailurePolicy, Hooks, StartTlsInjection,
 };
 pub use context::{
-    AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments,
-    DisconnectContext, EmptyTransaction, HeloInfo, HeloVerb, IoError, IoErrorKind, LastReply,
-    PeerCertificate, ReplyState, TlsInfo,
+    AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments, DisconnectContext,
+    EmptyTransaction, HeloInfo, HeloVerb, IoError, IoErrorKind, LastReply, PeerCertificate,
+    ReplyState, TlsInfo,
 };
 pub use error::Error;
 pub use hooks::{

@@ -144,7 +144,10 @@ impl Reply {
                 Some((found, rest)) if strip_prefix && Some(found) == enhanced => rest,
                 _ => line,
             };
-            joined.extend(line.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }));
+            joined.extend(
+                line.chars()
+                    .map(|c| if c.is_control() && c != '\t' { ' ' } else { c }),
+            );
         }
         Ok(Reply {
             code,
@@ -154,7 +157,11 @@ impl Reply {
     }
 
     /// A crate default: static text, already known to be well formed.
-    pub(crate) const fn fixed(code: u16, enhanced: Option<EnhancedCode>, text: &'static str) -> Reply {
+    pub(crate) const fn fixed(
+        code: u16,
+        enhanced: Option<EnhancedCode>,
+        text: &'static str,
+    ) -> Reply {
         Reply {
             code,
             enhanced,
@@ -299,7 +306,10 @@ mod tests {
         assert_eq!(wire(&r), "550 5.7.1 go away\r\n");
         assert_eq!(
             Reply::new(550, "4.7.1 mismatch"),
-            Err(ReplyError::ClassMismatch { code: 550, enhanced: EnhancedCode::new(4, 7, 1) })
+            Err(ReplyError::ClassMismatch {
+                code: 550,
+                enhanced: EnhancedCode::new(4, 7, 1)
+            })
         );
     }
 
@@ -322,14 +332,26 @@ mod tests {
     #[test]
     fn multi_line_enhanced_replies_repeat_the_code_on_every_line() {
         let r = Reply::new(452, "4.5.3 first\n4.5.3 second\nthird").unwrap();
-        assert_eq!(wire(&r), "452-4.5.3 first\r\n452-4.5.3 second\r\n452 4.5.3 third\r\n");
+        assert_eq!(
+            wire(&r),
+            "452-4.5.3 first\r\n452-4.5.3 second\r\n452 4.5.3 third\r\n"
+        );
     }
 
     #[test]
     fn prefix_parsing_rejects_near_misses() {
         assert!(EnhancedCode::parse_prefix("2.0.0").is_some());
         assert!(EnhancedCode::parse_prefix("2.0.0 ok").is_some());
-        for bad in ["3.0.0 x", "2.0 x", "2.0.0.0 x", "2.a.0 x", "22.0.0 x", "2.1000.0 x", "", "2..0 x"] {
+        for bad in [
+            "3.0.0 x",
+            "2.0 x",
+            "2.0.0.0 x",
+            "2.a.0 x",
+            "22.0.0 x",
+            "2.1000.0 x",
+            "",
+            "2..0 x",
+        ] {
             assert!(EnhancedCode::parse_prefix(bad).is_none(), "{bad:?}");
         }
     }

@@ -11,9 +11,8 @@ use crate::address::{ForwardPath, ReversePath};
 use crate::command::{parse_command, Command, CommandError, Verb};
 use crate::config::{Config, Extensions, HookFailurePolicy, StartTlsInjection};
 use crate::context::{
-    AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments,
-    DisconnectContext, EmptyTransaction, HeloInfo, HeloVerb, IoError, IoErrorKind, LastReply,
-    ReplyState, TlsInfo,
+    AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments, DisconnectContext,
+    EmptyTransaction, HeloInfo, HeloVerb, IoError, IoErrorKind, LastReply, ReplyState, TlsInfo,
 };
 use crate::data::{BareLineEndings, DataReceiver, DataStatus};
 use crate::error::Error;
@@ -62,7 +61,11 @@ const MESSAGE_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Message accepted");
 const CHUNK_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Chunk accepted");
 const START_DATA: Reply = Reply::fixed(354, None, "End data with <CR><LF>.<CR><LF>");
 const BYE: Reply = Reply::fixed(221, e(2, 0, 0), "Bye");
-const VRFY_OK: Reply = Reply::fixed(252, e(2, 5, 0), "Cannot verify the user, but will accept mail for delivery");
+const VRFY_OK: Reply = Reply::fixed(
+    252,
+    e(2, 5, 0),
+    "Cannot verify the user, but will accept mail for delivery",
+);
 const NOT_IMPLEMENTED: Reply = Reply::fixed(502, e(5, 5, 1), "Command not implemented");
 const HELP: Reply = Reply::fixed(
     214,
@@ -76,11 +79,17 @@ const TLS_REQUIRED: Reply = Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS
 const AUTH_REQUIRED: Reply = Reply::fixed(530, e(5, 7, 0), "Authentication required");
 const AUTH_OK: Reply = Reply::fixed(235, e(2, 7, 0), "Authentication successful");
 const AUTH_FAILED: Reply = Reply::fixed(535, e(5, 7, 8), "Authentication credentials invalid");
-const AUTH_NEEDS_TLS: Reply =
-    Reply::fixed(538, e(5, 7, 11), "Encryption required for requested authentication mechanism");
+const AUTH_NEEDS_TLS: Reply = Reply::fixed(
+    538,
+    e(5, 7, 11),
+    "Encryption required for requested authentication mechanism",
+);
 const AUTH_ALREADY: Reply = Reply::fixed(503, e(5, 5, 1), "Already authenticated");
-const AUTH_IN_TRANSACTION: Reply =
-    Reply::fixed(503, e(5, 5, 1), "AUTH not allowed during a mail transaction");
+const AUTH_IN_TRANSACTION: Reply = Reply::fixed(
+    503,
+    e(5, 5, 1),
+    "AUTH not allowed during a mail transaction",
+);
 const AUTH_UNKNOWN_MECHANISM: Reply =
     Reply::fixed(504, e(5, 5, 4), "Unrecognized authentication type");
 const AUTH_CANCELLED: Reply = Reply::fixed(501, e(5, 7, 0), "Authentication cancelled");
@@ -89,7 +98,8 @@ const AUTH_MALFORMED: Reply = Reply::fixed(501, e(5, 5, 2), "Malformed authentic
 const AUTH_LINE_TOO_LONG: Reply =
     Reply::fixed(500, e(5, 5, 6), "Authentication exchange line is too long");
 const AUTH_TEMPORARY: Reply = Reply::fixed(454, e(4, 7, 0), "Temporary authentication failure");
-const HOOK_TEMPORARY: Reply = Reply::fixed(451, e(4, 3, 0), "Temporary failure, please try again later");
+const HOOK_TEMPORARY: Reply =
+    Reply::fixed(451, e(4, 3, 0), "Temporary failure, please try again later");
 const NEED_HELO: Reply = Reply::fixed(503, e(5, 5, 1), "Send HELO or EHLO first");
 const NESTED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Sender already specified");
 const NEED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Need MAIL command first");
@@ -97,11 +107,21 @@ const NEED_RCPT: Reply = Reply::fixed(503, e(5, 5, 1), "Need RCPT command first"
 const DATA_AFTER_BDAT: Reply = Reply::fixed(503, e(5, 5, 1), "DATA cannot follow BDAT");
 const BINARY_NEEDS_BDAT: Reply = Reply::fixed(503, e(5, 5, 1), "BODY=BINARYMIME requires BDAT");
 const TOO_MANY_RCPTS: Reply = Reply::fixed(452, e(4, 5, 3), "Too many recipients");
-const TOO_BIG: Reply = Reply::fixed(552, e(5, 3, 4), "Message size exceeds fixed maximum message size");
-const BARE_LINE_ENDING: Reply =
-    Reply::fixed(550, e(5, 6, 0), "Message contains bare CR or LF; line endings must be CRLF");
-const UTF8_NEEDS_SMTPUTF8: Reply =
-    Reply::fixed(553, e(5, 6, 7), "Non-ASCII address requires the SMTPUTF8 parameter");
+const TOO_BIG: Reply = Reply::fixed(
+    552,
+    e(5, 3, 4),
+    "Message size exceeds fixed maximum message size",
+);
+const BARE_LINE_ENDING: Reply = Reply::fixed(
+    550,
+    e(5, 6, 0),
+    "Message contains bare CR or LF; line endings must be CRLF",
+);
+const UTF8_NEEDS_SMTPUTF8: Reply = Reply::fixed(
+    553,
+    e(5, 6, 7),
+    "Non-ASCII address requires the SMTPUTF8 parameter",
+);
 const BAD_SENDER: Reply = Reply::fixed(501, e(5, 1, 7), "Bad sender address syntax");
 const BAD_RECIPIENT: Reply = Reply::fixed(501, e(5, 1, 3), "Bad recipient address syntax");
 const BAD_PARAM: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid command parameter");
@@ -127,8 +147,13 @@ enum Stage {
     Rcpt(ForwardPath, RcptParams),
     Data,
     /// The data hook for the first BDAT of a transaction, before its chunk is read.
-    Bdat { size: u64, last: bool },
-    Message { chunked: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Message {
+        chunked: bool,
+    },
 }
 
 impl Stage {
@@ -175,13 +200,18 @@ enum Phase {
     /// Waiting for the connect hook.
     Connecting,
     /// Waiting for the runtime's TLS handshake; `implicit` for RFC 8314 listeners.
-    TlsHandshake { implicit: bool },
+    TlsHandshake {
+        implicit: bool,
+    },
     /// Reading command lines.
     Command,
     /// Reading the client's lines of an AUTH exchange.
     Auth(AuthExchange),
     /// Reading message data after 354.
-    Data { rx: DataReceiver, body: Vec<u8> },
+    Data {
+        rx: DataReceiver,
+        body: Vec<u8>,
+    },
     /// Reading a BDAT chunk.
     Bdat(Chunk),
     Closed,
@@ -388,7 +418,13 @@ impl Session {
         if !matches!(self.phase, Phase::TlsHandshake { .. }) {
             return Err(Error::NoTlsRequested);
         }
-        self.handle_io_error(IoError { kind: IoErrorKind::Tls, ..error }, now)
+        self.handle_io_error(
+            IoError {
+                kind: IoErrorKind::Tls,
+                ..error
+            },
+            now,
+        )
     }
 
     /// Answers the pending hook call `id`. On success the session goes on with any input it
@@ -562,7 +598,10 @@ impl Session {
             self.inbuf.drain(..self.in_start);
             self.in_start = 0;
         }
-        let room = self.config.max_pending_input.saturating_sub(self.inbuf.len());
+        let room = self
+            .config
+            .max_pending_input
+            .saturating_sub(self.inbuf.len());
         let n = room.min(data.len());
         self.inbuf.extend_from_slice(&data[..n]);
         n
@@ -588,7 +627,11 @@ impl Session {
                     self.in_start = 0;
                 }
                 // After a pause the rest is unscanned; otherwise it is a partial line.
-                self.in_scanned = if self.pending.is_some() { 0 } else { self.buffered() };
+                self.in_scanned = if self.pending.is_some() {
+                    0
+                } else {
+                    self.buffered()
+                };
             }
         }
     }
@@ -630,7 +673,11 @@ impl Session {
                     chunk.remaining -= n as u64;
                     let done = chunk.remaining == 0;
                     if chunk.error.is_none() {
-                        store_chunk(self.tx.as_deref_mut(), &buf[pos..pos + n], self.config.max_message_size);
+                        store_chunk(
+                            self.tx.as_deref_mut(),
+                            &buf[pos..pos + n],
+                            self.config.max_message_size,
+                        );
                     }
                     pos += n;
                     if !done {
@@ -693,7 +740,8 @@ impl Session {
             return auth;
         }
         let limit = self.config.line_limit();
-        if self.ext.auth && line_start.len() >= 5 && line_start[..5].eq_ignore_ascii_case(b"AUTH ") {
+        if self.ext.auth && line_start.len() >= 5 && line_start[..5].eq_ignore_ascii_case(b"AUTH ")
+        {
             limit.max(auth)
         } else {
             limit
@@ -805,7 +853,10 @@ impl Session {
                 // The chunk's size is unknown, so its bytes cannot be skipped; reading them as
                 // commands would let a client smuggle them. The stream is lost: close.
                 self.say(SYNTAX, ReplyState::Bdat);
-                let text = format!("{} Cannot resynchronise after a bad BDAT", self.config.hostname);
+                let text = format!(
+                    "{} Cannot resynchronise after a bad BDAT",
+                    self.config.hostname
+                );
                 self.send(Reply::built(421, e(4, 5, 0), text), ReplyState::Bdat);
                 self.close(CloseSide::Local);
             }
@@ -822,7 +873,10 @@ impl Session {
         let verb = command.verb();
         if self.config.require_tls
             && self.tls.is_none()
-            && !matches!(verb, Verb::Noop | Verb::Helo | Verb::Ehlo | Verb::StartTls | Verb::Quit)
+            && !matches!(
+                verb,
+                Verb::Noop | Verb::Helo | Verb::Ehlo | Verb::StartTls | Verb::Quit
+            )
         {
             if let Command::Bdat { size, last } = command {
                 return self.skip_chunk(size, last, TLS_REQUIRED);
@@ -953,7 +1007,11 @@ impl Session {
         if self.config.require_auth && self.auth.is_none() {
             return self.say(AUTH_REQUIRED, state);
         }
-        let params = match parse_mail_params(raw_params, self.param_support(), self.config.max_message_size) {
+        let params = match parse_mail_params(
+            raw_params,
+            self.param_support(),
+            self.config.max_message_size,
+        ) {
             Ok(params) => params,
             Err(error) => return self.param_error(error, state),
         };
@@ -1079,7 +1137,11 @@ impl Session {
     }
 
     fn deliver(&mut self, envelope: Envelope, body: Vec<u8>, chunked: bool) {
-        let state = if chunked { ReplyState::Bdat } else { ReplyState::Eod };
+        let state = if chunked {
+            ReplyState::Bdat
+        } else {
+            ReplyState::Eod
+        };
         if self.config.hooks.message {
             let message = Box::new(Message {
                 envelope,
@@ -1218,7 +1280,10 @@ impl Session {
     }
 
     fn auth_prompt(&mut self, next: AuthExchange, challenge: &str) {
-        self.send(Reply::built(334, None, challenge.to_owned()), ReplyState::Auth);
+        self.send(
+            Reply::built(334, None, challenge.to_owned()),
+            ReplyState::Auth,
+        );
         self.phase = Phase::Auth(next);
     }
 
@@ -1346,7 +1411,10 @@ impl Session {
             Decision::Accept => self.accepted(stage, None),
             Decision::AcceptWith(reply) => self.accepted(stage, Some(reply)),
             Decision::Challenge(challenge) => {
-                if let Stage::Auth { mechanism, step, .. } = stage {
+                if let Stage::Auth {
+                    mechanism, step, ..
+                } = stage
+                {
                     let next = AuthExchange::Step {
                         mechanism,
                         step: step + 1,
@@ -1409,7 +1477,11 @@ impl Session {
             Stage::Data => self.start_data(custom),
             Stage::Bdat { size, last } => self.start_chunk(size, last),
             Stage::Message { chunked } => {
-                let state = if chunked { ReplyState::Bdat } else { ReplyState::Eod };
+                let state = if chunked {
+                    ReplyState::Bdat
+                } else {
+                    ReplyState::Eod
+                };
                 self.send_or(custom, MESSAGE_OK, state);
             }
         }
@@ -1466,7 +1538,10 @@ impl Session {
         reply.write_to(&mut self.wbuf);
         let counts = reply.is_error()
             && reply.code() != 421
-            && !matches!(state, ReplyState::Connect | ReplyState::Timeout | ReplyState::Shutdown);
+            && !matches!(
+                state,
+                ReplyState::Connect | ReplyState::Timeout | ReplyState::Shutdown
+            );
         self.last_reply = Some((reply, state));
         if counts {
             self.errors += 1;
@@ -1482,7 +1557,8 @@ impl Session {
 
     fn flush(&mut self) {
         if !self.wbuf.is_empty() {
-            self.out.push_back(Output::Write(std::mem::take(&mut self.wbuf)));
+            self.out
+                .push_back(Output::Write(std::mem::take(&mut self.wbuf)));
         }
     }
 
@@ -1556,16 +1632,18 @@ fn check_decision(stage: &Stage, decision: &Decision) -> Result<(), Error> {
             }
         }
         Decision::Reject(reply) if !reply.is_error() => {
-            return Err(Error::InvalidDecision("a rejection needs a 4xx or 5xx reply"));
+            return Err(Error::InvalidDecision(
+                "a rejection needs a 4xx or 5xx reply",
+            ));
         }
-        Decision::Challenge(_) => match stage {
-            Stage::Auth { mechanism, .. } if mechanism != "PLAIN" && mechanism != "LOGIN" => {}
-            _ => {
-                return Err(Error::InvalidDecision(
+        Decision::Challenge(_) => {
+            match stage {
+                Stage::Auth { mechanism, .. } if mechanism != "PLAIN" && mechanism != "LOGIN" => {}
+                _ => return Err(Error::InvalidDecision(
                     "a challenge answers only auth steps of mechanisms the session does not decode",
-                ))
+                )),
             }
-        },
+        }
         _ => {}
     }
     Ok(())

@@ -148,7 +148,15 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_attributes_are_refused() {
-        for bad in ["", "FOO=1", "ADDR=300.1.1.1", "PORT=x", "PROTO=LMTP", "ADDR", "NAME=a+zz"] {
+        for bad in [
+            "",
+            "FOO=1",
+            "ADDR=300.1.1.1",
+            "PORT=x",
+            "PROTO=LMTP",
+            "ADDR",
+            "NAME=a+zz",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }

@@ -17,7 +17,10 @@ fn rcpt(to: &str) -> (String, Option<String>) {
     h.transcript.clear();
     h.send(&format!("RCPT TO:{to}\r\nDATA\r\nx\r\n.\r\n"));
     let reply = h.server_lines()[0].to_owned();
-    let path = h.messages.first().map(|m| m.envelope.recipients[0].path.to_string());
+    let path = h
+        .messages
+        .first()
+        .map(|m| m.envelope.recipients[0].path.to_string());
     (reply, path)
 }
 
@@ -62,16 +65,34 @@ fn invalid_reverse_paths_are_501_5_1_7() {
 #[test]
 fn overlong_local_part_is_refused() {
     let local = "x".repeat(65);
-    assert_eq!(mail(&format!("<{local}@example.org>")), "501 5.1.7 Bad sender address syntax");
+    assert_eq!(
+        mail(&format!("<{local}@example.org>")),
+        "501 5.1.7 Bad sender address syntax"
+    );
     let local = "x".repeat(64);
-    assert_eq!(mail(&format!("<{local}@example.org>")), "250 2.1.0 Sender OK");
+    assert_eq!(
+        mail(&format!("<{local}@example.org>")),
+        "250 2.1.0 Sender OK"
+    );
 }
 
 #[test]
 fn recipients_keep_their_form_and_source_routes_are_dropped() {
-    assert_eq!(rcpt("<b@example.net>"), ("250 2.1.5 Recipient OK".into(), Some("b@example.net".into())));
-    assert_eq!(rcpt("<@hop.example:b@example.net>").1.as_deref(), Some("b@example.net"));
-    assert_eq!(rcpt("<\"x y\"@example.net>").1.as_deref(), Some("\"x y\"@example.net"));
+    assert_eq!(
+        rcpt("<b@example.net>"),
+        (
+            "250 2.1.5 Recipient OK".into(),
+            Some("b@example.net".into())
+        )
+    );
+    assert_eq!(
+        rcpt("<@hop.example:b@example.net>").1.as_deref(),
+        Some("b@example.net")
+    );
+    assert_eq!(
+        rcpt("<\"x y\"@example.net>").1.as_deref(),
+        Some("\"x y\"@example.net")
+    );
     assert_eq!(rcpt("<b@[192.0.2.1]>").1.as_deref(), Some("b@[192.0.2.1]"));
     assert_eq!(rcpt("<PostMaster>").1.as_deref(), Some("postmaster"));
 }
@@ -85,13 +106,22 @@ fn invalid_forward_paths_are_501_5_1_3() {
 
 #[test]
 fn utf8_addresses_need_smtputf8() {
-    assert_eq!(mail("<δοκιμή@παράδειγμα.δοκιμή>"), "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter");
-    assert_eq!(mail("<δοκιμή@παράδειγμα.δοκιμή> SMTPUTF8"), "250 2.1.0 Sender OK");
+    assert_eq!(
+        mail("<δοκιμή@παράδειγμα.δοκιμή>"),
+        "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
+    );
+    assert_eq!(
+        mail("<δοκιμή@παράδειγμα.δοκιμή> SMTPUTF8"),
+        "250 2.1.0 Sender OK"
+    );
     let mut h = Harness::new(config());
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
     h.transcript.clear();
     h.send("RCPT TO:<用户@例子.广告>\r\n");
-    assert_eq!(h.server_lines(), ["553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"]);
+    assert_eq!(
+        h.server_lines(),
+        ["553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"]
+    );
 }
 
 #[test]

@@ -22,7 +22,10 @@ const SMUGGLING: [&[u8]; 11] = [
 const ENVELOPE: &str = "HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n";
 
 fn with_policy(policy: BareLineEndings) -> Config {
-    Config { bare_line_endings: policy, ..config() }
+    Config {
+        bare_line_endings: policy,
+        ..config()
+    }
 }
 
 /// Sends a message whose body is `body`, followed by a would-be smuggled command and a real
@@ -39,7 +42,11 @@ fn smuggle(policy: BareLineEndings, seq: &[u8]) -> Harness {
 
 #[test]
 fn no_smuggling_sequence_ends_data_or_starts_a_command_under_any_policy() {
-    for policy in [BareLineEndings::Reject, BareLineEndings::Normalize, BareLineEndings::Allow] {
+    for policy in [
+        BareLineEndings::Reject,
+        BareLineEndings::Normalize,
+        BareLineEndings::Allow,
+    ] {
         for seq in SMUGGLING {
             let h = smuggle(policy, seq);
             let lines = h.server_lines();
@@ -47,20 +54,34 @@ fn no_smuggling_sequence_ends_data_or_starts_a_command_under_any_policy() {
             assert_eq!(lines.len(), 7, "{policy:?} {}: {lines:?}", escape(seq));
             assert_eq!(lines[4], "354 End data with <CR><LF>.<CR><LF>");
             assert_eq!(lines[6], "250 2.0.0 OK", "{policy:?} {}", escape(seq));
-            assert!(!lines.iter().any(|l| l.contains("2.1.0") && l != &lines[2]), "no second MAIL was executed");
-            let has_bare = seq.windows(2).any(|w| w != b"\r\n" && (w[0] == b'\r' || w[1] == b'\n'))
+            assert!(
+                !lines.iter().any(|l| l.contains("2.1.0") && l != &lines[2]),
+                "no second MAIL was executed"
+            );
+            let has_bare = seq
+                .windows(2)
+                .any(|w| w != b"\r\n" && (w[0] == b'\r' || w[1] == b'\n'))
                 || seq.starts_with(b"\n")
                 || seq.ends_with(b"\r");
             match policy {
                 BareLineEndings::Reject if has_bare => {
-                    assert_eq!(lines[5], "550 5.6.0 Message contains bare CR or LF; line endings must be CRLF");
+                    assert_eq!(
+                        lines[5],
+                        "550 5.6.0 Message contains bare CR or LF; line endings must be CRLF"
+                    );
                     assert!(h.messages.is_empty());
                 }
                 _ => {
-                    assert_eq!(lines[5], "250 2.0.0 Message accepted", "{policy:?} {}", escape(seq));
+                    assert_eq!(
+                        lines[5],
+                        "250 2.0.0 Message accepted",
+                        "{policy:?} {}",
+                        escape(seq)
+                    );
                     let body = &h.messages[0].body;
                     assert!(
-                        body.windows(b"MAIL FROM:<smuggled".len()).any(|w| w == b"MAIL FROM:<smuggled"),
+                        body.windows(b"MAIL FROM:<smuggled".len())
+                            .any(|w| w == b"MAIL FROM:<smuggled"),
                         "the would-be command stays in the body"
                     );
                 }
@@ -101,14 +122,22 @@ fn dot_stuffing_is_removed_and_the_dot_line_right_after_data_is_an_empty_message
     h.feed(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n.\r\n");
     assert_eq!(h.messages[0].body, b".leading dot\r\n..two\r\n");
     assert_eq!(h.messages[1].body, b"");
-    assert_eq!(h.server_lines().iter().filter(|l| **l == "250 2.0.0 Message accepted").count(), 2);
+    assert_eq!(
+        h.server_lines()
+            .iter()
+            .filter(|l| **l == "250 2.0.0 Message accepted")
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn a_transcript_of_one_message() {
     let mut h = Harness::new(config());
     h.transcript.clear();
-    h.send("HELO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    h.send(
+        "HELO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+    );
     h.send("Subject: hi\r\n\r\nHello.\r\n.\r\n");
     h.expect(
         r#"C: HELO client.example
@@ -131,7 +160,10 @@ fn a_transcript_of_one_message() {
 
 #[test]
 fn an_oversized_message_is_read_to_the_end_then_refused_with_552() {
-    let config = Config { max_message_size: 1000, ..config() };
+    let config = Config {
+        max_message_size: 1000,
+        ..config()
+    };
     let mut h = Harness::new(config);
     h.feed(ENVELOPE.as_bytes());
     for _ in 0..100 {
@@ -140,7 +172,13 @@ fn an_oversized_message_is_read_to_the_end_then_refused_with_552() {
     }
     h.feed(b".\r\nNOOP\r\n");
     let lines = h.server_lines();
-    assert_eq!(&lines[5..], ["552 5.3.4 Message size exceeds fixed maximum message size", "250 2.0.0 OK"]);
+    assert_eq!(
+        &lines[5..],
+        [
+            "552 5.3.4 Message size exceeds fixed maximum message size",
+            "250 2.0.0 OK"
+        ]
+    );
     assert!(h.messages.is_empty());
 }
 

@@ -7,7 +7,10 @@ use smtp_session::{Config, Decision, DisconnectMode, Hooks};
 
 fn mail_hook() -> Config {
     Config {
-        hooks: Hooks { mail_from: true, ..Hooks::NONE },
+        hooks: Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        },
         ..config()
     }
 }
@@ -24,7 +27,14 @@ fn at_mail_from() -> Harness {
 fn seed_example_1_disconnect_with_a_421() {
     // kumo.disconnect(421, 'mta.example.com go away!')
     let mut h = at_mail_from();
-    h.decide(Decision::disconnect(421, "mta.example.com go away!", DisconnectMode::ForceDisconnect).unwrap());
+    h.decide(
+        Decision::disconnect(
+            421,
+            "mta.example.com go away!",
+            DisconnectMode::ForceDisconnect,
+        )
+        .unwrap(),
+    );
     h.expect(
         "C: MAIL FROM:<sender@example.org>
          H: mail_from <sender@example.org>
@@ -134,7 +144,10 @@ fn reject_with_421_closes_like_kumo_reject() {
 #[test]
 fn earlier_pipelined_replies_come_first_and_later_commands_get_none() {
     let config = Config {
-        hooks: Hooks { rcpt_to: true, ..Hooks::NONE },
+        hooks: Hooks {
+            rcpt_to: true,
+            ..Hooks::NONE
+        },
         ..config()
     };
     let mut h = Harness::manual(config);
@@ -155,18 +168,28 @@ fn earlier_pipelined_replies_come_first_and_later_commands_get_none() {
         ]
     );
     // RCPT TO:<c@...> and DATA were never answered, and nothing follows the close.
-    assert!(h.transcript.ends_with("-- close\nH: disconnect close=local reply=421 rcpt\n"));
+    assert!(h
+        .transcript
+        .ends_with("-- close\nH: disconnect close=local reply=421 rcpt\n"));
     assert_eq!(h.session.poll_output().is_none(), true);
 }
 
 #[test]
 fn disconnect_during_the_message_hook_does_not_accept_the_message() {
     let mut h = Harness::manual(config());
-    h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nbody\r\n.\r\n");
+    h.send(
+        "HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nbody\r\n.\r\n",
+    );
     h.decide(Decision::disconnect(554, "5.7.1 spam", DisconnectMode::FollowWith421).unwrap());
     assert_eq!(
         &h.server_lines()[5..],
-        ["554 5.7.1 spam", "421 mx.example disconnecting due to previous error"]
+        [
+            "554 5.7.1 spam",
+            "421 mx.example disconnecting due to previous error"
+        ]
     );
-    assert_eq!(h.context().arguments.reply.as_ref().unwrap().state.as_str(), "EOD");
+    assert_eq!(
+        h.context().arguments.reply.as_ref().unwrap().state.as_str(),
+        "EOD"
+    );
 }

@@ -6,7 +6,10 @@ use common::*;
 use smtp_session::{Config, Decision, DisconnectMode, Hook, Hooks, ReplyState};
 
 fn disconnect_at(stage: &'static str) -> Harness {
-    let config = Config { hooks: Hooks::ALL, ..config() };
+    let config = Config {
+        hooks: Hooks::ALL,
+        ..config()
+    };
     let policy = Policy::Auto(Box::new(move |hook: &Hook| {
         let name = match hook {
             Hook::Connect => "connect",
@@ -48,7 +51,10 @@ fn every_stage_can_disconnect() {
         let lines = h.server_lines();
         assert_eq!(
             &lines[lines.len() - 2..],
-            ["550 5.7.1 policy", "421 mx.example disconnecting due to previous error"],
+            [
+                "550 5.7.1 policy",
+                "421 mx.example disconnecting due to previous error"
+            ],
             "{stage}: {}",
             h.transcript
         );
@@ -58,14 +64,23 @@ fn every_stage_can_disconnect() {
         assert!(!lines.iter().any(|l| l.starts_with("250 2.0.0")), "{stage}");
         let reply = h.context().arguments.reply.clone().unwrap();
         assert_eq!((reply.code, reply.state), (421, state), "{stage}");
-        let tail = format!("-- close\nH: disconnect close=local reply=421 {}\n", state.as_str().to_lowercase());
+        let tail = format!(
+            "-- close\nH: disconnect close=local reply=421 {}\n",
+            state.as_str().to_lowercase()
+        );
         assert!(h.transcript.ends_with(&tail), "{stage}: {}", h.transcript);
     }
 }
 
 #[test]
 fn connect_hook_reject_always_closes_even_with_5xx() {
-    let config = Config { hooks: Hooks { connect: true, ..Hooks::NONE }, ..config() };
+    let config = Config {
+        hooks: Hooks {
+            connect: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
     let mut h = Harness::manual(config);
     h.decide(Decision::reject(554, "5.7.1 no service for you").unwrap());
     h.expect(
@@ -79,7 +94,13 @@ fn connect_hook_reject_always_closes_even_with_5xx() {
 
 #[test]
 fn connect_hook_if421_with_non_421_still_closes_because_connect_refusals_close() {
-    let config = Config { hooks: Hooks { connect: true, ..Hooks::NONE }, ..config() };
+    let config = Config {
+        hooks: Hooks {
+            connect: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
     let mut h = Harness::manual(config);
     h.decide(Decision::disconnect(554, "go away", DisconnectMode::If421).unwrap());
     assert_eq!(h.server_lines(), ["554 go away"]);

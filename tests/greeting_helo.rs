@@ -40,14 +40,24 @@ fn missing_or_invalid_domain_is_501_5_5_4() {
     h.send("HELO\r\nEHLO\r\nEHLO <bad>\r\n");
     assert_eq!(
         h.server_lines(),
-        ["501 5.5.4 Invalid domain name", "501 5.5.4 Invalid domain name", "501 5.5.4 Invalid domain name"]
+        [
+            "501 5.5.4 Invalid domain name",
+            "501 5.5.4 Invalid domain name",
+            "501 5.5.4 Invalid domain name"
+        ]
     );
 }
 
 #[test]
 fn switched_off_extensions_are_not_advertised() {
     let config = Config {
-        extensions: Extensions { chunking: false, dsn: false, size: false, smtputf8: false, ..Extensions::default() },
+        extensions: Extensions {
+            chunking: false,
+            dsn: false,
+            size: false,
+            smtputf8: false,
+            ..Extensions::default()
+        },
         ..config()
     };
     let mut h = Harness::new(config);
@@ -55,25 +65,46 @@ fn switched_off_extensions_are_not_advertised() {
     h.send("EHLO c\r\n");
     assert_eq!(
         h.server_lines(),
-        ["250-mx.example greets c", "250-PIPELINING", "250-8BITMIME", "250 ENHANCEDSTATUSCODES"]
+        [
+            "250-mx.example greets c",
+            "250-PIPELINING",
+            "250-8BITMIME",
+            "250 ENHANCEDSTATUSCODES"
+        ]
     );
 }
 
 #[test]
 fn without_enhanced_status_codes_default_replies_have_none() {
     let config = Config {
-        extensions: Extensions { enhanced_status_codes: false, ..Extensions::default() },
+        extensions: Extensions {
+            enhanced_status_codes: false,
+            ..Extensions::default()
+        },
         ..config()
     };
     let mut h = Harness::new(config);
     h.transcript.clear();
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\nFOO\r\n");
-    assert_eq!(h.server_lines(), ["250 mx.example", "250 Sender OK", "500 Command unrecognized"]);
+    assert_eq!(
+        h.server_lines(),
+        [
+            "250 mx.example",
+            "250 Sender OK",
+            "500 Command unrecognized"
+        ]
+    );
 }
 
 #[test]
 fn the_ehlo_hook_can_change_the_advertised_list() {
-    let config = Config { hooks: Hooks { helo: true, ..Hooks::NONE }, ..config() };
+    let config = Config {
+        hooks: Hooks {
+            helo: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
     let mut h = Harness::manual(config);
     h.transcript.clear();
     h.send("EHLO c\r\n");
@@ -101,10 +132,19 @@ fn the_ehlo_hook_can_change_the_advertised_list() {
 
 #[test]
 fn hooks_can_replace_the_greeting_and_reject_helo() {
-    let config = Config { hooks: Hooks { connect: true, helo: true, ..Hooks::NONE }, ..config() };
+    let config = Config {
+        hooks: Hooks {
+            connect: true,
+            helo: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
     let policy = Policy::Auto(Box::new(|hook: &Hook| match hook {
         Hook::Connect => Decision::AcceptWith(Reply::new(220, "welcome to the test").unwrap()),
-        Hook::Helo { host, .. } if host == "bad.example" => Decision::reject(550, "5.7.1 go away").unwrap(),
+        Hook::Helo { host, .. } if host == "bad.example" => {
+            Decision::reject(550, "5.7.1 go away").unwrap()
+        }
         _ => Decision::Accept,
     }));
     let mut h = Harness::with_policy(config, policy);

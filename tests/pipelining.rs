@@ -15,10 +15,15 @@ fn a_whole_transaction_in_one_read_gets_every_reply_in_one_write() {
         now,
     )
     .unwrap();
-    let Some(Output::Write(bytes)) = s.poll_output() else { panic!("one write") };
+    let Some(Output::Write(bytes)) = s.poll_output() else {
+        panic!("one write")
+    };
     assert!(s.poll_output().is_none(), "coalesced into a single write");
     let text = String::from_utf8(bytes).unwrap();
-    let finals: Vec<&str> = text.split("\r\n").filter(|l| l.len() > 3 && &l[3..4] == " ").collect();
+    let finals: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| l.len() > 3 && &l[3..4] == " ")
+        .collect();
     assert_eq!(
         finals,
         [
@@ -34,7 +39,13 @@ fn a_whole_transaction_in_one_read_gets_every_reply_in_one_write() {
 
 #[test]
 fn replies_before_a_hook_call_are_flushed_before_it_and_later_input_waits() {
-    let config = Config { hooks: Hooks { rcpt_to: true, ..Hooks::NONE }, ..config() };
+    let config = Config {
+        hooks: Hooks {
+            rcpt_to: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
     let mut h = Harness::manual(config);
     h.transcript.clear();
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nNOOP\r\nRSET\r\n");
@@ -67,7 +78,14 @@ fn replies_before_a_hook_call_are_flushed_before_it_and_later_input_waits() {
 
 #[test]
 fn a_pending_hook_buffers_input_up_to_the_limit_then_pushes_back() {
-    let config = Config { hooks: Hooks { mail_from: true, ..Hooks::NONE }, max_pending_input: 4096, ..config() };
+    let config = Config {
+        hooks: Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        },
+        max_pending_input: 4096,
+        ..config()
+    };
     let mut h = Harness::manual(config);
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
     let flood: Vec<u8> = b"NOOP\r\n".repeat(2000); // 12000 bytes
@@ -78,7 +96,11 @@ fn a_pending_hook_buffers_input_up_to_the_limit_then_pushes_back() {
     h.backlog.extend_from_slice(&flood[taken..]);
     h.decide(Decision::Accept);
     h.offer();
-    let noops = h.server_lines().iter().filter(|l| **l == "250 2.0.0 OK").count();
+    let noops = h
+        .server_lines()
+        .iter()
+        .filter(|l| **l == "250 2.0.0 OK")
+        .count();
     assert_eq!(noops, 2000, "no command was lost");
 }
 

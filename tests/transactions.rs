@@ -16,10 +16,17 @@ fn two_messages_on_one_connection_with_rset_between() {
     assert_eq!(h.messages.len(), 2);
     let first = &h.messages[0].envelope;
     assert_eq!(first.mail_from.to_string(), "a@example.org");
-    let rcpts: Vec<String> = first.recipients.iter().map(|r| r.path.to_string()).collect();
+    let rcpts: Vec<String> = first
+        .recipients
+        .iter()
+        .map(|r| r.path.to_string())
+        .collect();
     assert_eq!(rcpts, ["b@example.net", "c@example.net"]);
     assert_eq!(h.messages[0].body, b"one\r\n");
-    assert_eq!(h.messages[1].envelope.mail_from.to_string(), "d@example.org");
+    assert_eq!(
+        h.messages[1].envelope.mail_from.to_string(),
+        "d@example.org"
+    );
     assert_eq!(h.messages[1].body, b"two\r\n");
     assert_eq!(h.closes, 1);
 }
@@ -54,7 +61,10 @@ fn sequencing_errors_are_503_and_the_session_continues() {
 
 #[test]
 fn helo_is_optional_when_configured() {
-    let mut h = Harness::new(Config { require_helo: false, ..config() });
+    let mut h = Harness::new(Config {
+        require_helo: false,
+        ..config()
+    });
     h.transcript.clear();
     h.send("MAIL FROM:<a@example.org>\r\n");
     assert_eq!(h.server_lines(), ["250 2.1.0 Sender OK"]);
@@ -65,12 +75,19 @@ fn ehlo_resets_the_transaction() {
     let mut h = Harness::new(config());
     h.transcript.clear();
     h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\nHELO c\r\nRCPT TO:<b@example.net>\r\n");
-    assert_eq!(h.server_lines().last(), Some(&"503 5.5.1 Need MAIL command first"));
+    assert_eq!(
+        h.server_lines().last(),
+        Some(&"503 5.5.1 Need MAIL command first")
+    );
 }
 
 #[test]
 fn simple_commands_and_their_argument_errors() {
-    let mut h = Harness::new(Config { vrfy: true, expn: false, ..config() });
+    let mut h = Harness::new(Config {
+        vrfy: true,
+        expn: false,
+        ..config()
+    });
     h.transcript.clear();
     h.send("NOOP\r\nNOOP anything goes\r\nRSET\r\nRSET x\r\nVRFY user\r\nEXPN list\r\nHELP\r\nHELP MAIL\r\nQUIT now\r\nQUIT\r\n");
     h.expect(
@@ -101,7 +118,10 @@ fn simple_commands_and_their_argument_errors() {
 
 #[test]
 fn vrfy_can_be_switched_off() {
-    let mut h = Harness::new(Config { vrfy: false, ..config() });
+    let mut h = Harness::new(Config {
+        vrfy: false,
+        ..config()
+    });
     h.transcript.clear();
     h.send("VRFY user\r\n");
     assert_eq!(h.server_lines(), ["502 5.5.1 Command not implemented"]);

@@ -104,7 +104,10 @@ impl Harness {
             if self.backlog.is_empty() || self.session.is_closed() {
                 break;
             }
-            let taken = self.session.handle_input(&self.backlog, self.now).expect("input");
+            let taken = self
+                .session
+                .handle_input(&self.backlog, self.now)
+                .expect("input");
             self.backlog.drain(..taken);
             self.drain();
             if taken == 0 {
@@ -118,7 +121,8 @@ impl Harness {
         while !rest.is_empty() {
             match rest.windows(2).position(|w| w == b"\r\n") {
                 Some(i) => {
-                    self.transcript.push_str(format!("C: {}", escape(&rest[..i])).trim_end());
+                    self.transcript
+                        .push_str(format!("C: {}", escape(&rest[..i])).trim_end());
                     self.transcript.push('\n');
                     rest = &rest[i + 2..];
                 }
@@ -159,8 +163,11 @@ impl Harness {
     /// Answers the oldest pending hook call.
     pub fn decide(&mut self, decision: Decision) -> &mut Self {
         let id = self.pending.pop_front().expect("a hook call is pending");
-        self.transcript.push_str(&format!("D: {}\n", describe_decision(&decision)));
-        self.session.decide(id, decision, self.now).expect("decision accepted");
+        self.transcript
+            .push_str(&format!("D: {}\n", describe_decision(&decision)));
+        self.session
+            .decide(id, decision, self.now)
+            .expect("decision accepted");
         self.drain();
         self.offer();
         self
@@ -169,7 +176,9 @@ impl Harness {
     /// Drains every output into the transcript, answering hooks by the policy.
     pub fn drain(&mut self) {
         for _ in 0..100_000 {
-            let Some(output) = self.session.poll_output() else { return };
+            let Some(output) = self.session.poll_output() else {
+                return;
+            };
             match output {
                 Output::Write(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);
@@ -187,7 +196,8 @@ impl Harness {
                     self.transcript.push_str("-- starttls\n");
                 }
                 Output::HookCall(call) => {
-                    self.transcript.push_str(&format!("H: {}\n", describe_hook(&call.hook)));
+                    self.transcript
+                        .push_str(&format!("H: {}\n", describe_hook(&call.hook)));
                     match call.hook {
                         Hook::Disconnect(context) => {
                             self.disconnects += 1;
@@ -202,14 +212,18 @@ impl Harness {
                             }
                             Policy::Auto(f) => {
                                 let decision = f(&hook);
-                                if let (Hook::Message(m), Decision::Accept | Decision::AcceptWith(_)) =
-                                    (hook, &decision)
+                                if let (
+                                    Hook::Message(m),
+                                    Decision::Accept | Decision::AcceptWith(_),
+                                ) = (hook, &decision)
                                 {
                                     self.messages.push(*m);
                                 }
                                 self.transcript
                                     .push_str(&format!("D: {}\n", describe_decision(&decision)));
-                                self.session.decide(call.id, decision, self.now).expect("decide");
+                                self.session
+                                    .decide(call.id, decision, self.now)
+                                    .expect("decide");
                             }
                         },
                     }
@@ -229,7 +243,11 @@ impl Harness {
             .filter(|l| !l.is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(self.transcript, expected, "\n--- transcript ---\n{}", self.transcript);
+        assert_eq!(
+            self.transcript, expected,
+            "\n--- transcript ---\n{}",
+            self.transcript
+        );
         self
     }
 
@@ -242,7 +260,9 @@ impl Harness {
     }
 
     pub fn context(&self) -> &DisconnectContext {
-        self.context.as_deref().expect("the disconnect hook was called")
+        self.context
+            .as_deref()
+            .expect("the disconnect hook was called")
     }
 }
 
@@ -300,7 +320,12 @@ pub fn describe_hook(hook: &Hook) -> String {
         }
         Hook::Data => "data".into(),
         Hook::Message(m) => {
-            let rcpts: Vec<String> = m.envelope.recipients.iter().map(|r| format!("<{}>", r.path)).collect();
+            let rcpts: Vec<String> = m
+                .envelope
+                .recipients
+                .iter()
+                .map(|r| format!("<{}>", r.path))
+                .collect();
             format!(
                 "message from <{}> to {} body {:?}",
                 m.envelope.mail_from,
@@ -314,7 +339,9 @@ pub fn describe_hook(hook: &Hook) -> String {
                 Some(r) => format!(
                     " reply={}{} {}",
                     r.code,
-                    r.enhanced.map(|e| format!(" {}.{}.{}", e[0], e[1], e[2])).unwrap_or_default(),
+                    r.enhanced
+                        .map(|e| format!(" {}.{}.{}", e[0], e[1], e[2]))
+                        .unwrap_or_default(),
                     r.state
                 ),
                 None => String::new(),
@@ -333,9 +360,14 @@ pub fn describe_decision(d: &Decision) -> String {
     match d {
         Decision::Accept => "accept".into(),
         Decision::AcceptWith(r) => format!("accept {}", r.to_string().trim_end()),
-        Decision::Reject(r) => format!("reject {}", r.to_string().trim_end().replace("\r\n", " | ")),
+        Decision::Reject(r) => {
+            format!("reject {}", r.to_string().trim_end().replace("\r\n", " | "))
+        }
         Decision::Disconnect { reply, mode } => {
-            format!("disconnect {mode:?} {}", reply.to_string().trim_end().replace("\r\n", " | "))
+            format!(
+                "disconnect {mode:?} {}",
+                reply.to_string().trim_end().replace("\r\n", " | ")
+            )
         }
         Decision::HookFailed => "hook failed".into(),
         Decision::Challenge(c) => format!("challenge {:?}", String::from_utf8_lossy(c)),
@@ -351,7 +383,11 @@ pub fn run_split(config: Config, input: &[u8], chunks: &[usize]) -> String {
     let mut pos = 0;
     let mut i = 0;
     while pos < input.len() && !h.session.is_closed() {
-        let size = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(input.len()).max(1);
+        let size = chunks
+            .get(i % chunks.len().max(1))
+            .copied()
+            .unwrap_or(input.len())
+            .max(1);
         let end = (pos + size).min(input.len());
         h.feed(&input[pos..end]);
         pos = end;
