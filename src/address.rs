@@ -1026,3 +1026,21 @@ mod tests {
         }
     }
 }
+
+/// Paths serialise as their text form (`user@example.org`, empty for `<>`).
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use super::{ForwardPath, ReversePath};
+
+    impl serde::Serialize for ReversePath {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(self)
+        }
+    }
+
+    impl serde::Serialize for ForwardPath {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(self)
+        }
+    }
+}

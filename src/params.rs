@@ -13,6 +13,7 @@ const MAX_SIZE_DIGITS: usize = 20;
 
 /// The `BODY=` parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Body {
     /// `BODY=7BIT`
     SevenBit,
@@ -24,6 +25,7 @@ pub enum Body {
 
 /// The `RET=` parameter: how much of the message a DSN should return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Ret {
     /// `RET=FULL`
     Full,
@@ -33,6 +35,7 @@ pub enum Ret {
 
 /// The `NOTIFY=` parameter. `never` is never set together with another flag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Notify {
     /// `NEVER`: no DSN at all.
     pub never: bool,
@@ -46,6 +49,7 @@ pub struct Notify {
 
 /// The `ORCPT=` parameter: the recipient as originally given.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Orcpt {
     /// The address type as sent, such as `rfc822` or `utf-8`.
     pub addr_type: String,
@@ -55,6 +59,7 @@ pub struct Orcpt {
 
 /// Parameters of `MAIL FROM`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MailParams {
     /// `SIZE=`: the size the client declares.
     pub size: Option<u64>,
@@ -72,6 +77,7 @@ pub struct MailParams {
 
 /// Parameters of `RCPT TO`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RcptParams {
     /// `NOTIFY=`
     pub notify: Option<Notify>,

@@ -41,7 +41,7 @@ const DECODE: [u8; 256] = {
 /// The RFC 4954 convention of a lone `=` meaning "empty initial response" is
 /// not recognised here; callers handle it before decoding.
 pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    if !input.len().is_multiple_of(4) {
+    if input.len() % 4 != 0 {
         return None;
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);

@@ -171,7 +171,7 @@ fn earlier_pipelined_replies_come_first_and_later_commands_get_none() {
     assert!(h
         .transcript
         .ends_with("-- close\nH: disconnect close=local reply=421 rcpt\n"));
-    assert_eq!(h.session.poll_output().is_none(), true);
+    assert!(h.session.poll_output().is_none());
 }
 
 #[test]
