@@ -241,7 +241,8 @@ pub struct Session {
     inbuf: Vec<u8>,
     in_start: usize,
     in_scanned: usize,
-    skipping_long_line: bool,
+    /// Set while the rest of an overlong line is skipped; true for an AUTH line.
+    skipping_long_line: Option<bool>,
     eof: bool,
     shutdown_requested: bool,
 
@@ -292,7 +293,7 @@ impl Session {
             inbuf: Vec::new(),
             in_start: 0,
             in_scanned: 0,
-            skipping_long_line: false,
+            skipping_long_line: None,
             eof: false,
             shutdown_requested: false,
             out: VecDeque::new(),
@@ -694,22 +695,27 @@ impl Session {
                         return pos;
                     }
                     let in_auth = matches!(self.phase, Phase::Auth(_));
-                    if self.skipping_long_line {
+                    if let Some(auth_line) = self.skipping_long_line {
                         let Some(i) = memchr(b'\n', &buf[pos..]) else {
                             return buf.len();
                         };
                         pos += i + 1;
-                        self.skipping_long_line = false;
-                        self.line_too_long(in_auth);
+                        self.skipping_long_line = None;
+                        self.line_too_long(auth_line);
                         continue;
                     }
-                    let limit = self.line_limit(&buf[pos..], in_auth);
+                    let auth_line = in_auth || self.is_auth_command(&buf[pos..]);
+                    let limit = if auth_line {
+                        self.config.line_limit().max(self.config.max_auth_line_length)
+                    } else {
+                        self.config.line_limit()
+                    };
                     let from = (pos + scanned).min(buf.len());
                     scanned = 0;
                     let Some(i) = memchr(b'\n', &buf[from..]) else {
                         if buf.len() - pos >= limit {
                             // No line end within the limit: drop what came, skip to the LF.
-                            self.skipping_long_line = true;
+                            self.skipping_long_line = Some(auth_line);
                             return buf.len();
                         }
                         return pos;
@@ -718,7 +724,7 @@ impl Session {
                     let line = &buf[pos..end];
                     pos = end + 1;
                     if line.len() >= limit {
-                        self.line_too_long(in_auth);
+                        self.line_too_long(auth_line);
                         continue;
                     }
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -732,24 +738,14 @@ impl Session {
         }
     }
 
-    /// The longest line allowed at this point, CRLF included. A line that starts an AUTH
-    /// command gets the AUTH limit, since initial responses may be long (RFC 4954: 12288).
-    fn line_limit(&self, line_start: &[u8], in_auth: bool) -> usize {
-        let auth = self.config.max_auth_line_length;
-        if in_auth {
-            return auth;
-        }
-        let limit = self.config.line_limit();
-        if self.ext.auth && line_start.len() >= 5 && line_start[..5].eq_ignore_ascii_case(b"AUTH ")
-        {
-            limit.max(auth)
-        } else {
-            limit
-        }
+    /// True when a line starts an AUTH command: it gets the AUTH line limit, since initial
+    /// responses may be long (RFC 4954: 12288), and its own error when over it.
+    fn is_auth_command(&self, line_start: &[u8]) -> bool {
+        self.ext.auth && line_start.len() >= 5 && line_start[..5].eq_ignore_ascii_case(b"AUTH ")
     }
 
-    fn line_too_long(&mut self, in_auth: bool) {
-        if in_auth {
+    fn line_too_long(&mut self, auth_line: bool) {
+        if auth_line {
             self.phase = Phase::Command;
             self.say(AUTH_LINE_TOO_LONG, ReplyState::Auth);
         } else {
@@ -1231,7 +1227,7 @@ impl Session {
 
     /// After the 220 to STARTTLS: `injected` tells whether bytes followed the command.
     fn begin_tls(&mut self, injected: bool) {
-        self.skipping_long_line = false;
+        self.skipping_long_line = None;
         if injected && self.config.starttls_injection == StartTlsInjection::Close {
             return self.close(CloseSide::Local);
         }
