@@ -190,6 +190,11 @@ pub struct Config {
     pub data_timeout: Duration,
     /// What to do with bare CR or LF in DATA.
     pub bare_line_endings: BareLineEndings,
+    /// Hold the greeting back this long (Postfix postscreen's greet pause): a client that
+    /// talks first is an early talker, recorded in the disconnect context. Default zero.
+    pub greeting_delay: Duration,
+    /// Refuse early talkers with `554 5.5.1` instead of greeting them.
+    pub reject_early_talkers: bool,
 }
 
 impl Default for Config {
@@ -220,6 +225,8 @@ impl Default for Config {
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(3 * 60),
             bare_line_endings: BareLineEndings::default(),
+            greeting_delay: Duration::ZERO,
+            reject_early_talkers: false,
         }
     }
 }

@@ -285,6 +285,9 @@ pub struct ConnectionDetails {
     pub tls: Option<TlsInfo>,
     /// The successful AUTH, if any [`auth`].
     pub auth: Option<AuthInfo>,
+    /// The client sent bytes before the greeting (not in Halon's script) [`earlytalker`].
+    #[cfg_attr(feature = "serde", serde(rename = "earlytalker"))]
+    pub early_talker: bool,
 }
 
 /// The disconnect hook's `$transaction`: always empty at disconnect, kept for the shape.

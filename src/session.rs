@@ -197,6 +197,10 @@ struct Chunk {
 enum Phase {
     /// Waiting for the PROXY protocol header.
     Proxy,
+    /// Holding the greeting back until `until`, to catch clients that talk first.
+    GreetingDelay {
+        until: Instant,
+    },
     /// Waiting for the connect hook.
     Connecting,
     /// Waiting for the runtime's TLS handshake; `implicit` for RFC 8314 listeners.
@@ -250,6 +254,7 @@ pub struct Session {
     out: VecDeque<Output>,
     wbuf: Vec<u8>,
 
+    early_talker: bool,
     helo: Option<HeloInfo>,
     tls: Option<Box<TlsInfo>>,
     auth: Option<AuthInfo>,
@@ -298,6 +303,7 @@ impl Session {
             shutdown_requested: false,
             out: VecDeque::new(),
             wbuf: Vec::new(),
+            early_talker: false,
             helo: None,
             tls: None,
             auth: None,
@@ -339,6 +345,10 @@ impl Session {
             }
             return Ok(data.len());
         }
+        if matches!(self.phase, Phase::Connecting | Phase::GreetingDelay { .. }) && !data.is_empty()
+        {
+            self.early_talker = true;
+        }
         let taken = self.take_input(data);
         self.settle();
         Ok(taken)
@@ -369,6 +379,14 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         self.check_open()?;
         match self.poll_timeout() {
+            Some(deadline)
+                if now >= deadline && matches!(self.phase, Phase::GreetingDelay { .. }) =>
+            {
+                self.last_activity = now;
+                self.connect();
+                self.process_inbuf();
+                self.settle();
+            }
             Some(deadline) if now >= deadline => {
                 if !matches!(self.phase, Phase::Proxy | Phase::TlsHandshake { .. }) {
                     let text = format!("{} Error: timeout exceeded", self.config.hostname);
@@ -467,6 +485,7 @@ impl Session {
         }
         let limit = match self.phase {
             Phase::Closed => return None,
+            Phase::GreetingDelay { until } => return Some(until),
             Phase::Data { .. } | Phase::Bdat(_) => self.config.data_timeout,
             _ => self.config.command_timeout,
         };
@@ -486,6 +505,11 @@ impl Session {
     /// The connection info, with addresses from a PROXY header or XCLIENT applied.
     pub fn info(&self) -> &ConnectionInfo {
         &self.info
+    }
+
+    /// True when the client sent bytes before the greeting.
+    pub fn early_talker(&self) -> bool {
+        self.early_talker
     }
 
     /// The accepted HELO/EHLO.
@@ -561,6 +585,12 @@ impl Session {
         self.pending.is_some() || matches!(self.phase, Phase::Closed | Phase::TlsHandshake { .. })
     }
 
+    /// True in the phases where unprocessed input is an incomplete line, already scanned
+    /// for its LF.
+    fn reading_lines(&self) -> bool {
+        matches!(self.phase, Phase::Command | Phase::Auth(_))
+    }
+
     fn take_input(&mut self, data: &[u8]) -> usize {
         let mut taken = 0;
         while taken < data.len() && !self.halted() {
@@ -574,7 +604,11 @@ impl Session {
                     self.inbuf.clear();
                     self.in_start = 0;
                     self.inbuf.extend_from_slice(&rest[used..]);
-                    self.in_scanned = rest.len() - used;
+                    self.in_scanned = if self.reading_lines() {
+                        rest.len() - used
+                    } else {
+                        0
+                    };
                     taken = data.len();
                 }
             } else {
@@ -628,10 +662,10 @@ impl Session {
                     self.in_start = 0;
                 }
                 // After a pause the rest is unscanned; otherwise it is a partial line.
-                self.in_scanned = if self.pending.is_some() {
-                    0
-                } else {
+                self.in_scanned = if self.pending.is_none() && self.reading_lines() {
                     self.buffered()
+                } else {
+                    0
                 };
             }
         }
@@ -648,7 +682,8 @@ impl Session {
             }
             match &mut self.phase {
                 Phase::Closed | Phase::TlsHandshake { .. } => return buf.len(),
-                Phase::Connecting => return pos,
+                Phase::Connecting | Phase::GreetingDelay { .. } => return pos,
+                Phase::Proxy if proxy_v2_incomplete(&buf[pos..]) => return pos,
                 Phase::Proxy => match parse_proxy_header(&buf[pos..]) {
                     Ok(ProxyParse::Incomplete) => return pos,
                     Ok(ProxyParse::Done { header, consumed }) => {
@@ -706,7 +741,9 @@ impl Session {
                     }
                     let auth_line = in_auth || self.is_auth_command(&buf[pos..]);
                     let limit = if auth_line {
-                        self.config.line_limit().max(self.config.max_auth_line_length)
+                        self.config
+                            .line_limit()
+                            .max(self.config.max_auth_line_length)
                     } else {
                         self.config.line_limit()
                     };
@@ -759,7 +796,9 @@ impl Session {
         if self.pending.is_none() {
             match self.phase {
                 Phase::Command | Phase::Auth(_) if self.shutdown_requested => self.shutdown_now(),
-                Phase::Proxy | Phase::Connecting if self.shutdown_requested => {
+                Phase::Proxy | Phase::Connecting | Phase::GreetingDelay { .. }
+                    if self.shutdown_requested =>
+                {
                     self.close(CloseSide::Local)
                 }
                 Phase::Closed => {}
@@ -802,6 +841,14 @@ impl Session {
     }
 
     fn start_connect(&mut self) {
+        let delay = self.config.greeting_delay;
+        match self.last_activity.checked_add(delay) {
+            Some(until) if !delay.is_zero() => self.phase = Phase::GreetingDelay { until },
+            _ => self.connect(),
+        }
+    }
+
+    fn connect(&mut self) {
         self.phase = Phase::Connecting;
         if self.config.hooks.connect {
             self.call_hook(Stage::Connect, Hook::Connect);
@@ -811,6 +858,17 @@ impl Session {
     }
 
     fn greet(&mut self, custom: Option<Reply>) {
+        if self.early_talker && self.config.reject_early_talkers {
+            let text = format!(
+                "{} Error: talking before the greeting",
+                self.config.hostname
+            );
+            self.send(
+                self.standard(Reply::built(554, e(5, 5, 1), text)),
+                ReplyState::Connect,
+            );
+            return self.close(CloseSide::Local);
+        }
         let reply = custom.unwrap_or_else(|| {
             let text = format!("{} {}", self.config.hostname, self.config.banner);
             Reply::built(220, None, text.trim_end().to_owned())
@@ -1587,6 +1645,7 @@ impl Session {
                 helo: self.helo.clone(),
                 tls: self.tls.as_deref().cloned(),
                 auth: self.auth.clone(),
+                early_talker: self.early_talker,
             },
             transaction: EmptyTransaction {},
             context: self.user_context.take(),
@@ -1597,6 +1656,19 @@ impl Session {
             id,
             hook: Hook::Disconnect(Box::new(context)),
         }));
+    }
+}
+
+/// True for the start of a PROXY v2 header whose announced length has not fully arrived:
+/// parsing it again on every read would cost O(n^2) for a slow sender.
+fn proxy_v2_incomplete(buf: &[u8]) -> bool {
+    const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    match buf.get(..16) {
+        Some(head) if head.starts_with(SIGNATURE) => {
+            let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+            buf.len() < 16 + len
+        }
+        _ => false,
     }
 }
 
