@@ -195,6 +195,10 @@ pub struct Config {
     pub greeting_delay: Duration,
     /// Refuse early talkers with `554 5.5.1` instead of greeting them.
     pub reject_early_talkers: bool,
+    /// Postfix's `reject_unauth_pipelining`: a client that sends more after EHLO, HELO or
+    /// DATA in the same read, or pipelines without having been offered PIPELINING, gets
+    /// `554 5.5.0` and is disconnected. Off by default.
+    pub reject_unauth_pipelining: bool,
 }
 
 impl Default for Config {
@@ -227,6 +231,7 @@ impl Default for Config {
             bare_line_endings: BareLineEndings::default(),
             greeting_delay: Duration::ZERO,
             reject_early_talkers: false,
+            reject_unauth_pipelining: false,
         }
     }
 }

@@ -255,6 +255,8 @@ pub struct Session {
     wbuf: Vec<u8>,
 
     early_talker: bool,
+    /// More input followed the command being handled, in the same read.
+    input_follows: bool,
     helo: Option<HeloInfo>,
     tls: Option<Box<TlsInfo>>,
     auth: Option<AuthInfo>,
@@ -304,6 +306,7 @@ impl Session {
             out: VecDeque::new(),
             wbuf: Vec::new(),
             early_talker: false,
+            input_follows: false,
             helo: None,
             tls: None,
             auth: None,
@@ -765,6 +768,7 @@ impl Session {
                         continue;
                     }
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    self.input_follows = pos < buf.len();
                     self.handle_line(line);
                     if matches!(self.phase, Phase::TlsHandshake { .. }) {
                         self.begin_tls(pos < buf.len());
@@ -925,6 +929,20 @@ impl Session {
 
     fn command(&mut self, command: Command<'_>) {
         let verb = command.verb();
+        if self.input_follows
+            && self.config.reject_unauth_pipelining
+            && self.pipelining_forbidden(verb)
+        {
+            let text = format!(
+                "{} Error: improper use of SMTP command pipelining",
+                self.config.hostname
+            );
+            self.send(
+                self.standard(Reply::built(554, e(5, 5, 0), text)),
+                verb_state(verb),
+            );
+            return self.close(CloseSide::Local);
+        }
         if self.config.require_tls
             && self.tls.is_none()
             && !matches!(
@@ -962,6 +980,14 @@ impl Session {
             Command::Auth { mechanism, initial } => self.cmd_auth(mechanism, initial),
             Command::Xclient(args) => self.cmd_xclient(args),
         }
+    }
+
+    /// RFC 2920: EHLO, HELO and DATA must end a group of pipelined commands, and a client
+    /// not told about PIPELINING must not pipeline at all.
+    fn pipelining_forbidden(&self, verb: Verb) -> bool {
+        let advertised =
+            self.ext.pipelining && self.helo.as_ref().is_some_and(|h| h.verb == HeloVerb::Ehlo);
+        !advertised || matches!(verb, Verb::Helo | Verb::Ehlo | Verb::Data)
     }
 
     fn cmd_helo(&mut self, verb: HeloVerb, host: &str) {

@@ -126,3 +126,48 @@ fn the_reply_order_follows_the_command_order_with_errors_mixed_in() {
          H: disconnect close=local reply=221 2.0.0 quit",
     );
 }
+
+fn strict() -> Config {
+    Config { reject_unauth_pipelining: true, ..config() }
+}
+
+#[test]
+fn data_followed_by_its_body_in_the_same_read_is_refused_when_strict() {
+    let mut h = Harness::new(strict());
+    h.send("EHLO c\r\n");
+    h.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nSubject: spam\r\n\r\nbuy\r\n.\r\n");
+    let lines = h.server_lines();
+    assert_eq!(
+        &lines[lines.len() - 3..],
+        ["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "554 5.5.0 mx.example Error: improper use of SMTP command pipelining"]
+    );
+    assert_eq!(h.closes, 1);
+    assert!(h.messages.is_empty());
+}
+
+#[test]
+fn pipelining_without_having_been_offered_it_is_refused_when_strict() {
+    let mut h = Harness::new(strict());
+    h.transcript.clear();
+    h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
+    h.expect(
+        "C: HELO c
+         C: MAIL FROM:<a@example.org>
+         S: 554 5.5.0 mx.example Error: improper use of SMTP command pipelining
+         -- close
+         H: disconnect close=local reply=554 5.5.0 helo",
+    );
+}
+
+#[test]
+fn lawful_pipelining_passes_when_strict_and_anything_passes_by_default() {
+    let script = ["EHLO c\r\n", "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n", "hi\r\n.\r\nQUIT\r\n"];
+    let mut h = Harness::new(strict());
+    for part in script {
+        h.send(part);
+    }
+    assert_eq!(h.messages.len(), 1);
+    let mut h = Harness::new(config());
+    h.send(&script.concat());
+    assert_eq!(h.messages.len(), 1, "the default is lenient");
+}
