@@ -1717,6 +1717,9 @@ fn check_decision(stage: &Stage, decision: &Decision) -> Result<(), Error> {
         Decision::AcceptWith(reply) => {
             let ok = match stage {
                 Stage::Data => reply.code() == 354,
+                // Hook::Data does not say whether DATA or BDAT asked, so the 354 the docs
+                // prescribe must fit here too; BDAT sends no reply for it either way.
+                Stage::Bdat { .. } => reply.code() == 354 || (200..300).contains(&reply.code()),
                 _ => (200..300).contains(&reply.code()),
             };
             if !ok {
