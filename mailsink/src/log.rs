@@ -1,0 +1,79 @@
+//! The JSON lines on stdout: one per accepted message, exactly one per connection end.
+//!
+//! The disconnect line is the library's [`DisconnectContext`] serialised with Halon's key
+//! names, with `"event":"disconnect"` in front. Human messages go to stderr, never here.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use smtp_session::{
+    AuthInfo, ConnectionInfo, DisconnectContext, Envelope, HeloInfo, Message, TlsInfo,
+};
+
+use crate::driver::ConnFacts;
+
+#[derive(Serialize)]
+struct DisconnectLine<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    context: &'a DisconnectContext,
+}
+
+/// The connection part of a message line: the same keys as the disconnect line's.
+#[derive(Serialize)]
+struct Connection<'a> {
+    #[serde(flatten)]
+    info: &'a ConnectionInfo,
+    helo: Option<&'a HeloInfo>,
+    tls: Option<&'a TlsInfo>,
+    auth: Option<&'a AuthInfo>,
+}
+
+#[derive(Serialize)]
+struct MessageLine<'a> {
+    event: &'static str,
+    connection: Connection<'a>,
+    envelope: &'a Envelope,
+    size: usize,
+    chunked: bool,
+    /// The file in `new/`; null with `--discard`.
+    file: Option<&'a Path>,
+}
+
+/// `{"event":"disconnect","arguments":{..},"connection":{..},"transaction":{}}`.
+pub fn disconnect_line(context: &DisconnectContext) -> String {
+    serde_json::to_string(&DisconnectLine {
+        event: "disconnect",
+        context,
+    })
+    .expect("the disconnect context serialises")
+}
+
+/// `{"event":"message","connection":{..},"envelope":{..},"size":N,"chunked":false,"file":".."}`.
+pub fn message_line(facts: &ConnFacts, message: &Message, file: Option<&Path>) -> String {
+    serde_json::to_string(&MessageLine {
+        event: "message",
+        connection: Connection {
+            info: &facts.info,
+            helo: facts.helo.as_ref(),
+            tls: facts.tls.as_ref(),
+            auth: facts.auth.as_ref(),
+        },
+        envelope: &message.envelope,
+        size: message.body.len(),
+        chunked: message.chunked,
+        file,
+    })
+    .expect("the message line serialises")
+}
+
+/// Writes one line to stdout at once (the lock keeps lines whole across threads). A closed
+/// stdout is not a reason to stop receiving mail, so write errors are ignored.
+pub fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+}

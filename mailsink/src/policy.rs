@@ -1,0 +1,742 @@
+//! A KumoMTA-compatible subset of Lua policy, run on one dedicated Lua thread.
+//!
+//! What works as in KumoMTA:
+//!
+//! - `kumo.on(EVENT, FUNCTION)` for `smtp_server_connection_accepted(conn_meta)`,
+//!   `smtp_server_ehlo(domain, conn_meta)` (HELO too), `smtp_server_mail_from(sender,
+//!   conn_meta)`, `smtp_server_rcpt_to(recipient, conn_meta)`, `smtp_server_data(conn_meta)`,
+//!   `smtp_server_message_received(message, conn_meta)`, `smtp_server_auth_plain(authz,
+//!   authc, password, conn_meta)` returning true or false (AUTH LOGIN is checked by the same
+//!   handler with an empty authz), and `smtp_server_disconnect(arguments, connection)` with
+//!   the Halon-shaped tables of the disconnect log line (null parts are nil).
+//! - `kumo.reject(CODE, MESSAGE)` and `kumo.disconnect(CODE, MESSAGE [, MODE])`, MODE one
+//!   of `"ForceDisconnect"` (default), `"FollowWith421"`, `"If421"`. Both raise a Lua error
+//!   that ends the handler; the message is sent verbatim. An unknown MODE, or a code outside
+//!   200..=599, is a script error.
+//! - Sender and recipient objects: `tostring(x)` is `user@domain` (empty for `<>`), with
+//!   `x.user` and `x.domain`.
+//! - `conn_meta:get_meta(key)` / `conn_meta:set_meta(key, value)`, per connection, with
+//!   `received_from`, `received_via`, `hostname`, `ehlo_domain`, `tls_protocol_version`,
+//!   `tls_cipher`, `authn_id` filled in. The message object has `sender()`, `recipient()`,
+//!   `recipient_list()`, `get_data()`, `get_first_named_header_value(name)`, `get_meta`,
+//!   `set_meta`.
+//! - `local kumo = require 'kumo'` works; `print` writes to stderr (stdout is the JSON log).
+//!
+//! Any other error in a handler is a hook failure: the caller configures the session for
+//! KumoMTA's `421 4.3.0 <hostname> technical difficulties` and close. A handler that runs
+//! longer than its time limit is stopped with an error. A script that fails to load is an
+//! error at start-up.
+//!
+//! Handlers registered for the same event run in registration order until one rejects.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlua::{
+    AnyUserData, Function, HookTriggers, Lua, LuaSerdeExt, MetaMethod, MultiValue, Table, UserData,
+    UserDataFields, UserDataMethods, Value, VmState,
+};
+use smtp_session::{Decision, DisconnectMode, ForwardPath, Message, ReversePath};
+use tokio::sync::oneshot;
+
+use crate::driver::ConnFacts;
+
+/// The events mailsink knows, with KumoMTA's names.
+pub const EVENTS: [&str; 8] = [
+    "smtp_server_connection_accepted",
+    "smtp_server_ehlo",
+    "smtp_server_mail_from",
+    "smtp_server_rcpt_to",
+    "smtp_server_data",
+    "smtp_server_message_received",
+    "smtp_server_auth_plain",
+    "smtp_server_disconnect",
+];
+
+/// One event for the script, with its arguments.
+#[derive(Debug)]
+pub enum Event {
+    /// `smtp_server_connection_accepted(conn_meta)`
+    ConnectionAccepted,
+    /// `smtp_server_ehlo(domain, conn_meta)`
+    Ehlo(String),
+    /// `smtp_server_mail_from(sender, conn_meta)`
+    MailFrom(ReversePath),
+    /// `smtp_server_rcpt_to(recipient, conn_meta)`
+    RcptTo(ForwardPath),
+    /// `smtp_server_data(conn_meta)`
+    Data,
+    /// `smtp_server_message_received(message, conn_meta)`
+    MessageReceived(Arc<Message>),
+    /// `smtp_server_auth_plain(authz, authc, password, conn_meta)`
+    AuthPlain {
+        /// Identity to act as (may be empty).
+        authz: String,
+        /// Identity whose password this is.
+        authc: String,
+        /// The password.
+        password: String,
+    },
+    /// `smtp_server_disconnect(arguments, connection)`: JSON of the disconnect context.
+    Disconnect {
+        /// Halon's `$arguments`.
+        arguments: serde_json::Value,
+        /// Halon's `$connection`.
+        connection: serde_json::Value,
+    },
+}
+
+impl Event {
+    /// The KumoMTA event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ConnectionAccepted => EVENTS[0],
+            Event::Ehlo(_) => EVENTS[1],
+            Event::MailFrom(_) => EVENTS[2],
+            Event::RcptTo(_) => EVENTS[3],
+            Event::Data => EVENTS[4],
+            Event::MessageReceived(_) => EVENTS[5],
+            Event::AuthPlain { .. } => EVENTS[6],
+            Event::Disconnect { .. } => EVENTS[7],
+        }
+    }
+}
+
+/// What the handlers made of an event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// They returned normally (or none is registered). For `smtp_server_auth_plain`, the
+    /// value is whether every handler returned `true`.
+    Continue(bool),
+    /// `kumo.reject` or `kumo.disconnect`.
+    Decided(Decision),
+    /// Any other error: the hook failed.
+    Failed(String),
+}
+
+struct Job {
+    facts: ConnFacts,
+    event: Event,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// A loaded policy script, running on its own thread.
+pub struct LuaPolicy {
+    jobs: mpsc::Sender<Job>,
+    registered: BTreeSet<String>,
+}
+
+impl fmt::Debug for LuaPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LuaPolicy")
+            .field("registered", &self.registered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LuaPolicy {
+    /// Loads and runs `path` on a new Lua thread. Errors (missing file, syntax, a failing
+    /// top level, `kumo.on` misuse) come back as a message for the operator.
+    ///
+    /// `hostname` fills `conn_meta`'s `hostname`; `time_limit` bounds each handler.
+    pub fn start(path: &Path, hostname: &str, time_limit: Duration) -> Result<LuaPolicy, String> {
+        let source =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let name = format!("@{}", path.display());
+        let hostname = hostname.to_string();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("mailsink-lua".into())
+            .spawn(move || {
+                let mut worker = match Worker::load(&source, &name, hostname, time_limit) {
+                    Ok(worker) => worker,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(worker.registered()));
+                while let Ok(job) = job_rx.recv() {
+                    let outcome = worker.run(&job.facts, job.event);
+                    let _ = job.reply.send(outcome);
+                }
+            })
+            .map_err(|e| format!("cannot start the Lua thread: {e}"))?;
+        let registered = ready_rx
+            .recv()
+            .map_err(|_| "the Lua thread died while loading the script".to_string())??;
+        Ok(LuaPolicy { jobs, registered })
+    }
+
+    /// True when the script registered a handler for `event`.
+    pub fn handles(&self, event: &str) -> bool {
+        self.registered.contains(event)
+    }
+
+    /// Runs `event`'s handlers; resolves when they are done.
+    pub fn call(
+        &self,
+        facts: ConnFacts,
+        event: Event,
+    ) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+        let (reply, outcome) = oneshot::channel();
+        let sent = self.jobs.send(Job {
+            facts,
+            event,
+            reply,
+        });
+        async move {
+            if sent.is_err() {
+                return Outcome::Failed("the Lua thread is gone".into());
+            }
+            outcome
+                .await
+                .unwrap_or_else(|_| Outcome::Failed("the Lua thread is gone".into()))
+        }
+    }
+}
+
+/// What `kumo.reject` and `kumo.disconnect` raise: a decision riding on a Lua error.
+#[derive(Debug)]
+struct KumoAction(Decision);
+
+impl fmt::Display for KumoAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kumo policy decision: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for KumoAction {}
+
+fn find_action(err: &mlua::Error) -> Option<&Decision> {
+    match err {
+        mlua::Error::ExternalError(inner) => inner.downcast_ref::<KumoAction>().map(|a| &a.0),
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            find_action(cause)
+        }
+        _ => None,
+    }
+}
+
+fn check_code(code: i64) -> mlua::Result<u16> {
+    u16::try_from(code)
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .ok_or_else(|| mlua::Error::runtime(format!("invalid SMTP code {code}")))
+}
+
+type Handlers = Rc<RefCell<HashMap<String, Vec<Function>>>>;
+
+struct Worker {
+    lua: Lua,
+    handlers: Handlers,
+    /// Per-connection `conn_meta` tables, dropped at disconnect.
+    metas: HashMap<String, Table>,
+    hostname: String,
+    deadline: Rc<Cell<Option<Instant>>>,
+    time_limit: Duration,
+}
+
+impl Worker {
+    fn load(
+        source: &[u8],
+        name: &str,
+        hostname: String,
+        time_limit: Duration,
+    ) -> Result<Worker, String> {
+        let lua = Lua::new();
+        let handlers: Handlers = Rc::default();
+        let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
+        install_kumo(&lua, handlers.clone()).map_err(|e| e.to_string())?;
+        let hook_deadline = deadline.clone();
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(10_000),
+            move |_, _| match hook_deadline.get() {
+                Some(at) if Instant::now() > at => Err(mlua::Error::runtime(
+                    "handler exceeded its time limit and was stopped",
+                )),
+                _ => Ok(VmState::Continue),
+            },
+        );
+        // A top level that never ends must not hang the start-up either.
+        deadline.set(Some(Instant::now() + time_limit));
+        let loaded = lua.load(source).set_name(name).exec();
+        deadline.set(None);
+        loaded.map_err(|e| e.to_string())?;
+        Ok(Worker {
+            lua,
+            handlers,
+            metas: HashMap::new(),
+            hostname,
+            deadline,
+            time_limit,
+        })
+    }
+
+    fn registered(&self) -> BTreeSet<String> {
+        self.handlers.borrow().keys().cloned().collect()
+    }
+
+    fn run(&mut self, facts: &ConnFacts, event: Event) -> Outcome {
+        let name = event.name();
+        let disconnect = matches!(event, Event::Disconnect { .. });
+        let handlers = self
+            .handlers
+            .borrow()
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let outcome = if handlers.is_empty() {
+            Outcome::Continue(true)
+        } else {
+            match self.arguments(facts, event) {
+                Ok(args) => self.call_all(name, &handlers, args),
+                Err(err) => Outcome::Failed(format!("{name}: {err}")),
+            }
+        };
+        if disconnect {
+            self.metas.remove(&facts.info.id);
+        }
+        outcome
+    }
+
+    fn call_all(&self, name: &str, handlers: &[Function], args: MultiValue) -> Outcome {
+        let mut all_true = true;
+        self.deadline.set(Some(Instant::now() + self.time_limit));
+        let mut outcome = None;
+        for handler in handlers {
+            match handler.call::<Value>(args.clone()) {
+                Ok(value) => all_true &= matches!(value, Value::Boolean(true)),
+                Err(err) => {
+                    outcome = Some(match find_action(&err) {
+                        Some(decision) => Outcome::Decided(decision.clone()),
+                        None => Outcome::Failed(format!("{name}: {err}")),
+                    });
+                    break;
+                }
+            }
+        }
+        self.deadline.set(None);
+        outcome.unwrap_or(Outcome::Continue(all_true))
+    }
+
+    /// The handler's arguments, KumoMTA's order: the event's own, then `conn_meta`.
+    fn arguments(&mut self, facts: &ConnFacts, event: Event) -> mlua::Result<MultiValue> {
+        let lua = self.lua.clone();
+        if let Event::Disconnect {
+            arguments,
+            connection,
+        } = &event
+        {
+            let options = mlua::SerializeOptions::new()
+                .serialize_none_to_null(false)
+                .serialize_unit_to_null(false);
+            let arguments = lua.to_value_with(arguments, options)?;
+            let connection = lua.to_value_with(connection, options)?;
+            return Ok(MultiValue::from_iter([arguments, connection]));
+        }
+        let meta = self.conn_meta(facts)?;
+        let meta = Value::UserData(lua.create_userdata(ConnMeta(meta.clone()))?);
+        let mut args = match event {
+            Event::ConnectionAccepted | Event::Data => vec![],
+            Event::Ehlo(domain) => vec![Value::String(lua.create_string(domain)?)],
+            Event::MailFrom(path) => vec![address(&lua, EnvAddress::sender(&path))?],
+            Event::RcptTo(path) => vec![address(&lua, EnvAddress::recipient(&path))?],
+            Event::MessageReceived(message) => {
+                let meta = lua.create_table()?;
+                vec![Value::UserData(
+                    lua.create_userdata(LuaMessage { message, meta })?,
+                )]
+            }
+            Event::AuthPlain {
+                authz,
+                authc,
+                password,
+            } => vec![
+                Value::String(lua.create_string(authz)?),
+                Value::String(lua.create_string(authc)?),
+                Value::String(lua.create_string(password)?),
+            ],
+            Event::Disconnect { .. } => unreachable!("handled above"),
+        };
+        args.push(meta);
+        Ok(MultiValue::from_iter(args))
+    }
+
+    /// The connection's meta table, refreshed with what is known now.
+    fn conn_meta(&mut self, facts: &ConnFacts) -> mlua::Result<Table> {
+        let table = match self.metas.get(&facts.info.id) {
+            Some(table) => table.clone(),
+            None => {
+                let table = self.lua.create_table()?;
+                self.metas.insert(facts.info.id.clone(), table.clone());
+                table
+            }
+        };
+        let info = &facts.info;
+        let join = |ip: Option<std::net::IpAddr>, port: Option<u16>| match (ip, port) {
+            (Some(ip), Some(port)) => Some(std::net::SocketAddr::new(ip, port).to_string()),
+            (Some(ip), None) => Some(ip.to_string()),
+            _ => None,
+        };
+        table.set("received_from", join(info.remote_ip, info.remote_port))?;
+        table.set("received_via", join(info.local_ip, info.local_port))?;
+        table.set("hostname", self.hostname.as_str())?;
+        table.set("ehlo_domain", facts.helo.as_ref().map(|h| h.host.as_str()))?;
+        table.set(
+            "tls_protocol_version",
+            facts.tls.as_ref().map(|t| t.protocol.as_str()),
+        )?;
+        table.set("tls_cipher", facts.tls.as_ref().map(|t| t.cipher.as_str()))?;
+        table.set(
+            "authn_id",
+            facts.auth.as_ref().and_then(|a| a.username.as_deref()),
+        )?;
+        Ok(table)
+    }
+}
+
+/// Installs the `kumo` module as a global and as `require 'kumo'`, and sends `print` to
+/// stderr.
+fn install_kumo(lua: &Lua, handlers: Handlers) -> mlua::Result<()> {
+    let kumo = lua.create_table()?;
+    kumo.set(
+        "on",
+        lua.create_function(move |_, (event, handler): (String, Value)| {
+            let Value::Function(handler) = handler else {
+                return Err(mlua::Error::runtime(format!(
+                    "kumo.on('{event}', ...): the handler must be a function"
+                )));
+            };
+            if !EVENTS.contains(&event.as_str()) {
+                eprintln!("mailsink: policy: event '{event}' is not supported by mailsink; its handler never runs");
+            }
+            handlers.borrow_mut().entry(event).or_default().push(handler);
+            Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "reject",
+        lua.create_function(|_, (code, message): (i64, String)| -> mlua::Result<()> {
+            let decision = Decision::reject(check_code(code)?, &message)
+                .map_err(|e| mlua::Error::runtime(format!("kumo.reject: {e}")))?;
+            Err(mlua::Error::external(KumoAction(decision)))
+        })?,
+    )?;
+    kumo.set(
+        "disconnect",
+        lua.create_function(
+            |_, (code, message, mode): (i64, String, Option<String>)| -> mlua::Result<()> {
+                let mode = match mode.as_deref() {
+                    None => DisconnectMode::ForceDisconnect,
+                    Some(name) => DisconnectMode::from_name(name).ok_or_else(|| {
+                        mlua::Error::runtime(format!(
+                            "kumo.disconnect: unknown mode '{name}' (expected ForceDisconnect, FollowWith421 or If421)"
+                        ))
+                    })?,
+                };
+                let decision = Decision::disconnect(check_code(code)?, &message, mode)
+                    .map_err(|e| mlua::Error::runtime(format!("kumo.disconnect: {e}")))?;
+                Err(mlua::Error::external(KumoAction(decision)))
+            },
+        )?,
+    )?;
+    let globals = lua.globals();
+    globals.set("kumo", kumo.clone())?;
+    let loaded: Table = globals.get::<Table>("package")?.get("loaded")?;
+    loaded.set("kumo", kumo)?;
+    globals.set(
+        "print",
+        lua.create_function(|lua, args: MultiValue| {
+            let tostring: Function = lua.globals().get("tostring")?;
+            let mut line = String::new();
+            for (i, value) in args.into_iter().enumerate() {
+                if i > 0 {
+                    line.push('\t');
+                }
+                line.push_str(&tostring.call::<String>(value)?);
+            }
+            eprintln!("{line}");
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+/// `conn_meta`: a per-connection table behind `get_meta`/`set_meta`.
+struct ConnMeta(Table);
+
+impl UserData for ConnMeta {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("get_meta", |_, this, key: String| this.0.get::<Value>(key));
+        methods.add_method("set_meta", |_, this, (key, value): (String, Value)| {
+            this.0.set(key, value)
+        });
+    }
+}
+
+/// A sender or recipient: `tostring()`, `.user`, `.domain`.
+#[derive(Clone, Debug)]
+struct EnvAddress {
+    user: String,
+    domain: String,
+    text: String,
+}
+
+impl EnvAddress {
+    fn sender(path: &ReversePath) -> Self {
+        match path {
+            ReversePath::Null => EnvAddress {
+                user: String::new(),
+                domain: String::new(),
+                text: String::new(),
+            },
+            ReversePath::Mailbox(m) => EnvAddress {
+                user: m.local_part.clone(),
+                domain: m.domain.to_string(),
+                text: path.to_string(),
+            },
+        }
+    }
+
+    fn recipient(path: &ForwardPath) -> Self {
+        match path {
+            ForwardPath::Postmaster => EnvAddress {
+                user: "postmaster".into(),
+                domain: String::new(),
+                text: path.to_string(),
+            },
+            ForwardPath::Mailbox(m) => EnvAddress {
+                user: m.local_part.clone(),
+                domain: m.domain.to_string(),
+                text: path.to_string(),
+            },
+        }
+    }
+}
+
+impl UserData for EnvAddress {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("user", |_, this| Ok(this.user.clone()));
+        fields.add_field_method_get("domain", |_, this| Ok(this.domain.clone()));
+        fields.add_field_method_get("email", |_, this| Ok(this.text.clone()));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.text.clone()));
+        methods.add_meta_method(MetaMethod::Eq, |_, this, other: AnyUserData| {
+            Ok(other
+                .borrow::<EnvAddress>()
+                .is_ok_and(|o| o.text == this.text))
+        });
+    }
+}
+
+fn address(lua: &Lua, address: EnvAddress) -> mlua::Result<Value> {
+    Ok(Value::UserData(lua.create_userdata(address)?))
+}
+
+/// The message of `smtp_server_message_received`.
+struct LuaMessage {
+    message: Arc<Message>,
+    meta: Table,
+}
+
+impl UserData for LuaMessage {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("sender", |lua, this, ()| {
+            address(lua, EnvAddress::sender(&this.message.envelope.mail_from))
+        });
+        methods.add_method("recipient", |lua, this, ()| {
+            match this.message.envelope.recipients.first() {
+                Some(r) => address(lua, EnvAddress::recipient(&r.path)),
+                None => Ok(Value::Nil),
+            }
+        });
+        methods.add_method("recipient_list", |lua, this, ()| {
+            let list = lua.create_table()?;
+            for r in &this.message.envelope.recipients {
+                list.push(address(lua, EnvAddress::recipient(&r.path))?)?;
+            }
+            Ok(list)
+        });
+        methods.add_method("get_data", |lua, this, ()| {
+            lua.create_string(&this.message.body)
+        });
+        methods.add_method("get_first_named_header_value", |lua, this, name: String| {
+            match first_header(&this.message.body, &name) {
+                Some(value) => Ok(Value::String(lua.create_string(value)?)),
+                None => Ok(Value::Nil),
+            }
+        });
+        methods.add_method("get_meta", |_, this, key: String| {
+            this.meta.get::<Value>(key)
+        });
+        methods.add_method("set_meta", |_, this, (key, value): (String, Value)| {
+            this.meta.set(key, value)
+        });
+    }
+}
+
+/// The unfolded value of the first header called `name` (any case) in the header block.
+fn first_header(body: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut found: Option<Vec<u8>> = None;
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(value) = found.as_mut() {
+                value.extend_from_slice(line);
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            if line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+                found = Some(line[colon + 1..].to_vec());
+            }
+        }
+    }
+    found.map(|v| v.trim_ascii().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smtp_session::ConnectionInfo;
+
+    fn facts() -> ConnFacts {
+        ConnFacts {
+            info: ConnectionInfo {
+                id: "c1".into(),
+                ..ConnectionInfo::default()
+            },
+            helo: None,
+            tls: None,
+            auth: None,
+        }
+    }
+
+    fn script(source: &str) -> Result<LuaPolicy, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.lua");
+        std::fs::write(&path, source).unwrap();
+        LuaPolicy::start(&path, "mx.test", Duration::from_secs(1))
+    }
+
+    fn run(policy: &LuaPolicy, event: Event) -> Outcome {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(policy.call(facts(), event))
+    }
+
+    fn sender(text: &str) -> ReversePath {
+        smtp_session::address::parse_reverse_path(text.as_bytes())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn headers_are_found_and_unfolded() {
+        let body = b"From: a\r\nSubject: hello\r\n  world\r\nX: y\r\n\r\nSubject: body";
+        assert_eq!(first_header(body, "subject").unwrap(), b"hello  world");
+        assert_eq!(first_header(body, "x").unwrap(), b"y");
+        assert!(first_header(body, "to").is_none());
+    }
+
+    #[test]
+    fn broken_scripts_fail_to_start() {
+        assert!(script("kumo.on('smtp_server_mail_from', function(").is_err());
+        assert!(script("error('boom')").unwrap_err().contains("boom"));
+        assert!(script("kumo.on('smtp_server_mail_from', 42)").is_err());
+    }
+
+    #[test]
+    fn reject_disconnect_and_errors() {
+        let p = script(
+            r#"
+            local kumo = require 'kumo'
+            kumo.on('smtp_server_mail_from', function(sender, meta)
+              if sender.user == 'r' then kumo.reject(550, '5.7.1 no ' .. tostring(sender)) end
+              if sender.user == 'd' then kumo.disconnect(451, 'bye', 'FollowWith421') end
+              if sender.user == 'm' then kumo.disconnect(451, 'bye', 'Bogus') end
+              if sender.user == 'c' then kumo.disconnect(700, 'bye') end
+              if sender.user == 'x' then error('oops') end
+              if sender.user == 'l' then while true do end end
+              meta:set_meta('seen', sender.domain)
+            end)
+            kumo.on('smtp_server_data', function(meta)
+              kumo.reject(451, meta:get_meta('seen'))
+            end)
+            "#,
+        )
+        .unwrap();
+        assert!(p.handles("smtp_server_mail_from"));
+        assert!(!p.handles("smtp_server_rcpt_to"));
+        match run(&p, Event::MailFrom(sender("<r@x.example>"))) {
+            Outcome::Decided(d) => {
+                assert_eq!(d, Decision::reject(550, "5.7.1 no r@x.example").unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&p, Event::MailFrom(sender("<d@x.example>"))) {
+            Outcome::Decided(d) => assert_eq!(
+                d,
+                Decision::disconnect(451, "bye", DisconnectMode::FollowWith421).unwrap()
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["<m@x>", "<c@x>", "<x@x>", "<l@x>"] {
+            assert!(
+                matches!(run(&p, Event::MailFrom(sender(bad))), Outcome::Failed(_)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            run(&p, Event::MailFrom(sender("<ok@dom.example>"))),
+            Outcome::Continue(_)
+        ));
+        match run(&p, Event::Data) {
+            Outcome::Decided(d) => assert_eq!(d, Decision::reject(451, "dom.example").unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn null_sender_is_empty_and_auth_returns_booleans() {
+        let p = script(
+            r#"
+            kumo.on('smtp_server_mail_from', function(sender)
+              kumo.reject(550, '[' .. tostring(sender) .. '|' .. sender.user .. '|' .. sender.domain .. ']')
+            end)
+            kumo.on('smtp_server_auth_plain', function(authz, authc, password)
+              return authc == 'u' and password == 'p'
+            end)
+            "#,
+        )
+        .unwrap();
+        match run(&p, Event::MailFrom(ReversePath::Null)) {
+            Outcome::Decided(d) => assert_eq!(d, Decision::reject(550, "[||]").unwrap()),
+            other => panic!("{other:?}"),
+        }
+        let auth = |c: &str, pw: &str| Event::AuthPlain {
+            authz: String::new(),
+            authc: c.into(),
+            password: pw.into(),
+        };
+        assert!(matches!(run(&p, auth("u", "p")), Outcome::Continue(true)));
+        assert!(matches!(run(&p, auth("u", "q")), Outcome::Continue(false)));
+    }
+}
