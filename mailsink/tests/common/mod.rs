@@ -1,0 +1,377 @@
+//! Starts mailsink as a child process on 127.0.0.1 with a free port, collects its stdout
+//! (JSON lines) and stderr, and kills it on drop. Plus a small blocking SMTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const HOSTNAME: &str = "mx.test";
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn policy_example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/policies")
+        .join(name)
+}
+
+/// A running mailsink.
+pub struct Server {
+    child: Child,
+    /// The STARTTLS listener.
+    pub addr: SocketAddr,
+    /// The implicit TLS listener, when `--tls-listen` was given.
+    pub tls_addr: Option<SocketAddr>,
+    /// Holds the Maildir (and anything a test puts there).
+    pub dir: tempfile::TempDir,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Options {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub implicit_tls: bool,
+}
+
+impl Server {
+    /// mailsink with `--hostname mx.test`, a Maildir in a temporary directory, a free port,
+    /// and `args`.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with(Options {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            implicit_tls: false,
+        })
+    }
+
+    pub fn start_with(options: Options) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailsink"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--hostname",
+                HOSTNAME,
+                "--maildir",
+            ])
+            .arg(dir.path().join("maildir"));
+        if options.implicit_tls {
+            command.args(["--tls-listen", "127.0.0.1:0"]);
+        }
+        command
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start mailsink");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        let mut server = Server {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls_addr: None,
+            dir,
+            stdout,
+            stderr,
+        };
+        let line = server
+            .wait_stderr(|l| l.contains("listening on"))
+            .unwrap_or_else(|| panic!("mailsink did not start: {:?}", server.stderr_lines()));
+        let listeners = parse_listeners(&line);
+        server.addr = listeners
+            .iter()
+            .find(|(_, label)| label == "smtp+starttls")
+            .expect("an SMTP listener")
+            .0;
+        server.tls_addr = listeners
+            .iter()
+            .find(|(_, label)| label == "smtps")
+            .map(|(a, _)| *a);
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("maildir")
+    }
+
+    /// The files in `new/`, sorted by name, with their bytes.
+    pub fn stored(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(self.maildir().join("new"))
+            .map(|dir| {
+                dir.map(|e| {
+                    let path = e.unwrap().path();
+                    let bytes = std::fs::read(&path).unwrap();
+                    (path, bytes)
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every stdout line, parsed: each must be JSON.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        self.stdout_lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .into_iter()
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    /// Waits until at least `n` lines of `event` are logged, and returns them.
+    pub fn wait_events(&self, event: &str, n: usize) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let found = self.events(event);
+            if found.len() >= n {
+                return found;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "waited for {n} {event} lines, have {}: {:#?}\nstderr: {:?}",
+                found.len(),
+                self.log(),
+                self.stderr_lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_stderr(&self, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if let Some(l) = self.stderr_lines().into_iter().find(|l| pred(l)) {
+                return Some(l);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(line) => sink.lock().unwrap().push(line),
+                Err(_) => break,
+            }
+        }
+    });
+    lines
+}
+
+/// `... listening on 127.0.0.1:1 (smtp+starttls), 127.0.0.1:2 (smtps); ...`
+fn parse_listeners(line: &str) -> Vec<(SocketAddr, String)> {
+    let rest = line.split("listening on ").nth(1).expect("listening on");
+    let rest = rest.split(';').next().unwrap();
+    rest.split(", ")
+        .map(|item| {
+            let (addr, label) = item.split_once(" (").expect("ADDR (label)");
+            (
+                addr.parse().unwrap(),
+                label.trim_end_matches(')').to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Runs mailsink to completion (for start-up failures) and returns status and stderr.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailsink"))
+        .args(["--listen", "127.0.0.1:0", "--maildir"])
+        .arg(dir.path().join("maildir"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status, err);
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mailsink kept running with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True when `tool` is on PATH. Otherwise: fail under CI (env CI set), else skip loudly.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is not installed, and CI is set: install it (apt-get install {tool})");
+        }
+        eprintln!("SKIPPED: {tool} is not on PATH (install it to run this test)");
+    }
+    found
+}
+
+/// A blocking SMTP client over a plain socket, with timeouts.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).expect("write");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// One whole reply (all its lines), as text.
+    pub fn reply(&mut self) -> String {
+        let mut start = 0;
+        loop {
+            while let Some(pos) = self.buf[start..].windows(2).position(|w| w == b"\r\n") {
+                let line = &self.buf[start..start + pos];
+                start += pos + 2;
+                if line.len() < 4 || line[3] != b'-' {
+                    let reply: Vec<u8> = self.buf.drain(..start).collect();
+                    return String::from_utf8(reply).unwrap();
+                }
+            }
+            if self.fill() == 0 {
+                panic!(
+                    "connection closed inside a reply: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        }
+    }
+
+    /// Sends a command and returns its reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n"));
+        self.reply()
+    }
+
+    /// Everything until the server closes (what is still buffered included).
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill() > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// The greeting, EHLO, and a full transaction with `body` (dot-stuffed here).
+    pub fn send_message(&mut self, from: &str, to: &[&str], body: &[u8]) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>"));
+        for rcpt in to {
+            self.cmd(&format!("RCPT TO:<{rcpt}>"));
+        }
+        let go = self.cmd("DATA");
+        assert!(go.starts_with("354"), "{go}");
+        self.send(dot_stuff(body));
+        self.send(b".\r\n");
+        self.reply()
+    }
+
+    pub fn hello(addr: SocketAddr) -> Client {
+        let mut c = Client::connect(addr);
+        let greeting = c.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        let ehlo = c.cmd("EHLO client.example");
+        assert!(ehlo.starts_with("250"), "{ehlo}");
+        c
+    }
+}
+
+/// DATA transparency: a `.` at the start of a line gets another; the body must end in CRLF.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    assert!(body.is_empty() || body.ends_with(b"\r\n"));
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    out
+}
