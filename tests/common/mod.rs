@@ -13,7 +13,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use smtp_session::{
-    Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, Message, Output, Session,
+    Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, IoError, IoErrorKind,
+    Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
 /// How the harness answers hook calls.
@@ -37,6 +38,9 @@ pub struct Harness {
     pub starttls: usize,
     /// Input the session did not take yet (backpressure), offered again on the next send.
     pub backlog: Vec<u8>,
+    /// When set, every `Output::StartTls` is answered at once with a successful handshake
+    /// reporting these details (recorded as `-- tls established`).
+    pub auto_tls: Option<TlsInfo>,
 }
 
 pub fn start() -> Instant {
@@ -59,6 +63,26 @@ impl Harness {
     }
 
     pub fn with_info(config: Config, info: ConnectionInfo, policy: Policy) -> Self {
+        Self::build(config, info, policy, None)
+    }
+
+    /// Like `with_info`, but every STARTTLS handshake (and an implicit-TLS one) completes
+    /// at once with `tls`.
+    pub fn with_auto_tls(
+        config: Config,
+        info: ConnectionInfo,
+        policy: Policy,
+        tls: TlsInfo,
+    ) -> Self {
+        Self::build(config, info, policy, Some(tls))
+    }
+
+    fn build(
+        config: Config,
+        info: ConnectionInfo,
+        policy: Policy,
+        auto_tls: Option<TlsInfo>,
+    ) -> Self {
         let now = start();
         let session = Session::new(config, info, now);
         let mut h = Harness {
@@ -73,6 +97,7 @@ impl Harness {
             disconnects: 0,
             starttls: 0,
             backlog: Vec::new(),
+            auto_tls,
         };
         h.drain();
         h
@@ -89,6 +114,35 @@ impl Harness {
     pub fn send_bytes(&mut self, bytes: &[u8]) -> &mut Self {
         self.record_client(bytes);
         self.feed(bytes);
+        self
+    }
+
+    /// Sends bytes in one read, recorded on one line as `C= escaped` (for BDAT chunks,
+    /// whose bytes are data, not lines).
+    pub fn send_data(&mut self, bytes: &[u8]) -> &mut Self {
+        self.transcript.push_str(&format!("C= {}\n", escape(bytes)));
+        self.feed(bytes);
+        self
+    }
+
+    /// Reports a successful TLS handshake, recorded as `-- tls established`.
+    pub fn tls_established(&mut self, tls: TlsInfo) -> &mut Self {
+        self.transcript.push_str("-- tls established\n");
+        self.session
+            .handle_tls_established(tls, self.now)
+            .expect("a handshake was requested");
+        self.drain();
+        self.offer();
+        self
+    }
+
+    /// Reports a failed TLS handshake, recorded as `-- tls failed`.
+    pub fn tls_failed(&mut self, error: IoError) -> &mut Self {
+        self.transcript.push_str("-- tls failed\n");
+        self.session
+            .handle_tls_failed(error, self.now)
+            .expect("a handshake was requested");
+        self.drain();
         self
     }
 
@@ -194,6 +248,12 @@ impl Harness {
                 Output::StartTls => {
                     self.starttls += 1;
                     self.transcript.push_str("-- starttls\n");
+                    if let Some(tls) = self.auto_tls.clone() {
+                        self.transcript.push_str("-- tls established\n");
+                        self.session
+                            .handle_tls_established(tls, self.now)
+                            .expect("a handshake was requested");
+                    }
                 }
                 Output::HookCall(call) => {
                     self.transcript
@@ -251,6 +311,24 @@ impl Harness {
         self
     }
 
+    /// Like `expect`, but only leading indentation is ignored: trailing spaces count (a
+    /// `334 ` challenge line ends with one).
+    #[track_caller]
+    pub fn expect_exact(&mut self, expected: &str) -> &mut Self {
+        let expected: String = expected
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            self.transcript, expected,
+            "\n--- transcript ---\n{}",
+            self.transcript
+        );
+        self
+    }
+
     /// The server's output only.
     pub fn server_lines(&self) -> Vec<&str> {
         self.transcript
@@ -275,6 +353,29 @@ pub fn info() -> ConnectionInfo {
         local_port: Some(25),
         server_id: Some("inbound".into()),
         ..ConnectionInfo::default()
+    }
+}
+
+/// The TLS details the tests' fake handshakes report.
+pub fn tls_info() -> TlsInfo {
+    TlsInfo {
+        protocol: "TLSv1.3".into(),
+        cipher: "TLS_AES_256_GCM_SHA384".into(),
+        key_size: Some(256),
+        sni: Some("mx.example".into()),
+        peer_certificate: Some(PeerCertificate {
+            der: vec![0x30, 0x82, 0x01, 0x0a],
+            verify_error: Some(18),
+        }),
+    }
+}
+
+/// A TLS handshake failure as a runtime would report it.
+pub fn tls_error() -> IoError {
+    IoError {
+        reason: "handshake failure".into(),
+        kind: IoErrorKind::Tls,
+        code: Some(0x14094410),
     }
 }
 
@@ -392,6 +493,39 @@ pub fn run_split(config: Config, input: &[u8], chunks: &[usize]) -> String {
         h.feed(&input[pos..end]);
         pos = end;
         i += 1;
+    }
+    if !h.session.is_closed() {
+        h.eof();
+    }
+    h.transcript
+}
+
+/// Runs a client that waits where RFC 3207 tells it to: each flight is fed in the given
+/// chunk sizes (cycled, never crossing into the next flight), and the next flight starts
+/// only when the previous one is all taken. A flight ending with STARTTLS is answered by
+/// a fake handshake reporting `tls_info()`. Hooks are answered `Accept`. Returns the
+/// server-side transcript, which must not depend on the chunk sizes.
+pub fn run_split_flights(config: Config, flights: &[&[u8]], chunks: &[usize]) -> String {
+    let mut h = Harness::with_auto_tls(
+        config,
+        info(),
+        Policy::Auto(Box::new(|_| Decision::Accept)),
+        tls_info(),
+    );
+    let mut i = 0;
+    for flight in flights {
+        let mut pos = 0;
+        while pos < flight.len() && !h.session.is_closed() {
+            let size = chunks
+                .get(i % chunks.len().max(1))
+                .copied()
+                .unwrap_or(flight.len())
+                .max(1);
+            let end = (pos + size).min(flight.len());
+            h.feed(&flight[pos..end]);
+            pos = end;
+            i += 1;
+        }
     }
     if !h.session.is_closed() {
         h.eof();
