@@ -1,0 +1,73 @@
+//! One workload, once, for a profiler: `valgrind --tool=callgrind <binary> <workload>`.
+//!
+//! Workloads: `commands-none`, `commands-all` (1,000 transactions of the command stream),
+//! `data-none`, `data-message` (a 10 MiB body through DATA), `bdat-message`;
+//! and the peers' `proto-commands`, `proto-data`.
+
+use std::time::Instant;
+
+use smtp_session::Hooks;
+use smtp_session_bench::{
+    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, with_envelope, READ_SIZE,
+};
+
+#[path = "../common/peers.rs"]
+mod peers;
+
+fn main() {
+    let workload = std::env::args().nth(1).unwrap_or_default();
+    let now = Instant::now();
+    let message = Hooks {
+        message: true,
+        ..Hooks::NONE
+    };
+    let (rt, label) = match workload.as_str() {
+        "commands-none" | "commands-all" => {
+            let hooks = if workload == "commands-all" {
+                Hooks::ALL
+            } else {
+                Hooks::NONE
+            };
+            let stream = command_stream(1000, &body(1024));
+            let cfg = config(hooks);
+            let (mut s, mut rt) = greeted(&cfg, now);
+            rt.feed(&mut s, &stream, READ_SIZE, now);
+            (rt, "transactions: 1000")
+        }
+        "proto-commands" => {
+            let stream = command_stream(1000, &body(1024));
+            let count = peers::proto_stream(&stream, READ_SIZE);
+            println!("smtp-proto: {count:?}");
+            return;
+        }
+        "proto-data" => {
+            let wire = data_wire(&body(10 << 20));
+            println!("smtp-proto: {}", peers::proto_data(&wire, READ_SIZE).len());
+            return;
+        }
+        "data-none" | "data-message" => {
+            let hooks = if workload == "data-message" {
+                message
+            } else {
+                Hooks::NONE
+            };
+            let wire = data_wire(&body(10 << 20));
+            let cfg = config(hooks);
+            let (mut s, mut rt) = in_data(&cfg, now);
+            rt.feed(&mut s, &wire, READ_SIZE, now);
+            (rt, "10 MiB by DATA")
+        }
+        "bdat-message" => {
+            let wire = bdat_wire(&body(10 << 20), 16 * 1024);
+            let cfg = config(message);
+            let (mut s, mut rt) = with_envelope(&cfg, now);
+            rt.feed(&mut s, &wire, READ_SIZE, now);
+            (rt, "10 MiB by BDAT")
+        }
+        _ => {
+            eprintln!("usage: profile commands-none|commands-all|data-none|data-message|bdat-message|proto-commands|proto-data");
+            std::process::exit(2);
+        }
+    };
+    println!("{label}: {rt:?}");
+}
