@@ -641,6 +641,14 @@ impl Session {
             .max_pending_input
             .saturating_sub(self.inbuf.len());
         let n = room.min(data.len());
+        if n > self.inbuf.capacity() - self.inbuf.len() {
+            // Never reserve past the limit: doubling could reserve almost twice
+            // `max_pending_input` while a hook is pending.
+            let needed = self.inbuf.len() + n;
+            let target = (self.inbuf.capacity().saturating_mul(2))
+                .clamp(needed, self.config.max_pending_input.max(needed));
+            self.inbuf.reserve_exact(target - self.inbuf.len());
+        }
         self.inbuf.extend_from_slice(&data[..n]);
         n
     }
@@ -1704,10 +1712,18 @@ fn store_chunk(tx: Option<&mut Transaction>, bytes: &[u8], max_size: u64) {
     if tx.exceeded {
         return;
     }
-    if (tx.body.len() + bytes.len()) as u64 > max_size {
+    let needed = tx.body.len() + bytes.len();
+    if needed as u64 > max_size {
         tx.exceeded = true;
         tx.body = Vec::new();
     } else {
+        if needed > tx.body.capacity() {
+            // Grow by doubling, but never past the limit: plain doubling could reserve
+            // almost twice `max_size` for a body within it.
+            let ceiling = usize::try_from(max_size).unwrap_or(usize::MAX);
+            let target = tx.body.capacity().saturating_mul(2).clamp(needed, ceiling);
+            tx.body.reserve_exact(target - tx.body.len());
+        }
         tx.body.extend_from_slice(bytes);
     }
 }
