@@ -352,7 +352,14 @@ impl Session {
         {
             self.early_talker = true;
         }
-        let taken = self.take_input(data);
+        let mut taken = self.take_input(data);
+        if taken < data.len() && matches!(self.phase, Phase::GreetingDelay { .. }) {
+            // The buffer filled before the greeting: the client is an early talker already,
+            // and waiting on would refuse input with no hook to wait for. Greet (or refuse) now.
+            self.connect();
+            self.process_inbuf();
+            taken += self.take_input(&data[taken..]);
+        }
         self.settle();
         Ok(taken)
     }
@@ -603,16 +610,14 @@ impl Session {
                 let used = self.process(rest, 0);
                 taken += used;
                 if !self.halted() && used < rest.len() {
-                    // An incomplete line, shorter than the line limit: keep it.
+                    // An incomplete line, shorter than the line limit, or input held before
+                    // the greeting: keep it, never more than the pending-input limit.
+                    let keep = (rest.len() - used).min(self.config.max_pending_input);
                     self.inbuf.clear();
                     self.in_start = 0;
-                    self.inbuf.extend_from_slice(&rest[used..]);
-                    self.in_scanned = if self.reading_lines() {
-                        rest.len() - used
-                    } else {
-                        0
-                    };
-                    taken = data.len();
+                    self.inbuf.extend_from_slice(&rest[used..used + keep]);
+                    self.in_scanned = if self.reading_lines() { keep } else { 0 };
+                    taken += keep;
                 }
             } else {
                 let n = self.append(&data[taken..]);
@@ -694,6 +699,14 @@ impl Session {
             match &mut self.phase {
                 Phase::Closed | Phase::TlsHandshake { .. } => return buf.len(),
                 Phase::Connecting | Phase::GreetingDelay { .. } => return pos,
+                Phase::Proxy
+                    if proxy_v2_length(&buf[pos..])
+                        .is_some_and(|len| len > self.config.max_pending_input) =>
+                {
+                    // A header the input buffer can never hold would be waited for forever.
+                    self.close(CloseSide::Local);
+                    return buf.len();
+                }
                 Phase::Proxy if proxy_v2_incomplete(&buf[pos..]) => return pos,
                 Phase::Proxy => match parse_proxy_header(&buf[pos..]) {
                     Ok(ProxyParse::Incomplete) => return pos,
@@ -1704,6 +1717,14 @@ fn proxy_v2_incomplete(buf: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// The whole length a PROXY v2 header announces, once its first 16 bytes are in.
+fn proxy_v2_length(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..16)?;
+    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+    head.starts_with(b"\r\n\r\n\0\r\nQUIT\n")
+        .then_some(16 + len)
 }
 
 /// Appends a chunk's bytes to the transaction's body while within the size limit.
