@@ -395,9 +395,7 @@ impl Parser<'_> {
     fn scan_dot_string(&mut self) -> Result<(), AddressError> {
         loop {
             let atom_start = self.pos;
-            while self.peek().is_some_and(|b| is_atext(b) || !b.is_ascii()) {
-                self.pos += 1;
-            }
+            self.pos += run_of(self.rest(), &DOT_STRING_BYTES);
             if self.pos == atom_start {
                 return Err(AddressError::Syntax);
             }
@@ -509,14 +507,11 @@ enum DomainRules {
 /// the character classes are checked by [`check_domain_name`] once the
 /// extent is known.
 fn scan_domain_name(bytes: &[u8], rules: DomainRules) -> Result<usize, AddressError> {
-    let is_label_byte =
-        |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || !b.is_ascii();
+    let is_label_byte = |b: u8| LABEL_BYTES[usize::from(b)];
     let mut pos = 0;
     loop {
         let label_start = pos;
-        while bytes.get(pos).is_some_and(|&b| is_label_byte(b)) {
-            pos += 1;
-        }
+        pos += run_of(bytes.get(pos..).unwrap_or_default(), &LABEL_BYTES);
         let label = bytes.get(label_start..pos).unwrap_or_default();
         if label.is_empty() {
             return Err(AddressError::Syntax);
@@ -546,9 +541,10 @@ fn check_domain_name(name: &[u8]) -> Result<&str, AddressError> {
     let name = as_utf8(name)?;
     // IDNA never allows these, and they would make log lines and Received
     // headers misleading.
-    if name
-        .chars()
-        .any(|c| !c.is_ascii() && (c.is_control() || c.is_whitespace()))
+    if !name.is_ascii()
+        && name
+            .chars()
+            .any(|c| !c.is_ascii() && (c.is_control() || c.is_whitespace()))
     {
         return Err(AddressError::Syntax);
     }
@@ -565,6 +561,38 @@ fn as_utf8(bytes: &[u8]) -> Result<&str, AddressError> {
 /// atext of RFC 5322, ASCII part.
 fn is_atext(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
+/// Bytes of an atom of an unquoted local part: atext, or any non-ASCII byte (RFC 6531).
+/// Addresses are parsed for every MAIL and RCPT, so the scans use tables, not `contains`.
+static DOT_STRING_BYTES: [bool; 256] = byte_table(b"!#$%&'*+-/=?^_`{|}~");
+
+/// Bytes of a domain label: letters, digits, `-`, `_`, or any non-ASCII byte.
+static LABEL_BYTES: [bool; 256] = byte_table(b"-_");
+
+/// A table true for ASCII letters and digits, the `extra` bytes, and every non-ASCII byte.
+const fn byte_table(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || !byte.is_ascii();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// How many bytes at the start of `bytes` the table accepts.
+fn run_of(bytes: &[u8], table: &[bool; 256]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| !table[usize::from(b)])
+        .unwrap_or(bytes.len())
 }
 
 /// Whether a local part can be written without quotes.

@@ -208,22 +208,37 @@ impl Reply {
 
     /// Appends the reply in wire format (`CODE-text` lines, a last `CODE text` line, CRLF).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut code = [0u8; 3];
-        code[0] = b'0' + (self.code / 100) as u8;
-        code[1] = b'0' + (self.code / 10 % 10) as u8;
-        code[2] = b'0' + (self.code % 10) as u8;
-        let mut lines = self.text.split('\n').peekable();
-        while let Some(line) = lines.next() {
-            out.extend_from_slice(&code);
-            out.push(if lines.peek().is_some() { b'-' } else { b' ' });
-            if let Some(e) = self.enhanced {
-                push_enhanced(out, e);
-                if !line.is_empty() {
-                    out.push(b' ');
-                }
+        // Every line starts with the same head, `250-2.1.5` (at most 3 + 1 + 9 bytes), so it
+        // is formatted once; the separator after the code is patched per line. This runs
+        // for every reply, so it avoids `str::split` and byte-by-byte pushes.
+        let mut head = [0u8; 16];
+        head[0] = b'0' + (self.code / 100 % 10) as u8;
+        head[1] = b'0' + (self.code / 10 % 10) as u8;
+        head[2] = b'0' + (self.code % 10) as u8;
+        let mut head_len = 4;
+        if let Some(e) = self.enhanced {
+            head_len = write_enhanced(&mut head, head_len, e);
+        }
+        let text = self.text.as_bytes();
+        let lines = 1 + memchr::memchr_iter(b'\n', text).count();
+        out.reserve(text.len() + lines * (head_len + 3));
+        let mut rest = text;
+        loop {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], rest.get(i + 1..)),
+                None => (rest, None),
+            };
+            head[3] = if next.is_some() { b'-' } else { b' ' };
+            out.extend_from_slice(&head[..head_len]);
+            if self.enhanced.is_some() && !line.is_empty() {
+                out.push(b' ');
             }
-            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(line);
             out.extend_from_slice(b"\r\n");
+            match next {
+                Some(next) => rest = next,
+                None => return,
+            }
         }
     }
 
@@ -235,22 +250,25 @@ impl Reply {
     }
 }
 
-fn push_enhanced(out: &mut Vec<u8>, e: EnhancedCode) {
-    out.push(b'0' + e.class % 10);
-    out.push(b'.');
-    push_number(out, e.subject);
-    out.push(b'.');
-    push_number(out, e.detail);
-}
-
-fn push_number(out: &mut Vec<u8>, n: u16) {
-    if n >= 100 {
-        out.push(b'0' + (n / 100 % 10) as u8);
+/// Writes `X.Y.Z` into `buf` at `at` and returns the new end; `buf` has room for the longest
+/// (`5.999.999`).
+fn write_enhanced(buf: &mut [u8; 16], mut at: usize, e: EnhancedCode) -> usize {
+    let mut put = |byte: u8| {
+        buf[at] = byte;
+        at += 1;
+    };
+    put(b'0' + e.class % 10);
+    for n in [e.subject, e.detail] {
+        put(b'.');
+        if n >= 100 {
+            put(b'0' + (n / 100 % 10) as u8);
+        }
+        if n >= 10 {
+            put(b'0' + (n / 10 % 10) as u8);
+        }
+        put(b'0' + (n % 10) as u8);
     }
-    if n >= 10 {
-        out.push(b'0' + (n / 10 % 10) as u8);
-    }
-    out.push(b'0' + (n % 10) as u8);
+    at
 }
 
 /// Splits on CRLF, CR or LF; a trailing line ending does not make an empty last line.
