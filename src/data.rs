@@ -108,6 +108,8 @@ pub struct DataReceiver {
     size: u64,
     exceeded: bool,
     saw_bare: bool,
+    /// False for a receiver that checks and counts but stores nothing.
+    keep: bool,
 }
 
 impl DataReceiver {
@@ -121,6 +123,18 @@ impl DataReceiver {
             size: 0,
             exceeded: false,
             saw_bare: false,
+            keep: true,
+        }
+    }
+
+    /// A receiver that reads the message exactly like [`new`](Self::new) (end of data, size,
+    /// limit, bare line endings) but appends nothing to the caller's buffer: for a session
+    /// whose caller is not told about messages, so that dropping one costs no copy and no
+    /// allocation, whatever its size.
+    pub fn discarding(policy: BareLineEndings, max_size: u64) -> Self {
+        Self {
+            keep: false,
+            ..Self::new(policy, max_size)
         }
     }
 
@@ -295,9 +309,14 @@ impl DataReceiver {
         let len = bytes.len() as u64;
         self.size = self.size.saturating_add(len);
         if len <= self.room {
-            reserve_within(body, bytes.len(), self.room);
-            body.extend_from_slice(bytes);
+            if self.keep {
+                reserve_within(body, bytes.len(), self.room);
+                body.extend_from_slice(bytes);
+            }
             self.room -= len;
+        } else if !self.keep {
+            self.exceeded = true;
+            self.room = 0;
         } else {
             // Keep exactly a `max_size` prefix so the stored bytes do not
             // depend on how the input happened to be split.
@@ -750,6 +769,32 @@ mod tests {
         assert_eq!(body.len() as u64, max);
         assert!(body.capacity() as u64 <= max + 64, "{}", body.capacity());
         assert_eq!(rx.size(), input.len() as u64 - 3);
+    }
+
+    #[test]
+    fn discarding_receiver_reads_alike_and_stores_nothing() {
+        let (_, wire) = stuff(&sample_message(64 * 1024));
+        // Bare line endings before the terminator, a command after it.
+        let mut piped = wire[..wire.len() - 3].to_vec();
+        piped.extend_from_slice(b"a\nb\rc\r\n.\r\nQUIT\r\n");
+        for policy in POLICIES {
+            for max in [0, 100, u64::MAX] {
+                for chunk in [1, 79, 4096, piped.len()] {
+                    let mut keep = DataReceiver::new(policy, max);
+                    let mut drop = DataReceiver::discarding(policy, max);
+                    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+                    for piece in piped.chunks(chunk) {
+                        assert_eq!(keep.feed(piece, &mut kept), drop.feed(piece, &mut dropped));
+                    }
+                    assert!(dropped.is_empty() && dropped.capacity() == 0);
+                    assert_eq!(
+                        (keep.size(), keep.exceeded(), keep.saw_bare_line_ending()),
+                        (drop.size(), drop.exceeded(), drop.saw_bare_line_ending())
+                    );
+                    assert!(drop.is_done());
+                }
+            }
+        }
     }
 
     #[test]

@@ -223,8 +223,10 @@ enum Phase {
 
 struct Transaction {
     envelope: Envelope,
-    /// BDAT chunks received so far.
+    /// BDAT chunks received so far (only when a message hook will be given them).
     body: Vec<u8>,
+    /// BDAT bytes received so far, stored or not.
+    size: u64,
     /// True once a BDAT chunk was accepted.
     chunked: bool,
     /// True once BDAT chunks went past the size limit.
@@ -250,13 +252,16 @@ pub struct Session {
     eof: bool,
     shutdown_requested: bool,
 
-    // Output: replies are coalesced in `wbuf` and queued as one Write when flushed.
+    // Output: replies are coalesced in `wbuf`, queued as one Write when an action follows
+    // them, else handed out as one by `poll_output`.
     out: VecDeque<Output>,
     wbuf: Vec<u8>,
 
     early_talker: bool,
     /// More input followed the command being handled, in the same read.
     input_follows: bool,
+    /// The buffer being processed is followed by more of the same read, not yet buffered.
+    read_continues: bool,
     helo: Option<HeloInfo>,
     tls: Option<Box<TlsInfo>>,
     auth: Option<AuthInfo>,
@@ -307,6 +312,7 @@ impl Session {
             wbuf: Vec::new(),
             early_talker: false,
             input_follows: false,
+            read_continues: false,
             helo: None,
             tls: None,
             auth: None,
@@ -483,7 +489,19 @@ impl Session {
     /// next input. Call it until it returns `None` after every input method.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        if let Some(output) = self.out.pop_front() {
+            return Some(output);
+        }
+        // Replies written since the last queued action come after it; `settle` leaves them
+        // in `wbuf` rather than queueing them, which most inputs then never need.
+        if !self.wbuf.is_empty() {
+            return Some(Output::Write(std::mem::take(&mut self.wbuf)));
+        }
+        if self.out.capacity() > 0 {
+            // Drained: an idle session keeps no queue (its smallest is four 150-byte slots).
+            self.out = VecDeque::new();
+        }
+        None
     }
 
     /// When [`handle_timeout`](Session::handle_timeout) should be called next; `None` while a
@@ -620,9 +638,19 @@ impl Session {
                     taken += keep;
                 }
             } else {
-                let n = self.append(&data[taken..]);
+                // When the buffer holds just a partial line, complete it up to its LF and
+                // go back to working from the caller's slice: a read is not copied whole.
+                let rest = &data[taken..];
+                let partial_line = self.reading_lines() && self.in_scanned == self.buffered();
+                let upto = match memchr(b'\n', rest) {
+                    Some(i) if partial_line => i + 1,
+                    _ => rest.len(),
+                };
+                let n = self.append(&rest[..upto]);
                 taken += n;
+                self.read_continues = n < rest.len();
                 self.process_inbuf();
+                self.read_continues = false;
                 if n == 0 {
                     break;
                 }
@@ -674,6 +702,11 @@ impl Session {
             _ => {
                 self.in_start += used;
                 if self.in_start == self.inbuf.len() {
+                    // Keep a line's worth for the next partial line; release what a pause
+                    // buffered, so an idle session does not hold it.
+                    if self.inbuf.capacity() > INBUF_KEEP {
+                        self.inbuf = Vec::new();
+                    }
                     self.inbuf.clear();
                     self.in_start = 0;
                 }
@@ -737,6 +770,7 @@ impl Session {
                             self.tx.as_deref_mut(),
                             &buf[pos..pos + n],
                             self.config.max_message_size,
+                            self.config.hooks.message,
                         );
                     }
                     pos += n;
@@ -789,10 +823,10 @@ impl Session {
                         continue;
                     }
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    self.input_follows = pos < buf.len();
+                    self.input_follows = pos < buf.len() || self.read_continues;
                     self.handle_line(line);
                     if matches!(self.phase, Phase::TlsHandshake { .. }) {
-                        self.begin_tls(pos < buf.len());
+                        self.begin_tls(self.input_follows);
                         return buf.len();
                     }
                 }
@@ -831,7 +865,8 @@ impl Session {
                 _ => {}
             }
         }
-        self.flush();
+        // The coalesced replies stay in `wbuf`: `poll_output` hands them out last, as one
+        // Write. Anything queued after them flushes them first.
     }
 
     fn shutdown_now(&mut self) {
@@ -1138,6 +1173,7 @@ impl Session {
                 recipients: Vec::new(),
             },
             body: Vec::new(),
+            size: 0,
             chunked: false,
             exceeded: false,
         }));
@@ -1215,10 +1251,21 @@ impl Session {
             return self.say(NEED_MAIL, ReplyState::Data);
         }
         self.send(custom.unwrap_or(START_DATA), ReplyState::Data);
-        self.phase = Phase::Data {
-            rx: DataReceiver::new(self.config.bare_line_endings, self.config.max_message_size),
-            body: Vec::new(),
+        let (policy, max) = (self.config.bare_line_endings, self.config.max_message_size);
+        let (rx, body) = if self.config.hooks.message {
+            // One allocation for a message of the size the client declared; capped, so a
+            // client that lies cannot make a session reserve much it never sends.
+            let declared = self.tx.as_ref().and_then(|tx| tx.envelope.mail_params.size);
+            let presize = declared.unwrap_or(0).min(max).min(PRESIZE_LIMIT);
+            (
+                DataReceiver::new(policy, max),
+                Vec::with_capacity(presize as usize),
+            )
+        } else {
+            // Nobody is told about the message: read it without storing it.
+            (DataReceiver::discarding(policy, max), Vec::new())
         };
+        self.phase = Phase::Data { rx, body };
     }
 
     fn end_of_data(&mut self) {
@@ -1727,17 +1774,25 @@ fn proxy_v2_length(buf: &[u8]) -> Option<usize> {
         .then_some(16 + len)
 }
 
-/// Appends a chunk's bytes to the transaction's body while within the size limit.
-fn store_chunk(tx: Option<&mut Transaction>, bytes: &[u8], max_size: u64) {
+/// The most body the session reserves up front for a declared SIZE.
+const PRESIZE_LIMIT: u64 = 1 << 20;
+
+/// The input buffer capacity kept once the buffer is empty.
+const INBUF_KEEP: usize = 4096;
+
+/// Counts a chunk's bytes and, when `keep`, appends them to the transaction's body, while
+/// within the size limit.
+fn store_chunk(tx: Option<&mut Transaction>, bytes: &[u8], max_size: u64, keep: bool) {
     let Some(tx) = tx else { return };
     if tx.exceeded {
         return;
     }
+    tx.size += bytes.len() as u64;
     let needed = tx.body.len() + bytes.len();
-    if needed as u64 > max_size {
+    if tx.size > max_size {
         tx.exceeded = true;
         tx.body = Vec::new();
-    } else {
+    } else if keep {
         if needed > tx.body.capacity() {
             // Grow by doubling, but never past the limit: plain doubling could reserve
             // almost twice `max_size` for a body within it.
