@@ -179,6 +179,9 @@ mod config;
 mod context;
 pub mod data;
 mod error;
+#[cfg(feature = "arbitrary")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 pub mod params;
 pub mod proxy;
