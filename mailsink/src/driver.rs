@@ -100,6 +100,8 @@ where
         wbuf: Vec::new(),
         kept: Vec::new(),
         read_eof: false,
+        // A client that never reads its replies must not hold the task forever.
+        write_timeout: settings.config.command_timeout,
     };
     let mut shutdown = settings.shutdown.clone();
     let mut shutdown_seen = false;
@@ -110,8 +112,9 @@ where
     let mut hook: Option<(HookId, BoxFuture<Decision>)> = None;
     let mut chunk = vec![0u8; READ_CHUNK];
 
-    // Every pass either carries out outputs or waits for an event, and the session closes
-    // on EOF, errors and timeouts, so the loop ends; the bound only guards against a bug.
+    // Every pass carries out outputs or waits for one event. The loop ends because the
+    // session closes on EOF, I/O errors and its own deadlines, writes and hooks are bounded
+    // by timeouts, and the session's Close is always followed by the disconnect hook.
     loop {
         while let Some(output) = session.poll_output() {
             match output {
@@ -145,7 +148,7 @@ where
             return;
         }
         if let Err(err) = conn.flush().await {
-            let _ = session.handle_io_error(IoError::socket(&err), Instant::now());
+            let _ = session.handle_io_error(io_error(&err), Instant::now());
             continue;
         }
         if !conn.kept.is_empty() && session.pending_hook().is_none() {
@@ -227,6 +230,7 @@ struct Conn<IO> {
     /// Bytes read but not yet taken by the session (it was paused on a full buffer).
     kept: Vec<u8>,
     read_eof: bool,
+    write_timeout: Duration,
 }
 
 impl<IO> Conn<IO>
@@ -237,11 +241,17 @@ where
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let result = async {
+        let write = async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+        };
         self.wbuf.clear();
         result
     }
@@ -279,7 +289,7 @@ where
         self.kept.clear();
         let now = Instant::now;
         if let Err(err) = flushed {
-            let _ = session.handle_io_error(IoError::socket(&err), now());
+            let _ = session.handle_io_error(io_error(&err), now());
             return;
         }
         let (Some(acceptor), Stream::Plain(_)) = (&settings.tls, &self.stream) else {

@@ -78,7 +78,7 @@ struct Args {
 
     /// Idle timeout, both awaiting a command and between message data reads [default: 300
     /// for commands, 180 for data].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
 
     /// Expect a PROXY protocol (v1 or v2) header at the start of every connection.

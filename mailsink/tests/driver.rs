@@ -79,3 +79,36 @@ fn plaintext_on_the_implicit_tls_port_is_a_tls_error() {
     assert_eq!(line["arguments"]["reply"], serde_json::Value::Null);
     assert_eq!(line["connection"]["serverid"], "smtps");
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_dropped_after_the_timeout() {
+    let server = Server::start(&["--timeout", "1"]);
+    let mut c = Client::hello(server.addr);
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let flood = "NOOP\r\n".repeat(64 * 1024 / 6);
+    let start = Instant::now();
+    // Push commands and never read: replies pile up until the server cannot write.
+    while start.elapsed() < Duration::from_secs(8) {
+        match c.stream.write(flood.as_bytes()) {
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                if !server.events("disconnect").is_empty() {
+                    break;
+                }
+            }
+            Err(_) => break, // reset by the server
+        }
+    }
+    let line = &server.wait_events("disconnect", 1)[0];
+    assert_eq!(line["arguments"]["close"], "remote");
+    assert_eq!(line["arguments"]["error"]["type"], "socket");
+    assert_eq!(
+        line["arguments"]["error"]["reason"],
+        "the client stopped reading"
+    );
+}
