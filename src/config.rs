@@ -195,6 +195,14 @@ pub struct Config {
     pub greeting_delay: Duration,
     /// Refuse early talkers with `554 5.5.1` instead of greeting them.
     pub reject_early_talkers: bool,
+    /// Recipients past [`max_recipients`](Config::max_recipients) that are refused with
+    /// `452 4.5.3` before those refusals count toward the hard error limit (Postfix's
+    /// `smtpd_recipient_overshoot_limit`). Default 1000.
+    pub recipient_overshoot_limit: usize,
+    /// Reply bytes the session holds before it stops reading commands until the runtime
+    /// polls them, so one read of many small commands cannot make it hold replies without
+    /// bound. 1 KiB..=16 MiB; default 64 KiB.
+    pub max_pending_output: usize,
     /// Postfix's `reject_unauth_pipelining`: a client that sends more after EHLO, HELO or
     /// DATA in the same read, or pipelines without having been offered PIPELINING, gets
     /// `554 5.5.0` and is disconnected. Off by default.
@@ -232,6 +240,8 @@ impl Default for Config {
             greeting_delay: Duration::ZERO,
             reject_early_talkers: false,
             reject_unauth_pipelining: false,
+            recipient_overshoot_limit: 1000,
+            max_pending_output: 64 * 1024,
         }
     }
 }
@@ -271,6 +281,9 @@ impl Config {
         }
         if self.hard_error_limit == 0 {
             return err("hard_error_limit", "must be at least 1");
+        }
+        if !(1024..=16 << 20).contains(&self.max_pending_output) {
+            return err("max_pending_output", "must be within 1 KiB..=16 MiB");
         }
         if !(1024..=16 << 20).contains(&self.max_pending_input) {
             return err("max_pending_input", "must be within 1 KiB..=16 MiB");
@@ -319,6 +332,7 @@ impl Config {
         c.max_auth_line_length = c.max_auth_line_length.clamp(512, 65536);
         c.max_recipients = c.max_recipients.max(100);
         c.hard_error_limit = c.hard_error_limit.max(1);
+        c.max_pending_output = c.max_pending_output.clamp(1024, 16 << 20);
         c.max_pending_input = c
             .max_pending_input
             .clamp(1024, 16 << 20)

@@ -44,7 +44,9 @@ pub enum Output {
     /// Send every earlier `Write`, then run a TLS handshake as the server on this connection
     /// and report it with [`Session::handle_tls_established`] or
     /// [`Session::handle_tls_failed`]. Any bytes read from the socket before the handshake
-    /// and not yet given to the session MUST be dropped, never fed after it.
+    /// and not yet given to the session MUST be dropped, never fed after it. One exception:
+    /// with implicit TLS behind a PROXY header, the bytes that followed the header are the
+    /// client's first handshake bytes; [`Session::take_handshake_bytes`] hands them back.
     StartTls,
 }
 
@@ -203,9 +205,11 @@ enum Phase {
     },
     /// Waiting for the connect hook.
     Connecting,
-    /// Waiting for the runtime's TLS handshake; `implicit` for RFC 8314 listeners.
+    /// Waiting for the runtime's TLS handshake; `implicit` for RFC 8314 listeners, with
+    /// the bytes that followed a PROXY header (the client's first handshake bytes).
     TlsHandshake {
         implicit: bool,
+        handshake_bytes: Vec<u8>,
     },
     /// Reading command lines.
     Command,
@@ -258,6 +262,8 @@ pub struct Session {
     wbuf: Vec<u8>,
 
     early_talker: bool,
+    /// Recipients refused for being past the limit, this session.
+    overshoot: usize,
     /// More input followed the command being handled, in the same read.
     input_follows: bool,
     /// The buffer being processed is followed by more of the same read, not yet buffered.
@@ -311,6 +317,7 @@ impl Session {
             out: VecDeque::new(),
             wbuf: Vec::new(),
             early_talker: false,
+            overshoot: 0,
             input_follows: false,
             read_continues: false,
             helo: None,
@@ -341,9 +348,11 @@ impl Session {
 
     /// Feeds bytes received from the client and returns how many were taken.
     ///
-    /// All of them are taken unless a hook is pending and the buffer of unprocessed input
-    /// ([`Config::max_pending_input`]) is full: the runtime then keeps the rest, stops
-    /// reading, and offers them again after its next [`decide`](Session::decide).
+    /// All of them are taken unless processing is paused (a hook is pending, or the replies
+    /// not yet polled reach [`Config::max_pending_output`]) and the buffer of unprocessed
+    /// input ([`Config::max_pending_input`]) is full. The runtime then keeps the rest, stops
+    /// reading, and offers them again after it drained [`poll_output`](Session::poll_output)
+    /// or made its next [`decide`](Session::decide).
     pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<usize, Error> {
         self.check_open()?;
         self.last_activity = now;
@@ -430,7 +439,7 @@ impl Session {
     /// HELO and any transaction (RFC 3207) and records the details for the context.
     pub fn handle_tls_established(&mut self, tls: TlsInfo, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        let Phase::TlsHandshake { implicit } = self.phase else {
+        let Phase::TlsHandshake { implicit, .. } = self.phase else {
             return Err(Error::NoTlsRequested);
         };
         self.last_activity = now;
@@ -497,11 +506,31 @@ impl Session {
         if !self.wbuf.is_empty() {
             return Some(Output::Write(std::mem::take(&mut self.wbuf)));
         }
+        if self.buffered() > 0 && !self.halted() {
+            // The replies were taken: commands held back by a full output buffer go on.
+            self.process_inbuf();
+            self.settle();
+            if !self.out.is_empty() || !self.wbuf.is_empty() {
+                return self.poll_output();
+            }
+        }
         if self.out.capacity() > 0 {
             // Drained: an idle session keeps no queue (its smallest is four 150-byte slots).
             self.out = VecDeque::new();
         }
         None
+    }
+
+    /// With implicit TLS behind a PROXY header: the bytes that followed the header, which are
+    /// the start of the client's TLS handshake. The runtime feeds them to its TLS layer
+    /// before reading more from the socket. Empty in every other case.
+    pub fn take_handshake_bytes(&mut self) -> Vec<u8> {
+        match &mut self.phase {
+            Phase::TlsHandshake {
+                handshake_bytes, ..
+            } => std::mem::take(handshake_bytes),
+            _ => Vec::new(),
+        }
     }
 
     /// When [`handle_timeout`](Session::handle_timeout) should be called next; `None` while a
@@ -610,7 +639,16 @@ impl Session {
     /// True while input must wait: a hook is pending, or the session is closed or handing
     /// over to TLS (bytes then are dropped by the caller of this).
     fn halted(&self) -> bool {
-        self.pending.is_some() || matches!(self.phase, Phase::Closed | Phase::TlsHandshake { .. })
+        self.pending.is_some()
+            || self.output_full()
+            || matches!(self.phase, Phase::Closed | Phase::TlsHandshake { .. })
+    }
+
+    /// True when the replies not yet polled reach [`Config::max_pending_output`]: the
+    /// session reads no more commands until the runtime takes them, so a flood of small
+    /// commands cannot make it hold replies without bound.
+    fn output_full(&self) -> bool {
+        self.wbuf.len() >= self.config.max_pending_output
     }
 
     /// True in the phases where unprocessed input is an incomplete line, already scanned
@@ -656,7 +694,14 @@ impl Session {
                 }
             }
         }
-        match self.phase {
+        match &mut self.phase {
+            Phase::TlsHandshake {
+                implicit: true,
+                handshake_bytes,
+            } => {
+                handshake_bytes.extend_from_slice(&data[taken..]);
+                data.len()
+            }
             // Bytes after STARTTLS, or after the session closed, are dropped.
             Phase::Closed | Phase::TlsHandshake { .. } => data.len(),
             _ => taken + self.append(&data[taken..]),
@@ -711,7 +756,7 @@ impl Session {
                     self.in_start = 0;
                 }
                 // After a pause the rest is unscanned; otherwise it is a partial line.
-                self.in_scanned = if self.pending.is_none() && self.reading_lines() {
+                self.in_scanned = if !self.halted() && self.reading_lines() {
                     self.buffered()
                 } else {
                     0
@@ -747,6 +792,15 @@ impl Session {
                         pos += consumed;
                         self.apply_proxy_header(header);
                         self.after_proxy();
+                        if let Phase::TlsHandshake {
+                            implicit: true,
+                            handshake_bytes,
+                        } = &mut self.phase
+                        {
+                            // The TLS client speaks first: these bytes belong to the handshake.
+                            handshake_bytes.extend_from_slice(&buf[pos..]);
+                            return buf.len();
+                        }
                     }
                     Err(_) => {
                         self.close(CloseSide::Local);
@@ -784,7 +838,7 @@ impl Session {
                         self.shutdown_now();
                         return buf.len();
                     }
-                    if pos == buf.len() {
+                    if pos == buf.len() || self.output_full() {
                         return pos;
                     }
                     let in_auth = matches!(self.phase, Phase::Auth(_));
@@ -861,7 +915,8 @@ impl Session {
                     self.close(CloseSide::Local)
                 }
                 Phase::Closed => {}
-                _ if self.eof => self.close(CloseSide::Remote),
+                // Commands held back by a full output buffer are still owed their replies.
+                _ if self.eof && !self.output_full() => self.close(CloseSide::Remote),
                 _ => {}
             }
         }
@@ -892,7 +947,10 @@ impl Session {
 
     fn after_proxy(&mut self) {
         if self.config.implicit_tls {
-            self.phase = Phase::TlsHandshake { implicit: true };
+            self.phase = Phase::TlsHandshake {
+                implicit: true,
+                handshake_bytes: Vec::new(),
+            };
             self.flush();
             self.out.push_back(Output::StartTls);
         } else {
@@ -1186,6 +1244,12 @@ impl Session {
             return self.say(NEED_MAIL, state);
         };
         if tx.envelope.recipients.len() >= self.config.max_recipients {
+            // Clients that pipeline past the limit are common and harmless up to a point
+            // (Postfix's smtpd_recipient_overshoot_limit); a flood beyond it counts as errors.
+            self.overshoot = self.overshoot.saturating_add(1);
+            if self.overshoot <= self.config.recipient_overshoot_limit {
+                return self.say_uncounted(TOO_MANY_RCPTS, state);
+            }
             return self.say(TOO_MANY_RCPTS, state);
         }
         let utf8_allowed = tx.envelope.mail_params.smtputf8;
@@ -1373,7 +1437,10 @@ impl Session {
         }
         self.say(TLS_GO, state);
         if !self.is_closed() {
-            self.phase = Phase::TlsHandshake { implicit: false };
+            self.phase = Phase::TlsHandshake {
+                implicit: false,
+                handshake_bytes: Vec::new(),
+            };
         }
     }
 
@@ -1674,9 +1741,14 @@ impl Session {
         }
     }
 
-    /// Writes a reply and remembers it for the context; error replies to commands count
-    /// toward the hard error limit.
-    fn send(&mut self, reply: Reply, state: ReplyState) {
+    /// Like [`say`](Session::say), without counting toward the hard error limit.
+    fn say_uncounted(&mut self, reply: Reply, state: ReplyState) {
+        let reply = self.standard(reply);
+        self.write_reply(reply, state);
+    }
+
+    /// Writes a reply and remembers it for the context.
+    fn write_reply(&mut self, reply: Reply, state: ReplyState) {
         if self.is_closed() {
             return;
         }
@@ -1684,20 +1756,25 @@ impl Session {
             self.wbuf.reserve(256);
         }
         reply.write_to(&mut self.wbuf);
+        self.last_reply = Some((reply, state));
+    }
+
+    /// Writes a reply and remembers it for the context; error replies to commands count
+    /// toward the hard error limit.
+    fn send(&mut self, reply: Reply, state: ReplyState) {
         let counts = reply.is_error()
             && reply.code() != 421
             && !matches!(
                 state,
                 ReplyState::Connect | ReplyState::Timeout | ReplyState::Shutdown
             );
-        self.last_reply = Some((reply, state));
-        if counts {
+        self.write_reply(reply, state);
+        if counts && !self.is_closed() {
             self.errors += 1;
             if self.errors >= self.config.hard_error_limit {
                 let text = format!("{} Error: too many errors", self.config.hostname);
                 let reply = self.standard(Reply::built(421, e(4, 7, 0), text));
-                reply.write_to(&mut self.wbuf);
-                self.last_reply = Some((reply, state));
+                self.write_reply(reply, state);
                 self.close(CloseSide::Local);
             }
         }

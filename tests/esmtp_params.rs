@@ -397,9 +397,6 @@ fn a_higher_recipient_limit_is_honoured_and_lower_ones_are_raised_to_100() {
 }
 
 #[test]
-#[ignore = "open question: the 452 overshoot counts toward hard_error_limit today, which \
-            tests/hostile.rs relies on to end recipient floods; Postfix exempts it up to \
-            smtpd_recipient_overshoot_limit (1000)"]
 fn recipients_over_the_limit_do_not_count_toward_the_error_limit() {
     // RFC 5321 4.5.3.1.10: the client sends the rest in another transaction. A pipelining
     // client sends all its RCPTs at once; the 452s for the overshoot must not end the

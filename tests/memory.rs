@@ -473,7 +473,6 @@ fn pipelined_commands_byte_at_a_time_cost_constant_work_per_command() {
 /// once it is polled, which changes the `handle_input` contract; left for the owners of
 /// `session.rs`.
 #[test]
-#[ignore = "known: output for one read is not bounded by Config (EHLO flood amplifies 19x)"]
 fn the_replies_to_one_read_are_bounded_by_the_limits() {
     let mut raw = Raw::new(config());
     let read = b"EHLO x\r\n".repeat(READ / 8);

@@ -590,6 +590,8 @@ impl Simple {
 /// The reply codes a session owes for `script`, with the error limit.
 fn model(script: &[Simple], error_limit: u32, max_recipients: usize) -> Vec<u16> {
     let (mut helo, mut mail, mut rcpts, mut errors) = (false, false, 0usize, 0u32);
+    // Refusals past the recipient limit count as errors only past the overshoot limit.
+    let (mut overshoot, overshoot_limit) = (0usize, Config::default().recipient_overshoot_limit);
     let mut codes = vec![220];
     for command in script {
         let code = match command {
@@ -624,7 +626,10 @@ fn model(script: &[Simple], error_limit: u32, max_recipients: usize) -> Vec<u16>
             Simple::Bogus | Simple::Empty | Simple::Long => 500,
         };
         codes.push(code);
-        if code >= 400 {
+        if code == 452 {
+            overshoot += 1;
+        }
+        if code >= 400 && !(code == 452 && overshoot <= overshoot_limit) {
             errors += 1;
             if errors >= error_limit {
                 codes.push(421);
