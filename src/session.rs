@@ -185,8 +185,15 @@ struct Pending {
 enum AuthExchange {
     Plain,
     LoginUsername,
-    LoginPassword { username: String },
-    Step { mechanism: String, step: u32 },
+    LoginPassword {
+        username: String,
+    },
+    Step {
+        mechanism: String,
+        step: u32,
+        /// Named by the runtime with `set_auth_username` at an earlier step.
+        username: Option<String>,
+    },
 }
 
 struct Chunk {
@@ -603,6 +610,23 @@ impl Session {
     /// EHLO hook before it decides.
     pub fn set_extensions(&mut self, extensions: Extensions) {
         self.ext = extensions;
+    }
+
+    /// Names the user a pending auth hook is authenticating, for mechanisms the session does
+    /// not decode (XOAUTH2, SCRAM...): on acceptance it goes into [`Session::auth`] and the
+    /// disconnect context. Refused with [`Error::InvalidDecision`] when no auth hook is
+    /// pending.
+    pub fn set_auth_username(&mut self, username: impl Into<String>) -> Result<(), Error> {
+        match self.pending.as_deref_mut() {
+            Some(Pending {
+                stage: Stage::Auth { username: slot, .. },
+                ..
+            }) => {
+                *slot = Some(username.into());
+                Ok(())
+            }
+            _ => Err(Error::InvalidDecision("no auth hook is pending")),
+        }
     }
 
     /// Stores a value for the whole connection; it is handed back in the disconnect context
@@ -1489,7 +1513,7 @@ impl Session {
                     Some(Some(bytes)) => bytes,
                     Some(None) => return self.say(AUTH_BAD_BASE64, state),
                 };
-                self.auth_step(mechanism, response, 0);
+                self.auth_step(mechanism, response, 0, None);
             }
         }
     }
@@ -1520,8 +1544,12 @@ impl Session {
                 }
                 Err(error) => self.sasl_error(error),
             },
-            AuthExchange::Step { mechanism, step } => match base64_decode(line) {
-                Some(response) => self.auth_step(mechanism, response, step),
+            AuthExchange::Step {
+                mechanism,
+                step,
+                username,
+            } => match base64_decode(line) {
+                Some(response) => self.auth_step(mechanism, response, step, username),
                 None => self.say(AUTH_BAD_BASE64, ReplyState::Auth),
             },
         }
@@ -1563,10 +1591,16 @@ impl Session {
         }
     }
 
-    fn auth_step(&mut self, mechanism: String, response: Vec<u8>, step: u32) {
+    fn auth_step(
+        &mut self,
+        mechanism: String,
+        response: Vec<u8>,
+        step: u32,
+        username: Option<String>,
+    ) {
         let stage = Stage::Auth {
             mechanism: mechanism.clone(),
-            username: None,
+            username,
             step,
         };
         let request = AuthRequest::Step {
@@ -1627,12 +1661,15 @@ impl Session {
             Decision::AcceptWith(reply) => self.accepted(stage, Some(reply)),
             Decision::Challenge(challenge) => {
                 if let Stage::Auth {
-                    mechanism, step, ..
+                    mechanism,
+                    step,
+                    username,
                 } = stage
                 {
                     let next = AuthExchange::Step {
                         mechanism,
                         step: step + 1,
+                        username,
                     };
                     self.auth_prompt(next, &base64_encode(&challenge));
                 }

@@ -744,3 +744,24 @@ fn login_fields_must_be_text_without_nul() {
          S: 501 5.5.2 Malformed authentication response",
     );
 }
+
+#[test]
+fn a_step_mechanism_can_name_its_user_for_the_context() {
+    // XOAUTH2 carries the user inside the token; only the runtime's hook can read it.
+    let mut h = ready(with_mechanisms(&["XOAUTH2"]));
+    assert_eq!(
+        h.session.set_auth_username("nobody"),
+        Err(Error::InvalidDecision("no auth hook is pending"))
+    );
+    h.send("AUTH XOAUTH2 dG9r\r\n");
+    h.session.set_auth_username("alice@example.org").unwrap();
+    h.decide(Decision::Challenge(b"more".to_vec()));
+    h.send("b2s=\r\n");
+    h.decide(Decision::Accept);
+    h.send("QUIT\r\n");
+    let expected = AuthInfo {
+        mechanism: "XOAUTH2".into(),
+        username: Some("alice@example.org".into()),
+    };
+    assert_eq!(h.context().connection.auth, Some(expected));
+}
