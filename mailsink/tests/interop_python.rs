@@ -6,21 +6,22 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{have_tool, Options, Server};
+use common::{have_tool, output_within, Options, Server};
 use serde_json::Value;
 
 fn python(scenario: &str, addr: std::net::SocketAddr, extra: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/smtp_client.py");
-    // The script's sockets time out after 15 s, so this cannot hang.
-    let out = Command::new("python3")
-        .arg(script)
-        .args([scenario, &addr.ip().to_string(), &addr.port().to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3");
+    // The script's sockets time out after 15 s; the whole run is bounded too.
+    let out = output_within(
+        Command::new("python3")
+            .arg(script)
+            .args([scenario, &addr.ip().to_string(), &addr.port().to_string()])
+            .args(extra),
+        Duration::from_secs(60),
+    );
     assert!(
         out.status.success(),
         "{scenario} failed:\n{}\n{}",

@@ -4,27 +4,30 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{have_tool, Options, Server};
+use common::{have_tool, output_within, Options, Server};
+
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn swaks(server_addr: std::net::SocketAddr, extra: &[&str]) -> Output {
     let addr = server_addr.to_string();
-    // swaks has its own timeout; 15 s keeps every run bounded.
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            &addr,
-            "--timeout",
-            "15",
-            "--to",
-            "rcpt@example.com",
-        ])
-        .args(["--from", "sender@example.org", "--helo", "swaks.example"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run swaks");
+    // swaks has its own timeout; the whole run is bounded too.
+    let out = output_within(
+        Command::new("swaks")
+            .args([
+                "--server",
+                &addr,
+                "--timeout",
+                "15",
+                "--to",
+                "rcpt@example.com",
+            ])
+            .args(["--from", "sender@example.org", "--helo", "swaks.example"])
+            .args(extra),
+        LIMIT,
+    );
     assert!(
         out.status.success(),
         "swaks {extra:?} failed:\n{}\n{}",
@@ -150,13 +153,13 @@ fn swaks_plain_pipeline_tls_auth_and_implicit_tls() {
     assert!(line["connection"]["tls"].is_object());
 
     // A wrong password is refused and nothing is stored.
-    let out = Command::new("swaks")
-        .args(["--server", &server.addr.to_string(), "--timeout", "15"])
-        .args(["--to", "rcpt@example.com", "--tls", "--auth", "PLAIN"])
-        .args(["--auth-user", "alice", "--auth-password", "wrong"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new("swaks")
+            .args(["--server", &server.addr.to_string(), "--timeout", "15"])
+            .args(["--to", "rcpt@example.com", "--tls", "--auth", "PLAIN"])
+            .args(["--auth-user", "alice", "--auth-password", "wrong"]),
+        LIMIT,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("535 5.7.8"));
     assert_eq!(server.stored().len(), 6);
@@ -171,7 +174,7 @@ fn swaks_bdat_when_supported() {
     if !have_tool("swaks") {
         return;
     }
-    let help = Command::new("swaks").arg("--help").output().unwrap();
+    let help = output_within(Command::new("swaks").arg("--help"), LIMIT);
     if !String::from_utf8_lossy(&help.stdout)
         .to_ascii_lowercase()
         .contains("bdat")
