@@ -118,7 +118,16 @@ where
     loop {
         while let Some(output) = session.poll_output() {
             match output {
-                Output::Write(bytes) => conn.wbuf.extend_from_slice(&bytes),
+                Output::Write(bytes) => {
+                    conn.wbuf.extend_from_slice(&bytes);
+                    // Draining lets the session go on with commands it held back for a full
+                    // output buffer: send as we go rather than gather without bound.
+                    if conn.wbuf.len() >= settings.config.max_pending_output {
+                        if let Err(err) = conn.flush().await {
+                            let _ = session.handle_io_error(io_error(&err), Instant::now());
+                        }
+                    }
+                }
                 Output::Close => conn.close().await,
                 Output::HookCall(call) => match call.hook {
                     Hook::Disconnect(context) => {
@@ -151,17 +160,19 @@ where
             let _ = session.handle_io_error(io_error(&err), Instant::now());
             continue;
         }
+        // Bytes the session could not take (its input buffer was full while it was paused
+        // for a hook or for unpolled replies) are offered again once it can go on.
         if !conn.kept.is_empty() && session.pending_hook().is_none() {
             let kept = std::mem::take(&mut conn.kept);
             let taken = session
                 .handle_input(&kept, Instant::now())
                 .unwrap_or(kept.len());
             conn.kept = kept[taken..].to_vec();
-            if taken > 0 || session.pending_hook().is_some() {
+            if taken > 0 {
                 continue;
             }
-            // A session that takes nothing while no hook is pending would spin here.
-            conn.kept.clear();
+            // Taking nothing with nothing pending should not happen; rather than spin or
+            // drop bytes, wait (without reading) for the session's deadline.
         }
 
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
@@ -299,6 +310,13 @@ where
         let Stream::Plain(io) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             unreachable!("checked above");
         };
+        // Behind a PROXY header, implicit TLS: the client's first handshake bytes came with
+        // the header, and the session hands them back. Empty otherwise.
+        let io = Prefixed {
+            prefix: session.take_handshake_bytes(),
+            pos: 0,
+            io,
+        };
         let accept = acceptor.accept(io);
         match tokio::time::timeout(settings.handshake_timeout, accept).await {
             Ok(Ok(tls)) => {
@@ -371,7 +389,7 @@ fn key_size(cipher: &str) -> Option<u32> {
 /// The connection's byte stream: plaintext, or TLS after a handshake.
 enum Stream<IO> {
     Plain(IO),
-    Tls(Box<tokio_rustls::server::TlsStream<IO>>),
+    Tls(Box<tokio_rustls::server::TlsStream<Prefixed<IO>>>),
     /// The plaintext stream went into a handshake that failed.
     Gone,
 }
@@ -424,6 +442,54 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<IO> {
     }
 }
 
+/// A stream whose first reads return `prefix`: bytes already read from `io` that belong
+/// to what comes next (the TLS handshake).
+struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    pos: usize,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let rest = &this.prefix[this.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +501,20 @@ mod tests {
         assert_eq!(key_size("TLS13_CHACHA20_POLY1305_SHA256"), Some(256));
         assert_eq!(key_size("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), Some(128));
         assert_eq!(key_size("UNKNOWN"), None);
+    }
+
+    #[tokio::test]
+    async fn prefixed_reads_the_prefix_first() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut stream = Prefixed {
+            prefix: b"abc".to_vec(),
+            pos: 0,
+            io: server,
+        };
+        client.write_all(b"def").await.unwrap();
+        drop(client);
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"abcdef");
     }
 }

@@ -112,3 +112,29 @@ fn a_client_that_never_reads_its_replies_is_dropped_after_the_timeout() {
         "the client stopped reading"
     );
 }
+
+#[test]
+fn a_flood_of_pipelined_commands_gets_every_reply() {
+    // Far more replies than the session holds unpolled (64 KiB): it pauses, the driver
+    // keeps what it could not take, and nothing is lost.
+    const N: usize = 100_000;
+    let server = Server::start(&[]);
+    let mut c = Client::hello(server.addr);
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let batch = "NOOP\r\n".repeat(1000);
+        for _ in 0..N / 1000 {
+            writer.write_all(batch.as_bytes()).unwrap();
+        }
+        writer.write_all(b"QUIT\r\n").unwrap();
+    });
+    let replies = c.read_to_close();
+    sender.join().unwrap();
+    let text = String::from_utf8(replies).unwrap();
+    assert_eq!(text.matches("250 2.0.0 OK\r\n").count(), N);
+    assert!(
+        text.ends_with("221 2.0.0 Bye\r\n"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+}

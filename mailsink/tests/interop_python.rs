@@ -205,3 +205,26 @@ fn smtplib_over_implicit_tls() {
     assert_eq!(line["connection"]["serverid"], "smtps");
     assert_eq!(line["connection"]["tls"]["protocol"], out["version"]);
 }
+
+#[test]
+fn proxy_header_then_implicit_tls_in_one_write() {
+    if !have_tool("python3") {
+        return;
+    }
+    let server = Server::start_with(Options {
+        args: vec!["--proxy-protocol".into()],
+        env: vec![],
+        implicit_tls: true,
+    });
+    let out = python("proxy_implicit_tls", server.tls_addr.unwrap(), &[]);
+    assert_eq!(out["greeting"], "220 mx.test ESMTP\r\n");
+    assert!(
+        out["ehlo"].as_str().unwrap().starts_with("250-mx.test"),
+        "{out}"
+    );
+    assert!(out["quit"].as_str().unwrap().starts_with("221"));
+    let line = &server.wait_events("disconnect", 1)[0];
+    assert_eq!(line["connection"]["remoteip"], "192.0.2.7");
+    assert_eq!(line["connection"]["remoteport"], 5555);
+    assert_eq!(line["connection"]["tls"]["protocol"], out["version"]);
+}

@@ -151,6 +151,57 @@ def implicit_tls(host, port):
         return {"version": s.sock.version()}
 
 
+def proxy_implicit_tls(host, port):
+    """A PROXY v1 header and the TLS ClientHello in one write, then SMTP over TLS."""
+    sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = unverified().wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+    def pump(step):
+        while True:
+            try:
+                result = step()
+                pending = outgoing.read()
+                if pending:
+                    sock.sendall(pending)
+                return result
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    sock.sendall(pending)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EOFError("closed during TLS")
+                incoming.write(chunk)
+
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    sock.sendall(b"PROXY TCP4 192.0.2.7 198.51.100.9 5555 465\r\n" + outgoing.read())
+    pump(tls.do_handshake)
+    out = {"version": tls.version()}
+    buf = b""
+
+    def reply():
+        nonlocal buf
+        while True:
+            lines = buf.split(b"\r\n")
+            for i, line in enumerate(lines[:-1]):
+                if len(line) < 4 or line[3:4] != b"-":
+                    text = b"\r\n".join(lines[: i + 1]) + b"\r\n"
+                    buf = buf[len(text):]
+                    return text.decode()
+            buf += pump(lambda: tls.read(65536))
+
+    out["greeting"] = reply()
+    pump(lambda: tls.write(b"EHLO proxied.example\r\n"))
+    out["ehlo"] = reply()
+    pump(lambda: tls.write(b"QUIT\r\n"))
+    out["quit"] = reply()
+    return out
+
+
 SCENARIOS = {
     "send_plain": send_plain,
     "starttls_auth": starttls_auth,
@@ -158,6 +209,7 @@ SCENARIOS = {
     "starttls_injection": starttls_injection,
     "verify_cert": verify_cert,
     "implicit_tls": implicit_tls,
+    "proxy_implicit_tls": proxy_implicit_tls,
 }
 
 if __name__ == "__main__":
