@@ -231,10 +231,20 @@ impl fmt::Display for ForwardPath {
 /// a length limit is exceeded, [`AddressError::InvalidUtf8`] for bad UTF-8
 /// inside the local part or domain.
 pub fn parse_reverse_path(input: &[u8]) -> Result<(ReversePath, usize), AddressError> {
+    reverse_path(input, None)
+}
+
+/// [`parse_reverse_path`] over a command line already known to be UTF-8: its pieces are
+/// sliced from it rather than checked again.
+pub(crate) fn parse_reverse_path_str(input: &str) -> Result<(ReversePath, usize), AddressError> {
+    reverse_path(input.as_bytes(), Some(input))
+}
+
+fn reverse_path(input: &[u8], text: Option<&str>) -> Result<(ReversePath, usize), AddressError> {
     if input.starts_with(b"<>") {
         return Ok((ReversePath::Null, 2));
     }
-    let (mailbox, used) = parse_path(input)?;
+    let (mailbox, used) = parse_path(input, text)?;
     Ok((ReversePath::Mailbox(mailbox), used))
 }
 
@@ -250,6 +260,15 @@ pub fn parse_reverse_path(input: &[u8]) -> Result<(ReversePath, usize), AddressE
 /// a length limit is exceeded, [`AddressError::InvalidUtf8`] for bad UTF-8
 /// inside the local part or domain.
 pub fn parse_forward_path(input: &[u8]) -> Result<(ForwardPath, usize), AddressError> {
+    forward_path(input, None)
+}
+
+/// [`parse_forward_path`] over a command line already known to be UTF-8.
+pub(crate) fn parse_forward_path_str(input: &str) -> Result<(ForwardPath, usize), AddressError> {
+    forward_path(input.as_bytes(), Some(input))
+}
+
+fn forward_path(input: &[u8], text: Option<&str>) -> Result<(ForwardPath, usize), AddressError> {
     const POSTMASTER: &[u8] = b"<postmaster>";
     if input
         .get(..POSTMASTER.len())
@@ -257,7 +276,7 @@ pub fn parse_forward_path(input: &[u8]) -> Result<(ForwardPath, usize), AddressE
     {
         return Ok((ForwardPath::Postmaster, POSTMASTER.len()));
     }
-    let (mailbox, used) = parse_path(input)?;
+    let (mailbox, used) = parse_path(input, text)?;
     Ok((ForwardPath::Mailbox(mailbox), used))
 }
 
@@ -286,8 +305,13 @@ pub fn is_valid_helo_host(arg: &str) -> bool {
 
 /// `<` [source-route `:`] mailbox `>`; `<>` and `<postmaster>` are handled
 /// by the callers because each is valid in only one direction.
-fn parse_path(input: &[u8]) -> Result<(Mailbox, usize), AddressError> {
-    let mut p = Parser { input, pos: 0 };
+/// `text` is `input` as a `str` when the caller knows it is UTF-8.
+fn parse_path(input: &[u8], text: Option<&str>) -> Result<(Mailbox, usize), AddressError> {
+    let mut p = Parser {
+        input,
+        text,
+        pos: 0,
+    };
     p.expect(b'<')?;
     if p.peek() == Some(b'@') {
         p.skip_source_route()?;
@@ -302,10 +326,12 @@ fn parse_path(input: &[u8]) -> Result<(Mailbox, usize), AddressError> {
 
 struct Parser<'a> {
     input: &'a [u8],
+    /// `input` as text, when known to be UTF-8.
+    text: Option<&'a str>,
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.input.get(self.pos).copied()
     }
@@ -334,13 +360,22 @@ impl Parser<'_> {
         self.input.get(start..end).ok_or(AddressError::Syntax)
     }
 
+    /// The input from `start` to `end` as text: sliced from `text` when there is one (the
+    /// scans stop at ASCII bytes, so these are character boundaries), else checked here.
+    fn text(&self, start: usize, end: usize) -> Result<&'a str, AddressError> {
+        match self.text {
+            Some(text) => text.get(start..end).ok_or(AddressError::InvalidUtf8),
+            None => as_utf8(self.input.get(start..end).ok_or(AddressError::Syntax)?),
+        }
+    }
+
     /// RFC 5321 says source routes MUST be accepted and SHOULD be ignored.
     fn skip_source_route(&mut self) -> Result<(), AddressError> {
         loop {
             self.expect(b'@')?;
             let start = self.pos;
             self.pos += scan_domain_name(self.rest(), DomainRules::Mailbox)?;
-            check_domain_name(self.slice(start, self.pos)?)?;
+            check_domain_text(self.text(start, self.pos)?)?;
             if !self.eat(b',') {
                 return self.expect(b':');
             }
@@ -355,7 +390,7 @@ impl Parser<'_> {
         } else {
             let start = self.pos;
             self.pos += scan_domain_name(self.rest(), DomainRules::Mailbox)?;
-            Domain::Name(check_domain_name(self.slice(start, self.pos)?)?.to_owned())
+            Domain::Name(check_domain_text(self.text(start, self.pos)?)?.to_owned())
         };
         Ok(Mailbox { local_part, domain })
     }
@@ -372,10 +407,10 @@ impl Parser<'_> {
         if self.pos - start > MAX_LOCAL_PART {
             return Err(AddressError::TooLong);
         }
-        let wire = self.slice(start, self.pos)?;
         if !quoted {
-            return as_utf8(wire).map(str::to_owned);
+            return self.text(start, self.pos).map(str::to_owned);
         }
+        let wire = self.slice(start, self.pos)?;
         let inner = wire
             .get(1..wire.len().saturating_sub(1))
             .ok_or(AddressError::Syntax)?;
@@ -538,7 +573,11 @@ fn scan_domain_name(bytes: &[u8], rules: DomainRules) -> Result<usize, AddressEr
 
 /// Validates a scanned domain name as a whole.
 fn check_domain_name(name: &[u8]) -> Result<&str, AddressError> {
-    let name = as_utf8(name)?;
+    check_domain_text(as_utf8(name)?)
+}
+
+/// [`check_domain_name`] for a name already known to be UTF-8.
+fn check_domain_text(name: &str) -> Result<&str, AddressError> {
     // IDNA never allows these, and they would make log lines and Received
     // headers misleading.
     if !name.is_ascii()

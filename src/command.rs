@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::address::{
-    parse_forward_path, parse_reverse_path, AddressError, ForwardPath, ReversePath,
+    parse_forward_path_str, parse_reverse_path_str, AddressError, ForwardPath, ReversePath,
 };
 
 /// RFC 4422 section 3.1: SASL mechanism names are 1 to 20 characters.
@@ -264,14 +264,14 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
         Verb::Mail => {
             let after = path_argument(args, "FROM:").ok_or(syntax.clone())?;
             let (path, used) =
-                parse_reverse_path(after.as_bytes()).map_err(|e| CommandError::Address(verb, e))?;
+                parse_reverse_path_str(after).map_err(|e| CommandError::Address(verb, e))?;
             let params = path_params(after, used).ok_or(syntax)?;
             Ok(Command::Mail { path, params })
         }
         Verb::Rcpt => {
             let after = path_argument(args, "TO:").ok_or(syntax.clone())?;
             let (path, used) =
-                parse_forward_path(after.as_bytes()).map_err(|e| CommandError::Address(verb, e))?;
+                parse_forward_path_str(after).map_err(|e| CommandError::Address(verb, e))?;
             let params = path_params(after, used).ok_or(syntax)?;
             Ok(Command::Rcpt { path, params })
         }

@@ -219,12 +219,12 @@ impl Reply {
         if let Some(e) = self.enhanced {
             head_len = write_enhanced(&mut head, head_len, e);
         }
+        // Reply texts are short: a plain scan beats setting up a vectorised search.
         let text = self.text.as_bytes();
-        let lines = 1 + memchr::memchr_iter(b'\n', text).count();
-        out.reserve(text.len() + lines * (head_len + 3));
+        out.reserve(text.len() + head_len + 3);
         let mut rest = text;
         loop {
-            let (line, next) = match memchr::memchr(b'\n', rest) {
+            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
                 Some(i) => (&rest[..i], rest.get(i + 1..)),
                 None => (rest, None),
             };
