@@ -263,6 +263,7 @@ impl IoError {
 /// The disconnect hook's `$arguments`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct DisconnectArguments {
     /// Who closed [`close`].
     pub close: CloseSide,
@@ -275,6 +276,7 @@ pub struct DisconnectArguments {
 /// The disconnect hook's `$connection`: the connection info plus what the session learnt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct ConnectionDetails {
     /// Addresses and ids, as given by the runtime (or replaced by PROXY/XCLIENT).
     #[cfg_attr(feature = "serde", serde(flatten))]
@@ -304,6 +306,7 @@ pub struct EmptyTransaction {}
 /// The user context is not serialised.
 #[derive(Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct DisconnectContext {
     /// Who closed, the last reply, the I/O error [`$arguments`].
     pub arguments: DisconnectArguments,

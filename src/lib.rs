@@ -104,6 +104,9 @@
 //! | `FollowWith421` | send reply, close | send reply, then `421 <hostname> disconnecting due to previous error`, close |
 //! | `If421` | send reply, close | like a reject: send reply, stay open |
 //!
+//! With `FollowWith421`, the last reply recorded in the disconnect context is the
+//! synthesized 421, since it is the last reply the client saw.
+//!
 //! Replies to earlier commands of the same pipelined batch are sent first; commands after
 //! the disconnecting one get no reply; an open transaction ends and a message being received
 //! is not accepted. The three examples of KumoMTA's documentation, decided at MAIL FROM, send:
