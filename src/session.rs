@@ -280,7 +280,7 @@ pub struct Session {
     auth: Option<AuthInfo>,
     proxy: Option<Box<ProxyHeader>>,
     tx: Option<Box<Transaction>>,
-    pending: Option<Box<Pending>>,
+    pending: Option<Pending>,
     next_hook: u64,
     errors: u32,
     last_reply: Option<(Reply, ReplyState)>,
@@ -617,7 +617,7 @@ impl Session {
     /// disconnect context. Refused with [`Error::InvalidDecision`] when no auth hook is
     /// pending.
     pub fn set_auth_username(&mut self, username: impl Into<String>) -> Result<(), Error> {
-        match self.pending.as_deref_mut() {
+        match self.pending.as_mut() {
             Some(Pending {
                 stage: Stage::Auth { username: slot, .. },
                 ..
@@ -1651,7 +1651,7 @@ impl Session {
         self.next_hook += 1;
         self.flush();
         self.out.push_back(Output::HookCall(HookCall { id, hook }));
-        self.pending = Some(Box::new(Pending { id, stage }));
+        self.pending = Some(Pending { id, stage });
     }
 
     fn apply(&mut self, stage: Stage, decision: Decision) {
