@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use smtp_session::{Hooks, Session};
-use smtp_session_bench::{body, config, greeted, transaction, Runtime, READ_SIZE};
+use smtp_session_bench::{
+    body, config, greeted, transaction, transaction_declared, Runtime, READ_SIZE,
+};
 
 #[path = "../common/peers.rs"]
 mod peers;
@@ -45,27 +47,30 @@ fn snapshot() -> (usize, isize) {
 
 const TRANSACTIONS: usize = 200;
 
-/// Allocations (alloc + realloc calls) per transaction over a warm session.
-fn session_allocs_per_tx(hooks: Hooks, body_len: usize) -> f64 {
+/// Allocations (alloc + realloc calls) and reply writes per transaction over a warm session.
+/// Each transaction comes as a client that pipelines sends it: the envelope up to DATA, then,
+/// after the 354, the body and RSET; each in 16 KiB reads.
+fn session_per_tx(hooks: Hooks, body_len: usize, declare_size: bool) -> (f64, f64) {
     let now = Instant::now();
     let cfg = config(hooks);
     let body = body(body_len);
     let txs: Vec<Vec<u8>> = (0..TRANSACTIONS)
-        .map(|i| transaction(i, 5, &body))
+        .map(|i| transaction_declared(i, 5, &body, declare_size))
         .collect();
     let (mut s, mut rt) = greeted(&cfg, now);
     rt.feed(&mut s, b"EHLO client.example\r\n", READ_SIZE, now);
     // Warm up: buffers reach their steady size.
     rt.feed(&mut s, &txs[0], READ_SIZE, now);
-    let mut stream = Vec::new();
+    let (before, writes) = (snapshot().0, rt.writes);
     for tx in &txs[1..] {
-        stream.extend_from_slice(tx);
+        let body_at = tx.windows(6).position(|w| w == b"DATA\r\n").expect("DATA") + 6;
+        rt.feed(&mut s, &tx[..body_at], READ_SIZE, now);
+        rt.feed(&mut s, &tx[body_at..], READ_SIZE, now);
     }
-    let before = snapshot().0;
-    rt.feed(&mut s, &stream, READ_SIZE, now);
     let allocs = snapshot().0 - before;
     assert!(!rt.closed);
-    allocs as f64 / (TRANSACTIONS - 1) as f64
+    let n = (TRANSACTIONS - 1) as f64;
+    (allocs as f64 / n, (rt.writes - writes) as f64 / n)
 }
 
 fn proto_allocs_per_tx(body_len: usize) -> f64 {
@@ -102,56 +107,60 @@ fn main() {
         return;
     }
     let now = Instant::now();
-    println!(
-        "size_of::<Session>() = {} bytes",
-        std::mem::size_of::<Session>()
-    );
-    for (name, hooks) in [("hooks none", Hooks::NONE), ("hooks all", Hooks::ALL)] {
+    let size = std::mem::size_of::<Session>() as isize;
+    println!("### Idle session (struct {size} bytes + heap; the shared Config not counted)\n");
+    println!("| hooks | after greeting | after EHLO | after 200 pipelined transactions |");
+    println!("|---|---:|---:|---:|");
+    for (name, hooks) in [("none", Hooks::NONE), ("all", Hooks::ALL)] {
         let cfg = config(hooks);
+        let body = body(1024);
+        let stream: Vec<u8> = (0..TRANSACTIONS)
+            .map(|i| transaction(i, 5, &body))
+            .collect::<Vec<_>>()
+            .concat();
         let live0 = snapshot().1;
         let (mut s, mut rt): (Session, Runtime) = greeted(&cfg, now);
-        let after_greeting = snapshot().1 - live0;
+        let greeting = snapshot().1 - live0;
         rt.feed(&mut s, b"EHLO client.example\r\n", READ_SIZE, now);
-        let after_ehlo = snapshot().1 - live0;
-        let size = std::mem::size_of::<Session>() as isize;
+        let ehlo = snapshot().1 - live0;
+        rt.feed(&mut s, &stream, READ_SIZE, now);
+        let after = snapshot().1 - live0;
         println!(
-            "idle session, {name}: after greeting {} heap + {size} struct = {} bytes; after EHLO {} heap + {size} = {} bytes",
-            after_greeting,
-            after_greeting + size,
-            after_ehlo,
-            after_ehlo + size
+            "| {name} | {} B ({size} + {greeting}) | {} B ({size} + {ehlo}) | {} B ({size} + {after}) |",
+            size + greeting,
+            size + ehlo,
+            size + after
         );
         drop(s);
     }
     println!();
-    println!("allocations per transaction (MAIL, 5 RCPT, DATA, RSET), {TRANSACTIONS} pipelined:");
-    println!("{:<34} {:>10} {:>10}", "", "1 KiB", "100 KiB");
-    for (name, hooks) in [
-        ("session, hooks none", Hooks::NONE),
-        (
-            "session, message hook",
-            Hooks {
-                message: true,
-                ..Hooks::NONE
-            },
-        ),
-        ("session, hooks all", Hooks::ALL),
+    println!(
+        "### Allocations per transaction (MAIL, 5 RCPT, DATA, RSET; envelope, then body; {TRANSACTIONS} transactions)\n"
+    );
+    println!("| contender | 1 KiB body | 100 KiB body | reply writes per tx (1 KiB / 100 KiB) |");
+    println!("|---|---:|---:|---:|");
+    let message = Hooks {
+        message: true,
+        ..Hooks::NONE
+    };
+    for (name, hooks, declare) in [
+        ("session, hooks none", Hooks::NONE, false),
+        ("session, message hook", message, false),
+        ("session, message hook, SIZE declared", message, true),
+        ("session, hooks all", Hooks::ALL, false),
+        ("session, hooks all, SIZE declared", Hooks::ALL, true),
     ] {
-        println!(
-            "{name:<34} {:>10.1} {:>10.1}",
-            session_allocs_per_tx(hooks, 1024),
-            session_allocs_per_tx(hooks, 100 * 1024)
-        );
+        let (small, small_writes) = session_per_tx(hooks, 1024, declare);
+        let (large, large_writes) = session_per_tx(hooks, 100 * 1024, declare);
+        println!("| {name} | {small:.1} | {large:.1} | {small_writes:.2} / {large_writes:.2} |");
     }
     println!(
-        "{:<34} {:>10.1} {:>10.1}",
-        "smtp-proto parser",
+        "| smtp-proto parser alone | {:.1} | {:.1} | - |",
         proto_allocs_per_tx(1024),
         proto_allocs_per_tx(100 * 1024)
     );
     println!(
-        "{:<34} {:>10.1} {:>10.1}",
-        "mailin",
+        "| mailin, line by line | {:.1} | {:.1} | - |",
         mailin_allocs_per_tx(1024),
         mailin_allocs_per_tx(100 * 1024)
     );

@@ -2,7 +2,8 @@
 //!
 //! Workloads: `commands-none`, `commands-all` (1,000 transactions of the command stream),
 //! `data-none`, `data-message` (a 10 MiB body through DATA), `bdat-message`;
-//! and the peers' `proto-commands`, `proto-data`.
+//! `tx-none|tx-message|tx-all [body bytes] [count]`; and the peers' `proto-commands`,
+//! `proto-data`.
 
 use std::time::Instant;
 
@@ -33,6 +34,25 @@ fn main() {
             let (mut s, mut rt) = greeted(&cfg, now);
             rt.feed(&mut s, &stream, READ_SIZE, now);
             (rt, "transactions: 1000")
+        }
+        "tx-none" | "tx-message" | "tx-all" => {
+            // Like the command stream, with a body size and count from the command line.
+            let arg = |i: usize, default: usize| {
+                std::env::args()
+                    .nth(i)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(default)
+            };
+            let hooks = match workload.as_str() {
+                "tx-none" => Hooks::NONE,
+                "tx-message" => message,
+                _ => Hooks::ALL,
+            };
+            let stream = command_stream(arg(3, 100), &body(arg(2, 1024)));
+            let cfg = config(hooks);
+            let (mut s, mut rt) = greeted(&cfg, now);
+            rt.feed(&mut s, &stream, READ_SIZE, now);
+            (rt, "transactions")
         }
         "proto-commands" => {
             let stream = command_stream(1000, &body(1024));

@@ -114,7 +114,18 @@ pub fn bdat_wire(body: &[u8], chunk: usize) -> Vec<u8> {
 
 /// One pipelined transaction: MAIL, `rcpts` RCPT, DATA with the stuffed body, RSET.
 pub fn transaction(index: usize, rcpts: usize, body: &[u8]) -> Vec<u8> {
-    let mut t = format!("MAIL FROM:<sender{index}@example.org>\r\n").into_bytes();
+    transaction_declared(index, rcpts, body, false)
+}
+
+/// [`transaction`], with the body's size declared by `SIZE=` on MAIL when `declare` is true,
+/// as MTAs do when the server offers SIZE.
+pub fn transaction_declared(index: usize, rcpts: usize, body: &[u8], declare: bool) -> Vec<u8> {
+    let size = if declare {
+        format!(" SIZE={}", body.len())
+    } else {
+        String::new()
+    };
+    let mut t = format!("MAIL FROM:<sender{index}@example.org>{size}\r\n").into_bytes();
     for r in 0..rcpts {
         t.extend_from_slice(format!("RCPT TO:<rcpt{r}.{index}@example.net>\r\n").as_bytes());
     }
@@ -148,6 +159,8 @@ pub fn config(hooks: Hooks) -> Arc<Config> {
 pub struct Runtime {
     /// Reply bytes "written to the socket".
     pub written: usize,
+    /// `Output::Write`s, each one buffer handed over by the session.
+    pub writes: usize,
     /// Messages handed over by the message hook.
     pub messages: usize,
     /// Body bytes handed over by the message hook.
@@ -164,7 +177,10 @@ impl Runtime {
     pub fn drain(&mut self, session: &mut Session, now: Instant) {
         while let Some(output) = session.poll_output() {
             match output {
-                Output::Write(bytes) => self.written += bytes.len(),
+                Output::Write(bytes) => {
+                    self.writes += 1;
+                    self.written += bytes.len();
+                }
                 Output::Close => self.closed = true,
                 Output::HookCall(call) => match call.hook {
                     Hook::Disconnect(_) => {}
