@@ -168,6 +168,23 @@
 //! bounded by [`Config`] (line length, message size, pending input), and overlong lines are
 //! skipped without being stored.
 //!
+//! # Configuration
+//!
+//! [`Config`] holds everything, with the defaults of SPEC-conformant receivers:
+//!
+//! | Area | Fields (defaults) |
+//! |---|---|
+//! | identity | `hostname` (`localhost`), `banner` (`ESMTP`) |
+//! | extensions | [`Extensions`]: `pipelining`, `size`, `eight_bit_mime`, `enhanced_status_codes`, `smtputf8`, `chunking`, `binary_mime`, `dsn` (all on), `starttls`, `auth` (off: they need the runtime's TLS and a verifier); an EHLO hook may change them per session with [`Session::set_extensions`] |
+//! | STARTTLS | `starttls_injection` (discard), `require_tls` (off), `implicit_tls` (off, RFC 8314 listeners) |
+//! | AUTH | `auth_mechanisms` (PLAIN, LOGIN), `auth_without_tls` (off), `require_auth` (off), `max_auth_line_length` (12288) |
+//! | hooks | `hooks` ([`Hooks`], only `message` by default), `hook_failure` ([`HookFailurePolicy`]) |
+//! | commands | `require_helo` (on), `vrfy` (252), `expn` (502) |
+//! | proxies | `proxy_protocol` (off), `xclient_trusted` (nobody) |
+//! | limits | `max_line_length` (512 plus allowances), `max_message_size` (25 MiB), `max_recipients` (100), `recipient_overshoot_limit` (1000), `hard_error_limit` (20), `max_pending_input` (64 KiB), `max_pending_output` (64 KiB) |
+//! | time | `command_timeout` (5 min), `data_timeout` (3 min), `greeting_delay` (none) |
+//! | defences | `bare_line_endings` ([`BareLineEndings::Reject`]), `reject_early_talkers`, `reject_unauth_pipelining` (off) |
+//!
 //! # Errors
 //!
 //! Bad client bytes become SMTP replies, never an `Err` and never a panic. [`Error`] is only
