@@ -13,27 +13,27 @@ use crate::reply::Reply;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConnectionInfo {
-    /// The runtime's id for the connection [`id`].
+    /// The runtime's id for the connection (Halon: `id`).
     pub id: String,
-    /// The client's address [`remoteip`].
+    /// The client's address (Halon: `remoteip`).
     #[cfg_attr(feature = "serde", serde(rename = "remoteip"))]
     pub remote_ip: Option<IpAddr>,
-    /// The client's port [`remoteport`].
+    /// The client's port (Halon: `remoteport`).
     #[cfg_attr(feature = "serde", serde(rename = "remoteport"))]
     pub remote_port: Option<u16>,
-    /// Reverse DNS name of the client, when the runtime looked it up [`remoteptr`].
+    /// Reverse DNS name of the client, when the runtime looked it up (Halon: `remoteptr`).
     #[cfg_attr(feature = "serde", serde(rename = "remoteptr"))]
     pub remote_ptr: Option<String>,
-    /// The peer's user id on a UNIX socket [`remoteuid`].
+    /// The peer's user id on a UNIX socket (Halon: `remoteuid`).
     #[cfg_attr(feature = "serde", serde(rename = "remoteuid"))]
     pub remote_uid: Option<u32>,
-    /// The server's address [`localip`].
+    /// The server's address (Halon: `localip`).
     #[cfg_attr(feature = "serde", serde(rename = "localip"))]
     pub local_ip: Option<IpAddr>,
-    /// The server's port [`localport`].
+    /// The server's port (Halon: `localport`).
     #[cfg_attr(feature = "serde", serde(rename = "localport"))]
     pub local_port: Option<u16>,
-    /// The id of the listener or server [`serverid`].
+    /// The id of the listener or server (Halon: `serverid`).
     #[cfg_attr(feature = "serde", serde(rename = "serverid"))]
     pub server_id: Option<String>,
 }
@@ -64,57 +64,57 @@ pub enum HeloVerb {
     Ehlo,
 }
 
-/// The client's greeting [`helo`].
+/// The client's greeting (Halon: `helo`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HeloInfo {
-    /// HELO or EHLO [`verb`].
+    /// HELO or EHLO (Halon: `verb`).
     pub verb: HeloVerb,
-    /// The name the client gave [`host`].
+    /// The name the client gave (Halon: `host`).
     pub host: String,
 }
 
-/// The client's certificate, when it presented one [`peercert`].
+/// The client's certificate, when it presented one (Halon: `peercert`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PeerCertificate {
-    /// The certificate, DER encoded [`x509`].
+    /// The certificate, DER encoded (Halon: `x509`).
     #[cfg_attr(feature = "serde", serde(rename = "x509"))]
     pub der: Vec<u8>,
-    /// The verification error, in the TLS library's numbering; `None` when it verified [`error`].
+    /// The verification error, in the TLS library's numbering; `None` when it verified (Halon: `error`).
     #[cfg_attr(feature = "serde", serde(rename = "error"))]
     pub verify_error: Option<i64>,
 }
 
-/// The TLS layer, reported by the runtime after the handshake [`tls`].
+/// The TLS layer, reported by the runtime after the handshake (Halon: `tls`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TlsInfo {
-    /// For example `TLSv1.3` [`protocol`].
+    /// For example `TLSv1.3` (Halon: `protocol`).
     pub protocol: String,
-    /// For example `TLS13_AES_256_GCM_SHA384` [`cipher`].
+    /// For example `TLS13_AES_256_GCM_SHA384` (Halon: `cipher`).
     pub cipher: String,
-    /// The cipher's key size in bits [`keysize`].
+    /// The cipher's key size in bits (Halon: `keysize`).
     #[cfg_attr(feature = "serde", serde(rename = "keysize"))]
     pub key_size: Option<u32>,
-    /// The server name the client asked for [`sni`].
+    /// The server name the client asked for (Halon: `sni`).
     pub sni: Option<String>,
-    /// The client certificate [`peercert`].
+    /// The client certificate (Halon: `peercert`).
     #[cfg_attr(feature = "serde", serde(rename = "peercert"))]
     pub peer_certificate: Option<PeerCertificate>,
 }
 
-/// A successful AUTH [`auth`].
+/// A successful AUTH (Halon: `auth`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AuthInfo {
-    /// The SASL mechanism, upper case [`mechanism`].
+    /// The SASL mechanism, upper case (Halon: `mechanism`).
     pub mechanism: String,
-    /// The authenticated user, when the mechanism names one [`username`].
+    /// The authenticated user, when the mechanism names one (Halon: `username`).
     pub username: Option<String>,
 }
 
-/// Who ended the connection [`close`].
+/// Who ended the connection (Halon: `close`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
@@ -126,7 +126,7 @@ pub enum CloseSide {
     Remote,
 }
 
-/// Which command (or event) triggered a reply [`state`].
+/// Which command (or event) triggered a reply (Halon: `state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "UPPERCASE"))]
@@ -199,18 +199,18 @@ impl fmt::Display for ReplyState {
     }
 }
 
-/// The last reply the session sent [`reply`].
+/// The last reply the session sent (Halon: `reply`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LastReply {
-    /// The reply code [`code`].
+    /// The reply code (Halon: `code`).
     pub code: u16,
-    /// The enhanced code's three numbers, if the reply had one [`enhanced`].
+    /// The enhanced code's three numbers, if the reply had one (Halon: `enhanced`).
     pub enhanced: Option<[u16; 3]>,
-    /// The text lines, without codes [`reason`].
+    /// The text lines, without codes (Halon: `reason`).
     #[cfg_attr(feature = "serde", serde(rename = "reason"))]
     pub lines: Vec<String>,
-    /// What triggered it [`state`].
+    /// What triggered it (Halon: `state`).
     pub state: ReplyState,
 }
 
@@ -236,16 +236,16 @@ pub enum IoErrorKind {
     Tls,
 }
 
-/// An I/O error the runtime reported [`error`].
+/// An I/O error the runtime reported (Halon: `error`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IoError {
-    /// The message, such as "Connection reset by peer" [`reason`].
+    /// The message, such as "Connection reset by peer" (Halon: `reason`).
     pub reason: String,
-    /// Socket or TLS [`type`].
+    /// Socket or TLS (Halon: `type`).
     #[cfg_attr(feature = "serde", serde(rename = "type"))]
     pub kind: IoErrorKind,
-    /// errno or TLS library code, if known [`code`].
+    /// errno or TLS library code, if known (Halon: `code`).
     pub code: Option<i64>,
 }
 
@@ -265,11 +265,11 @@ impl IoError {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct DisconnectArguments {
-    /// Who closed [`close`].
+    /// Who closed (Halon: `close`).
     pub close: CloseSide,
-    /// The last reply sent, if any [`reply`].
+    /// The last reply sent, if any (Halon: `reply`).
     pub reply: Option<LastReply>,
-    /// The I/O error the runtime reported, if any [`error`].
+    /// The I/O error the runtime reported, if any (Halon: `error`).
     pub error: Option<IoError>,
 }
 
@@ -281,13 +281,13 @@ pub struct ConnectionDetails {
     /// Addresses and ids, as given by the runtime (or replaced by PROXY/XCLIENT).
     #[cfg_attr(feature = "serde", serde(flatten))]
     pub info: ConnectionInfo,
-    /// The last accepted HELO/EHLO [`helo`].
+    /// The last accepted HELO/EHLO (Halon: `helo`).
     pub helo: Option<HeloInfo>,
-    /// The TLS layer, if TLS was started [`tls`].
+    /// The TLS layer, if TLS was started (Halon: `tls`).
     pub tls: Option<TlsInfo>,
-    /// The successful AUTH, if any [`auth`].
+    /// The successful AUTH, if any (Halon: `auth`).
     pub auth: Option<AuthInfo>,
-    /// The client sent bytes before the greeting (not in Halon's script) [`earlytalker`].
+    /// The client sent bytes before the greeting (not in Halon's script) (Halon: `earlytalker`).
     #[cfg_attr(feature = "serde", serde(rename = "earlytalker"))]
     pub early_talker: bool,
 }
@@ -308,14 +308,14 @@ pub struct EmptyTransaction {}
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct DisconnectContext {
-    /// Who closed, the last reply, the I/O error [`$arguments`].
+    /// Who closed, the last reply, the I/O error (Halon: `$arguments`).
     pub arguments: DisconnectArguments,
-    /// The connection [`$connection`].
+    /// The connection (Halon: `$connection`).
     pub connection: ConnectionDetails,
-    /// Always empty [`$transaction`].
+    /// Always empty (Halon: `$transaction`).
     pub transaction: EmptyTransaction,
     /// The value the runtime stored with [`Session::set_user_context`](crate::Session::set_user_context)
-    /// [`$context`].
+    /// (Halon: `$context`).
     #[cfg_attr(feature = "serde", serde(skip))]
     pub context: Option<Box<dyn Any + Send>>,
 }
