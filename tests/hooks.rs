@@ -6,14 +6,21 @@ use common::*;
 use smtp_session::{Config, Decision, Error, HookFailurePolicy, Hooks, Output, Reply, ReplyError};
 
 fn all_hooks() -> Config {
-    Config { hooks: Hooks::ALL, ..config() }
+    Config {
+        hooks: Hooks::ALL,
+        ..config()
+    }
 }
 
 #[test]
 fn every_subscribed_hook_is_called_in_order_with_its_arguments() {
     let mut h = Harness::new(all_hooks());
     h.send("EHLO c.example\r\nMAIL FROM:<a@example.org> SIZE=20\r\nRCPT TO:<b@example.net>\r\nDATA\r\nhi\r\n.\r\n");
-    let hooks: Vec<&str> = h.transcript.lines().filter_map(|l| l.strip_prefix("H: ")).collect();
+    let hooks: Vec<&str> = h
+        .transcript
+        .lines()
+        .filter_map(|l| l.strip_prefix("H: "))
+        .collect();
     assert_eq!(
         hooks,
         [
@@ -29,7 +36,10 @@ fn every_subscribed_hook_is_called_in_order_with_its_arguments() {
 
 #[test]
 fn unsubscribed_hooks_cost_no_round_trip() {
-    let mut h = Harness::manual(Config { hooks: Hooks::NONE, ..config() });
+    let mut h = Harness::manual(Config {
+        hooks: Hooks::NONE,
+        ..config()
+    });
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nhi\r\n.\r\n");
     assert!(!h.transcript.contains("H: "));
     assert_eq!(h.server_lines().last(), Some(&"250 2.0.0 Message accepted"));
@@ -37,16 +47,34 @@ fn unsubscribed_hooks_cost_no_round_trip() {
 
 #[test]
 fn nothing_is_processed_while_a_hook_is_pending() {
-    let mut h = Harness::manual(Config { hooks: Hooks { mail_from: true, ..Hooks::NONE }, ..config() });
+    let mut h = Harness::manual(Config {
+        hooks: Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    });
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\nNOOP\r\nNOOP\r\n");
     h.transcript.clear();
     h.send("NOOP\r\n");
-    assert_eq!(h.transcript, "C: NOOP\n", "no reply while the hook is pending");
-    assert_eq!(h.session.poll_timeout(), None, "no timeout runs while the caller decides");
+    assert_eq!(
+        h.transcript, "C: NOOP\n",
+        "no reply while the hook is pending"
+    );
+    assert_eq!(
+        h.session.poll_timeout(),
+        None,
+        "no timeout runs while the caller decides"
+    );
     h.decide(Decision::Accept);
     assert_eq!(
         h.server_lines(),
-        ["250 2.1.0 Sender OK", "250 2.0.0 OK", "250 2.0.0 OK", "250 2.0.0 OK"]
+        [
+            "250 2.1.0 Sender OK",
+            "250 2.0.0 OK",
+            "250 2.0.0 OK",
+            "250 2.0.0 OK"
+        ]
     );
 }
 
@@ -54,7 +82,9 @@ fn nothing_is_processed_while_a_hook_is_pending() {
 fn accept_with_custom_replies_sends_them_verbatim() {
     let policy = Policy::Auto(Box::new(|hook| match hook {
         smtp_session::Hook::Data => Decision::AcceptWith(Reply::new(354, "go ahead").unwrap()),
-        smtp_session::Hook::Message(_) => Decision::AcceptWith(Reply::new(250, "2.0.0 queued as 1234").unwrap()),
+        smtp_session::Hook::Message(_) => {
+            Decision::AcceptWith(Reply::new(250, "2.0.0 queued as 1234").unwrap())
+        }
         smtp_session::Hook::RcptTo { .. } => Decision::AcceptWith(Reply::new(250, "fine").unwrap()),
         _ => Decision::Accept,
     }));
@@ -63,7 +93,13 @@ fn accept_with_custom_replies_sends_them_verbatim() {
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nhi\r\n.\r\n");
     assert_eq!(
         h.server_lines(),
-        ["250 mx.example", "250 2.1.0 Sender OK", "250 fine", "354 go ahead", "250 2.0.0 queued as 1234"]
+        [
+            "250 mx.example",
+            "250 2.1.0 Sender OK",
+            "250 fine",
+            "354 go ahead",
+            "250 2.0.0 queued as 1234"
+        ]
     );
 }
 
@@ -87,7 +123,10 @@ fn hook_failure_is_a_temporary_failure_by_default_and_the_session_stays() {
 
 #[test]
 fn hook_failure_can_disconnect_like_kumomta() {
-    let config = Config { hook_failure: HookFailurePolicy::Disconnect, ..all_hooks() };
+    let config = Config {
+        hook_failure: HookFailurePolicy::Disconnect,
+        ..all_hooks()
+    };
     let mut h = Harness::manual(config);
     h.decide(Decision::Accept);
     h.send("HELO c\r\n");
@@ -105,7 +144,10 @@ fn hook_failure_can_disconnect_like_kumomta() {
 fn hook_failure_at_connect_closes_with_421() {
     let mut h = Harness::manual(all_hooks());
     h.decide(Decision::HookFailed);
-    assert_eq!(h.server_lines(), ["421 4.3.0 mx.example technical difficulties"]);
+    assert_eq!(
+        h.server_lines(),
+        ["421 4.3.0 mx.example technical difficulties"]
+    );
     assert_eq!(h.closes, 1);
 }
 
@@ -121,7 +163,13 @@ fn a_failed_message_hook_does_not_accept_the_message_and_ends_the_transaction() 
 
 #[test]
 fn hook_text_cannot_inject_a_reply() {
-    let mut h = Harness::manual(Config { hooks: Hooks { mail_from: true, ..Hooks::NONE }, ..config() });
+    let mut h = Harness::manual(Config {
+        hooks: Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    });
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
     h.transcript.clear();
     h.decide(Decision::reject(550, "5.7.1 no\r\n250 2.0.0 fake OK\nreally").unwrap());
@@ -137,23 +185,45 @@ fn hook_text_cannot_inject_a_reply() {
 fn replies_are_validated_before_they_reach_the_session() {
     assert_eq!(Reply::new(99, "x"), Err(ReplyError::CodeOutOfRange(99)));
     assert_eq!(Reply::new(600, "x"), Err(ReplyError::CodeOutOfRange(600)));
-    assert!(matches!(Reply::new(450, "5.1.1 mismatch"), Err(ReplyError::ClassMismatch { .. })));
+    assert!(matches!(
+        Reply::new(450, "5.1.1 mismatch"),
+        Err(ReplyError::ClassMismatch { .. })
+    ));
 }
 
 #[test]
 fn decisions_that_do_not_fit_are_refused_and_change_nothing() {
-    let mut h = Harness::manual(Config { hooks: Hooks { mail_from: true, ..Hooks::NONE }, ..config() });
+    let mut h = Harness::manual(Config {
+        hooks: Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    });
     h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
     let id = h.pending[0];
     let now = h.now;
     let s = &mut h.session;
     assert!(matches!(
-        s.decide(id, Decision::AcceptWith(Reply::new(550, "no").unwrap()), now),
+        s.decide(
+            id,
+            Decision::AcceptWith(Reply::new(550, "no").unwrap()),
+            now
+        ),
         Err(Error::InvalidDecision(_))
     ));
-    assert!(matches!(s.decide(id, Decision::Reject(Reply::new(250, "ok").unwrap()), now), Err(Error::InvalidDecision(_))));
-    assert!(matches!(s.decide(id, Decision::Challenge(vec![1]), now), Err(Error::InvalidDecision(_))));
-    assert!(s.poll_output().is_none(), "a refused decision queues nothing");
+    assert!(matches!(
+        s.decide(id, Decision::Reject(Reply::new(250, "ok").unwrap()), now),
+        Err(Error::InvalidDecision(_))
+    ));
+    assert!(matches!(
+        s.decide(id, Decision::Challenge(vec![1]), now),
+        Err(Error::InvalidDecision(_))
+    ));
+    assert!(
+        s.poll_output().is_none(),
+        "a refused decision queues nothing"
+    );
     assert_eq!(s.pending_hook(), Some(id));
     h.decide(Decision::Accept);
     assert_eq!(h.server_lines().last(), Some(&"250 2.1.0 Sender OK"));
@@ -162,13 +232,25 @@ fn decisions_that_do_not_fit_are_refused_and_change_nothing() {
 #[test]
 fn hook_calls_flush_earlier_replies_first() {
     let mut s = smtp_session::Session::new(
-        Config { hooks: Hooks { rcpt_to: true, ..Hooks::NONE }, ..config() },
+        Config {
+            hooks: Hooks {
+                rcpt_to: true,
+                ..Hooks::NONE
+            },
+            ..config()
+        },
         info(),
         start(),
     );
     while s.poll_output().is_some() {}
-    s.handle_input(b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n", start()).unwrap();
-    assert!(matches!(s.poll_output(), Some(Output::Write(w)) if w == b"250 mx.example\r\n250 2.1.0 Sender OK\r\n"));
+    s.handle_input(
+        b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n",
+        start(),
+    )
+    .unwrap();
+    assert!(
+        matches!(s.poll_output(), Some(Output::Write(w)) if w == b"250 mx.example\r\n250 2.1.0 Sender OK\r\n")
+    );
     assert!(matches!(s.poll_output(), Some(Output::HookCall(c)) if c.needs_decision()));
     assert!(s.poll_output().is_none());
 }

@@ -128,7 +128,10 @@ fn the_reply_order_follows_the_command_order_with_errors_mixed_in() {
 }
 
 fn strict() -> Config {
-    Config { reject_unauth_pipelining: true, ..config() }
+    Config {
+        reject_unauth_pipelining: true,
+        ..config()
+    }
 }
 
 #[test]
@@ -139,7 +142,11 @@ fn data_followed_by_its_body_in_the_same_read_is_refused_when_strict() {
     let lines = h.server_lines();
     assert_eq!(
         &lines[lines.len() - 3..],
-        ["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "554 5.5.0 mx.example Error: improper use of SMTP command pipelining"]
+        [
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            "554 5.5.0 mx.example Error: improper use of SMTP command pipelining"
+        ]
     );
     assert_eq!(h.closes, 1);
     assert!(h.messages.is_empty());
@@ -161,7 +168,11 @@ fn pipelining_without_having_been_offered_it_is_refused_when_strict() {
 
 #[test]
 fn lawful_pipelining_passes_when_strict_and_anything_passes_by_default() {
-    let script = ["EHLO c\r\n", "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n", "hi\r\n.\r\nQUIT\r\n"];
+    let script = [
+        "EHLO c\r\n",
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+        "hi\r\n.\r\nQUIT\r\n",
+    ];
     let mut h = Harness::new(strict());
     for part in script {
         h.send(part);

@@ -384,25 +384,40 @@ fn proxy_then_xclient_trust_follows_the_proxied_address() {
 fn implicit_tls_behind_proxy_hands_the_handshake_bytes_back() {
     // A port-465 listener behind HAProxy: the PROXY header and the TLS ClientHello arrive in
     // one read. The hello must reach the TLS layer, not be dropped as injected plaintext.
-    let config = Config { implicit_tls: true, ..proxy_config() };
+    let config = Config {
+        implicit_tls: true,
+        ..proxy_config()
+    };
     let mut h = Harness::new(config);
     let client_hello = b"\x16\x03\x01\x00\x05hello";
     let mut read = V1.as_bytes().to_vec();
     read.extend_from_slice(client_hello);
     h.feed(&read);
-    assert_eq!(h.transcript, "-- starttls\n", "no greeting before the handshake");
+    assert_eq!(
+        h.transcript, "-- starttls\n",
+        "no greeting before the handshake"
+    );
     assert_eq!(h.session.take_handshake_bytes(), client_hello);
     assert_eq!(h.session.take_handshake_bytes(), b"", "handed back once");
     h.tls_established(tls_info());
     h.send("EHLO c\r\n");
     let lines = h.server_lines();
     assert_eq!(lines[0], "220 mx.example ESMTP");
-    assert_eq!(h.session.info().remote_ip, Some("203.0.113.7".parse().unwrap()));
+    assert_eq!(
+        h.session.info().remote_ip,
+        Some("203.0.113.7".parse().unwrap())
+    );
 }
 
 #[test]
 fn bytes_before_a_starttls_handshake_are_never_handed_back() {
-    let config = Config { extensions: smtp_session::Extensions { starttls: true, ..Default::default() }, ..config() };
+    let config = Config {
+        extensions: smtp_session::Extensions {
+            starttls: true,
+            ..Default::default()
+        },
+        ..config()
+    };
     let mut h = Harness::new(config);
     h.send("EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@example.org>\r\n");
     assert_eq!(h.starttls, 1);

@@ -481,23 +481,27 @@ pub fn describe_decision(d: &Decision) -> String {
 /// hook calls, decisions), which must not depend on how the input was split.
 pub fn run_split(config: Config, input: &[u8], chunks: &[usize]) -> String {
     let mut h = Harness::new(config);
+    feed_chunked(&mut h, input, chunks, &mut 0);
+    if !h.session.is_closed() {
+        h.eof();
+    }
+    h.transcript
+}
+
+/// Feeds `input` in the chunk sizes of `chunks`, cycled from position `next` (updated).
+fn feed_chunked(h: &mut Harness, input: &[u8], chunks: &[usize], next: &mut usize) {
     let mut pos = 0;
-    let mut i = 0;
     while pos < input.len() && !h.session.is_closed() {
         let size = chunks
-            .get(i % chunks.len().max(1))
+            .get(*next % chunks.len().max(1))
             .copied()
             .unwrap_or(input.len())
             .max(1);
         let end = (pos + size).min(input.len());
         h.feed(&input[pos..end]);
         pos = end;
-        i += 1;
+        *next += 1;
     }
-    if !h.session.is_closed() {
-        h.eof();
-    }
-    h.transcript
 }
 
 /// Runs a client that waits where RFC 3207 tells it to: each flight is fed in the given
@@ -512,20 +516,9 @@ pub fn run_split_flights(config: Config, flights: &[&[u8]], chunks: &[usize]) ->
         Policy::Auto(Box::new(|_| Decision::Accept)),
         tls_info(),
     );
-    let mut i = 0;
+    let mut next = 0;
     for flight in flights {
-        let mut pos = 0;
-        while pos < flight.len() && !h.session.is_closed() {
-            let size = chunks
-                .get(i % chunks.len().max(1))
-                .copied()
-                .unwrap_or(flight.len())
-                .max(1);
-            let end = (pos + size).min(flight.len());
-            h.feed(&flight[pos..end]);
-            pos = end;
-            i += 1;
-        }
+        feed_chunked(&mut h, flight, chunks, &mut next);
     }
     if !h.session.is_closed() {
         h.eof();
