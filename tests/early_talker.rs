@@ -84,3 +84,23 @@ fn talking_while_the_connect_hook_decides_is_early_talk_too() {
     h.decide(Decision::Accept);
     assert_eq!(h.server_lines(), ["220 mx.example ESMTP", "250 mx.example"]);
 }
+
+#[test]
+fn early_talk_is_answered_even_when_the_delay_ends_before_any_poll() {
+    // A runtime may report the deadline right after the input, without draining between:
+    // the held bytes must still be read as lines from their first byte.
+    let now = start();
+    let mut s = smtp_session::Session::new(delayed(false), info(), now);
+    assert_eq!(s.handle_input(b"HELO c\r\nNOOP\r\n", now).unwrap(), 14);
+    s.handle_timeout(now + Duration::from_secs(6)).unwrap();
+    let mut written = Vec::new();
+    while let Some(output) = s.poll_output() {
+        if let smtp_session::Output::Write(bytes) = output {
+            written.extend_from_slice(&bytes);
+        }
+    }
+    assert_eq!(
+        written,
+        b"220 mx.example ESMTP\r\n250 mx.example\r\n250 2.0.0 OK\r\n"
+    );
+}
