@@ -1014,15 +1014,24 @@ impl Driver {
         }
     }
 
+    /// Checks a TLS event the session must refuse (after close, or unrequested): true when
+    /// it was one, after asserting the refusal changed nothing.
+    fn tls_event_refused(&mut self, result: &Result<(), Error>, what: &str) -> bool {
+        if self.closed() {
+            assert_eq!(*result, Err(Error::Closed), "{what} after close");
+        } else if !self.tls_requested {
+            assert_eq!(*result, Err(Error::NoTlsRequested), "unrequested {what}");
+        } else {
+            return false;
+        }
+        self.assert_quiet(what);
+        true
+    }
+
     fn tls_established(&mut self) {
         let result = self.session.handle_tls_established(tls_info(), self.now);
-        if self.closed() {
-            assert_eq!(result, Err(Error::Closed));
-            return self.assert_quiet("TLS after close");
-        }
-        if !self.tls_requested {
-            assert_eq!(result, Err(Error::NoTlsRequested));
-            return self.assert_quiet("an unrequested TLS event");
+        if self.tls_event_refused(&result, "TLS success") {
+            return;
         }
         result.expect("the requested handshake");
         self.tls_requested = false;
@@ -1034,13 +1043,8 @@ impl Driver {
 
     fn tls_failed(&mut self) {
         let result = self.session.handle_tls_failed(io_error(), self.now);
-        if self.closed() {
-            assert_eq!(result, Err(Error::Closed));
-            return self.assert_quiet("TLS failure after close");
-        }
-        if !self.tls_requested {
-            assert_eq!(result, Err(Error::NoTlsRequested));
-            return self.assert_quiet("an unrequested TLS failure");
+        if self.tls_event_refused(&result, "TLS failure") {
+            return;
         }
         // The failure is reported like an I/O error; the check wants it recorded first.
         self.io_error_sent = true;

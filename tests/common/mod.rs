@@ -297,27 +297,21 @@ impl Harness {
     /// Asserts the whole transcript so far, ignoring indentation of the expected text.
     #[track_caller]
     pub fn expect(&mut self, expected: &str) -> &mut Self {
-        let expected: String = expected
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert_eq!(
-            self.transcript, expected,
-            "\n--- transcript ---\n{}",
-            self.transcript
-        );
-        self
+        self.compare(expected, str::trim)
     }
 
     /// Like `expect`, but only leading indentation is ignored: trailing spaces count (a
     /// `334 ` challenge line ends with one).
     #[track_caller]
     pub fn expect_exact(&mut self, expected: &str) -> &mut Self {
+        self.compare(expected, str::trim_start)
+    }
+
+    #[track_caller]
+    fn compare(&mut self, expected: &str, trim: fn(&str) -> &str) -> &mut Self {
         let expected: String = expected
             .lines()
-            .map(str::trim_start)
+            .map(trim)
             .filter(|l| !l.is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
