@@ -203,11 +203,9 @@ pub enum CommandError {
     Syntax(Verb),
     /// The path of MAIL or RCPT is malformed.
     Address(Verb, AddressError),
-    /// The line is not valid UTF-8. [`parse_command`] only reports this for
-    /// a known verb (an unknown first word is [`CommandError::Unknown`]), so
-    /// it always carries `Some`; `None` is for callers that check UTF-8
-    /// before looking at the verb.
-    NotUtf8(Option<Verb>),
+    /// A known verb on a line that is not valid UTF-8 (an unknown first word
+    /// is [`CommandError::Unknown`]).
+    NotUtf8(Verb),
 }
 
 impl fmt::Display for CommandError {
@@ -216,8 +214,7 @@ impl fmt::Display for CommandError {
             CommandError::Unknown => f.write_str("unrecognised command"),
             CommandError::Syntax(verb) => write!(f, "syntax error in {verb} arguments"),
             CommandError::Address(verb, error) => write!(f, "{verb}: {error}"),
-            CommandError::NotUtf8(Some(verb)) => write!(f, "{verb} line is not valid UTF-8"),
-            CommandError::NotUtf8(None) => f.write_str("command line is not valid UTF-8"),
+            CommandError::NotUtf8(verb) => write!(f, "{verb} line is not valid UTF-8"),
         }
     }
 }
@@ -241,7 +238,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
     let word_end = memchr::memchr(b' ', line).unwrap_or(line.len());
     let word = line.get(..word_end).unwrap_or_default();
     let verb = Verb::from_word(word).ok_or(CommandError::Unknown)?;
-    let line = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8(Some(verb)))?;
+    let line = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8(verb))?;
     // The verb is followed by end of line or a space; skip that one space.
     let args = line.get(word_end + 1..).unwrap_or_default();
     let syntax = CommandError::Syntax(verb);
@@ -453,15 +450,15 @@ mod tests {
     fn not_utf8() {
         assert_eq!(
             parse_command(b"NOOP \xff"),
-            Err(CommandError::NotUtf8(Some(Verb::Noop)))
+            Err(CommandError::NotUtf8(Verb::Noop))
         );
         assert_eq!(
             parse_command(b"MAIL FROM:<\xff@x>"),
-            Err(CommandError::NotUtf8(Some(Verb::Mail)))
+            Err(CommandError::NotUtf8(Verb::Mail))
         );
         assert_eq!(
             parse_command(b"HELO \xc3"),
-            Err(CommandError::NotUtf8(Some(Verb::Helo)))
+            Err(CommandError::NotUtf8(Verb::Helo))
         );
         // An unknown first word wins over the encoding problem.
         assert_eq!(parse_command(b"\xff\xfe"), Err(CommandError::Unknown));
@@ -783,8 +780,8 @@ mod tests {
             "RCPT: address too long"
         );
         assert_eq!(
-            CommandError::NotUtf8(None).to_string(),
-            "command line is not valid UTF-8"
+            CommandError::NotUtf8(Verb::Mail).to_string(),
+            "MAIL line is not valid UTF-8"
         );
     }
 

@@ -127,10 +127,53 @@ pub enum StartTlsInjection {
     Close,
 }
 
+/// Where the body of a received message goes (SPEC 12).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BodyDelivery {
+    /// The message hook carries the whole body ([`Message::body`](crate::Message::body)):
+    /// every message in flight is held in memory, up to
+    /// [`Config::max_message_size`] each.
+    #[default]
+    Buffered,
+    /// The body leaves the session as it arrives, in
+    /// [`Output::BodyPiece`](crate::Output::BodyPiece)s of at most `max_piece` bytes, and the
+    /// message hook carries the envelope, the size and the body's facts but no body. A
+    /// message that will not be accepted is announced with
+    /// [`Output::BodyAborted`](crate::Output::BodyAborted). Memory per session is then
+    /// bounded by the input and output limits, whatever the message size.
+    Streamed {
+        /// The largest piece, in bytes: 1 KiB..=16 MiB. 64 KiB is a good size for a spool
+        /// file write.
+        max_piece: usize,
+    },
+}
+
+impl BodyDelivery {
+    /// Streamed delivery in pieces of at most 64 KiB.
+    pub const STREAMED: BodyDelivery = BodyDelivery::Streamed {
+        max_piece: 64 * 1024,
+    };
+}
+
+/// The slowest a client may send message data: Postfix's `smtpd_min_data_rate`.
+///
+/// After `grace`, a DATA or BDAT transfer must have brought at least `bytes_per_second`
+/// for every second it has run beyond the grace, or the session answers `421 4.4.2` and
+/// closes. The idle timeout between reads ([`Config::data_timeout`]) applies as well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MinDataRate {
+    /// Bytes per second, at least 1 (Postfix's default is 500).
+    pub bytes_per_second: u32,
+    /// How long a transfer may take before the rate counts.
+    pub grace: Duration,
+}
+
 /// The configuration of a session. Share one between sessions with an `Arc`.
 ///
-/// Limits outside their documented range are clamped by [`Session::new`](crate::Session::new);
-/// [`Config::validate`] says which ones.
+/// Limits outside their documented range are refused by
+/// [`Session::try_new`](crate::Session::try_new) and clamped by
+/// [`Session::new`](crate::Session::new); [`Config::validate`] says which ones.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The server's name in the greeting, the EHLO reply and the synthesized 421 lines.
@@ -186,9 +229,20 @@ pub struct Config {
     pub max_pending_input: usize,
     /// Time allowed between input while a command is awaited. Default 5 minutes.
     pub command_timeout: Duration,
+    /// Time allowed for a whole command line (or AUTH exchange line) from its first byte,
+    /// however the bytes trickle in (Postfix `smtpd_per_request_deadline`). Default 5
+    /// minutes.
+    pub command_deadline: Duration,
     /// Time allowed between reads of DATA or BDAT content. Default 3 minutes.
     pub data_timeout: Duration,
-    /// What to do with bare CR or LF in DATA.
+    /// The slowest DATA or BDAT transfer allowed; `None` (the default) checks only
+    /// [`data_timeout`](Config::data_timeout) between reads.
+    pub min_data_rate: Option<MinDataRate>,
+    /// Whether message bodies come whole with the message hook or in pieces as they arrive.
+    pub body_delivery: BodyDelivery,
+    /// What to do with bare CR or LF in DATA, in BDAT content not declared
+    /// `BODY=BINARYMIME`, and at the end of command lines (with `Reject`, a command line
+    /// ended by a bare LF is answered `550 5.5.2` and not executed).
     pub bare_line_endings: BareLineEndings,
     /// Hold the greeting back this long (Postfix postscreen's greet pause): a client that
     /// talks first is an early talker, recorded in the disconnect context. Default zero.
@@ -235,7 +289,10 @@ impl Default for Config {
             hard_error_limit: 20,
             max_pending_input: 64 * 1024,
             command_timeout: Duration::from_secs(5 * 60),
+            command_deadline: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(3 * 60),
+            min_data_rate: None,
+            body_delivery: BodyDelivery::Buffered,
             bare_line_endings: BareLineEndings::default(),
             greeting_delay: Duration::ZERO,
             reject_early_talkers: false,
@@ -288,6 +345,17 @@ impl Config {
         if !(1024..=16 << 20).contains(&self.max_pending_input) {
             return err("max_pending_input", "must be within 1 KiB..=16 MiB");
         }
+        if let BodyDelivery::Streamed { max_piece } = self.body_delivery {
+            if !(1024..=16 << 20).contains(&max_piece) {
+                return err("body_delivery", "max_piece must be within 1 KiB..=16 MiB");
+            }
+        }
+        if self
+            .min_data_rate
+            .is_some_and(|rate| rate.bytes_per_second == 0)
+        {
+            return err("min_data_rate", "bytes_per_second must be at least 1");
+        }
         if self.max_pending_input < self.longest_line() {
             return err(
                 "max_pending_input",
@@ -337,6 +405,12 @@ impl Config {
             .max_pending_input
             .clamp(1024, 16 << 20)
             .max(c.longest_line());
+        if let BodyDelivery::Streamed { max_piece } = &mut c.body_delivery {
+            *max_piece = (*max_piece).clamp(1024, 16 << 20);
+        }
+        if let Some(rate) = &mut c.min_data_rate {
+            rate.bytes_per_second = rate.bytes_per_second.max(1);
+        }
         for m in &mut c.auth_mechanisms {
             m.make_ascii_uppercase();
         }

@@ -156,8 +156,6 @@ pub enum ReplyState {
     Xclient,
     /// An unknown command, or a line that could not be parsed as one.
     Unknown,
-    /// A PROXY protocol header.
-    Proxy,
     /// The session's timeout fired.
     Timeout,
     /// The runtime asked for a shutdown.
@@ -186,7 +184,6 @@ impl ReplyState {
             ReplyState::Help => "HELP",
             ReplyState::Xclient => "XCLIENT",
             ReplyState::Unknown => "UNKNOWN",
-            ReplyState::Proxy => "PROXY",
             ReplyState::Timeout => "TIMEOUT",
             ReplyState::Shutdown => "SHUTDOWN",
         }

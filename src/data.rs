@@ -32,6 +32,8 @@
 
 use memchr::memchr2;
 
+use crate::body::Bounded;
+
 /// What to do with a CR or LF that is not part of a CRLF pair inside message data.
 ///
 /// Whatever the policy, a bare CR or LF never ends a line for the purpose of
@@ -103,13 +105,8 @@ enum State {
 pub struct DataReceiver {
     state: State,
     policy: BareLineEndings,
-    /// How many more bytes may still be appended to the caller's buffer.
-    room: u64,
-    size: u64,
-    exceeded: bool,
+    body: Bounded,
     saw_bare: bool,
-    /// False for a receiver that checks and counts but stores nothing.
-    keep: bool,
 }
 
 impl DataReceiver {
@@ -119,11 +116,8 @@ impl DataReceiver {
         Self {
             state: State::LineStart,
             policy,
-            room: max_size,
-            size: 0,
-            exceeded: false,
+            body: Bounded::new(max_size, true),
             saw_bare: false,
-            keep: true,
         }
     }
 
@@ -133,7 +127,7 @@ impl DataReceiver {
     /// allocation, whatever its size.
     pub fn discarding(policy: BareLineEndings, max_size: u64) -> Self {
         Self {
-            keep: false,
+            body: Bounded::new(max_size, false),
             ..Self::new(policy, max_size)
         }
     }
@@ -217,18 +211,30 @@ impl DataReceiver {
     /// of the limit (and, under [`BareLineEndings::Normalize`], the CRLFs that
     /// replaced bare line endings).
     pub fn size(&self) -> u64 {
-        self.size
+        self.body.size()
     }
 
     /// True when the message was larger than `max_size`; the buffer then holds
     /// only the first `max_size` bytes of the message.
     pub fn exceeded(&self) -> bool {
-        self.exceeded
+        self.body.exceeded()
     }
 
     /// True when a bare CR or bare LF was seen, under every policy.
     pub fn saw_bare_line_ending(&self) -> bool {
         self.saw_bare
+    }
+
+    /// True once a stored byte had its high bit set (8-bit content). A discarding receiver
+    /// does not look.
+    pub fn saw_eight_bit(&self) -> bool {
+        self.body.eight_bit()
+    }
+
+    /// Stops storing: the rest of the message is read, checked and counted as by a
+    /// [`discarding`](Self::discarding) receiver. For a message that will be refused anyway.
+    pub fn stop_storing(&mut self) {
+        self.body.stop_storing();
     }
 
     /// True once the end-of-data sequence has been consumed.
@@ -305,49 +311,7 @@ impl DataReceiver {
 
     /// Appends message bytes to `body`, within the size limit.
     fn store(&mut self, bytes: &[u8], body: &mut Vec<u8>) {
-        // `usize` is at most 64 bits on every supported target.
-        let len = bytes.len() as u64;
-        self.size = self.size.saturating_add(len);
-        if len <= self.room {
-            if self.keep {
-                reserve_within(body, bytes.len(), self.room);
-                body.extend_from_slice(bytes);
-            }
-            self.room -= len;
-        } else if !self.keep {
-            self.exceeded = true;
-            self.room = 0;
-        } else {
-            // Keep exactly a `max_size` prefix so the stored bytes do not
-            // depend on how the input happened to be split.
-            self.exceeded = true;
-            let take = self.room as usize; // < bytes.len(), so it fits
-            let head = bytes.get(..take).unwrap_or_default();
-            reserve_within(body, head.len(), self.room);
-            body.extend_from_slice(head);
-            self.room = 0;
-        }
-    }
-}
-
-/// Makes room for `additional` bytes in `body` without letting its capacity
-/// overshoot what the remaining budget `room` can ever need.
-///
-/// `Vec` doubles its capacity when it grows, which near the limit could
-/// allocate almost twice `max_size`; a client could force that with any large
-/// message. Reserving exactly up to the limit in that case keeps memory bounded
-/// by the limit itself.
-fn reserve_within(body: &mut Vec<u8>, additional: usize, room: u64) {
-    let spare = body.capacity() - body.len();
-    if additional <= spare {
-        return;
-    }
-    let room = usize::try_from(room).unwrap_or(usize::MAX);
-    let ceiling = body.len().saturating_add(room);
-    if body.capacity().saturating_mul(2) >= ceiling {
-        // `ceiling - len` is at least `additional` (the budget covers it) and
-        // less than twice the current capacity, so this cannot overflow.
-        body.reserve_exact(ceiling - body.len());
+        self.body.store(bytes, body);
     }
 }
 

@@ -78,7 +78,10 @@ pub enum Hook {
     /// DATA (or the first BDAT), before any message byte is read. Accepting gives 354 for DATA.
     Data,
     /// The complete message. Accepting gives `250 2.0.0`; only then is the client told the
-    /// message is taken, so store it durably before accepting.
+    /// message is taken, so store it durably before accepting. With
+    /// [`BodyDelivery::Streamed`](crate::BodyDelivery::Streamed) the body came before, in
+    /// [`Output::BodyPiece`](crate::Output::BodyPiece)s, and [`Message::body`] is empty:
+    /// make the pieces durable, then decide.
     Message(Box<Message>),
     /// The connection ended; the context of Halon's disconnect script. Owes no decision.
     Disconnect(Box<DisconnectContext>),
@@ -149,16 +152,48 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
 }
 
-/// A received message: the envelope and the body exactly as received, after dot-unstuffing
-/// for DATA and as sent for BDAT.
+/// A received message: the envelope, the body exactly as received (after dot-unstuffing for
+/// DATA and as sent for BDAT, line endings as [`BareLineEndings`](crate::BareLineEndings)
+/// says) and what the session learnt about the body while reading it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// The envelope.
     pub envelope: Envelope,
-    /// The body bytes.
+    /// The body bytes; empty when the body was streamed.
     pub body: Vec<u8>,
+    /// True when the body left the session in [`Output::BodyPiece`](crate::Output::BodyPiece)s
+    /// ([`BodyDelivery::Streamed`](crate::BodyDelivery::Streamed)).
+    pub streamed: bool,
+    /// The body's size in bytes, streamed or not.
+    pub size: u64,
     /// True when it came by BDAT, false for DATA.
     pub chunked: bool,
+    /// True when the body holds a byte over 127 (whatever `BODY=` declared).
+    pub eight_bit: bool,
+    /// True when the body held a bare CR or LF, accepted under
+    /// [`BareLineEndings::Allow`](crate::BareLineEndings::Allow) or replaced by CRLF under
+    /// `Normalize`. Always false for `BODY=BINARYMIME`, whose bytes are not looked at.
+    pub bare_line_endings: bool,
+}
+
+/// Why a streamed message will not be accepted: what was stored of it can go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// It went past [`Config::max_message_size`](crate::Config::max_message_size); the
+    /// client gets `552 5.3.4` once the data ends.
+    TooBig,
+    /// It held a bare CR or LF under
+    /// [`BareLineEndings::Reject`](crate::BareLineEndings::Reject); the client gets a 550
+    /// once the data (or the BDAT chunk) ends.
+    BareLineEnding,
+    /// The transaction ended before the body was complete: RSET, HELO or EHLO between BDAT
+    /// chunks, a TLS handshake.
+    Reset,
+    /// The connection ended in the middle of the message: the client went away, a timeout,
+    /// a disconnect decision, a shutdown, an I/O error.
+    Closed,
 }
 
 /// KumoMTA's `kumo.disconnect` modes: what a disconnect decision does with its reply.

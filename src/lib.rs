@@ -194,6 +194,9 @@
 #![deny(missing_docs)]
 
 pub mod address;
+pub mod bdat;
+mod body;
+mod clock;
 pub mod command;
 mod config;
 mod context;
@@ -203,6 +206,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hooks;
+mod line;
+mod outbox;
 pub mod params;
 pub mod proxy;
 mod reply;
@@ -212,7 +217,8 @@ mod xclient;
 
 pub use address::{AddressLiteral, Domain, ForwardPath, Mailbox, ReversePath};
 pub use config::{
-    BareLineEndings, Config, ConfigError, Extensions, HookFailurePolicy, Hooks, StartTlsInjection,
+    BareLineEndings, BodyDelivery, Config, ConfigError, Extensions, HookFailurePolicy, Hooks,
+    MinDataRate, StartTlsInjection,
 };
 pub use context::{
     AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments, DisconnectContext,
@@ -221,7 +227,8 @@ pub use context::{
 };
 pub use error::Error;
 pub use hooks::{
-    AuthRequest, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Message, Recipient,
+    AbortReason, AuthRequest, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Message,
+    Recipient,
 };
 pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
 pub use proxy::ProxyHeader;

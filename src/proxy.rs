@@ -28,6 +28,8 @@ pub const PP2_TYPE_NETNS: u8 = 0x30;
 const V1_PREFIX: &[u8] = b"PROXY ";
 /// Longest v1 line the spec allows, CRLF included (the `UNKNOWN` worst case).
 const V1_MAX_LEN: usize = 107;
+/// The shortest v1 line: `PROXY UNKNOWN\r\n`.
+const V1_MIN_LEN: usize = 15;
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// Signature, version/command, family/protocol and the 16-bit length.
 const V2_FIXED_LEN: usize = 16;
@@ -79,9 +81,14 @@ impl std::error::Error for ProxyError {}
 /// Outcome of [`parse_proxy_header`] when the bytes are not (yet) invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyParse {
-    /// Everything seen so far is a valid prefix of a header; read more bytes
-    /// and call again with the whole buffer.
-    Incomplete,
+    /// Everything seen so far is a valid prefix of a header; read at least
+    /// `needed` more bytes and call again with the whole buffer. For a v2 header
+    /// whose length field arrived, `needed` is exact; otherwise it is a lower
+    /// bound (a v1 line ends where its CRLF is).
+    Incomplete {
+        /// How many more bytes the header takes at least.
+        needed: usize,
+    },
     /// A complete header was parsed.
     Done {
         /// The decoded header.
@@ -96,16 +103,23 @@ fn invalid<T>(why: &'static str) -> Result<T, ProxyError> {
     Err(ProxyError::Invalid(why))
 }
 
+fn incomplete(needed: usize) -> Result<ProxyParse, ProxyError> {
+    Ok(ProxyParse::Incomplete {
+        needed: needed.max(1),
+    })
+}
+
 /// Parse a PROXY header (v1 or v2) at the start of `buf`.
 ///
-/// Returns `Incomplete` while more bytes are needed, but fails as soon as the
+/// Returns `Incomplete` while more bytes are needed (with how many at least, so a
+/// caller need not parse again before they arrived), but fails as soon as the
 /// bytes seen cannot be the prefix of a valid header, so a peer that does not
 /// speak the PROXY protocol is rejected on its first bytes. v1 lines are at
 /// most 107 bytes including CRLF; v2 headers at most 16 + 65535 bytes. Bytes
 /// after the header are never examined.
 pub fn parse_proxy_header(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
     match buf.first() {
-        None => Ok(ProxyParse::Incomplete),
+        None => incomplete(V1_MIN_LEN),
         Some(b'P') => parse_v1(buf),
         Some(b'\r') => parse_v2(buf),
         Some(_) => invalid("not a PROXY protocol header"),
@@ -118,6 +132,62 @@ fn agrees_with(buf: &[u8], pattern: &[u8]) -> bool {
     buf.get(..n) == pattern.get(..n)
 }
 
+/// What [`ProxyReader::read`] found.
+#[derive(Debug)]
+pub(crate) enum ProxyRead {
+    /// The header, complete.
+    Header(ProxyHeader),
+    /// All input was taken and the header is not complete yet.
+    NeedMore,
+    /// The bytes are not a PROXY header, or one longer than the reader may hold.
+    Refused,
+}
+
+/// Collects a PROXY header that arrives in pieces, parsing again only once as many bytes as
+/// the parser said it still needs have arrived, so a slow sender costs O(n).
+#[derive(Debug, Default)]
+pub(crate) struct ProxyReader {
+    /// The header's bytes so far; empty while the header comes whole in one read.
+    held: Vec<u8>,
+    /// Bytes the header takes at least, beyond `held`.
+    needed: usize,
+}
+
+impl ProxyReader {
+    /// Takes the header's bytes from `input` and returns how many it took and what it found;
+    /// the bytes after a complete header are not taken. A header longer than `max_len`
+    /// bytes is refused rather than waited for.
+    pub(crate) fn read(&mut self, input: &[u8], max_len: usize) -> (usize, ProxyRead) {
+        if !self.held.is_empty() && input.len() < self.needed {
+            self.held.extend_from_slice(input);
+            self.needed -= input.len();
+            return (input.len(), ProxyRead::NeedMore);
+        }
+        let before = self.held.len();
+        let take = input.len().min(max_len.saturating_sub(before));
+        let parsed = if before == 0 {
+            parse_proxy_header(&input[..take])
+        } else {
+            self.held.extend_from_slice(&input[..take]);
+            parse_proxy_header(&self.held)
+        };
+        match parsed {
+            Ok(ProxyParse::Done { header, consumed }) => {
+                self.held = Vec::new();
+                (consumed - before, ProxyRead::Header(header))
+            }
+            Ok(ProxyParse::Incomplete { needed }) if before + take + needed <= max_len => {
+                if before == 0 {
+                    self.held.extend_from_slice(&input[..take]);
+                }
+                self.needed = needed;
+                (take, ProxyRead::NeedMore)
+            }
+            Ok(ProxyParse::Incomplete { .. }) | Err(_) => (input.len(), ProxyRead::Refused),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- version 1
 
 fn parse_v1(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
@@ -125,7 +195,7 @@ fn parse_v1(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
         return invalid("not a PROXY protocol header");
     }
     let Some(after_prefix) = buf.get(V1_PREFIX.len()..) else {
-        return Ok(ProxyParse::Incomplete);
+        return incomplete(V1_MIN_LEN - buf.len());
     };
     let window = buf.get(..V1_MAX_LEN).unwrap_or(buf);
     let Some(eol) = memchr::memchr2(b'\r', b'\n', window) else {
@@ -133,7 +203,7 @@ fn parse_v1(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
             return invalid("v1 line has no CRLF within 107 bytes");
         }
         parse_v1_body(after_prefix, false)?;
-        return Ok(ProxyParse::Incomplete);
+        return incomplete(V1_MIN_LEN.saturating_sub(buf.len()));
     };
     // The prefix holds no CR or LF, so the body ends at or after its start.
     let body = buf.get(V1_PREFIX.len()..eol).unwrap_or_default();
@@ -147,7 +217,7 @@ fn parse_v1(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
     match buf.get(eol + 1) {
         // The line can only end here, so judge it as complete now rather
         // than waiting for a LF that would not make it valid.
-        None => parse_v1_body(body, true).map(|_| ProxyParse::Incomplete),
+        None => parse_v1_body(body, true).map(|_| ProxyParse::Incomplete { needed: 1 }),
         Some(b'\n') => match parse_v1_body(body, true)? {
             Some(header) => Ok(ProxyParse::Done { header, consumed }),
             None => invalid("v1 line incomplete"),
@@ -330,7 +400,7 @@ fn parse_v2(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
         return invalid("not a PROXY protocol header");
     }
     let is_local = match buf.get(12) {
-        None => return Ok(ProxyParse::Incomplete),
+        None => return incomplete(V2_FIXED_LEN - buf.len()),
         Some(&b) if b >> 4 != 2 => return invalid("v2 version is not 2"),
         Some(&b) => match b & 0x0F {
             0 => true,
@@ -339,43 +409,35 @@ fn parse_v2(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
         },
     };
     let Some(&fam) = buf.get(13) else {
-        return Ok(ProxyParse::Incomplete);
+        return incomplete(V2_FIXED_LEN - buf.len());
     };
-    // Only the combinations the spec lists as valid; anything else is an
-    // unassigned family or protocol, which receivers must reject.
-    let addr_len = match fam {
-        0x00 => 0,
-        0x11 | 0x12 => 12,
-        0x21 | 0x22 => 36,
-        0x31 | 0x32 => 216,
-        _ => return invalid("v2 address family/protocol is not valid"),
+    // For PROXY, only the combinations the spec lists as valid; anything else is an
+    // unassigned family or protocol, which receivers must reject. LOCAL ignores it.
+    let addr_len = match v2_address_len(fam) {
+        Some(len) => len,
+        None if is_local => 0,
+        None => return invalid("v2 address family/protocol is not valid"),
     };
     let Some(&[hi, lo]) = buf.get(14..16) else {
-        return Ok(ProxyParse::Incomplete);
+        return incomplete(V2_FIXED_LEN - buf.len());
     };
     let len = usize::from(u16::from_be_bytes([hi, lo]));
+    let total = V2_FIXED_LEN + len;
+    if is_local {
+        return parse_v2_local(buf, fam, total);
+    }
     if len < addr_len {
         return invalid("v2 length is shorter than the address block");
     }
-    let total = V2_FIXED_LEN + len;
     let tlv_start = V2_FIXED_LEN + addr_len;
     // Walk whatever TLV bytes have arrived so that a bad TLV length fails
     // now instead of after up to 64 KiB more input.
     let seen = buf.get(tlv_start..total.min(buf.len())).unwrap_or_default();
     let tlvs = parse_tlvs(seen, total - tlv_start)?;
     let (Some(tlvs), Some(addrs)) = (tlvs, buf.get(V2_FIXED_LEN..tlv_start)) else {
-        return Ok(ProxyParse::Incomplete);
+        return incomplete(total - buf.len());
     };
-    if buf.len() < total {
-        return Ok(ProxyParse::Incomplete);
-    }
-    // LOCAL means the proxy itself connected (health checks): the real
-    // endpoints apply and the address block is to be ignored.
-    let (source, destination) = if is_local {
-        (None, None)
-    } else {
-        v2_addresses(fam, addrs)
-    };
+    let (source, destination) = v2_addresses(fam, addrs);
     Ok(ProxyParse::Done {
         header: ProxyHeader {
             version: 2,
@@ -383,6 +445,40 @@ fn parse_v2(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
             destination,
             tlvs,
         },
+        consumed: total,
+    })
+}
+
+/// The length of the address block of a valid family/protocol byte.
+fn v2_address_len(fam: u8) -> Option<usize> {
+    match fam {
+        0x00 => Some(0),
+        0x11 | 0x12 => Some(12),
+        0x21 | 0x22 => Some(36),
+        0x31 | 0x32 => Some(216),
+        _ => None,
+    }
+}
+
+/// LOCAL means the proxy itself connected (health checks): the receiver must accept it,
+/// use the real endpoints and discard the protocol block, family included (section 2.2).
+/// TLVs are kept when the block holds well-formed ones, and dropped when it does not.
+fn parse_v2_local(buf: &[u8], fam: u8, total: usize) -> Result<ProxyParse, ProxyError> {
+    let Some(block) = buf.get(V2_FIXED_LEN..total) else {
+        return incomplete(total - buf.len());
+    };
+    let tlvs = v2_address_len(fam)
+        .and_then(|addr_len| block.get(addr_len..))
+        .and_then(|area| parse_tlvs(area, area.len()).ok().flatten())
+        .unwrap_or_default();
+    let header = ProxyHeader {
+        version: 2,
+        source: None,
+        destination: None,
+        tlvs,
+    };
+    Ok(ProxyParse::Done {
+        header,
         consumed: total,
     })
 }
@@ -508,9 +604,8 @@ mod tests {
         let mut full = header.to_vec();
         full.extend_from_slice(b"EHLO client.example\r\n");
         for k in 0..header.len() {
-            assert_eq!(
-                parse(&full[..k]),
-                Ok(ProxyParse::Incomplete),
+            assert!(
+                matches!(parse(&full[..k]), Ok(ProxyParse::Incomplete { .. })),
                 "prefix of {k} bytes of {header:?}"
             );
         }
@@ -646,7 +741,7 @@ mod tests {
         // CRLF, without waiting for more.
         let mut line = b"PROXY UNKNOWN ".to_vec();
         line.resize(106, b'x');
-        assert_eq!(parse(&line), Ok(ProxyParse::Incomplete));
+        assert!(matches!(parse(&line), Ok(ProxyParse::Incomplete { .. })));
         line.push(b'x');
         assert!(parse(&line).is_err());
         // CR as the 107th byte: the LF could only be the 108th.
@@ -657,7 +752,7 @@ mod tests {
         assert!(parse(&line).is_err());
         // Missing CRLF after a well-formed TCP4 line is caught early anyway.
         let mut line = b"PROXY TCP4 1.2.3.4 5.6.7.8 1111 25".to_vec();
-        assert_eq!(parse(&line), Ok(ProxyParse::Incomplete));
+        assert!(matches!(parse(&line), Ok(ProxyParse::Incomplete { .. })));
         line.extend_from_slice(b"EHLO x\r\n");
         assert!(parse(&line).is_err());
     }
@@ -699,9 +794,8 @@ mod tests {
             assert!(parse(case).is_err(), "{:?}", String::from_utf8_lossy(case));
         }
         for case in ok_prefixes {
-            assert_eq!(
-                parse(case),
-                Ok(ProxyParse::Incomplete),
+            assert!(
+                matches!(parse(case), Ok(ProxyParse::Incomplete { .. })),
                 "{:?}",
                 String::from_utf8_lossy(case)
             );
@@ -768,6 +862,114 @@ mod tests {
     }
 
     #[test]
+    fn v2_local_with_a_block_that_is_not_valid_is_accepted_and_its_block_dropped() {
+        let bare = ProxyHeader {
+            version: 2,
+            source: None,
+            destination: None,
+            tlvs: vec![],
+        };
+        // A TLV that overruns the block, an unassigned family, a block shorter than the
+        // family's addresses: a PROXY command fails on each, a LOCAL one is accepted.
+        for (fam, body) in [
+            (0x00, vec![PP2_TYPE_NOOP, 0, 9, 1]),
+            (0x99, vec![1, 2, 3]),
+            (0x21, vec![0; 5]),
+        ] {
+            assert!(parse(&v2(0x21, fam, &body)).is_err());
+            let hdr = v2(0x20, fam, &body);
+            assert_eq!(done(&hdr), (bare.clone(), hdr.len()));
+            for k in 0..hdr.len() {
+                assert!(matches!(
+                    parse(&hdr[..k]),
+                    Ok(ProxyParse::Incomplete { .. })
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn the_reader_takes_exactly_the_header_however_it_is_split() {
+        let mut hdr = v2(0x21, 0x11, &ipv4_block());
+        hdr.extend(tlv(PP2_TYPE_UNIQUE_ID, b"abc"));
+        let len = u16::try_from(hdr.len() - 16).unwrap();
+        hdr[14..16].copy_from_slice(&len.to_be_bytes());
+        let v1 = b"PROXY TCP4 192.0.2.1 198.51.100.7 1111 25\r\n".to_vec();
+        for header in [hdr, v1] {
+            let mut wire = header.clone();
+            wire.extend_from_slice(b"EHLO x\r\n");
+            for piece in 1..=wire.len() {
+                let mut reader = ProxyReader::default();
+                let mut pos = 0;
+                let found = loop {
+                    let end = (pos + piece).min(wire.len());
+                    let (n, read) = reader.read(&wire[pos..end], 1024);
+                    pos += n;
+                    match read {
+                        ProxyRead::Header(h) => break h,
+                        ProxyRead::NeedMore => assert_eq!(pos, end),
+                        ProxyRead::Refused => panic!("refused in pieces of {piece}"),
+                    }
+                };
+                assert_eq!(pos, header.len(), "pieces of {piece}");
+                assert_eq!(found.source, sa("192.0.2.1:1111"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_reader_refuses_a_header_longer_than_it_may_hold() {
+        let hdr = v2(0x21, 0x00, &tlv(PP2_TYPE_NOOP, &[0; 2000]));
+        let mut reader = ProxyReader::default();
+        assert!(matches!(
+            reader.read(&hdr[..20], 1024),
+            (20, ProxyRead::Refused)
+        ));
+        let mut reader = ProxyReader::default();
+        assert!(matches!(
+            reader.read(&hdr[..20], 4096),
+            (20, ProxyRead::NeedMore)
+        ));
+        assert!(matches!(
+            reader.read(b"SMTP", 4096),
+            (4, ProxyRead::NeedMore)
+        ));
+        let mut reader = ProxyReader::default();
+        assert!(matches!(
+            reader.read(b"EHLO x\r\n", 4096).1,
+            ProxyRead::Refused
+        ));
+    }
+
+    #[test]
+    fn incomplete_says_how_many_bytes_are_still_needed() {
+        let hdr = v2(0x21, 0x11, &ipv4_block());
+        for k in 0..hdr.len() {
+            let Ok(ProxyParse::Incomplete { needed }) = parse(&hdr[..k]) else {
+                panic!("prefix {k}");
+            };
+            if k == 0 {
+                // Which version comes is not known yet: the shorter one bounds it.
+                assert_eq!(needed, 15);
+                continue;
+            }
+            let exact = if k < 16 { 16 - k } else { hdr.len() - k };
+            assert_eq!(needed, exact, "prefix {k}");
+        }
+        // v1: at least the shortest line, then at least one byte at a time.
+        let line = b"PROXY TCP4 192.0.2.1 198.51.100.7 1111 25\r\n";
+        for k in 0..line.len() {
+            let Ok(ProxyParse::Incomplete { needed }) = parse(&line[..k]) else {
+                panic!("prefix {k}");
+            };
+            assert!(
+                needed >= 1 && k + needed <= line.len(),
+                "prefix {k}: {needed}"
+            );
+        }
+    }
+
+    #[test]
     fn v2_unspec_and_unix() {
         let (h, _) = done(&v2(0x21, 0x00, &[]));
         assert_eq!((h.source, h.destination), (None, None));
@@ -828,7 +1030,10 @@ mod tests {
         assert!(parse(&hdr).is_err());
         // Detected as soon as the TLV header is visible, not at the end.
         assert!(parse(&hdr[..28 + 3]).is_err());
-        assert_eq!(parse(&hdr[..28 + 2]), Ok(ProxyParse::Incomplete));
+        assert!(matches!(
+            parse(&hdr[..28 + 2]),
+            Ok(ProxyParse::Incomplete { .. })
+        ));
 
         // One or two stray bytes after the last TLV cannot form a TLV header;
         // that is known once the preceding TLV's header has arrived.
@@ -838,7 +1043,10 @@ mod tests {
             body.extend_from_slice(stray);
             let hdr = v2(0x21, 0x11, &body);
             assert!(parse(&hdr).is_err());
-            assert_eq!(parse(&hdr[..30]), Ok(ProxyParse::Incomplete));
+            assert!(matches!(
+                parse(&hdr[..30]),
+                Ok(ProxyParse::Incomplete { .. })
+            ));
             assert!(parse(&hdr[..31]).is_err());
         }
         // Length exactly covering a TLV header but with a non-zero length.
@@ -862,13 +1070,18 @@ mod tests {
         // Length shorter than the address block.
         assert!(parse(&v2(0x21, 0x11, &[0; 11])).is_err());
         assert!(parse(&v2(0x21, 0x21, &[0; 12])[..16]).is_err());
-        assert!(parse(&v2(0x20, 0x31, &[0; 36])).is_err());
+        assert!(parse(&v2(0x21, 0x31, &[0; 36])).is_err());
+        // LOCAL discards the block whatever it holds (section 2.2).
+        assert!(parse(&v2(0x20, 0x31, &[0; 36])).is_ok());
         // Signature mismatch.
         let mut hdr = v2(0x21, 0x11, &ipv4_block());
         hdr[11] = b'X';
         assert!(parse(&hdr).is_err());
         assert!(parse(&hdr[..12]).is_err());
-        assert_eq!(parse(&hdr[..11]), Ok(ProxyParse::Incomplete));
+        assert!(matches!(
+            parse(&hdr[..11]),
+            Ok(ProxyParse::Incomplete { .. })
+        ));
     }
 
     #[test]
@@ -907,7 +1120,9 @@ mod tests {
                     assert!(!failed, "Err then Done for {buf:?}");
                     assert!(consumed <= k);
                 }
-                Ok(ProxyParse::Incomplete) => assert!(!failed, "Err then Incomplete for {buf:?}"),
+                Ok(ProxyParse::Incomplete { .. }) => {
+                    assert!(!failed, "Err then Incomplete for {buf:?}")
+                }
                 Err(_) => failed = true,
             }
         }

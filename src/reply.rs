@@ -86,14 +86,28 @@ pub enum ReplyError {
 ///
 /// The text never holds CR or LF: [`Reply::new`] splits text containing them into separate
 /// lines of the same reply, so a hook's text can never inject a reply of its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two replies are equal when code, enhanced code and text are; where a reply came from
+/// (the crate's defaults or a hook) does not count.
+#[derive(Clone, Debug)]
 pub struct Reply {
     code: u16,
     enhanced: Option<EnhancedCode>,
     /// Lines joined with `\n`; crate defaults are static strings, so most replies cost no
     /// allocation to build or to remember as the last reply.
     text: Cow<'static, str>,
+    /// Built by the crate: its enhanced code is dropped when ENHANCEDSTATUSCODES is off.
+    /// Replies given by hooks are sent as given.
+    default: bool,
 }
+
+impl PartialEq for Reply {
+    fn eq(&self, other: &Reply) -> bool {
+        self.code == other.code && self.enhanced == other.enhanced && self.text == other.text
+    }
+}
+
+impl Eq for Reply {}
 
 impl Reply {
     /// A reply from a code and free text, as a policy hook gives it (KumoMTA's
@@ -153,6 +167,7 @@ impl Reply {
             code,
             enhanced,
             text: Cow::Owned(joined),
+            default: false,
         })
     }
 
@@ -166,6 +181,7 @@ impl Reply {
             code,
             enhanced,
             text: Cow::Borrowed(text),
+            default: true,
         }
     }
 
@@ -177,12 +193,16 @@ impl Reply {
             code,
             enhanced,
             text: Cow::Owned(text),
+            default: true,
         }
     }
 
-    /// Drops the enhanced code (when ENHANCEDSTATUSCODES is not advertised).
-    pub(crate) fn without_enhanced(mut self) -> Reply {
-        self.enhanced = None;
+    /// The reply as sent when ENHANCEDSTATUSCODES is `advertised` or not: crate defaults
+    /// lose their enhanced code when it is not; a hook's reply is sent as given.
+    pub(crate) fn for_extensions(mut self, advertised: bool) -> Reply {
+        if self.default && !advertised {
+            self.enhanced = None;
+        }
         self
     }
 

@@ -1,15 +1,18 @@
-//! The state machine: every state transition of a connection lives in this file.
+//! The state machine: every state transition of a connection lives in this file. Reading
+//! bytes is the readers' work (`line`, `data`, `bdat`, `proxy`), writing the outbox's, time
+//! the clock's.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use memchr::memchr;
-
 use crate::address::{ForwardPath, ReversePath};
+use crate::bdat::{BdatReceiver, ChunkStatus};
+use crate::body::BodySink;
+use crate::clock::{Clock, Expiry};
 use crate::command::{parse_command, Command, CommandError, Verb};
-use crate::config::{Config, Extensions, HookFailurePolicy, StartTlsInjection};
+use crate::config::StartTlsInjection;
+use crate::config::{BodyDelivery, Config, ConfigError, Extensions, HookFailurePolicy};
 use crate::context::{
     AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments, DisconnectContext,
     EmptyTransaction, HeloInfo, HeloVerb, IoError, IoErrorKind, LastReply, ReplyState, TlsInfo,
@@ -17,13 +20,16 @@ use crate::context::{
 use crate::data::{BareLineEndings, DataReceiver, DataStatus};
 use crate::error::Error;
 use crate::hooks::{
-    AuthRequest, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Message, Recipient,
+    AbortReason, AuthRequest, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Message,
+    Recipient,
 };
+use crate::line::{LineEnding, LineKind, LineLimits, LineReader, Read};
+use crate::outbox::{closing, replies::*, Outbox};
 use crate::params::{
     parse_mail_params, parse_rcpt_params, Body, MailParams, ParamError, ParamSupport, RcptParams,
 };
-use crate::proxy::{parse_proxy_header, ProxyHeader, ProxyParse};
-use crate::reply::{EnhancedCode, Reply};
+use crate::proxy::{ProxyHeader, ProxyRead, ProxyReader};
+use crate::reply::Reply;
 use crate::sasl::{base64_decode, base64_encode, decode_login_field, decode_plain, SaslError};
 use crate::xclient;
 
@@ -48,93 +54,17 @@ pub enum Output {
     /// with implicit TLS behind a PROXY header, the bytes that followed the header are the
     /// client's first handshake bytes; [`Session::take_handshake_bytes`] hands them back.
     StartTls,
+    /// [`BodyDelivery::Streamed`] only: the next piece of the body of the message being
+    /// received, unstuffed, in order. The runtime appends it to its spool for the message
+    /// (the first piece of a message starts a new one). The message ends with the message
+    /// hook call, whose [`Message::body`] is empty, or with [`Output::BodyAborted`].
+    BodyPiece(Vec<u8>),
+    /// [`BodyDelivery::Streamed`] only: the message being received will not be accepted.
+    /// The runtime discards what it stored of it. Announced once for every message whose
+    /// body had started (after the 354, or with its first BDAT chunk) and that ends without
+    /// a message hook call, even when no piece went out.
+    BodyAborted(AbortReason),
 }
-
-const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
-    Some(EnhancedCode::new(class, subject, detail))
-}
-
-// The default replies, in one place. Enhanced codes are stripped when ENHANCEDSTATUSCODES
-// is switched off.
-const OK: Reply = Reply::fixed(250, e(2, 0, 0), "OK");
-const MAIL_OK: Reply = Reply::fixed(250, e(2, 1, 0), "Sender OK");
-const RCPT_OK: Reply = Reply::fixed(250, e(2, 1, 5), "Recipient OK");
-const MESSAGE_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Message accepted");
-const CHUNK_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Chunk accepted");
-const START_DATA: Reply = Reply::fixed(354, None, "End data with <CR><LF>.<CR><LF>");
-const BYE: Reply = Reply::fixed(221, e(2, 0, 0), "Bye");
-const VRFY_OK: Reply = Reply::fixed(
-    252,
-    e(2, 5, 0),
-    "Cannot verify the user, but will accept mail for delivery",
-);
-const NOT_IMPLEMENTED: Reply = Reply::fixed(502, e(5, 5, 1), "Command not implemented");
-const HELP: Reply = Reply::fixed(
-    214,
-    e(2, 0, 0),
-    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
-);
-const TLS_GO: Reply = Reply::fixed(220, e(2, 0, 0), "Ready to start TLS");
-const TLS_UNAVAILABLE: Reply = Reply::fixed(454, e(4, 7, 0), "TLS not available");
-const TLS_ACTIVE: Reply = Reply::fixed(503, e(5, 5, 1), "TLS already active");
-const TLS_REQUIRED: Reply = Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS command first");
-const AUTH_REQUIRED: Reply = Reply::fixed(530, e(5, 7, 0), "Authentication required");
-const AUTH_OK: Reply = Reply::fixed(235, e(2, 7, 0), "Authentication successful");
-const AUTH_FAILED: Reply = Reply::fixed(535, e(5, 7, 8), "Authentication credentials invalid");
-const AUTH_NEEDS_TLS: Reply = Reply::fixed(
-    538,
-    e(5, 7, 11),
-    "Encryption required for requested authentication mechanism",
-);
-const AUTH_ALREADY: Reply = Reply::fixed(503, e(5, 5, 1), "Already authenticated");
-const AUTH_IN_TRANSACTION: Reply = Reply::fixed(
-    503,
-    e(5, 5, 1),
-    "AUTH not allowed during a mail transaction",
-);
-const AUTH_UNKNOWN_MECHANISM: Reply =
-    Reply::fixed(504, e(5, 5, 4), "Unrecognized authentication type");
-const AUTH_CANCELLED: Reply = Reply::fixed(501, e(5, 7, 0), "Authentication cancelled");
-const AUTH_BAD_BASE64: Reply = Reply::fixed(501, e(5, 5, 2), "Invalid base64 data");
-const AUTH_MALFORMED: Reply = Reply::fixed(501, e(5, 5, 2), "Malformed authentication response");
-const AUTH_LINE_TOO_LONG: Reply =
-    Reply::fixed(500, e(5, 5, 6), "Authentication exchange line is too long");
-const AUTH_TEMPORARY: Reply = Reply::fixed(454, e(4, 7, 0), "Temporary authentication failure");
-const HOOK_TEMPORARY: Reply =
-    Reply::fixed(451, e(4, 3, 0), "Temporary failure, please try again later");
-const NEED_HELO: Reply = Reply::fixed(503, e(5, 5, 1), "Send HELO or EHLO first");
-const NESTED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Sender already specified");
-const NEED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Need MAIL command first");
-const NEED_RCPT: Reply = Reply::fixed(503, e(5, 5, 1), "Need RCPT command first");
-const DATA_AFTER_BDAT: Reply = Reply::fixed(503, e(5, 5, 1), "DATA cannot follow BDAT");
-const BINARY_NEEDS_BDAT: Reply = Reply::fixed(503, e(5, 5, 1), "BODY=BINARYMIME requires BDAT");
-const TOO_MANY_RCPTS: Reply = Reply::fixed(452, e(4, 5, 3), "Too many recipients");
-const TOO_BIG: Reply = Reply::fixed(
-    552,
-    e(5, 3, 4),
-    "Message size exceeds fixed maximum message size",
-);
-const BARE_LINE_ENDING: Reply = Reply::fixed(
-    550,
-    e(5, 6, 0),
-    "Message contains bare CR or LF; line endings must be CRLF",
-);
-const UTF8_NEEDS_SMTPUTF8: Reply = Reply::fixed(
-    553,
-    e(5, 6, 7),
-    "Non-ASCII address requires the SMTPUTF8 parameter",
-);
-const BAD_SENDER: Reply = Reply::fixed(501, e(5, 1, 7), "Bad sender address syntax");
-const BAD_RECIPIENT: Reply = Reply::fixed(501, e(5, 1, 3), "Bad recipient address syntax");
-const BAD_PARAM: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid command parameter");
-const UNKNOWN_PARAM: Reply = Reply::fixed(555, e(5, 5, 4), "Unsupported command parameter");
-const SYNTAX: Reply = Reply::fixed(501, e(5, 5, 4), "Syntax error in arguments");
-const BAD_HELO: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid domain name");
-const UNKNOWN_COMMAND: Reply = Reply::fixed(500, e(5, 5, 1), "Command unrecognized");
-const NOT_UTF8: Reply = Reply::fixed(500, e(5, 5, 2), "Invalid UTF-8 in command");
-const LINE_TOO_LONG: Reply = Reply::fixed(500, e(5, 5, 2), "Line too long");
-const XCLIENT_DENIED: Reply = Reply::fixed(550, e(5, 7, 0), "XCLIENT denied");
-const XCLIENT_SYNTAX: Reply = Reply::fixed(501, e(5, 5, 4), "Bad XCLIENT attribute");
 
 /// What a pending hook was about, so its decision can be carried out.
 enum Stage {
@@ -162,10 +92,7 @@ impl Stage {
     fn reply_state(&self) -> ReplyState {
         match self {
             Stage::Connect => ReplyState::Connect,
-            Stage::Helo(info) => match info.verb {
-                HeloVerb::Helo => ReplyState::Helo,
-                HeloVerb::Ehlo => ReplyState::Ehlo,
-            },
+            Stage::Helo(info) => helo_state(info.verb),
             Stage::Auth { .. } => ReplyState::Auth,
             Stage::Mail(..) => ReplyState::Mail,
             Stage::Rcpt(..) => ReplyState::Rcpt,
@@ -196,16 +123,10 @@ enum AuthExchange {
     },
 }
 
-struct Chunk {
-    remaining: u64,
-    last: bool,
-    /// The error reply owed once the chunk's bytes are consumed; None when it is stored.
-    error: Option<Reply>,
-}
-
+/// Where the connection is, with the reader each phase reads its bytes with.
 enum Phase {
     /// Waiting for the PROXY protocol header.
-    Proxy,
+    Proxy(ProxyReader),
     /// Holding the greeting back until `until`, to catch clients that talk first.
     GreetingDelay {
         until: Instant,
@@ -219,29 +140,34 @@ enum Phase {
         handshake_bytes: Vec<u8>,
     },
     /// Reading command lines.
-    Command,
+    Command(LineReader),
     /// Reading the client's lines of an AUTH exchange.
-    Auth(AuthExchange),
+    Auth(AuthExchange, LineReader),
     /// Reading message data after 354.
-    Data {
-        rx: DataReceiver,
-        body: Vec<u8>,
+    Data(DataReceiver),
+    /// Reading a BDAT chunk; a refused chunk is read by a discarding receiver and answered
+    /// with `refusal` once its bytes are consumed.
+    Bdat {
+        rx: BdatReceiver,
+        refusal: Option<Reply>,
     },
-    /// Reading a BDAT chunk.
-    Bdat(Chunk),
     Closed,
 }
 
 struct Transaction {
     envelope: Envelope,
-    /// BDAT chunks received so far (only when a message hook will be given them).
-    body: Vec<u8>,
-    /// BDAT bytes received so far, stored or not.
-    size: u64,
-    /// True once a BDAT chunk was accepted.
-    chunked: bool,
-    /// True once BDAT chunks went past the size limit.
-    exceeded: bool,
+    /// Where the body goes; `Discard` until it starts.
+    sink: BodySink,
+    /// Between BDAT chunks: the receiver of the chunked message.
+    chunks: Option<BdatReceiver>,
+}
+
+/// What a reader did with the input it was given.
+enum Step {
+    /// Took this many bytes and may go on with the rest.
+    Next(usize),
+    /// Took this many bytes and needs more input.
+    NeedMore(usize),
 }
 
 /// The server side of one SMTP connection, as a pure state machine.
@@ -252,29 +178,17 @@ pub struct Session {
     ext: Extensions,
     info: ConnectionInfo,
     phase: Phase,
-
-    // Input: bytes not yet processed live in `inbuf[in_start..]`; the first `in_scanned` of
-    // them are known to hold no LF, so a slow sender is not rescanned.
-    inbuf: Vec<u8>,
-    in_start: usize,
-    in_scanned: usize,
-    /// Set while the rest of an overlong line is skipped; true for an AUTH line.
-    skipping_long_line: Option<bool>,
+    line_limits: LineLimits,
+    /// Input taken while it could not be acted on (a hook pending, the greeting held back,
+    /// replies not yet polled); processed first when the session goes on.
+    held: Vec<u8>,
+    out: Outbox,
+    clock: Clock,
     eof: bool,
     shutdown_requested: bool,
-
-    // Output: replies are coalesced in `wbuf`, queued as one Write when an action follows
-    // them, else handed out as one by `poll_output`.
-    out: VecDeque<Output>,
-    wbuf: Vec<u8>,
-
     early_talker: bool,
     /// Recipients refused for being past the limit, this session.
     overshoot: usize,
-    /// More input followed the command being handled, in the same read.
-    input_follows: bool,
-    /// The buffer being processed is followed by more of the same read, not yet buffered.
-    read_continues: bool,
     helo: Option<HeloInfo>,
     tls: Option<Box<TlsInfo>>,
     auth: Option<AuthInfo>,
@@ -282,10 +196,7 @@ pub struct Session {
     tx: Option<Box<Transaction>>,
     pending: Option<Pending>,
     next_hook: u64,
-    errors: u32,
-    last_reply: Option<(Reply, ReplyState)>,
     io_error: Option<Box<IoError>>,
-    last_activity: Instant,
     user_context: Option<Box<dyn Any + Send>>,
 }
 
@@ -304,29 +215,54 @@ impl Session {
     /// hook call or the greeting (or nothing while it waits for a PROXY header, or
     /// [`Output::StartTls`] for an implicit-TLS listener).
     ///
-    /// A config with values outside their ranges is clamped (see [`Config::validate`]).
+    /// A config with values outside their ranges is clamped (see [`Config::validate`]); use
+    /// [`Session::try_new`] to refuse it instead.
     pub fn new(config: impl Into<Arc<Config>>, info: ConnectionInfo, now: Instant) -> Session {
-        let mut config: Arc<Config> = config.into();
-        if config.validate().is_err() {
-            config = Arc::new(config.clamped());
+        let config: Arc<Config> = config.into();
+        match config.validate() {
+            Ok(()) => Session::start(config, info, now),
+            Err(_) => Session::start(Arc::new(config.clamped()), info, now),
         }
+    }
+
+    /// Like [`Session::new`], but a config with a value outside its range is refused with
+    /// the first [`ConfigError`] instead of being clamped.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{Config, ConnectionInfo, Session};
+    /// let config = Config { max_recipients: 10, ..Config::default() };
+    /// let refused = Session::try_new(config, ConnectionInfo::default(), Instant::now());
+    /// assert_eq!(refused.unwrap_err().field, "max_recipients");
+    /// ```
+    pub fn try_new(
+        config: impl Into<Arc<Config>>,
+        info: ConnectionInfo,
+        now: Instant,
+    ) -> Result<Session, ConfigError> {
+        let config: Arc<Config> = config.into();
+        config.validate()?;
+        Ok(Session::start(config, info, now))
+    }
+
+    fn start(config: Arc<Config>, info: ConnectionInfo, now: Instant) -> Session {
         let ext = config.extensions;
+        let line_limits = LineLimits {
+            command: config.line_limit(),
+            auth: ext.auth.then_some(config.max_auth_line_length),
+        };
         let mut session = Session {
             ext,
             info,
             phase: Phase::Connecting,
-            inbuf: Vec::new(),
-            in_start: 0,
-            in_scanned: 0,
-            skipping_long_line: None,
+            line_limits,
+            held: Vec::new(),
+            out: Outbox::new(ext.enhanced_status_codes),
+            clock: Clock::new(now),
             eof: false,
             shutdown_requested: false,
-            out: VecDeque::new(),
-            wbuf: Vec::new(),
             early_talker: false,
             overshoot: 0,
-            input_follows: false,
-            read_continues: false,
             helo: None,
             tls: None,
             auth: None,
@@ -334,19 +270,15 @@ impl Session {
             tx: None,
             pending: None,
             next_hook: 0,
-            errors: 0,
-            last_reply: None,
             io_error: None,
-            last_activity: now,
             user_context: None,
             config,
         };
         if session.config.proxy_protocol {
-            session.phase = Phase::Proxy;
+            session.phase = Phase::Proxy(ProxyReader::default());
         } else {
             session.after_proxy();
         }
-        session.flush();
         session
     }
 
@@ -355,33 +287,24 @@ impl Session {
 
     /// Feeds bytes received from the client and returns how many were taken.
     ///
-    /// All of them are taken unless processing is paused (a hook is pending, or the replies
-    /// not yet polled reach [`Config::max_pending_output`]) and the buffer of unprocessed
-    /// input ([`Config::max_pending_input`]) is full. The runtime then keeps the rest, stops
-    /// reading, and offers them again after it drained [`poll_output`](Session::poll_output)
-    /// or made its next [`decide`](Session::decide).
+    /// Bytes the session cannot act on yet (a hook is pending, or the outputs not yet polled
+    /// reach [`Config::max_pending_output`]) are kept, up to [`Config::max_pending_input`].
+    /// All are taken unless that buffer is full; the runtime then keeps the rest, stops
+    /// reading, and offers them again after its next [`decide`](Session::decide) or
+    /// [`handle_timeout`](Session::handle_timeout).
     pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<usize, Error> {
         self.check_open()?;
-        self.last_activity = now;
-        if matches!(self.phase, Phase::TlsHandshake { .. }) {
-            // Plaintext read before the handshake: never executed (CVE-2011-0411).
-            if !data.is_empty() && self.config.starttls_injection == StartTlsInjection::Close {
-                self.close(CloseSide::Local);
+        self.clock.event(now);
+        let taken = match self.phase {
+            Phase::TlsHandshake { .. } => {
+                // Plaintext read before the handshake: never executed (CVE-2011-0411).
+                if !data.is_empty() && self.config.starttls_injection == StartTlsInjection::Close {
+                    self.close(CloseSide::Local);
+                }
+                data.len()
             }
-            return Ok(data.len());
-        }
-        if matches!(self.phase, Phase::Connecting | Phase::GreetingDelay { .. }) && !data.is_empty()
-        {
-            self.early_talker = true;
-        }
-        let mut taken = self.take_input(data);
-        if taken < data.len() && matches!(self.phase, Phase::GreetingDelay { .. }) {
-            // The buffer filled before the greeting: the client is an early talker already,
-            // and waiting on would refuse input with no hook to wait for. Greet (or refuse) now.
-            self.connect();
-            self.process_inbuf();
-            taken += self.take_input(&data[taken..]);
-        }
+            _ => self.take(data),
+        };
         self.settle();
         Ok(taken)
     }
@@ -390,7 +313,7 @@ impl Session {
     /// session then closes with [`CloseSide::Remote`].
     pub fn handle_eof(&mut self, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        self.last_activity = now;
+        self.clock.event(now);
         self.eof = true;
         self.settle();
         Ok(())
@@ -400,35 +323,47 @@ impl Session {
     /// the error goes into the disconnect context.
     pub fn handle_io_error(&mut self, error: IoError, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        self.last_activity = now;
+        self.clock.event(now);
         self.io_error = Some(Box::new(error));
         self.close(CloseSide::Remote);
         Ok(())
     }
 
-    /// Time passed. If the deadline from [`poll_timeout`](Session::poll_timeout) is reached,
-    /// the session sends `421 4.4.2` and closes; called early, it does nothing.
+    /// Time passed. When the instant of [`poll_timeout`](Session::poll_timeout) is reached,
+    /// the session acts: it greets a client held by the greeting delay, goes on with input
+    /// it held, or, for a timeout, sends `421 4.4.2` and closes. Called early, it does
+    /// nothing.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        match self.poll_timeout() {
-            Some(deadline)
-                if now >= deadline && matches!(self.phase, Phase::GreetingDelay { .. }) =>
-            {
-                self.last_activity = now;
+        let Some((deadline, due)) = self.next_deadline() else {
+            return Ok(());
+        };
+        if now < deadline {
+            return Ok(());
+        }
+        match due {
+            Due::Greeting => {
+                self.clock.event(now);
                 self.connect();
-                self.process_inbuf();
-                self.settle();
+                self.resume();
             }
-            Some(deadline) if now >= deadline => {
-                if !matches!(self.phase, Phase::Proxy | Phase::TlsHandshake { .. }) {
-                    let text = format!("{} Error: timeout exceeded", self.config.hostname);
-                    self.send(Reply::built(421, e(4, 4, 2), text), ReplyState::Timeout);
-                }
+            Due::Resume => self.resume(),
+            Due::Timeout(_)
+                if matches!(self.phase, Phase::Proxy(_) | Phase::TlsHandshake { .. }) =>
+            {
+                self.close(CloseSide::Local)
+            }
+            Due::Timeout(expiry) => {
+                let host = &self.config.hostname;
+                let reply = match expiry {
+                    Expiry::DataRate => closing::too_slow(host),
+                    Expiry::Idle | Expiry::CommandDeadline => closing::timeout(host),
+                };
+                self.reply(reply, ReplyState::Timeout);
                 self.close(CloseSide::Local);
             }
-            _ => {}
         }
-        self.flush();
+        self.settle();
         Ok(())
     }
 
@@ -436,28 +371,28 @@ impl Session {
     /// reply is owed (at once when it waits for a command).
     pub fn handle_shutdown(&mut self, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        let _ = now;
+        self.clock.event(now);
         self.shutdown_requested = true;
         self.settle();
         Ok(())
     }
 
     /// The TLS handshake asked for by [`Output::StartTls`] succeeded. The session forgets
-    /// HELO and any transaction (RFC 3207) and records the details for the context.
+    /// HELO, AUTH and any transaction (RFC 3207) and records the details for the context.
     pub fn handle_tls_established(&mut self, tls: TlsInfo, now: Instant) -> Result<(), Error> {
         self.check_open()?;
         let Phase::TlsHandshake { implicit, .. } = self.phase else {
             return Err(Error::NoTlsRequested);
         };
-        self.last_activity = now;
+        self.clock.event(now);
         self.tls = Some(Box::new(tls));
         self.helo = None;
-        self.tx = None;
         self.auth = None;
+        self.end_transaction(AbortReason::Reset);
         if implicit {
             self.start_connect();
         } else {
-            self.phase = Phase::Command;
+            self.phase = Phase::Command(LineReader::commands(self.line_limits));
         }
         self.settle();
         Ok(())
@@ -469,13 +404,11 @@ impl Session {
         if !matches!(self.phase, Phase::TlsHandshake { .. }) {
             return Err(Error::NoTlsRequested);
         }
-        self.handle_io_error(
-            IoError {
-                kind: IoErrorKind::Tls,
-                ..error
-            },
-            now,
-        )
+        let error = IoError {
+            kind: IoErrorKind::Tls,
+            ..error
+        };
+        self.handle_io_error(error, now)
     }
 
     /// Answers the pending hook call `id`. On success the session goes on with any input it
@@ -483,17 +416,16 @@ impl Session {
     /// challenge outside AUTH) is refused with an error and changes nothing.
     pub fn decide(&mut self, id: HookId, decision: Decision, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        let stage = match &self.pending {
-            Some(p) if p.id == id => &p.stage,
+        match &self.pending {
+            Some(p) if p.id == id => check_decision(&p.stage, &decision)?,
             _ => return Err(Error::UnknownHook(id)),
-        };
-        check_decision(stage, &decision)?;
+        }
         let Some(pending) = self.pending.take() else {
-            return Err(Error::UnknownHook(id));
+            unreachable!("the pending hook was just found");
         };
-        self.last_activity = now;
+        self.clock.event(now);
         self.apply(pending.stage, decision);
-        self.process_inbuf();
+        self.resume();
         self.settle();
         Ok(())
     }
@@ -502,35 +434,21 @@ impl Session {
     // Outputs and queries
 
     /// The next action for the runtime, or `None` when there is nothing to do until the
-    /// next input. Call it until it returns `None` after every input method.
+    /// next event. Call it until it returns `None` after every input method.
+    ///
+    /// It never makes the session read on: one drain yields at most about
+    /// [`Config::max_pending_output`] bytes of writes and body pieces, however the runtime
+    /// sends them. When the session holds input it could not act on yet,
+    /// [`poll_timeout`](Session::poll_timeout) returns an instant already passed.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(output) = self.out.pop_front() {
-            return Some(output);
-        }
-        // Replies written since the last queued action come after it; `settle` leaves them
-        // in `wbuf` rather than queueing them, which most inputs then never need.
-        if !self.wbuf.is_empty() {
-            return Some(Output::Write(std::mem::take(&mut self.wbuf)));
-        }
-        if self.buffered() > 0 && !self.halted() {
-            // The replies were taken: commands held back by a full output buffer go on.
-            self.process_inbuf();
-            self.settle();
-            if !self.out.is_empty() || !self.wbuf.is_empty() {
-                return self.poll_output();
-            }
-        }
-        if self.out.capacity() > 0 {
-            // Drained: an idle session keeps no queue (its smallest is four 150-byte slots).
-            self.out = VecDeque::new();
-        }
-        None
+        self.out.pop()
     }
 
     /// With implicit TLS behind a PROXY header: the bytes that followed the header, which are
     /// the start of the client's TLS handshake. The runtime feeds them to its TLS layer
     /// before reading more from the socket. Empty in every other case.
+    #[must_use]
     pub fn take_handshake_bytes(&mut self) -> Vec<u8> {
         match &mut self.phase {
             Phase::TlsHandshake {
@@ -542,26 +460,22 @@ impl Session {
 
     /// When [`handle_timeout`](Session::handle_timeout) should be called next; `None` while a
     /// hook is pending (the runtime bounds its own hooks) or after close.
+    ///
+    /// The instant may already have passed: the session holds input it stopped reading
+    /// because its outputs were full, and goes on with it when `handle_timeout` is called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.pending.is_some() {
-            return None;
-        }
-        let limit = match self.phase {
-            Phase::Closed => return None,
-            Phase::GreetingDelay { until } => return Some(until),
-            Phase::Data { .. } | Phase::Bdat(_) => self.config.data_timeout,
-            _ => self.config.command_timeout,
-        };
-        self.last_activity.checked_add(limit)
+        self.next_deadline().map(|(at, _)| at)
     }
 
     /// The hook call waiting for a decision, if any.
+    #[must_use]
     pub fn pending_hook(&self) -> Option<HookId> {
         self.pending.as_ref().map(|p| p.id)
     }
 
     /// True once [`Output::Close`] was queued.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
@@ -610,6 +524,8 @@ impl Session {
     /// EHLO hook before it decides.
     pub fn set_extensions(&mut self, extensions: Extensions) {
         self.ext = extensions;
+        self.out
+            .set_enhanced_codes(extensions.enhanced_status_codes);
     }
 
     /// Names the user a pending auth hook is authenticating, for mechanisms the session does
@@ -646,7 +562,7 @@ impl Session {
     }
 
     // ----------------------------------------------------------------------------------
-    // Input processing
+    // Input: what is taken, what is held, and which reader reads it
 
     fn check_open(&self) -> Result<(), Error> {
         if self.is_closed() {
@@ -656,301 +572,257 @@ impl Session {
         }
     }
 
-    fn buffered(&self) -> usize {
-        self.inbuf.len() - self.in_start
-    }
-
-    /// True while input must wait: a hook is pending, or the session is closed or handing
-    /// over to TLS (bytes then are dropped by the caller of this).
-    fn halted(&self) -> bool {
+    /// True while input must wait in `held`: a hook is pending or the greeting is not out.
+    fn paused(&self) -> bool {
         self.pending.is_some()
-            || self.output_full()
-            || matches!(self.phase, Phase::Closed | Phase::TlsHandshake { .. })
+            || matches!(self.phase, Phase::Connecting | Phase::GreetingDelay { .. })
     }
 
-    /// True when the replies not yet polled reach [`Config::max_pending_output`]: the
-    /// session reads no more commands until the runtime takes them, so a flood of small
-    /// commands cannot make it hold replies without bound.
+    /// True when the outputs not yet polled reach [`Config::max_pending_output`]: the
+    /// session reads no more until the runtime takes them, so a flood of small commands
+    /// cannot make it hold replies without bound.
     fn output_full(&self) -> bool {
-        self.wbuf.len() >= self.config.max_pending_output
+        self.out.held() >= self.config.max_pending_output
     }
 
-    /// True in the phases where unprocessed input is an incomplete line, already scanned
-    /// for its LF.
-    fn reading_lines(&self) -> bool {
-        matches!(self.phase, Phase::Command | Phase::Auth(_))
+    fn take(&mut self, data: &[u8]) -> usize {
+        if !data.is_empty() && matches!(self.phase, Phase::Connecting | Phase::GreetingDelay { .. })
+        {
+            self.early_talker = true;
+        }
+        self.resume();
+        if self.paused() || !self.held.is_empty() || self.output_full() {
+            return self.hold(data);
+        }
+        let used = self.process(data);
+        if used < data.len() && !self.is_closed() {
+            // A hook was called, or the outputs filled up: the rest waits.
+            return used + self.hold(&data[used..]);
+        }
+        used
     }
 
-    fn take_input(&mut self, data: &[u8]) -> usize {
-        let mut taken = 0;
-        while taken < data.len() && !self.halted() {
-            if self.buffered() == 0 {
-                // The common case: work straight from the caller's slice, no copy.
-                let rest = &data[taken..];
-                let used = self.process(rest, 0);
-                taken += used;
-                if !self.halted() && used < rest.len() {
-                    // An incomplete line, shorter than the line limit, or input held before
-                    // the greeting: keep it, never more than the pending-input limit.
-                    let keep = (rest.len() - used).min(self.config.max_pending_input);
-                    self.inbuf.clear();
-                    self.in_start = 0;
-                    self.inbuf.extend_from_slice(&rest[used..used + keep]);
-                    self.in_scanned = if self.reading_lines() { keep } else { 0 };
-                    taken += keep;
-                }
-            } else {
-                // When the buffer holds just a partial line, complete it up to its LF and
-                // go back to working from the caller's slice: a read is not copied whole.
-                let rest = &data[taken..];
-                let partial_line = self.reading_lines() && self.in_scanned == self.buffered();
-                let upto = match memchr(b'\n', rest) {
-                    Some(i) if partial_line => i + 1,
-                    _ => rest.len(),
-                };
-                let n = self.append(&rest[..upto]);
-                taken += n;
-                self.read_continues = n < rest.len();
-                self.process_inbuf();
-                self.read_continues = false;
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        match &mut self.phase {
-            Phase::TlsHandshake {
-                implicit: true,
-                handshake_bytes,
-            } => {
-                handshake_bytes.extend_from_slice(&data[taken..]);
-                data.len()
-            }
-            // Bytes after STARTTLS, or after the session closed, are dropped.
-            Phase::Closed | Phase::TlsHandshake { .. } => data.len(),
-            _ => taken + self.append(&data[taken..]),
-        }
-    }
-
-    /// Buffers as much of `data` as the pending-input limit allows.
-    fn append(&mut self, data: &[u8]) -> usize {
-        if self.in_start > 0 {
-            self.inbuf.drain(..self.in_start);
-            self.in_start = 0;
-        }
+    /// Keeps input that cannot be acted on now, up to the pending-input limit, and returns
+    /// how much it kept. Before the greeting, a full buffer ends the delay: the client is an
+    /// early talker already, and waiting on would refuse input with no hook to wait for.
+    fn hold(&mut self, data: &[u8]) -> usize {
         let room = self
             .config
             .max_pending_input
-            .saturating_sub(self.inbuf.len());
+            .saturating_sub(self.held.len());
         let n = room.min(data.len());
-        if n > self.inbuf.capacity() - self.inbuf.len() {
-            // Never reserve past the limit: doubling could reserve almost twice
-            // `max_pending_input` while a hook is pending.
-            let needed = self.inbuf.len() + n;
-            let target = (self.inbuf.capacity().saturating_mul(2))
-                .clamp(needed, self.config.max_pending_input.max(needed));
-            self.inbuf.reserve_exact(target - self.inbuf.len());
+        if self.held.capacity() < self.held.len() + n {
+            // Never reserve past the limit: doubling could reserve almost twice it.
+            let target = (self.held.capacity() * 2)
+                .clamp(self.held.len() + n, self.config.max_pending_input);
+            self.held.reserve_exact(target - self.held.len());
         }
-        self.inbuf.extend_from_slice(&data[..n]);
+        self.held.extend_from_slice(&data[..n]);
+        if n < data.len() && matches!(self.phase, Phase::GreetingDelay { .. }) {
+            self.connect();
+            self.resume();
+            return n + self.take(&data[n..]);
+        }
         n
     }
 
-    fn process_inbuf(&mut self) {
-        if self.halted() {
+    /// Goes on with the held input, as far as the session can.
+    fn resume(&mut self) {
+        if self.held.is_empty() || self.paused() || self.output_full() {
             return;
         }
-        let buf = std::mem::take(&mut self.inbuf);
-        let used = self.process(&buf[self.in_start..], self.in_scanned);
-        self.inbuf = buf;
-        match self.phase {
-            Phase::Closed | Phase::TlsHandshake { .. } => {
-                self.inbuf = Vec::new();
-                self.in_start = 0;
-                self.in_scanned = 0;
-            }
-            _ => {
-                self.in_start += used;
-                if self.in_start == self.inbuf.len() {
-                    // Keep a line's worth for the next partial line; release what a pause
-                    // buffered, so an idle session does not hold it.
-                    if self.inbuf.capacity() > INBUF_KEEP {
-                        self.inbuf = Vec::new();
-                    }
-                    self.inbuf.clear();
-                    self.in_start = 0;
-                }
-                // After a pause the rest is unscanned; otherwise it is a partial line.
-                self.in_scanned = if !self.halted() && self.reading_lines() {
-                    self.buffered()
-                } else {
-                    0
-                };
-            }
+        let held = std::mem::take(&mut self.held);
+        let used = self.process(&held);
+        self.held = held;
+        if self.is_closed() || matches!(self.phase, Phase::TlsHandshake { .. }) {
+            self.held = Vec::new();
+        } else if used == self.held.len() {
+            // Release what a pause buffered, so an idle session does not hold it.
+            self.held = Vec::new();
+        } else {
+            self.held.drain(..used);
         }
     }
 
-    /// Processes `buf` until it is used up, a hook is pending, or the session closes or
-    /// hands over to TLS. Returns the bytes used; the rest is an incomplete line (or input
-    /// to keep for after the hook). The first `scanned` bytes are known to hold no LF.
-    fn process(&mut self, buf: &[u8], mut scanned: usize) -> usize {
+    /// Reads `input` with the reader of each phase in turn, until it is used up or the
+    /// session must stop (a hook, full outputs, the close, a TLS handshake). Returns the
+    /// bytes used.
+    fn process(&mut self, input: &[u8]) -> usize {
         let mut pos = 0;
         loop {
-            if self.pending.is_some() {
+            if self.pending.is_some() || self.output_full() {
                 return pos;
             }
-            match &mut self.phase {
-                Phase::Closed | Phase::TlsHandshake { .. } => return buf.len(),
+            let rest = &input[pos..];
+            let step = match &self.phase {
+                Phase::Closed | Phase::TlsHandshake { .. } => return input.len(),
                 Phase::Connecting | Phase::GreetingDelay { .. } => return pos,
-                Phase::Proxy
-                    if proxy_v2_length(&buf[pos..])
-                        .is_some_and(|len| len > self.config.max_pending_input) =>
-                {
-                    // A header the input buffer can never hold would be waited for forever.
-                    self.close(CloseSide::Local);
-                    return buf.len();
-                }
-                Phase::Proxy if proxy_v2_incomplete(&buf[pos..]) => return pos,
-                Phase::Proxy => match parse_proxy_header(&buf[pos..]) {
-                    Ok(ProxyParse::Incomplete) => return pos,
-                    Ok(ProxyParse::Done { header, consumed }) => {
-                        pos += consumed;
-                        self.apply_proxy_header(header);
-                        self.after_proxy();
-                        if let Phase::TlsHandshake {
-                            implicit: true,
-                            handshake_bytes,
-                        } = &mut self.phase
-                        {
-                            // The TLS client speaks first: these bytes belong to the handshake.
-                            handshake_bytes.extend_from_slice(&buf[pos..]);
-                            return buf.len();
-                        }
-                    }
-                    Err(_) => {
-                        self.close(CloseSide::Local);
-                        return buf.len();
-                    }
-                },
-                Phase::Data { rx, body } => {
-                    let (used, status) = rx.feed(&buf[pos..], body);
-                    pos += used;
-                    match status {
-                        DataStatus::Done => self.end_of_data(),
-                        DataStatus::NeedMore => return pos,
-                    }
-                }
-                Phase::Bdat(chunk) => {
-                    let n = chunk.remaining.min((buf.len() - pos) as u64) as usize;
-                    chunk.remaining -= n as u64;
-                    let done = chunk.remaining == 0;
-                    if chunk.error.is_none() {
-                        store_chunk(
-                            self.tx.as_deref_mut(),
-                            &buf[pos..pos + n],
-                            self.config.max_message_size,
-                            self.config.hooks.message,
-                        );
-                    }
-                    pos += n;
-                    if !done {
-                        return pos;
-                    }
-                    self.end_of_chunk();
-                }
-                Phase::Command | Phase::Auth(_) => {
-                    if self.shutdown_requested {
-                        self.shutdown_now();
-                        return buf.len();
-                    }
-                    if pos == buf.len() || self.output_full() {
-                        return pos;
-                    }
-                    let in_auth = matches!(self.phase, Phase::Auth(_));
-                    if let Some(auth_line) = self.skipping_long_line {
-                        let Some(i) = memchr(b'\n', &buf[pos..]) else {
-                            return buf.len();
-                        };
-                        pos += i + 1;
-                        self.skipping_long_line = None;
-                        self.line_too_long(auth_line);
-                        continue;
-                    }
-                    let auth_line = in_auth || self.is_auth_command(&buf[pos..]);
-                    let limit = if auth_line {
-                        self.config
-                            .line_limit()
-                            .max(self.config.max_auth_line_length)
-                    } else {
-                        self.config.line_limit()
-                    };
-                    let from = (pos + scanned).min(buf.len());
-                    scanned = 0;
-                    let Some(i) = memchr(b'\n', &buf[from..]) else {
-                        if buf.len() - pos >= limit {
-                            // No line end within the limit: drop what came, skip to the LF.
-                            self.skipping_long_line = Some(auth_line);
-                            return buf.len();
-                        }
-                        return pos;
-                    };
-                    let end = from + i;
-                    let line = &buf[pos..end];
-                    pos = end + 1;
-                    if line.len() >= limit {
-                        self.line_too_long(auth_line);
-                        continue;
-                    }
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    self.input_follows = pos < buf.len() || self.read_continues;
-                    self.handle_line(line);
-                    if matches!(self.phase, Phase::TlsHandshake { .. }) {
-                        self.begin_tls(self.input_follows);
-                        return buf.len();
-                    }
-                }
+                Phase::Proxy(_) => self.read_proxy(rest),
+                Phase::Command(_) | Phase::Auth(..) => self.read_line(rest),
+                Phase::Data(_) => self.read_data(rest),
+                Phase::Bdat { .. } => self.read_chunk(rest),
+            };
+            match step {
+                Step::Next(n) => pos += n,
+                Step::NeedMore(n) => return pos + n,
             }
         }
     }
 
-    /// True when a line starts an AUTH command: it gets the AUTH line limit, since initial
-    /// responses may be long (RFC 4954: 12288), and its own error when over it.
-    fn is_auth_command(&self, line_start: &[u8]) -> bool {
-        self.ext.auth && line_start.len() >= 5 && line_start[..5].eq_ignore_ascii_case(b"AUTH ")
+    fn read_proxy(&mut self, input: &[u8]) -> Step {
+        let Phase::Proxy(reader) = &mut self.phase else {
+            unreachable!("read_proxy runs in the PROXY phase");
+        };
+        let (used, read) = reader.read(input, self.config.max_pending_input);
+        match read {
+            ProxyRead::NeedMore => return Step::NeedMore(used),
+            // Not a header, or one the input buffer could never hold.
+            ProxyRead::Refused => self.close(CloseSide::Local),
+            ProxyRead::Header(header) => {
+                self.apply_proxy_header(header);
+                self.after_proxy();
+                if let Phase::TlsHandshake {
+                    implicit: true,
+                    handshake_bytes,
+                } = &mut self.phase
+                {
+                    // The TLS client speaks first: the rest belongs to the handshake.
+                    handshake_bytes.extend_from_slice(&input[used..]);
+                    return Step::NeedMore(input.len());
+                }
+            }
+        }
+        Step::Next(used)
     }
 
-    fn line_too_long(&mut self, auth_line: bool) {
-        if auth_line {
-            self.phase = Phase::Command;
-            self.say(AUTH_LINE_TOO_LONG, ReplyState::Auth);
+    fn read_line(&mut self, input: &[u8]) -> Step {
+        if self.shutdown_requested {
+            self.shutdown_now();
+            return Step::NeedMore(input.len());
+        }
+        let (Phase::Command(reader) | Phase::Auth(_, reader)) = &mut self.phase else {
+            unreachable!("read_line runs in the line phases");
+        };
+        let (used, read) = reader.read(input);
+        if reader.has_partial_line() {
+            self.clock.line_started();
         } else {
-            self.say(LINE_TOO_LONG, ReplyState::Unknown);
+            self.clock.line_ended();
+        }
+        match read {
+            Read::NeedMore => return Step::NeedMore(used),
+            Read::TooLong(kind) => self.line_too_long(kind),
+            Read::Line(line, ending) => self.line(&line, ending, used < input.len()),
+        }
+        Step::Next(used)
+    }
+
+    fn read_data(&mut self, input: &[u8]) -> Step {
+        let (Phase::Data(rx), Some(tx)) = (&mut self.phase, self.tx.as_deref_mut()) else {
+            unreachable!("message data is read inside a transaction");
+        };
+        let normalizing = self.config.bare_line_endings == BareLineEndings::Normalize;
+        let (used, status, piece) = tx.sink.feed(input, normalizing, |i, b| rx.feed(i, b));
+        let failure = body_failure(rx.exceeded(), rx.saw_bare_line_ending(), &self.config);
+        if failure.is_some() {
+            rx.stop_storing();
+        }
+        self.clock.transferred(used);
+        self.body_progress(piece, failure);
+        match status {
+            DataStatus::NeedMore => Step::NeedMore(used),
+            DataStatus::Done => {
+                self.end_of_data();
+                Step::Next(used)
+            }
         }
     }
 
-    /// Queues what is due now that input was processed: a shutdown or end-of-stream close
-    /// once nothing is owed, and the coalesced writes.
-    fn settle(&mut self) {
-        if self.pending.is_none() {
-            match self.phase {
-                Phase::Command | Phase::Auth(_) if self.shutdown_requested => self.shutdown_now(),
-                Phase::Proxy | Phase::Connecting | Phase::GreetingDelay { .. }
-                    if self.shutdown_requested =>
-                {
-                    self.close(CloseSide::Local)
+    fn read_chunk(&mut self, input: &[u8]) -> Step {
+        let Phase::Bdat { rx, refusal } = &mut self.phase else {
+            unreachable!("read_chunk runs in the BDAT phase");
+        };
+        let (used, status) = match (refusal, self.tx.as_deref_mut()) {
+            (None, Some(tx)) => {
+                let normalizing = self.config.bare_line_endings == BareLineEndings::Normalize;
+                let (used, status, piece) = tx.sink.feed(input, normalizing, |i, b| rx.feed(i, b));
+                let failure = body_failure(rx.exceeded(), rx.saw_bare_line_ending(), &self.config);
+                if failure.is_some() {
+                    rx.stop_storing();
                 }
-                Phase::Closed => {}
-                // Commands held back by a full output buffer are still owed their replies.
-                _ if self.eof && !self.output_full() => self.close(CloseSide::Remote),
-                _ => {}
+                self.body_progress(piece, failure);
+                (used, status)
+            }
+            _ => rx.feed(input, &mut Vec::new()),
+        };
+        self.clock.transferred(used);
+        match status {
+            ChunkStatus::NeedMore => Step::NeedMore(used),
+            ChunkStatus::Done => {
+                self.end_of_chunk();
+                Step::Next(used)
             }
         }
-        // The coalesced replies stay in `wbuf`: `poll_output` hands them out last, as one
-        // Write. Anything queued after them flushes them first.
+    }
+
+    /// Hands out a piece of the body, or, once the message is known to fail, announces
+    /// that and stores nothing more of it.
+    fn body_progress(&mut self, piece: Option<Vec<u8>>, failure: Option<AbortReason>) {
+        let Some(tx) = self.tx.as_deref_mut() else {
+            unreachable!("a body belongs to a transaction");
+        };
+        match (failure, piece) {
+            (Some(reason), _) => {
+                let sink = std::mem::replace(&mut tx.sink, BodySink::Discard);
+                if sink.is_streaming() {
+                    self.out.push(Output::BodyAborted(reason));
+                }
+            }
+            (None, Some(piece)) => self.out.push(Output::BodyPiece(piece)),
+            (None, None) => {}
+        }
+    }
+
+    /// Queues what is due once input was processed: a shutdown or end-of-stream close
+    /// once nothing is owed.
+    fn settle(&mut self) {
+        if self.pending.is_some() {
+            return;
+        }
+        // Held input the session will go on with is still owed its replies.
+        let idle = self.held.is_empty() || self.paused();
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Proxy(_) | Phase::Connecting | Phase::GreetingDelay { .. }
+                if self.shutdown_requested =>
+            {
+                self.close(CloseSide::Local)
+            }
+            Phase::Command(_) | Phase::Auth(..) if self.shutdown_requested && idle => {
+                self.shutdown_now()
+            }
+            _ if self.eof && idle && !self.output_full() => self.close(CloseSide::Remote),
+            _ => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Option<(Instant, Due)> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let timeout = |d: Option<(Instant, Expiry)>| d.map(|(at, why)| (at, Due::Timeout(why)));
+        match self.phase {
+            Phase::Closed => None,
+            Phase::GreetingDelay { until } => Some((until, Due::Greeting)),
+            _ if !self.held.is_empty() => Some((self.clock.now(), Due::Resume)),
+            Phase::Data(_) | Phase::Bdat { .. } => timeout(self.clock.data_deadline(&self.config)),
+            _ => timeout(self.clock.command_deadline(&self.config)),
+        }
     }
 
     fn shutdown_now(&mut self) {
-        let text = format!("{} Service shutting down", self.config.hostname);
-        self.send(Reply::built(421, e(4, 3, 2), text), ReplyState::Shutdown);
+        let reply = closing::shutdown(&self.config.hostname);
+        self.reply(reply, ReplyState::Shutdown);
         self.close(CloseSide::Local);
     }
 
@@ -975,8 +847,7 @@ impl Session {
                 implicit: true,
                 handshake_bytes: Vec::new(),
             };
-            self.flush();
-            self.out.push_back(Output::StartTls);
+            self.out.push(Output::StartTls);
         } else {
             self.start_connect();
         }
@@ -984,7 +855,7 @@ impl Session {
 
     fn start_connect(&mut self) {
         let delay = self.config.greeting_delay;
-        match self.last_activity.checked_add(delay) {
+        match self.clock.now().checked_add(delay) {
             Some(until) if !delay.is_zero() => self.phase = Phase::GreetingDelay { until },
             _ => self.connect(),
         }
@@ -1001,97 +872,104 @@ impl Session {
 
     fn greet(&mut self, custom: Option<Reply>) {
         if self.early_talker && self.config.reject_early_talkers {
-            let text = format!(
-                "{} Error: talking before the greeting",
-                self.config.hostname
-            );
-            self.send(
-                self.standard(Reply::built(554, e(5, 5, 1), text)),
+            self.reply(
+                closing::early_talker(&self.config.hostname),
                 ReplyState::Connect,
             );
             return self.close(CloseSide::Local);
         }
-        let reply = custom.unwrap_or_else(|| {
-            let text = format!("{} {}", self.config.hostname, self.config.banner);
-            Reply::built(220, None, text.trim_end().to_owned())
-        });
-        self.send(reply, ReplyState::Connect);
+        let reply = custom.unwrap_or_else(|| self.greeting());
+        self.reply(reply, ReplyState::Connect);
         if !self.is_closed() {
-            self.phase = Phase::Command;
+            self.phase = Phase::Command(LineReader::commands(self.line_limits));
         }
+    }
+
+    fn greeting(&self) -> Reply {
+        let text = format!("{} {}", self.config.hostname, self.config.banner);
+        Reply::built(220, None, text.trim_end().to_owned())
     }
 
     // ----------------------------------------------------------------------------------
     // Commands
 
-    fn handle_line(&mut self, line: &[u8]) {
-        if let Phase::Auth(_) = self.phase {
-            let Phase::Auth(exchange) = std::mem::replace(&mut self.phase, Phase::Command) else {
-                return;
+    /// One line from the client: a command, or a response in an AUTH exchange.
+    fn line(&mut self, line: &[u8], ending: LineEnding, pipelined: bool) {
+        if ending == LineEnding::BareLf && self.config.bare_line_endings == BareLineEndings::Reject
+        {
+            return self.bare_lf_line(line);
+        }
+        if let Phase::Auth(..) = self.phase {
+            let commands = Phase::Command(LineReader::commands(self.line_limits));
+            let Phase::Auth(exchange, _) = std::mem::replace(&mut self.phase, commands) else {
+                unreachable!("the phase was just matched");
             };
             return self.auth_line(exchange, line);
         }
         match parse_command(line) {
-            Ok(command) => self.command(command),
+            Ok(command) => self.command(command, pipelined),
             Err(error) => self.command_error(error),
+        }
+    }
+
+    /// A line ended by a bare LF under [`BareLineEndings::Reject`]: refused, not executed.
+    /// A BDAT chunk still follows its command, so its bytes are skipped, never read as
+    /// commands.
+    fn bare_lf_line(&mut self, line: &[u8]) {
+        if let Phase::Auth(..) = self.phase {
+            self.phase = Phase::Command(LineReader::commands(self.line_limits));
+            return self.reply(BARE_LF_COMMAND, ReplyState::Auth);
+        }
+        match parse_command(line) {
+            Ok(Command::Bdat { size, last }) => self.skip_chunk(size, last, BARE_LF_COMMAND),
+            Ok(command) => self.reply(BARE_LF_COMMAND, verb_state(command.verb())),
+            Err(_) => self.reply(BARE_LF_COMMAND, ReplyState::Unknown),
+        }
+    }
+
+    fn line_too_long(&mut self, kind: LineKind) {
+        match kind {
+            LineKind::Auth => {
+                self.phase = Phase::Command(LineReader::commands(self.line_limits));
+                self.reply(AUTH_LINE_TOO_LONG, ReplyState::Auth);
+            }
+            LineKind::Command => self.reply(LINE_TOO_LONG, ReplyState::Unknown),
         }
     }
 
     fn command_error(&mut self, error: CommandError) {
         match error {
-            CommandError::Unknown => self.say(UNKNOWN_COMMAND, ReplyState::Unknown),
-            CommandError::NotUtf8(None) => self.say(NOT_UTF8, ReplyState::Unknown),
-            CommandError::NotUtf8(Some(verb)) => {
-                let reply = Reply::fixed(501, e(5, 5, 2), "Invalid UTF-8 in command");
-                self.say(reply, verb_state(verb))
-            }
+            CommandError::Unknown => self.reply(UNKNOWN_COMMAND, ReplyState::Unknown),
+            CommandError::NotUtf8(verb) => self.reply(NOT_UTF8, verb_state(verb)),
             CommandError::Syntax(Verb::Bdat) => {
                 // The chunk's size is unknown, so its bytes cannot be skipped; reading them as
                 // commands would let a client smuggle them. The stream is lost: close.
-                self.say(SYNTAX, ReplyState::Bdat);
-                let text = format!(
-                    "{} Cannot resynchronise after a bad BDAT",
-                    self.config.hostname
-                );
-                self.send(Reply::built(421, e(4, 5, 0), text), ReplyState::Bdat);
+                self.reply(SYNTAX, ReplyState::Bdat);
+                self.reply(closing::bdat_lost(&self.config.hostname), ReplyState::Bdat);
                 self.close(CloseSide::Local);
             }
             CommandError::Syntax(verb @ (Verb::Helo | Verb::Ehlo)) => {
-                self.say(BAD_HELO, verb_state(verb))
+                self.reply(BAD_HELO, verb_state(verb))
             }
-            CommandError::Syntax(verb) => self.say(SYNTAX, verb_state(verb)),
-            CommandError::Address(Verb::Mail, _) => self.say(BAD_SENDER, ReplyState::Mail),
-            CommandError::Address(verb, _) => self.say(BAD_RECIPIENT, verb_state(verb)),
+            CommandError::Syntax(verb) => self.reply(SYNTAX, verb_state(verb)),
+            CommandError::Address(Verb::Mail, _) => self.reply(BAD_SENDER, ReplyState::Mail),
+            CommandError::Address(verb, _) => self.reply(BAD_RECIPIENT, verb_state(verb)),
         }
     }
 
-    fn command(&mut self, command: Command<'_>) {
+    /// Runs a parsed command; `pipelined` tells whether more input followed it.
+    fn command(&mut self, command: Command<'_>, pipelined: bool) {
         let verb = command.verb();
-        if self.input_follows
-            && self.config.reject_unauth_pipelining
-            && self.pipelining_forbidden(verb)
-        {
-            let text = format!(
-                "{} Error: improper use of SMTP command pipelining",
-                self.config.hostname
-            );
-            self.send(
-                self.standard(Reply::built(554, e(5, 5, 0), text)),
-                verb_state(verb),
-            );
+        if pipelined && self.config.reject_unauth_pipelining && self.pipelining_forbidden(verb) {
+            let reply = closing::unauth_pipelining(&self.config.hostname);
+            self.reply(reply, verb_state(verb));
             return self.close(CloseSide::Local);
         }
-        if self.config.require_tls
-            && self.tls.is_none()
-            && !matches!(
-                verb,
-                Verb::Noop | Verb::Helo | Verb::Ehlo | Verb::StartTls | Verb::Quit
-            )
-        {
+        if self.config.require_tls && self.tls.is_none() && !allowed_before_tls(verb) {
             if let Command::Bdat { size, last } = command {
                 return self.skip_chunk(size, last, TLS_REQUIRED);
             }
-            return self.say(TLS_REQUIRED, verb_state(verb));
+            return self.reply(TLS_REQUIRED, verb_state(verb));
         }
         match command {
             Command::Helo(host) => self.cmd_helo(HeloVerb::Helo, host),
@@ -1101,20 +979,20 @@ impl Session {
             Command::Data => self.cmd_data(),
             Command::Bdat { size, last } => self.cmd_bdat(size, last),
             Command::Rset => {
-                self.tx = None;
-                self.say(OK, ReplyState::Rset)
+                self.end_transaction(AbortReason::Reset);
+                self.reply(OK, ReplyState::Rset)
             }
-            Command::Noop => self.say(OK, ReplyState::Noop),
+            Command::Noop => self.reply(OK, ReplyState::Noop),
             Command::Quit => {
-                self.say(BYE, ReplyState::Quit);
+                self.reply(BYE, ReplyState::Quit);
                 self.close(CloseSide::Local);
             }
-            Command::Vrfy(_) if self.config.vrfy => self.say(VRFY_OK, ReplyState::Vrfy),
-            Command::Vrfy(_) => self.say(NOT_IMPLEMENTED, ReplyState::Vrfy),
-            Command::Expn(_) if self.config.expn => self.say(VRFY_OK, ReplyState::Expn),
-            Command::Expn(_) => self.say(NOT_IMPLEMENTED, ReplyState::Expn),
-            Command::Help(_) => self.say(HELP, ReplyState::Help),
-            Command::StartTls => self.cmd_starttls(),
+            Command::Vrfy(_) if self.config.vrfy => self.reply(VRFY_OK, ReplyState::Vrfy),
+            Command::Vrfy(_) => self.reply(NOT_IMPLEMENTED, ReplyState::Vrfy),
+            Command::Expn(_) if self.config.expn => self.reply(VRFY_OK, ReplyState::Expn),
+            Command::Expn(_) => self.reply(NOT_IMPLEMENTED, ReplyState::Expn),
+            Command::Help(_) => self.reply(HELP, ReplyState::Help),
+            Command::StartTls => self.cmd_starttls(pipelined),
             Command::Auth { mechanism, initial } => self.cmd_auth(mechanism, initial),
             Command::Xclient(args) => self.cmd_xclient(args),
         }
@@ -1130,7 +1008,7 @@ impl Session {
 
     fn cmd_helo(&mut self, verb: HeloVerb, host: &str) {
         // HELO/EHLO reset any transaction, as RSET does (RFC 5321 4.1.4).
-        self.tx = None;
+        self.end_transaction(AbortReason::Reset);
         let info = HeloInfo {
             verb,
             host: host.to_owned(),
@@ -1147,16 +1025,13 @@ impl Session {
     }
 
     fn helo_accepted(&mut self, info: HeloInfo, custom: Option<Reply>) {
-        let state = match info.verb {
-            HeloVerb::Helo => ReplyState::Helo,
-            HeloVerb::Ehlo => ReplyState::Ehlo,
-        };
         let reply = custom.unwrap_or_else(|| match info.verb {
             HeloVerb::Helo => Reply::built(250, None, self.config.hostname.clone()),
             HeloVerb::Ehlo => self.ehlo_reply(&info.host),
         });
+        let state = helo_state(info.verb);
         self.helo = Some(info);
-        self.send(reply, state);
+        self.reply(reply, state);
     }
 
     fn ehlo_reply(&self, host: &str) -> Reply {
@@ -1211,30 +1086,27 @@ impl Session {
             ParamError::SizeExceeded => TOO_BIG,
             ParamError::Syntax | ParamError::Duplicate => BAD_PARAM,
         };
-        self.say(reply, state)
+        self.reply(reply, state)
     }
 
     fn cmd_mail(&mut self, path: ReversePath, raw_params: &str) {
         let state = ReplyState::Mail;
         if self.config.require_helo && self.helo.is_none() {
-            return self.say(NEED_HELO, state);
+            return self.reply(NEED_HELO, state);
         }
         if self.tx.is_some() {
-            return self.say(NESTED_MAIL, state);
+            return self.reply(NESTED_MAIL, state);
         }
         if self.config.require_auth && self.auth.is_none() {
-            return self.say(AUTH_REQUIRED, state);
+            return self.reply(AUTH_REQUIRED, state);
         }
-        let params = match parse_mail_params(
-            raw_params,
-            self.param_support(),
-            self.config.max_message_size,
-        ) {
+        let support = self.param_support();
+        let params = match parse_mail_params(raw_params, support, self.config.max_message_size) {
             Ok(params) => params,
             Err(error) => return self.param_error(error, state),
         };
         if !path.is_ascii() && !params.smtputf8 {
-            return self.say(UTF8_NEEDS_SMTPUTF8, state);
+            return self.reply(UTF8_NEEDS_SMTPUTF8, state);
         }
         if self.config.hooks.mail_from {
             let hook = Hook::MailFrom {
@@ -1254,27 +1126,25 @@ impl Session {
                 mail_params: params,
                 recipients: Vec::new(),
             },
-            body: Vec::new(),
-            size: 0,
-            chunked: false,
-            exceeded: false,
+            sink: BodySink::Discard,
+            chunks: None,
         }));
-        self.send_or(custom, MAIL_OK, ReplyState::Mail);
+        self.reply(custom.unwrap_or(MAIL_OK), ReplyState::Mail);
     }
 
     fn cmd_rcpt(&mut self, path: ForwardPath, raw_params: &str) {
         let state = ReplyState::Rcpt;
         let Some(tx) = &self.tx else {
-            return self.say(NEED_MAIL, state);
+            return self.reply(NEED_MAIL, state);
         };
         if tx.envelope.recipients.len() >= self.config.max_recipients {
             // Clients that pipeline past the limit are common and harmless up to a point
             // (Postfix's smtpd_recipient_overshoot_limit); a flood beyond it counts as errors.
             self.overshoot = self.overshoot.saturating_add(1);
             if self.overshoot <= self.config.recipient_overshoot_limit {
-                return self.say_uncounted(TOO_MANY_RCPTS, state);
+                return self.out.reply_uncounted(TOO_MANY_RCPTS, state);
             }
-            return self.say(TOO_MANY_RCPTS, state);
+            return self.reply(TOO_MANY_RCPTS, state);
         }
         let utf8_allowed = tx.envelope.mail_params.smtputf8;
         let params = match parse_rcpt_params(raw_params, self.param_support()) {
@@ -1282,7 +1152,7 @@ impl Session {
             Err(error) => return self.param_error(error, state),
         };
         if !path.is_ascii() && !utf8_allowed {
-            return self.say(UTF8_NEEDS_SMTPUTF8, state);
+            return self.reply(UTF8_NEEDS_SMTPUTF8, state);
         }
         if self.config.hooks.rcpt_to {
             let hook = Hook::RcptTo {
@@ -1296,14 +1166,11 @@ impl Session {
     }
 
     fn rcpt_accepted(&mut self, path: ForwardPath, params: RcptParams, custom: Option<Reply>) {
-        match &mut self.tx {
-            Some(tx) => {
-                tx.envelope.recipients.push(Recipient { path, params });
-                self.send_or(custom, RCPT_OK, ReplyState::Rcpt);
-            }
-            // Nothing can end the transaction while the hook is pending; stay safe anyway.
-            None => self.say(NEED_MAIL, ReplyState::Rcpt),
-        }
+        let Some(tx) = &mut self.tx else {
+            unreachable!("nothing ends a transaction while its RCPT hook is pending");
+        };
+        tx.envelope.recipients.push(Recipient { path, params });
+        self.reply(custom.unwrap_or(RCPT_OK), ReplyState::Rcpt);
     }
 
     /// Why the transaction cannot take message data now, if it cannot.
@@ -1314,7 +1181,7 @@ impl Session {
         if tx.envelope.recipients.is_empty() {
             return Some(NEED_RCPT);
         }
-        if !chunked && tx.chunked {
+        if !chunked && tx.chunks.is_some() {
             return Some(DATA_AFTER_BDAT);
         }
         if !chunked && tx.envelope.mail_params.body == Some(Body::BinaryMime) {
@@ -1325,7 +1192,7 @@ impl Session {
 
     fn cmd_data(&mut self) {
         if let Some(reply) = self.data_refusal(false) {
-            return self.say(reply, ReplyState::Data);
+            return self.reply(reply, ReplyState::Data);
         }
         if self.config.hooks.data {
             self.call_hook(Stage::Data, Hook::Data);
@@ -1335,59 +1202,89 @@ impl Session {
     }
 
     fn start_data(&mut self, custom: Option<Reply>) {
-        if self.tx.is_none() {
-            return self.say(NEED_MAIL, ReplyState::Data);
-        }
-        self.send(custom.unwrap_or(START_DATA), ReplyState::Data);
+        self.reply(custom.unwrap_or(START_DATA), ReplyState::Data);
         let (policy, max) = (self.config.bare_line_endings, self.config.max_message_size);
-        let (rx, body) = if self.config.hooks.message {
-            // One allocation for a message of the size the client declared; capped, so a
-            // client that lies cannot make a session reserve much it never sends.
-            let declared = self.tx.as_ref().and_then(|tx| tx.envelope.mail_params.size);
-            let presize = declared.unwrap_or(0).min(max).min(PRESIZE_LIMIT);
-            (
-                DataReceiver::new(policy, max),
-                Vec::with_capacity(presize as usize),
-            )
+        let rx = if self.config.hooks.message {
+            DataReceiver::new(policy, max)
         } else {
             // Nobody is told about the message: read it without storing it.
-            (DataReceiver::discarding(policy, max), Vec::new())
+            DataReceiver::discarding(policy, max)
         };
-        self.phase = Phase::Data { rx, body };
+        self.start_body();
+        self.clock.transfer_started();
+        self.phase = Phase::Data(rx);
+    }
+
+    /// The body of the open transaction starts: it gets the sink the config asks for.
+    fn start_body(&mut self) {
+        let sink = match (self.config.hooks.message, self.config.body_delivery) {
+            (false, _) => BodySink::Discard,
+            (true, BodyDelivery::Streamed { max_piece }) => BodySink::Stream { max_piece },
+            (true, _) => {
+                // One allocation for a message of the size the client declared; capped, so a
+                // client that lies cannot make a session reserve much it never sends.
+                let declared = self.envelope().and_then(|e| e.mail_params.size);
+                let presize = declared.unwrap_or(0).min(self.config.max_message_size);
+                BodySink::Buffer(Vec::with_capacity(presize.min(PRESIZE_LIMIT) as usize))
+            }
+        };
+        let Some(tx) = self.tx.as_deref_mut() else {
+            unreachable!("a body starts inside a transaction");
+        };
+        tx.sink = sink;
     }
 
     fn end_of_data(&mut self) {
-        let Phase::Data { rx, body } = std::mem::replace(&mut self.phase, Phase::Command) else {
-            return;
+        let commands = Phase::Command(LineReader::commands(self.line_limits));
+        let Phase::Data(rx) = std::mem::replace(&mut self.phase, commands) else {
+            unreachable!("the end of data comes in the DATA phase");
         };
+        self.clock.transfer_ended();
         let Some(tx) = self.tx.take() else {
-            return self.say(NEED_MAIL, ReplyState::Eod);
+            unreachable!("message data is read inside a transaction");
         };
         if rx.exceeded() {
-            return self.say(TOO_BIG, ReplyState::Eod);
+            return self.reply(TOO_BIG, ReplyState::Eod);
         }
         if rx.saw_bare_line_ending() && self.config.bare_line_endings == BareLineEndings::Reject {
-            return self.say(BARE_LINE_ENDING, ReplyState::Eod);
+            return self.reply(BARE_LINE_ENDING, ReplyState::Eod);
         }
-        self.deliver(tx.envelope, body, false);
+        let facts = BodyFacts {
+            size: rx.size(),
+            eight_bit: rx.saw_eight_bit(),
+            bare_line_endings: rx.saw_bare_line_ending(),
+            chunked: false,
+        };
+        self.deliver(*tx, facts);
     }
 
-    fn deliver(&mut self, envelope: Envelope, body: Vec<u8>, chunked: bool) {
-        let state = if chunked {
+    fn deliver(&mut self, tx: Transaction, facts: BodyFacts) {
+        let state = if facts.chunked {
             ReplyState::Bdat
         } else {
             ReplyState::Eod
         };
-        if self.config.hooks.message {
-            let message = Box::new(Message {
-                envelope,
-                body,
-                chunked,
-            });
-            self.call_hook(Stage::Message { chunked }, Hook::Message(message));
-        } else {
-            self.say(MESSAGE_OK, state);
+        if !self.config.hooks.message {
+            return self.reply(MESSAGE_OK, state);
         }
+        let (body, streamed) = match tx.sink {
+            BodySink::Buffer(body) => (body, false),
+            BodySink::Stream { .. } => (Vec::new(), true),
+            BodySink::Discard => unreachable!("a failed message is never delivered"),
+        };
+        let message = Box::new(Message {
+            envelope: tx.envelope,
+            body,
+            streamed,
+            size: facts.size,
+            chunked: facts.chunked,
+            eight_bit: facts.eight_bit,
+            bare_line_endings: facts.bare_line_endings,
+        });
+        let stage = Stage::Message {
+            chunked: facts.chunked,
+        };
+        self.call_hook(stage, Hook::Message(message));
     }
 
     fn cmd_bdat(&mut self, size: u64, last: bool) {
@@ -1397,7 +1294,7 @@ impl Session {
         if let Some(reply) = self.data_refusal(true) {
             return self.skip_chunk(size, last, reply);
         }
-        let first = self.tx.as_ref().is_some_and(|tx| !tx.chunked);
+        let first = self.tx.as_ref().is_some_and(|tx| tx.chunks.is_none());
         if first && self.config.hooks.data {
             self.call_hook(Stage::Bdat { size, last }, Hook::Data);
         } else {
@@ -1407,75 +1304,95 @@ impl Session {
 
     /// Consumes a chunk's bytes without storing them, then sends `reply`.
     fn skip_chunk(&mut self, size: u64, last: bool, reply: Reply) {
-        self.phase = Phase::Bdat(Chunk {
-            remaining: size,
-            last,
-            error: Some(reply),
-        });
+        let mut rx = BdatReceiver::discarding(None, u64::MAX);
+        rx.start_chunk(size, last);
+        self.clock.transfer_started();
+        self.phase = Phase::Bdat {
+            rx,
+            refusal: Some(reply),
+        };
     }
 
     fn start_chunk(&mut self, size: u64, last: bool) {
-        match &mut self.tx {
-            Some(tx) => {
-                tx.chunked = true;
-                self.phase = Phase::Bdat(Chunk {
-                    remaining: size,
-                    last,
-                    error: None,
-                });
+        let Some(tx) = self.tx.as_deref_mut() else {
+            unreachable!("a chunk is accepted inside a transaction");
+        };
+        let mut rx = match tx.chunks.take() {
+            Some(rx) => rx,
+            None => {
+                let binary = tx.envelope.mail_params.body == Some(Body::BinaryMime);
+                let policy = (!binary).then_some(self.config.bare_line_endings);
+                let max = self.config.max_message_size;
+                let rx = if self.config.hooks.message {
+                    BdatReceiver::new(policy, max)
+                } else {
+                    BdatReceiver::discarding(policy, max)
+                };
+                self.start_body();
+                rx
             }
-            None => self.skip_chunk(size, last, NEED_MAIL),
-        }
+        };
+        rx.start_chunk(size, last);
+        self.clock.transfer_started();
+        self.phase = Phase::Bdat { rx, refusal: None };
     }
 
     fn end_of_chunk(&mut self) {
-        let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
-            return;
+        let commands = Phase::Command(LineReader::commands(self.line_limits));
+        let Phase::Bdat { rx, refusal } = std::mem::replace(&mut self.phase, commands) else {
+            unreachable!("a chunk ends in the BDAT phase");
         };
-        if let Some(reply) = chunk.error {
-            return self.say(reply, ReplyState::Bdat);
+        self.clock.transfer_ended();
+        if let Some(reply) = refusal {
+            return self.reply(reply, ReplyState::Bdat);
         }
-        let Some(tx) = self.tx.take() else {
-            return self.say(NEED_MAIL, ReplyState::Bdat);
+        let Some(mut tx) = self.tx.take() else {
+            unreachable!("a chunk is read inside a transaction");
         };
-        if tx.exceeded {
-            // The transaction is over: later chunks of it get 503 (RFC 3030 leaves the choice).
-            return self.say(TOO_BIG, ReplyState::Bdat);
+        // A failed message ends its transaction: later chunks of it get 503 (RFC 3030
+        // leaves the choice).
+        if rx.exceeded() {
+            return self.reply(TOO_BIG, ReplyState::Bdat);
         }
-        if chunk.last {
-            let tx = *tx;
-            self.deliver(tx.envelope, tx.body, true);
-        } else {
+        if rx.saw_bare_line_ending() && self.config.bare_line_endings == BareLineEndings::Reject {
+            return self.reply(BARE_LINE_ENDING, ReplyState::Bdat);
+        }
+        if !rx.is_last() {
+            tx.chunks = Some(rx);
             self.tx = Some(tx);
-            self.say(CHUNK_OK, ReplyState::Bdat);
+            return self.reply(CHUNK_OK, ReplyState::Bdat);
         }
+        let facts = BodyFacts {
+            size: rx.size(),
+            eight_bit: rx.saw_eight_bit(),
+            bare_line_endings: rx.saw_bare_line_ending(),
+            chunked: true,
+        };
+        self.deliver(*tx, facts);
     }
 
-    fn cmd_starttls(&mut self) {
+    fn cmd_starttls(&mut self, pipelined: bool) {
         let state = ReplyState::StartTls;
         if self.tls.is_some() {
-            return self.say(TLS_ACTIVE, state);
+            return self.reply(TLS_ACTIVE, state);
         }
         if !self.ext.starttls {
-            return self.say(TLS_UNAVAILABLE, state);
+            return self.reply(TLS_UNAVAILABLE, state);
         }
-        self.say(TLS_GO, state);
-        if !self.is_closed() {
-            self.phase = Phase::TlsHandshake {
-                implicit: false,
-                handshake_bytes: Vec::new(),
-            };
+        self.reply(TLS_GO, state);
+        if self.is_closed() {
+            return;
         }
-    }
-
-    /// After the 220 to STARTTLS: `injected` tells whether bytes followed the command.
-    fn begin_tls(&mut self, injected: bool) {
-        self.skipping_long_line = None;
-        if injected && self.config.starttls_injection == StartTlsInjection::Close {
+        self.phase = Phase::TlsHandshake {
+            implicit: false,
+            handshake_bytes: Vec::new(),
+        };
+        // Bytes after STARTTLS in the same read are never executed (CVE-2011-0411); by
+        // default they are dropped, on request the connection closes.
+        if pipelined && self.config.starttls_injection == StartTlsInjection::Close {
             return self.close(CloseSide::Local);
         }
-        self.flush();
-        self.out.push_back(Output::StartTls);
+        self.out.push(Output::StartTls);
     }
 
     fn auth_offered(&self) -> bool {
@@ -1485,20 +1402,20 @@ impl Session {
     fn cmd_auth(&mut self, mechanism: &str, initial: Option<&str>) {
         let state = ReplyState::Auth;
         if !self.ext.auth {
-            return self.say(NOT_IMPLEMENTED, state);
+            return self.reply(NOT_IMPLEMENTED, state);
         }
         if !self.auth_offered() {
-            return self.say(AUTH_NEEDS_TLS, state);
+            return self.reply(AUTH_NEEDS_TLS, state);
         }
         if self.auth.is_some() {
-            return self.say(AUTH_ALREADY, state);
+            return self.reply(AUTH_ALREADY, state);
         }
         if self.tx.is_some() {
-            return self.say(AUTH_IN_TRANSACTION, state);
+            return self.reply(AUTH_IN_TRANSACTION, state);
         }
         let mechanism = mechanism.to_ascii_uppercase();
         if !self.config.auth_mechanisms.contains(&mechanism) {
-            return self.say(AUTH_UNKNOWN_MECHANISM, state);
+            return self.reply(AUTH_UNKNOWN_MECHANISM, state);
         }
         // RFC 4954: "=" is an empty initial response.
         let initial = initial.map(|s| if s == "=" { "" } else { s });
@@ -1511,7 +1428,7 @@ impl Session {
                 let response = match response.map(|r| base64_decode(r.as_bytes())) {
                     None => Vec::new(),
                     Some(Some(bytes)) => bytes,
-                    Some(None) => return self.say(AUTH_BAD_BASE64, state),
+                    Some(None) => return self.reply(AUTH_BAD_BASE64, state),
                 };
                 self.auth_step(mechanism, response, 0, None);
             }
@@ -1519,16 +1436,14 @@ impl Session {
     }
 
     fn auth_prompt(&mut self, next: AuthExchange, challenge: &str) {
-        self.send(
-            Reply::built(334, None, challenge.to_owned()),
-            ReplyState::Auth,
-        );
-        self.phase = Phase::Auth(next);
+        let reply = Reply::built(334, None, challenge.to_owned());
+        self.reply(reply, ReplyState::Auth);
+        self.phase = Phase::Auth(next, LineReader::auth_exchange(self.line_limits));
     }
 
     fn auth_line(&mut self, exchange: AuthExchange, line: &[u8]) {
         if line == b"*" {
-            return self.say(AUTH_CANCELLED, ReplyState::Auth);
+            return self.reply(AUTH_CANCELLED, ReplyState::Auth);
         }
         match exchange {
             AuthExchange::Plain => self.auth_plain(line),
@@ -1550,7 +1465,7 @@ impl Session {
                 username,
             } => match base64_decode(line) {
                 Some(response) => self.auth_step(mechanism, response, step, username),
-                None => self.say(AUTH_BAD_BASE64, ReplyState::Auth),
+                None => self.reply(AUTH_BAD_BASE64, ReplyState::Auth),
             },
         }
     }
@@ -1560,7 +1475,7 @@ impl Session {
             SaslError::BadBase64 => AUTH_BAD_BASE64,
             SaslError::Malformed => AUTH_MALFORMED,
         };
-        self.say(reply, ReplyState::Auth)
+        self.reply(reply, ReplyState::Auth)
     }
 
     fn auth_plain(&mut self, response: &[u8]) {
@@ -1616,7 +1531,7 @@ impl Session {
             self.call_hook(stage, Hook::Auth(request));
         } else {
             // Nobody can verify credentials: fail closed.
-            self.say(AUTH_FAILED, ReplyState::Auth);
+            self.reply(AUTH_FAILED, ReplyState::Auth);
         }
     }
 
@@ -1629,18 +1544,18 @@ impl Session {
     fn cmd_xclient(&mut self, args: &str) {
         let state = ReplyState::Xclient;
         if !self.xclient_allowed() {
-            return self.say(XCLIENT_DENIED, state);
+            return self.reply(XCLIENT_DENIED, state);
         }
         if self.tx.is_some() {
-            return self.say(NESTED_MAIL, state);
+            return self.reply(NESTED_MAIL, state);
         }
         let Some(attrs) = xclient::parse(args) else {
-            return self.say(XCLIENT_SYNTAX, state);
+            return self.reply(XCLIENT_SYNTAX, state);
         };
         attrs.apply(&mut self.info, &mut self.helo, &mut self.auth);
         // Postfix answers XCLIENT with a fresh greeting: the client starts over with EHLO.
-        let text = format!("{} {}", self.config.hostname, self.config.banner);
-        self.send(Reply::built(220, None, text.trim_end().to_owned()), state);
+        let greeting = self.greeting();
+        self.reply(greeting, state);
     }
 
     // ----------------------------------------------------------------------------------
@@ -1649,62 +1564,61 @@ impl Session {
     fn call_hook(&mut self, stage: Stage, hook: Hook) {
         let id = HookId(self.next_hook);
         self.next_hook += 1;
-        self.flush();
-        self.out.push_back(Output::HookCall(HookCall { id, hook }));
+        self.out.hook_call(HookCall { id, hook });
         self.pending = Some(Pending { id, stage });
     }
 
     fn apply(&mut self, stage: Stage, decision: Decision) {
-        let state = stage.reply_state();
         match decision {
             Decision::Accept => self.accepted(stage, None),
             Decision::AcceptWith(reply) => self.accepted(stage, Some(reply)),
             Decision::Challenge(challenge) => {
-                if let Stage::Auth {
+                let Stage::Auth {
                     mechanism,
                     step,
                     username,
                 } = stage
-                {
-                    let next = AuthExchange::Step {
-                        mechanism,
-                        step: step + 1,
-                        username,
-                    };
-                    self.auth_prompt(next, &base64_encode(&challenge));
-                }
+                else {
+                    unreachable!("check_decision admits challenges for auth steps only");
+                };
+                let next = AuthExchange::Step {
+                    mechanism,
+                    step: step + 1,
+                    username,
+                };
+                self.auth_prompt(next, &base64_encode(&challenge));
             }
             Decision::Reject(reply) => self.refused(stage, reply),
-            Decision::Disconnect { reply, mode } => {
-                let code = reply.code();
-                match mode {
-                    DisconnectMode::If421 if code != 421 => self.refused(stage, reply),
-                    DisconnectMode::FollowWith421 if code != 421 => {
-                        self.send(reply, state);
-                        let text = format!(
-                            "{} disconnecting due to previous error",
-                            self.config.hostname
-                        );
-                        self.send(Reply::built(421, None, text), state);
-                        self.close(CloseSide::Local);
-                    }
-                    _ => {
-                        self.send(reply, state);
-                        self.close(CloseSide::Local);
-                    }
-                }
-            }
+            Decision::Disconnect { reply, mode } => self.disconnect(stage, reply, mode),
             Decision::HookFailed => {
                 let disconnect = self.config.hook_failure == HookFailurePolicy::Disconnect;
                 if disconnect || matches!(stage, Stage::Connect) {
-                    let text = format!("{} technical difficulties", self.config.hostname);
-                    self.send(Reply::built(421, e(4, 3, 0), text), state);
+                    let reply = closing::technical_difficulties(&self.config.hostname);
+                    self.reply(reply, stage.reply_state());
                     self.close(CloseSide::Local);
                 } else if matches!(stage, Stage::Auth { .. }) {
-                    self.refused(stage, self.standard(AUTH_TEMPORARY));
+                    self.refused(stage, AUTH_TEMPORARY);
                 } else {
-                    self.refused(stage, self.standard(HOOK_TEMPORARY));
+                    self.refused(stage, HOOK_TEMPORARY);
                 }
+            }
+        }
+    }
+
+    /// KumoMTA's `kumo.disconnect` modes (SPEC 5).
+    fn disconnect(&mut self, stage: Stage, reply: Reply, mode: DisconnectMode) {
+        let code = reply.code();
+        let state = stage.reply_state();
+        match mode {
+            DisconnectMode::If421 if code != 421 => self.refused(stage, reply),
+            DisconnectMode::FollowWith421 if code != 421 => {
+                self.reply(reply, state);
+                self.reply(closing::after_previous_error(&self.config.hostname), state);
+                self.close(CloseSide::Local);
+            }
+            _ => {
+                self.reply(reply, state);
+                self.close(CloseSide::Local);
             }
         }
     }
@@ -1722,19 +1636,15 @@ impl Session {
                     mechanism,
                     username,
                 });
-                self.send_or(custom, AUTH_OK, ReplyState::Auth);
+                self.reply(custom.unwrap_or(AUTH_OK), ReplyState::Auth);
             }
             Stage::Mail(path, params) => self.mail_accepted(path, params, custom),
             Stage::Rcpt(path, params) => self.rcpt_accepted(path, params, custom),
             Stage::Data => self.start_data(custom),
             Stage::Bdat { size, last } => self.start_chunk(size, last),
-            Stage::Message { chunked } => {
-                let state = if chunked {
-                    ReplyState::Bdat
-                } else {
-                    ReplyState::Eod
-                };
-                self.send_or(custom, MESSAGE_OK, state);
+            Stage::Message { .. } => {
+                let state = stage.reply_state();
+                self.reply(custom.unwrap_or(MESSAGE_OK), state);
             }
         }
     }
@@ -1742,13 +1652,12 @@ impl Session {
     /// A refusal: the reply is sent and the stage has no effect. A 421 closes, and so does
     /// any refusal of the connection itself.
     fn refused(&mut self, stage: Stage, reply: Reply) {
-        let state = stage.reply_state();
         let closes = reply.code() == 421 || matches!(stage, Stage::Connect);
         if let (Stage::Bdat { size, last }, false) = (&stage, closes) {
             // The client sends the chunk regardless; the reply is owed after it.
             return self.skip_chunk(*size, *last, reply);
         }
-        self.send(reply, state);
+        self.reply(reply, stage.reply_state());
         if closes {
             self.close(CloseSide::Local);
         }
@@ -1757,70 +1666,24 @@ impl Session {
     // ----------------------------------------------------------------------------------
     // Replies and closing
 
-    /// A crate default, without its enhanced code when ENHANCEDSTATUSCODES is off.
-    fn standard(&self, reply: Reply) -> Reply {
-        if self.ext.enhanced_status_codes {
-            reply
-        } else {
-            reply.without_enhanced()
+    /// Writes a reply; the outbox counts it toward the hard error limit, and reaching the
+    /// limit ends the session with `421 4.7.0`.
+    fn reply(&mut self, reply: Reply, state: ReplyState) {
+        let errors = self.out.reply(reply, state);
+        if errors >= self.config.hard_error_limit && !self.out.is_closed() {
+            let reply = closing::too_many_errors(&self.config.hostname);
+            self.out.reply_uncounted(reply, state);
+            self.close(CloseSide::Local);
         }
     }
 
-    fn say(&mut self, reply: Reply, state: ReplyState) {
-        let reply = self.standard(reply);
-        self.send(reply, state);
-    }
-
-    fn send_or(&mut self, custom: Option<Reply>, default: Reply, state: ReplyState) {
-        match custom {
-            Some(reply) => self.send(reply, state),
-            None => self.say(default, state),
-        }
-    }
-
-    /// Like [`say`](Session::say), without counting toward the hard error limit.
-    fn say_uncounted(&mut self, reply: Reply, state: ReplyState) {
-        let reply = self.standard(reply);
-        self.write_reply(reply, state);
-    }
-
-    /// Writes a reply and remembers it for the context.
-    fn write_reply(&mut self, reply: Reply, state: ReplyState) {
-        if self.is_closed() {
-            return;
-        }
-        if self.wbuf.capacity() == 0 {
-            self.wbuf.reserve(256);
-        }
-        reply.write_to(&mut self.wbuf);
-        self.last_reply = Some((reply, state));
-    }
-
-    /// Writes a reply and remembers it for the context; error replies to commands count
-    /// toward the hard error limit.
-    fn send(&mut self, reply: Reply, state: ReplyState) {
-        let counts = reply.is_error()
-            && reply.code() != 421
-            && !matches!(
-                state,
-                ReplyState::Connect | ReplyState::Timeout | ReplyState::Shutdown
-            );
-        self.write_reply(reply, state);
-        if counts && !self.is_closed() {
-            self.errors += 1;
-            if self.errors >= self.config.hard_error_limit {
-                let text = format!("{} Error: too many errors", self.config.hostname);
-                let reply = self.standard(Reply::built(421, e(4, 7, 0), text));
-                self.write_reply(reply, state);
-                self.close(CloseSide::Local);
+    /// Ends the open transaction, if any; a streamed body that had started is announced as
+    /// aborted.
+    fn end_transaction(&mut self, reason: AbortReason) {
+        if let Some(tx) = self.tx.take() {
+            if tx.sink.is_streaming() {
+                self.out.push(Output::BodyAborted(reason));
             }
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.wbuf.is_empty() {
-            self.out
-                .push_back(Output::Write(std::mem::take(&mut self.wbuf)));
         }
     }
 
@@ -1830,22 +1693,15 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        if self.io_error.is_some() {
-            self.wbuf.clear();
-        } else {
-            self.flush();
-        }
+        self.end_transaction(AbortReason::Closed);
+        self.out.close(self.io_error.is_some());
         self.phase = Phase::Closed;
         self.pending = None;
-        self.tx = None;
-        self.inbuf = Vec::new();
-        self.in_start = 0;
-        self.in_scanned = 0;
-        self.out.push_back(Output::Close);
+        self.held = Vec::new();
         let context = DisconnectContext {
             arguments: DisconnectArguments {
                 close: side,
-                reply: self.last_reply.as_ref().map(|(r, s)| LastReply::new(r, *s)),
+                reply: self.out.last_reply().map(|(r, s)| LastReply::new(r, *s)),
                 error: self.io_error.as_deref().cloned(),
             },
             connection: ConnectionDetails {
@@ -1860,62 +1716,50 @@ impl Session {
         };
         let id = HookId(self.next_hook);
         self.next_hook += 1;
-        self.out.push_back(Output::HookCall(HookCall {
-            id,
-            hook: Hook::Disconnect(Box::new(context)),
-        }));
+        let hook = Hook::Disconnect(Box::new(context));
+        self.out.hook_call(HookCall { id, hook });
     }
 }
 
-/// True for the start of a PROXY v2 header whose announced length has not fully arrived:
-/// parsing it again on every read would cost O(n^2) for a slow sender.
-fn proxy_v2_incomplete(buf: &[u8]) -> bool {
-    const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-    match buf.get(..16) {
-        Some(head) if head.starts_with(SIGNATURE) => {
-            let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-            buf.len() < 16 + len
-        }
-        _ => false,
-    }
+/// What is due when [`Session::poll_timeout`]'s instant passes.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    /// The greeting delay is over.
+    Greeting,
+    /// Held input waits for the session to go on with it.
+    Resume,
+    /// A deadline passed: `421 4.4.2` and close.
+    Timeout(Expiry),
 }
 
-/// The whole length a PROXY v2 header announces, once its first 16 bytes are in.
-fn proxy_v2_length(buf: &[u8]) -> Option<usize> {
-    let head = buf.get(..16)?;
-    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-    head.starts_with(b"\r\n\r\n\0\r\nQUIT\n")
-        .then_some(16 + len)
+/// What the session learnt about a body while reading it, for the message hook.
+struct BodyFacts {
+    size: u64,
+    eight_bit: bool,
+    bare_line_endings: bool,
+    chunked: bool,
+}
+
+/// Why a message being received will not be accepted, once that is known.
+fn body_failure(exceeded: bool, saw_bare: bool, config: &Config) -> Option<AbortReason> {
+    if exceeded {
+        Some(AbortReason::TooBig)
+    } else if saw_bare && config.bare_line_endings == BareLineEndings::Reject {
+        Some(AbortReason::BareLineEnding)
+    } else {
+        None
+    }
 }
 
 /// The most body the session reserves up front for a declared SIZE.
 const PRESIZE_LIMIT: u64 = 1 << 20;
 
-/// The input buffer capacity kept once the buffer is empty.
-const INBUF_KEEP: usize = 4096;
-
-/// Counts a chunk's bytes and, when `keep`, appends them to the transaction's body, while
-/// within the size limit.
-fn store_chunk(tx: Option<&mut Transaction>, bytes: &[u8], max_size: u64, keep: bool) {
-    let Some(tx) = tx else { return };
-    if tx.exceeded {
-        return;
-    }
-    tx.size += bytes.len() as u64;
-    let needed = tx.body.len() + bytes.len();
-    if tx.size > max_size {
-        tx.exceeded = true;
-        tx.body = Vec::new();
-    } else if keep {
-        if needed > tx.body.capacity() {
-            // Grow by doubling, but never past the limit: plain doubling could reserve
-            // almost twice `max_size` for a body within it.
-            let ceiling = usize::try_from(max_size).unwrap_or(usize::MAX);
-            let target = tx.body.capacity().saturating_mul(2).clamp(needed, ceiling);
-            tx.body.reserve_exact(target - tx.body.len());
-        }
-        tx.body.extend_from_slice(bytes);
-    }
+/// The commands allowed before TLS when [`Config::require_tls`] is set.
+fn allowed_before_tls(verb: Verb) -> bool {
+    matches!(
+        verb,
+        Verb::Noop | Verb::Helo | Verb::Ehlo | Verb::StartTls | Verb::Quit
+    )
 }
 
 fn check_decision(stage: &Stage, decision: &Decision) -> Result<(), Error> {
@@ -1950,6 +1794,13 @@ fn check_decision(stage: &Stage, decision: &Decision) -> Result<(), Error> {
         _ => {}
     }
     Ok(())
+}
+
+fn helo_state(verb: HeloVerb) -> ReplyState {
+    match verb {
+        HeloVerb::Helo => ReplyState::Helo,
+        HeloVerb::Ehlo => ReplyState::Ehlo,
+    }
 }
 
 fn verb_state(verb: Verb) -> ReplyState {

@@ -396,7 +396,10 @@ fn a_chunk_split_across_many_reads_gives_the_same_transcript() {
         body.extend_from_slice(format!("line {i}\r\n.\r\n").as_bytes());
     }
     body.extend_from_slice(b"\x00\r\r\n\n");
-    let mut input = b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n".to_vec();
+    // Binary content: its bytes are counted, never looked at for line endings.
+    let mut input =
+        b"EHLO c\r\nMAIL FROM:<a@example.org> BODY=BINARYMIME\r\nRCPT TO:<b@example.net>\r\n"
+            .to_vec();
     input.extend_from_slice(format!("BDAT {}\r\n", body.len() - 7).as_bytes());
     input.extend_from_slice(&body[..body.len() - 7]);
     input.extend_from_slice(b"BDAT 7 LAST\r\n");
@@ -431,7 +434,10 @@ fn a_chunk_larger_than_the_pending_buffer_waits_for_the_data_hook() {
         ..data_hook()
     };
     let mut h = Harness::manual(config);
-    h.send("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n");
+    h.send(
+        "EHLO client.example\r\nMAIL FROM:<a@example.org> BODY=BINARYMIME\r\n\
+         RCPT TO:<b@example.net>\r\n",
+    );
     h.transcript.clear();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let mut input = format!("BDAT {} LAST\r\n", body.len()).into_bytes();

@@ -149,10 +149,15 @@ impl Raw {
         raw
     }
 
+    /// Drains the outputs, and goes on with held input when `poll_timeout` says it is due
+    /// already, as a runtime does.
     fn drain(&mut self) {
         for _ in 0..1_000_000 {
             match self.session.poll_output() {
-                None => return,
+                None => match self.session.poll_timeout() {
+                    Some(due) if due <= self.now => self.session.handle_timeout(self.now).unwrap(),
+                    _ => return,
+                },
                 Some(Output::Write(bytes)) => {
                     self.largest_write = self.largest_write.max(bytes.len())
                 }

@@ -245,10 +245,17 @@ impl Driver {
     }
 
     /// Drains the outputs; hooks are answered by the policy and every handshake succeeds.
+    /// Held input is resumed when `poll_timeout` says it is due already, as a runtime does.
     fn drain(&mut self) {
         for _ in 0..100_000 {
             let Some(output) = self.session.poll_output() else {
-                return;
+                match self.session.poll_timeout() {
+                    Some(due) if due <= self.now && !self.session.is_closed() => {
+                        self.session.handle_timeout(self.now).unwrap();
+                        continue;
+                    }
+                    _ => return,
+                }
             };
             match output {
                 Output::Write(bytes) => self.events.push(Event::Write(bytes)),

@@ -227,8 +227,23 @@ impl Harness {
         self
     }
 
-    /// Drains every output into the transcript, answering hooks by the policy.
+    /// Drains every output into the transcript, answering hooks by the policy, and goes on
+    /// with held input as a runtime does when `poll_timeout` says it is due already.
     pub fn drain(&mut self) {
+        self.drain_outputs();
+        for _ in 0..100_000 {
+            match self.session.poll_timeout() {
+                Some(due) if due <= self.now && !self.session.is_closed() => {
+                    self.session.handle_timeout(self.now).expect("timeout");
+                    self.drain_outputs();
+                }
+                _ => return,
+            }
+        }
+        panic!("the session kept resuming without end");
+    }
+
+    fn drain_outputs(&mut self) {
         for _ in 0..100_000 {
             let Some(output) = self.session.poll_output() else {
                 return;

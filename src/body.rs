@@ -1,0 +1,199 @@
+//! What the DATA and BDAT receivers share: appending message bytes within the size limit,
+//! and the facts about a body that a message hook is told.
+
+/// Appends message bytes to the caller's buffer while the message stays within its size
+/// limit, and counts every byte, stored or not.
+#[derive(Clone, Debug)]
+pub(crate) struct Bounded {
+    /// How many more bytes may still be appended.
+    room: u64,
+    size: u64,
+    exceeded: bool,
+    /// False for a receiver that checks and counts but stores nothing.
+    keep: bool,
+    /// A byte over 127 was stored (only looked for while storing).
+    eight_bit: bool,
+}
+
+impl Bounded {
+    pub(crate) fn new(max_size: u64, keep: bool) -> Bounded {
+        Bounded {
+            room: max_size,
+            size: 0,
+            exceeded: false,
+            keep,
+            eight_bit: false,
+        }
+    }
+
+    /// Message size so far, counting bytes not stored because of the limit.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// True once the message went past the limit.
+    pub(crate) fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+
+    /// True once a stored byte had its high bit set.
+    pub(crate) fn eight_bit(&self) -> bool {
+        self.eight_bit
+    }
+
+    /// Stops storing (the message will be refused anyway); counting goes on.
+    pub(crate) fn stop_storing(&mut self) {
+        self.keep = false;
+    }
+
+    /// Appends `bytes` to `body`, within the size limit. Past the limit exactly the first
+    /// `max_size` bytes of the message are stored, whatever the splits of the input.
+    pub(crate) fn store(&mut self, bytes: &[u8], body: &mut Vec<u8>) {
+        // `usize` is at most 64 bits on every supported target.
+        let len = bytes.len() as u64;
+        self.size = self.size.saturating_add(len);
+        let stored = if len <= self.room {
+            self.room -= len;
+            bytes
+        } else {
+            self.exceeded = true;
+            let take = self.room as usize; // < bytes.len(), so it fits
+            self.room = 0;
+            &bytes[..take]
+        };
+        if self.keep && !stored.is_empty() {
+            if !self.eight_bit {
+                self.eight_bit = !stored.is_ascii();
+            }
+            reserve_within(body, stored.len(), self.room + stored.len() as u64);
+            body.extend_from_slice(stored);
+        }
+    }
+}
+
+/// Makes room for `additional` bytes in `body` without letting its capacity overshoot what
+/// the remaining budget `room` can ever need.
+///
+/// `Vec` doubles its capacity when it grows, which near the limit could allocate almost twice
+/// `max_size`; a client could force that with any large message. Reserving exactly up to the
+/// limit in that case keeps memory bounded by the limit itself.
+pub(crate) fn reserve_within(body: &mut Vec<u8>, additional: usize, room: u64) {
+    let spare = body.capacity() - body.len();
+    if additional <= spare {
+        return;
+    }
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let ceiling = body.len().saturating_add(room);
+    if body.capacity().saturating_mul(2) >= ceiling {
+        // `ceiling - len` is at least `additional` (the budget covers it) and less than
+        // twice the current capacity, so this cannot overflow.
+        body.reserve_exact(ceiling - body.len());
+    }
+}
+
+/// Where the body of the message being received goes.
+#[derive(Debug)]
+pub(crate) enum BodySink {
+    /// Nowhere: the body has not started, nobody is told about it, or the message failed.
+    Discard,
+    /// Into one buffer handed over with the message hook.
+    Buffer(Vec<u8>),
+    /// Out in pieces of at most `max_piece` bytes as it arrives.
+    Stream { max_piece: usize },
+}
+
+impl BodySink {
+    /// Runs a receiver over `input`, storing where this sink says. In streamed mode the
+    /// receiver gets at most a piece's worth (half of it when bare line endings may be
+    /// doubled into CRLF), and what it stored comes back as the piece.
+    pub(crate) fn feed<R>(
+        &mut self,
+        input: &[u8],
+        normalizing: bool,
+        receive: impl FnOnce(&[u8], &mut Vec<u8>) -> (usize, R),
+    ) -> (usize, R, Option<Vec<u8>>) {
+        match self {
+            BodySink::Discard => {
+                let (used, status) = receive(input, &mut Vec::new());
+                (used, status, None)
+            }
+            BodySink::Buffer(body) => {
+                let (used, status) = receive(input, body);
+                (used, status, None)
+            }
+            BodySink::Stream { max_piece } => {
+                let room = if normalizing {
+                    *max_piece / 2
+                } else {
+                    *max_piece
+                };
+                let input = &input[..input.len().min(room)];
+                let mut piece = Vec::with_capacity(input.len());
+                let (used, status) = receive(input, &mut piece);
+                (used, status, (!piece.is_empty()).then_some(piece))
+            }
+        }
+    }
+
+    /// True while pieces of the body may have gone out: a failure must be announced.
+    pub(crate) fn is_streaming(&self) -> bool {
+        matches!(self, BodySink::Stream { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_a_prefix_of_exactly_the_limit_and_counts_the_rest() {
+        let mut b = Bounded::new(5, true);
+        let mut body = Vec::new();
+        b.store(b"abc", &mut body);
+        b.store(b"defg", &mut body);
+        b.store(b"h", &mut body);
+        assert_eq!(body, b"abcde");
+        assert_eq!((b.size(), b.exceeded()), (8, true));
+        assert!(body.capacity() <= 8, "capacity {}", body.capacity());
+    }
+
+    #[test]
+    fn a_discarding_store_counts_without_storing() {
+        let mut b = Bounded::new(5, false);
+        let mut body = Vec::new();
+        b.store(b"\xffabcdef", &mut body);
+        assert!(body.is_empty() && body.capacity() == 0);
+        assert_eq!((b.size(), b.exceeded(), b.eight_bit()), (7, true, false));
+    }
+
+    #[test]
+    fn a_streaming_sink_hands_out_pieces_of_at_most_its_size() {
+        let mut sink = BodySink::Stream { max_piece: 4 };
+        let copy = |input: &[u8], body: &mut Vec<u8>| {
+            body.extend_from_slice(input);
+            (input.len(), ())
+        };
+        assert_eq!(
+            sink.feed(b"abcdef", false, copy),
+            (4, (), Some(b"abcd".to_vec()))
+        );
+        assert_eq!(
+            sink.feed(b"abcdef", true, copy),
+            (2, (), Some(b"ab".to_vec()))
+        );
+        assert_eq!(sink.feed(b"", false, copy), (0, (), None));
+        let mut buffer = BodySink::Buffer(Vec::new());
+        assert_eq!(buffer.feed(b"abcdef", false, copy), (6, (), None));
+        assert!(matches!(buffer, BodySink::Buffer(b) if b == b"abcdef"));
+    }
+
+    #[test]
+    fn eight_bit_is_seen_in_stored_bytes() {
+        let mut b = Bounded::new(100, true);
+        let mut body = Vec::new();
+        b.store(b"plain", &mut body);
+        assert!(!b.eight_bit());
+        b.store("café".as_bytes(), &mut body);
+        assert!(b.eight_bit());
+    }
+}

@@ -1,0 +1,425 @@
+//! Everything the session hands to the runtime: replies coalesced into writes, the other
+//! actions in order, the last reply and the error count for the disconnect context, and the
+//! crate's default replies.
+
+use std::collections::VecDeque;
+
+use crate::context::ReplyState;
+use crate::hooks::HookCall;
+use crate::reply::{EnhancedCode, Reply};
+use crate::session::Output;
+
+const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
+    Some(EnhancedCode::new(class, subject, detail))
+}
+
+/// The crate's default replies. Texts are suggestions (SPEC section 3), codes the contract;
+/// the enhanced codes are dropped when ENHANCEDSTATUSCODES is off.
+pub(crate) mod replies {
+    use super::e;
+    use crate::reply::Reply;
+
+    /// RSET, NOOP.
+    pub const OK: Reply = Reply::fixed(250, e(2, 0, 0), "OK");
+    /// MAIL FROM accepted.
+    pub const MAIL_OK: Reply = Reply::fixed(250, e(2, 1, 0), "Sender OK");
+    /// RCPT TO accepted.
+    pub const RCPT_OK: Reply = Reply::fixed(250, e(2, 1, 5), "Recipient OK");
+    /// The message was taken (after the end of data or the last chunk).
+    pub const MESSAGE_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Message accepted");
+    /// A BDAT chunk other than the last was taken.
+    pub const CHUNK_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Chunk accepted");
+    /// The go-ahead for DATA content.
+    pub const START_DATA: Reply = Reply::fixed(354, None, "End data with <CR><LF>.<CR><LF>");
+    /// QUIT.
+    pub const BYE: Reply = Reply::fixed(221, e(2, 0, 0), "Bye");
+    /// VRFY and EXPN when they are answered (RFC 5321 section 3.5.3).
+    pub const VRFY_OK: Reply = Reply::fixed(
+        252,
+        e(2, 5, 0),
+        "Cannot verify the user, but will accept mail for delivery",
+    );
+    /// HELP.
+    pub const HELP: Reply = Reply::fixed(
+        214,
+        e(2, 0, 0),
+        "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+    );
+    /// A verb known but switched off.
+    pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, e(5, 5, 1), "Command not implemented");
+    /// STARTTLS accepted: the handshake follows.
+    pub const TLS_GO: Reply = Reply::fixed(220, e(2, 0, 0), "Ready to start TLS");
+    /// STARTTLS not offered.
+    pub const TLS_UNAVAILABLE: Reply = Reply::fixed(454, e(4, 7, 0), "TLS not available");
+    /// STARTTLS once TLS is on.
+    pub const TLS_ACTIVE: Reply = Reply::fixed(503, e(5, 5, 1), "TLS already active");
+    /// A command refused until TLS is on (`Config::require_tls`).
+    pub const TLS_REQUIRED: Reply =
+        Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS command first");
+    /// MAIL refused until the client authenticated (`Config::require_auth`).
+    pub const AUTH_REQUIRED: Reply = Reply::fixed(530, e(5, 7, 0), "Authentication required");
+    /// AUTH accepted.
+    pub const AUTH_OK: Reply = Reply::fixed(235, e(2, 7, 0), "Authentication successful");
+    /// AUTH refused, also when no auth hook can verify credentials.
+    pub const AUTH_FAILED: Reply =
+        Reply::fixed(535, e(5, 7, 8), "Authentication credentials invalid");
+    /// AUTH over plaintext when it needs TLS.
+    pub const AUTH_NEEDS_TLS: Reply = Reply::fixed(
+        538,
+        e(5, 7, 11),
+        "Encryption required for requested authentication mechanism",
+    );
+    /// A second AUTH.
+    pub const AUTH_ALREADY: Reply = Reply::fixed(503, e(5, 5, 1), "Already authenticated");
+    /// AUTH inside a mail transaction.
+    pub const AUTH_IN_TRANSACTION: Reply = Reply::fixed(
+        503,
+        e(5, 5, 1),
+        "AUTH not allowed during a mail transaction",
+    );
+    /// A mechanism not offered.
+    pub const AUTH_UNKNOWN_MECHANISM: Reply =
+        Reply::fixed(504, e(5, 5, 4), "Unrecognized authentication type");
+    /// The client answered a challenge with `*`.
+    pub const AUTH_CANCELLED: Reply = Reply::fixed(501, e(5, 7, 0), "Authentication cancelled");
+    /// A response that is not base64.
+    pub const AUTH_BAD_BASE64: Reply = Reply::fixed(501, e(5, 5, 2), "Invalid base64 data");
+    /// A PLAIN or LOGIN response that decodes to nonsense.
+    pub const AUTH_MALFORMED: Reply =
+        Reply::fixed(501, e(5, 5, 2), "Malformed authentication response");
+    /// An AUTH line over `Config::max_auth_line_length`.
+    pub const AUTH_LINE_TOO_LONG: Reply =
+        Reply::fixed(500, e(5, 5, 6), "Authentication exchange line is too long");
+    /// The auth hook failed.
+    pub const AUTH_TEMPORARY: Reply =
+        Reply::fixed(454, e(4, 7, 0), "Temporary authentication failure");
+    /// Any other hook failed.
+    pub const HOOK_TEMPORARY: Reply =
+        Reply::fixed(451, e(4, 3, 0), "Temporary failure, please try again later");
+    /// MAIL before HELO/EHLO (`Config::require_helo`).
+    pub const NEED_HELO: Reply = Reply::fixed(503, e(5, 5, 1), "Send HELO or EHLO first");
+    /// MAIL inside a transaction.
+    pub const NESTED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Sender already specified");
+    /// RCPT, DATA or BDAT without MAIL.
+    pub const NEED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Need MAIL command first");
+    /// DATA or BDAT without an accepted recipient.
+    pub const NEED_RCPT: Reply = Reply::fixed(503, e(5, 5, 1), "Need RCPT command first");
+    /// DATA after a BDAT chunk of the same transaction.
+    pub const DATA_AFTER_BDAT: Reply = Reply::fixed(503, e(5, 5, 1), "DATA cannot follow BDAT");
+    /// DATA for a `BODY=BINARYMIME` transaction (RFC 3030).
+    pub const BINARY_NEEDS_BDAT: Reply =
+        Reply::fixed(503, e(5, 5, 1), "BODY=BINARYMIME requires BDAT");
+    /// RCPT past `Config::max_recipients`.
+    pub const TOO_MANY_RCPTS: Reply = Reply::fixed(452, e(4, 5, 3), "Too many recipients");
+    /// A message over `Config::max_message_size`, or a SIZE= declaring one.
+    pub const TOO_BIG: Reply = Reply::fixed(
+        552,
+        e(5, 3, 4),
+        "Message size exceeds fixed maximum message size",
+    );
+    /// Message content with bare CR or LF under `BareLineEndings::Reject`.
+    pub const BARE_LINE_ENDING: Reply = Reply::fixed(
+        550,
+        e(5, 6, 0),
+        "Message contains bare CR or LF; line endings must be CRLF",
+    );
+    /// A command line ended by a bare LF under `BareLineEndings::Reject` (Postfix
+    /// `smtpd_forbid_bare_newline`): it is not executed.
+    pub const BARE_LF_COMMAND: Reply = Reply::fixed(550, e(5, 5, 2), "Error: bare <LF> received");
+    /// A non-ASCII address without the SMTPUTF8 parameter.
+    pub const UTF8_NEEDS_SMTPUTF8: Reply = Reply::fixed(
+        553,
+        e(5, 6, 7),
+        "Non-ASCII address requires the SMTPUTF8 parameter",
+    );
+    /// MAIL FROM with a bad address.
+    pub const BAD_SENDER: Reply = Reply::fixed(501, e(5, 1, 7), "Bad sender address syntax");
+    /// RCPT TO with a bad address.
+    pub const BAD_RECIPIENT: Reply = Reply::fixed(501, e(5, 1, 3), "Bad recipient address syntax");
+    /// A malformed ESMTP parameter value.
+    pub const BAD_PARAM: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid command parameter");
+    /// An ESMTP parameter not offered.
+    pub const UNKNOWN_PARAM: Reply = Reply::fixed(555, e(5, 5, 4), "Unsupported command parameter");
+    /// Arguments a verb does not take, or malformed ones.
+    pub const SYNTAX: Reply = Reply::fixed(501, e(5, 5, 4), "Syntax error in arguments");
+    /// HELO/EHLO with a bad name.
+    pub const BAD_HELO: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid domain name");
+    /// A verb the session does not know.
+    pub const UNKNOWN_COMMAND: Reply = Reply::fixed(500, e(5, 5, 1), "Command unrecognized");
+    /// A known verb on a line that is not UTF-8.
+    pub const NOT_UTF8: Reply = Reply::fixed(501, e(5, 5, 2), "Invalid UTF-8 in command");
+    /// A command line over the line limit; its bytes were skipped.
+    pub const LINE_TOO_LONG: Reply = Reply::fixed(500, e(5, 5, 2), "Line too long");
+    /// XCLIENT from a peer not in `Config::xclient_trusted`.
+    pub const XCLIENT_DENIED: Reply = Reply::fixed(550, e(5, 7, 0), "XCLIENT denied");
+    /// A malformed XCLIENT attribute.
+    pub const XCLIENT_SYNTAX: Reply = Reply::fixed(501, e(5, 5, 4), "Bad XCLIENT attribute");
+}
+
+/// Builds a default reply whose text names the server, such as the 421 replies.
+pub(crate) fn named(code: u16, enhanced: Option<EnhancedCode>, host: &str, text: &str) -> Reply {
+    let mut line = String::with_capacity(host.len() + 1 + text.len());
+    line.push_str(host);
+    if !text.is_empty() {
+        line.push(' ');
+        line.push_str(text);
+    }
+    Reply::built(code, enhanced, line)
+}
+
+/// The 421 replies the session synthesizes, each with the server's name in front.
+pub(crate) mod closing {
+    use super::{e, named};
+    use crate::reply::Reply;
+
+    /// A deadline passed.
+    pub fn timeout(host: &str) -> Reply {
+        named(421, e(4, 4, 2), host, "Error: timeout exceeded")
+    }
+    /// The data rate fell under `Config::min_data_rate`.
+    pub fn too_slow(host: &str) -> Reply {
+        named(421, e(4, 4, 2), host, "Error: minimum data rate not met")
+    }
+    /// The runtime asked for a shutdown.
+    pub fn shutdown(host: &str) -> Reply {
+        named(421, e(4, 3, 2), host, "Service shutting down")
+    }
+    /// The hard error limit was reached.
+    pub fn too_many_errors(host: &str) -> Reply {
+        named(421, e(4, 7, 0), host, "Error: too many errors")
+    }
+    /// A hook failed under `HookFailurePolicy::Disconnect` (KumoMTA's wording).
+    pub fn technical_difficulties(host: &str) -> Reply {
+        named(421, e(4, 3, 0), host, "technical difficulties")
+    }
+    /// KumoMTA's `FollowWith421`.
+    pub fn after_previous_error(host: &str) -> Reply {
+        named(421, None, host, "disconnecting due to previous error")
+    }
+    /// A BDAT line whose size cannot be read: the chunk cannot be skipped.
+    pub fn bdat_lost(host: &str) -> Reply {
+        named(
+            421,
+            e(4, 5, 0),
+            host,
+            "Cannot resynchronise after a bad BDAT",
+        )
+    }
+    /// Postfix's `reject_unauth_pipelining`.
+    pub fn unauth_pipelining(host: &str) -> Reply {
+        named(
+            554,
+            e(5, 5, 0),
+            host,
+            "Error: improper use of SMTP command pipelining",
+        )
+    }
+    /// A client that talked before the greeting, with `Config::reject_early_talkers`.
+    pub fn early_talker(host: &str) -> Reply {
+        named(554, e(5, 5, 1), host, "Error: talking before the greeting")
+    }
+}
+
+/// What the session owes the runtime, in order.
+///
+/// Replies are coalesced into one write buffer; any other action flushes it into the queue
+/// first, so the runtime sees everything in the order it was produced. The outbox also keeps
+/// what the disconnect context needs of the replies: the last one and the error count.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Output>,
+    /// Replies not yet queued: one `Write` when anything follows them or the runtime polls.
+    replies: Vec<u8>,
+    /// Bytes in `queue` (writes and body pieces) plus `replies`.
+    held: usize,
+    last: Option<(Reply, ReplyState)>,
+    errors: u32,
+    /// ENHANCEDSTATUSCODES is advertised: default replies keep their enhanced codes.
+    enhanced_codes: bool,
+    /// `Close` was queued: nothing more is written.
+    closed: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new(enhanced_codes: bool) -> Outbox {
+        Outbox {
+            enhanced_codes,
+            ..Outbox::default()
+        }
+    }
+
+    /// Follows the extensions in force (an EHLO hook may change them).
+    pub(crate) fn set_enhanced_codes(&mut self, on: bool) {
+        self.enhanced_codes = on;
+    }
+
+    /// Writes a reply and returns the error count so far. 4xx and 5xx replies count toward
+    /// the hard error limit, except a 421 (it closes anyway) and the replies to the
+    /// connection itself, a timeout or a shutdown, which no client command caused.
+    #[must_use]
+    pub(crate) fn reply(&mut self, reply: Reply, state: ReplyState) -> u32 {
+        let counts = reply.is_error()
+            && reply.code() != 421
+            && !matches!(
+                state,
+                ReplyState::Connect | ReplyState::Timeout | ReplyState::Shutdown
+            );
+        if counts && !self.closed {
+            self.errors += 1;
+        }
+        self.reply_uncounted(reply, state);
+        self.errors
+    }
+
+    /// Writes a reply that never counts toward the error limit, whatever its code: for
+    /// refusals a well-behaved client cannot avoid (recipients pipelined past the limit).
+    pub(crate) fn reply_uncounted(&mut self, reply: Reply, state: ReplyState) {
+        if self.closed {
+            return;
+        }
+        let reply = reply.for_extensions(self.enhanced_codes);
+        if self.replies.capacity() == 0 {
+            self.replies.reserve(256);
+        }
+        let before = self.replies.len();
+        reply.write_to(&mut self.replies);
+        self.held += self.replies.len() - before;
+        self.last = Some((reply, state));
+    }
+
+    /// Queues a hook call after the replies written so far.
+    pub(crate) fn hook_call(&mut self, call: HookCall) {
+        self.push(Output::HookCall(call));
+    }
+
+    /// Queues an action after the replies written so far.
+    pub(crate) fn push(&mut self, output: Output) {
+        self.flush();
+        if let Output::Write(bytes) | Output::BodyPiece(bytes) = &output {
+            self.held += bytes.len();
+        }
+        self.queue.push_back(output);
+    }
+
+    /// Queues `Close` after the replies, or after nothing when the connection broke and
+    /// `discard` is set; nothing is written after it.
+    pub(crate) fn close(&mut self, discard_replies: bool) {
+        if discard_replies {
+            self.held -= self.replies.len();
+            self.replies.clear();
+        }
+        self.push(Output::Close);
+        self.closed = true;
+    }
+
+    fn flush(&mut self) {
+        if !self.replies.is_empty() {
+            let bytes = std::mem::take(&mut self.replies);
+            self.queue.push_back(Output::Write(bytes));
+        }
+    }
+
+    /// The next action: queued ones first, then the replies written since as one `Write`.
+    pub(crate) fn pop(&mut self) -> Option<Output> {
+        let output = match self.queue.pop_front() {
+            Some(output) => output,
+            None if !self.replies.is_empty() => Output::Write(std::mem::take(&mut self.replies)),
+            None => {
+                if self.queue.capacity() > 0 {
+                    // Drained: an idle session keeps no queue.
+                    self.queue = VecDeque::new();
+                }
+                return None;
+            }
+        };
+        if let Output::Write(bytes) | Output::BodyPiece(bytes) = &output {
+            self.held -= bytes.len();
+        }
+        Some(output)
+    }
+
+    /// Bytes handed out but not yet polled: replies and body pieces.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The last reply written, for the disconnect context.
+    pub(crate) fn last_reply(&self) -> Option<&(Reply, ReplyState)> {
+        self.last.as_ref()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replies::*;
+    use super::*;
+
+    fn drain(out: &mut Outbox) -> Vec<String> {
+        std::iter::from_fn(|| out.pop())
+            .map(|o| match o {
+                Output::Write(b) => format!("write {}", String::from_utf8(b).unwrap().trim_end()),
+                Output::Close => "close".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replies_coalesce_until_another_action_follows() {
+        let mut out = Outbox::new(true);
+        out.reply_uncounted(OK, ReplyState::Noop);
+        out.reply_uncounted(MAIL_OK, ReplyState::Mail);
+        assert_eq!(out.held(), "250 2.0.0 OK\r\n250 2.1.0 Sender OK\r\n".len());
+        out.close(false);
+        out.reply_uncounted(BYE, ReplyState::Quit);
+        assert_eq!(
+            drain(&mut out),
+            ["write 250 2.0.0 OK\r\n250 2.1.0 Sender OK", "close"]
+        );
+        assert_eq!(out.held(), 0);
+        assert_eq!(out.last_reply().unwrap().1, ReplyState::Mail);
+    }
+
+    #[test]
+    fn only_error_replies_count() {
+        let mut out = Outbox::new(true);
+        assert_eq!(out.reply(OK, ReplyState::Noop), 0);
+        assert_eq!(out.reply(SYNTAX, ReplyState::Noop), 1);
+        out.reply_uncounted(TOO_MANY_RCPTS, ReplyState::Rcpt);
+        assert_eq!(out.reply(closing::timeout("mx"), ReplyState::Timeout), 1);
+        assert_eq!(
+            out.reply(Reply::new(421, "bye").unwrap(), ReplyState::Mail),
+            1
+        );
+        assert_eq!(
+            out.reply(Reply::new(554, "no").unwrap(), ReplyState::Connect),
+            1
+        );
+        assert_eq!(out.reply(UNKNOWN_COMMAND, ReplyState::Unknown), 2);
+    }
+
+    #[test]
+    fn defaults_lose_enhanced_codes_when_not_advertised_but_hook_replies_do_not() {
+        let mut out = Outbox::new(false);
+        out.reply_uncounted(OK, ReplyState::Noop);
+        out.reply_uncounted(Reply::new(250, "2.1.0 as given").unwrap(), ReplyState::Mail);
+        out.reply_uncounted(closing::shutdown("mx"), ReplyState::Shutdown);
+        assert_eq!(
+            drain(&mut out),
+            ["write 250 OK\r\n250 2.1.0 as given\r\n421 mx Service shutting down"]
+        );
+    }
+
+    #[test]
+    fn a_broken_connection_discards_unsent_replies() {
+        let mut out = Outbox::new(true);
+        out.reply_uncounted(OK, ReplyState::Noop);
+        out.close(true);
+        assert_eq!(drain(&mut out), ["close"]);
+        assert_eq!(out.held(), 0);
+    }
+}
