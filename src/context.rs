@@ -5,6 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::command::Verb;
 use crate::reply::Reply;
 
 /// What the runtime knows about a connection when it creates the session.
@@ -186,6 +187,38 @@ impl ReplyState {
             ReplyState::Unknown => "UNKNOWN",
             ReplyState::Timeout => "TIMEOUT",
             ReplyState::Shutdown => "SHUTDOWN",
+        }
+    }
+}
+
+impl From<Verb> for ReplyState {
+    /// The state of a reply to a command with this verb.
+    fn from(verb: Verb) -> ReplyState {
+        match verb {
+            Verb::Helo => ReplyState::Helo,
+            Verb::Ehlo => ReplyState::Ehlo,
+            Verb::Mail => ReplyState::Mail,
+            Verb::Rcpt => ReplyState::Rcpt,
+            Verb::Data => ReplyState::Data,
+            Verb::Bdat => ReplyState::Bdat,
+            Verb::Rset => ReplyState::Rset,
+            Verb::Noop => ReplyState::Noop,
+            Verb::Quit => ReplyState::Quit,
+            Verb::Vrfy => ReplyState::Vrfy,
+            Verb::Expn => ReplyState::Expn,
+            Verb::Help => ReplyState::Help,
+            Verb::StartTls => ReplyState::StartTls,
+            Verb::Auth => ReplyState::Auth,
+            Verb::Xclient => ReplyState::Xclient,
+        }
+    }
+}
+
+impl From<HeloVerb> for ReplyState {
+    fn from(verb: HeloVerb) -> ReplyState {
+        match verb {
+            HeloVerb::Helo => ReplyState::Helo,
+            HeloVerb::Ehlo => ReplyState::Ehlo,
         }
     }
 }

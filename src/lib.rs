@@ -207,6 +207,7 @@ mod error;
 pub mod fuzzing;
 mod hooks;
 mod line;
+mod offer;
 mod outbox;
 pub mod params;
 pub mod proxy;
@@ -230,7 +231,8 @@ pub use hooks::{
     AbortReason, AuthRequest, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Message,
     Recipient,
 };
+pub use outbox::Output;
 pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
 pub use proxy::ProxyHeader;
 pub use reply::{EnhancedCode, Reply, ReplyError};
-pub use session::{Output, Session};
+pub use session::Session;

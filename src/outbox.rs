@@ -5,9 +5,41 @@
 use std::collections::VecDeque;
 
 use crate::context::ReplyState;
-use crate::hooks::HookCall;
+use crate::hooks::{AbortReason, HookCall};
 use crate::reply::{EnhancedCode, Reply};
-use crate::session::Output;
+
+/// An action the runtime must carry out, in the order [`Session::poll_output`](crate::Session::poll_output) returns them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send these bytes to the client, after every earlier `Write`.
+    Write(Vec<u8>),
+    /// Send every earlier `Write`, then close the connection. Emitted exactly once, also when
+    /// the client is already gone, so a runtime has one place to release the connection.
+    /// It is always followed by the disconnect [`HookCall`], and nothing comes after that.
+    Close,
+    /// Run a policy hook. Unless it is the disconnect hook
+    /// ([`HookCall::needs_decision`] is false), the runtime MUST later answer with
+    /// [`Session::decide`](crate::Session::decide) and the call's id; until then the session processes no command.
+    HookCall(HookCall),
+    /// Send every earlier `Write`, then run a TLS handshake as the server on this connection
+    /// and report it with [`Session::handle_tls_established`](crate::Session::handle_tls_established) or
+    /// [`Session::handle_tls_failed`](crate::Session::handle_tls_failed). Any bytes read from the socket before the handshake
+    /// and not yet given to the session MUST be dropped, never fed after it. One exception:
+    /// with implicit TLS behind a PROXY header, the bytes that followed the header are the
+    /// client's first handshake bytes; [`Session::take_handshake_bytes`](crate::Session::take_handshake_bytes) hands them back.
+    StartTls,
+    /// [`BodyDelivery::Streamed`](crate::BodyDelivery::Streamed) only: the next piece of the body of the message being
+    /// received, unstuffed, in order. The runtime appends it to its spool for the message
+    /// (the first piece of a message starts a new one). The message ends with the message
+    /// hook call, whose [`Message::body`](crate::Message::body) is empty, or with [`Output::BodyAborted`].
+    BodyPiece(Vec<u8>),
+    /// [`BodyDelivery::Streamed`](crate::BodyDelivery::Streamed) only: the message being received will not be accepted.
+    /// The runtime discards what it stored of it. Announced once for every message whose
+    /// body had started (after the 354, or with its first BDAT chunk) and that ends without
+    /// a message hook call, even when no piece went out.
+    BodyAborted(AbortReason),
+}
 
 const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::hooks::AuthRequest;
+
 /// Longest authcid, authzid, password or LOGIN field accepted, in bytes.
 ///
 /// RFC 4616 only obliges servers to accept up to 255 octets; capping there
@@ -185,10 +187,201 @@ fn field(bytes: &[u8]) -> Result<String, SaslError> {
         .map_err(|_| SaslError::Malformed)
 }
 
+/// Where an AUTH exchange is while the server waits for the client's next line.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Exchange {
+    Plain,
+    LoginUsername,
+    LoginPassword {
+        username: String,
+    },
+    /// A mechanism the caller runs through the auth hook.
+    Step {
+        mechanism: String,
+        step: u32,
+        /// Named by the runtime at an earlier step.
+        username: Option<String>,
+    },
+}
+
+/// What the server does next in an AUTH exchange.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AuthStep {
+    /// Send `334 challenge` and read the client's next line for `Exchange`.
+    Prompt(Exchange, String),
+    /// Ask the auth hook.
+    Verify(Verify),
+    /// The exchange ends unsuccessfully.
+    Refuse(Refusal),
+}
+
+/// A request for the auth hook, with what the session remembers of it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Verify {
+    pub request: AuthRequest,
+    /// The user the credentials name, when the mechanism names one.
+    pub username: Option<String>,
+    pub step: u32,
+}
+
+/// Why an AUTH exchange ended without asking the hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The client sent `*`.
+    Cancelled,
+    /// A response that was not valid for the mechanism.
+    Bad(SaslError),
+}
+
+/// The first step of `AUTH mechanism [initial-response]`, for a mechanism offered.
+pub(crate) fn start(mechanism: String, initial: Option<&str>) -> AuthStep {
+    // RFC 4954: "=" is an empty initial response.
+    let initial = initial.map(|s| if s == "=" { "" } else { s });
+    match (mechanism.as_str(), initial) {
+        ("PLAIN", None) => AuthStep::Prompt(Exchange::Plain, String::new()),
+        ("PLAIN", Some(response)) => plain(response.as_bytes()),
+        ("LOGIN", None) => AuthStep::Prompt(Exchange::LoginUsername, "VXNlcm5hbWU6".into()),
+        ("LOGIN", Some(response)) => login_username(response.as_bytes()),
+        (_, None) => hook_step(mechanism, Vec::new(), 0, None),
+        (_, Some(response)) => match base64_decode(response.as_bytes()) {
+            Some(bytes) => hook_step(mechanism, bytes, 0, None),
+            None => AuthStep::Refuse(Refusal::Bad(SaslError::BadBase64)),
+        },
+    }
+}
+
+/// The step after the client's line in `exchange`.
+pub(crate) fn respond(exchange: Exchange, line: &[u8]) -> AuthStep {
+    if line == b"*" {
+        return AuthStep::Refuse(Refusal::Cancelled);
+    }
+    match exchange {
+        Exchange::Plain => plain(line),
+        Exchange::LoginUsername => login_username(line),
+        Exchange::LoginPassword { username } => match decode_login_field(line) {
+            Ok(password) => AuthStep::Verify(Verify {
+                username: Some(username.clone()),
+                request: AuthRequest::Login { username, password },
+                step: 0,
+            }),
+            Err(error) => AuthStep::Refuse(Refusal::Bad(error)),
+        },
+        Exchange::Step {
+            mechanism,
+            step,
+            username,
+        } => match base64_decode(line) {
+            Some(response) => hook_step(mechanism, response, step, username),
+            None => AuthStep::Refuse(Refusal::Bad(SaslError::BadBase64)),
+        },
+    }
+}
+
+/// The step after the auth hook answered a challenge: the next prompt.
+pub(crate) fn challenge(
+    mechanism: String,
+    step: u32,
+    username: Option<String>,
+    challenge: &[u8],
+) -> AuthStep {
+    let next = Exchange::Step {
+        mechanism,
+        step: step + 1,
+        username,
+    };
+    AuthStep::Prompt(next, base64_encode(challenge))
+}
+
+fn plain(response: &[u8]) -> AuthStep {
+    match decode_plain(response) {
+        Ok(creds) => AuthStep::Verify(Verify {
+            username: Some(creds.authcid.clone()),
+            request: AuthRequest::Plain {
+                authzid: creds.authzid,
+                authcid: creds.authcid,
+                password: creds.password,
+            },
+            step: 0,
+        }),
+        Err(error) => AuthStep::Refuse(Refusal::Bad(error)),
+    }
+}
+
+fn login_username(response: &[u8]) -> AuthStep {
+    match decode_login_field(response) {
+        Ok(username) => {
+            AuthStep::Prompt(Exchange::LoginPassword { username }, "UGFzc3dvcmQ6".into())
+        }
+        Err(error) => AuthStep::Refuse(Refusal::Bad(error)),
+    }
+}
+
+fn hook_step(
+    mechanism: String,
+    response: Vec<u8>,
+    step: u32,
+    username: Option<String>,
+) -> AuthStep {
+    AuthStep::Verify(Verify {
+        request: AuthRequest::Step {
+            mechanism,
+            response,
+            step,
+        },
+        username,
+        step,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn exchanges_step_from_prompt_to_verification() {
+        assert_eq!(
+            start("LOGIN".into(), None),
+            AuthStep::Prompt(Exchange::LoginUsername, "VXNlcm5hbWU6".into())
+        );
+        let AuthStep::Prompt(next, _) = respond(Exchange::LoginUsername, b"dXNlcg==") else {
+            panic!("a password prompt");
+        };
+        assert_eq!(
+            respond(next, b"cGFzcw=="),
+            AuthStep::Verify(Verify {
+                request: AuthRequest::Login {
+                    username: "user".into(),
+                    password: "pass".into()
+                },
+                username: Some("user".into()),
+                step: 0,
+            })
+        );
+        assert_eq!(
+            respond(Exchange::Plain, b"*"),
+            AuthStep::Refuse(Refusal::Cancelled)
+        );
+        assert_eq!(
+            start("XOAUTH2".into(), Some("!!")),
+            AuthStep::Refuse(Refusal::Bad(SaslError::BadBase64))
+        );
+        let AuthStep::Verify(v) = start("XOAUTH2".into(), Some("=")) else {
+            panic!("an empty initial response goes to the hook");
+        };
+        assert_eq!(v.request.mechanism(), "XOAUTH2");
+        assert_eq!(
+            challenge("XOAUTH2".into(), 0, None, b"more"),
+            AuthStep::Prompt(
+                Exchange::Step {
+                    mechanism: "XOAUTH2".into(),
+                    step: 1,
+                    username: None
+                },
+                "bW9yZQ==".into()
+            )
+        );
+    }
 
     const RFC4648_VECTORS: &[(&str, &str)] = &[
         ("", ""),

@@ -1,0 +1,70 @@
+//! What a session offers the client at a given moment: the EHLO keywords and the ESMTP
+//! parameters it accepts. Advertised and accepted never differ, because both come from here.
+
+use crate::config::{Config, Extensions};
+use crate::params::ParamSupport;
+use crate::reply::Reply;
+
+/// The extensions in force, narrowed by the connection's state.
+pub(crate) struct Offer<'a> {
+    pub config: &'a Config,
+    pub extensions: Extensions,
+    /// TLS is active: STARTTLS is not offered again.
+    pub tls_active: bool,
+    /// AUTH may be used on this connection (AUTH on, and TLS or `auth_without_tls`).
+    pub auth_offered: bool,
+    /// The client authenticated already: AUTH is not offered again.
+    pub authenticated: bool,
+    /// The client may use XCLIENT.
+    pub xclient: bool,
+}
+
+impl Offer<'_> {
+    /// The reply to `EHLO client`: the greeting line, then one keyword per line.
+    pub(crate) fn ehlo_reply(&self, client: &str) -> Reply {
+        let ext = &self.extensions;
+        let mut text = format!("{} greets {}", self.config.hostname, client);
+        let size = format!("SIZE {}", self.config.max_message_size);
+        let keywords = [
+            (ext.pipelining, "PIPELINING"),
+            (ext.size, size.as_str()),
+            (ext.eight_bit_mime, "8BITMIME"),
+            (ext.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
+            (ext.smtputf8, "SMTPUTF8"),
+            (ext.chunking, "CHUNKING"),
+            (ext.chunking && ext.binary_mime, "BINARYMIME"),
+            (ext.dsn, "DSN"),
+            (ext.starttls && !self.tls_active, "STARTTLS"),
+        ];
+        for (on, keyword) in keywords {
+            if on {
+                text.push('\n');
+                text.push_str(keyword);
+            }
+        }
+        if self.auth_offered && !self.authenticated {
+            text.push_str("\nAUTH");
+            for mechanism in &self.config.auth_mechanisms {
+                text.push(' ');
+                text.push_str(mechanism);
+            }
+        }
+        if self.xclient {
+            text.push_str("\nXCLIENT ADDR PORT NAME HELO LOGIN PROTO DESTADDR DESTPORT");
+        }
+        Reply::built(250, None, text)
+    }
+
+    /// The MAIL and RCPT parameters accepted now.
+    pub(crate) fn params(&self) -> ParamSupport {
+        let ext = &self.extensions;
+        ParamSupport {
+            size: ext.size,
+            eight_bit_mime: ext.eight_bit_mime,
+            binary_mime: ext.chunking && ext.binary_mime,
+            smtputf8: ext.smtputf8,
+            dsn: ext.dsn,
+            auth: self.auth_offered,
+        }
+    }
+}

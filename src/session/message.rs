@@ -1,0 +1,321 @@
+//! The message transitions: DATA and BDAT, the body on its way to the runtime, delivery.
+
+use crate::bdat::{BdatReceiver, ChunkStatus};
+use crate::body::BodySink;
+use crate::config::{BodyDelivery, Config};
+use crate::context::ReplyState;
+use crate::data::{BareLineEndings, DataReceiver, DataStatus};
+use crate::hooks::{AbortReason, Envelope, Hook, Message, Stage};
+use crate::line::LineReader;
+use crate::outbox::{replies::*, Output};
+use crate::params::Body;
+use crate::reply::Reply;
+
+use super::{Phase, Session, Step};
+
+/// A mail transaction, from MAIL to the end of its message.
+pub(super) struct Transaction {
+    pub(super) envelope: Envelope,
+    /// Where the body goes; `Discard` until it starts.
+    pub(super) sink: BodySink,
+    /// Between BDAT chunks: the receiver of the chunked message.
+    pub(super) chunks: Option<BdatReceiver>,
+}
+
+impl Session {
+    pub(super) fn read_data(&mut self, input: &[u8]) -> Step {
+        let (Phase::Data(rx), Some(tx)) = (&mut self.phase, self.tx.as_deref_mut()) else {
+            unreachable!("message data is read inside a transaction");
+        };
+        let normalizing = self.config.bare_line_endings == BareLineEndings::Normalize;
+        let (used, status, piece) = tx.sink.feed(input, normalizing, |i, b| rx.feed(i, b));
+        let failure = body_failure(rx.exceeded(), rx.saw_bare_line_ending(), &self.config);
+        if failure.is_some() {
+            rx.stop_storing();
+        }
+        self.clock.transferred(used);
+        self.body_progress(piece, failure);
+        match status {
+            DataStatus::NeedMore => Step::NeedMore(used),
+            DataStatus::Done => {
+                self.end_of_data();
+                Step::Next(used)
+            }
+        }
+    }
+
+    pub(super) fn read_chunk(&mut self, input: &[u8]) -> Step {
+        let Phase::Bdat { rx, refusal } = &mut self.phase else {
+            unreachable!("read_chunk runs in the BDAT phase");
+        };
+        let (used, status) = match (refusal, self.tx.as_deref_mut()) {
+            (None, Some(tx)) => {
+                let normalizing = self.config.bare_line_endings == BareLineEndings::Normalize;
+                let (used, status, piece) = tx.sink.feed(input, normalizing, |i, b| rx.feed(i, b));
+                let failure = body_failure(rx.exceeded(), rx.saw_bare_line_ending(), &self.config);
+                if failure.is_some() {
+                    rx.stop_storing();
+                }
+                self.body_progress(piece, failure);
+                (used, status)
+            }
+            _ => rx.feed(input, &mut Vec::new()),
+        };
+        self.clock.transferred(used);
+        match status {
+            ChunkStatus::NeedMore => Step::NeedMore(used),
+            ChunkStatus::Done => {
+                self.end_of_chunk();
+                Step::Next(used)
+            }
+        }
+    }
+
+    /// Hands out a piece of the body, or, once the message is known to fail, announces
+    /// that and stores nothing more of it.
+    fn body_progress(&mut self, piece: Option<Vec<u8>>, failure: Option<AbortReason>) {
+        let Some(tx) = self.tx.as_deref_mut() else {
+            unreachable!("a body belongs to a transaction");
+        };
+        match (failure, piece) {
+            (Some(reason), _) => {
+                let sink = std::mem::replace(&mut tx.sink, BodySink::Discard);
+                if sink.is_streaming() {
+                    self.out.push(Output::BodyAborted(reason));
+                }
+            }
+            (None, Some(piece)) => self.out.push(Output::BodyPiece(piece)),
+            (None, None) => {}
+        }
+    }
+
+    /// Why the transaction cannot take message data now, if it cannot.
+    fn data_refusal(&self, chunked: bool) -> Option<Reply> {
+        let Some(tx) = &self.tx else {
+            return Some(NEED_MAIL);
+        };
+        if tx.envelope.recipients.is_empty() {
+            return Some(NEED_RCPT);
+        }
+        if !chunked && tx.chunks.is_some() {
+            return Some(DATA_AFTER_BDAT);
+        }
+        if !chunked && tx.envelope.mail_params.body == Some(Body::BinaryMime) {
+            return Some(BINARY_NEEDS_BDAT);
+        }
+        None
+    }
+
+    pub(super) fn cmd_data(&mut self) {
+        if let Some(reply) = self.data_refusal(false) {
+            return self.reply(reply, ReplyState::Data);
+        }
+        if self.config.hooks.data {
+            self.call_hook(Stage::Data, Hook::Data);
+        } else {
+            self.start_data(None);
+        }
+    }
+
+    pub(super) fn start_data(&mut self, custom: Option<Reply>) {
+        self.reply(custom.unwrap_or(START_DATA), ReplyState::Data);
+        let (policy, max) = (self.config.bare_line_endings, self.config.max_message_size);
+        let rx = if self.config.hooks.message {
+            DataReceiver::new(policy, max)
+        } else {
+            // Nobody is told about the message: read it without storing it.
+            DataReceiver::discarding(policy, max)
+        };
+        self.start_body();
+        self.clock.transfer_started();
+        self.phase = Phase::Data(rx);
+    }
+
+    /// The body of the open transaction starts: it gets the sink the config asks for.
+    fn start_body(&mut self) {
+        let sink = match (self.config.hooks.message, self.config.body_delivery) {
+            (false, _) => BodySink::Discard,
+            (true, BodyDelivery::Streamed { max_piece }) => BodySink::Stream { max_piece },
+            (true, _) => {
+                // One allocation for a message of the size the client declared; capped, so a
+                // client that lies cannot make a session reserve much it never sends.
+                let declared = self.envelope().and_then(|e| e.mail_params.size);
+                let presize = declared.unwrap_or(0).min(self.config.max_message_size);
+                BodySink::Buffer(Vec::with_capacity(presize.min(PRESIZE_LIMIT) as usize))
+            }
+        };
+        let Some(tx) = self.tx.as_deref_mut() else {
+            unreachable!("a body starts inside a transaction");
+        };
+        tx.sink = sink;
+    }
+
+    fn end_of_data(&mut self) {
+        let commands = Phase::Command(LineReader::commands(self.line_limits));
+        let Phase::Data(rx) = std::mem::replace(&mut self.phase, commands) else {
+            unreachable!("the end of data comes in the DATA phase");
+        };
+        self.clock.transfer_ended();
+        let Some(tx) = self.tx.take() else {
+            unreachable!("message data is read inside a transaction");
+        };
+        if rx.exceeded() {
+            return self.reply(TOO_BIG, ReplyState::Eod);
+        }
+        if rx.saw_bare_line_ending() && self.config.bare_line_endings == BareLineEndings::Reject {
+            return self.reply(BARE_LINE_ENDING, ReplyState::Eod);
+        }
+        let facts = BodyFacts {
+            size: rx.size(),
+            eight_bit: rx.saw_eight_bit(),
+            bare_line_endings: rx.saw_bare_line_ending(),
+            chunked: false,
+        };
+        self.deliver(*tx, facts);
+    }
+
+    fn deliver(&mut self, tx: Transaction, facts: BodyFacts) {
+        let state = if facts.chunked {
+            ReplyState::Bdat
+        } else {
+            ReplyState::Eod
+        };
+        if !self.config.hooks.message {
+            return self.reply(MESSAGE_OK, state);
+        }
+        let (body, streamed) = match tx.sink {
+            BodySink::Buffer(body) => (body, false),
+            BodySink::Stream { .. } => (Vec::new(), true),
+            BodySink::Discard => unreachable!("a failed message is never delivered"),
+        };
+        let message = Box::new(Message {
+            envelope: tx.envelope,
+            body,
+            streamed,
+            size: facts.size,
+            chunked: facts.chunked,
+            eight_bit: facts.eight_bit,
+            bare_line_endings: facts.bare_line_endings,
+        });
+        let stage = Stage::Message {
+            chunked: facts.chunked,
+        };
+        self.call_hook(stage, Hook::Message(message));
+    }
+
+    pub(super) fn cmd_bdat(&mut self, size: u64, last: bool) {
+        if !self.ext.chunking {
+            return self.skip_chunk(size, last, NOT_IMPLEMENTED);
+        }
+        if let Some(reply) = self.data_refusal(true) {
+            return self.skip_chunk(size, last, reply);
+        }
+        let first = self.tx.as_ref().is_some_and(|tx| tx.chunks.is_none());
+        if first && self.config.hooks.data {
+            self.call_hook(Stage::Bdat { size, last }, Hook::Data);
+        } else {
+            self.start_chunk(size, last);
+        }
+    }
+
+    /// Consumes a chunk's bytes without storing them, then sends `reply`.
+    pub(super) fn skip_chunk(&mut self, size: u64, last: bool, reply: Reply) {
+        let mut rx = BdatReceiver::discarding(None, u64::MAX);
+        rx.start_chunk(size, last);
+        self.clock.transfer_started();
+        self.phase = Phase::Bdat {
+            rx,
+            refusal: Some(reply),
+        };
+    }
+
+    pub(super) fn start_chunk(&mut self, size: u64, last: bool) {
+        let Some(tx) = self.tx.as_deref_mut() else {
+            unreachable!("a chunk is accepted inside a transaction");
+        };
+        let mut rx = match tx.chunks.take() {
+            Some(rx) => rx,
+            None => {
+                let binary = tx.envelope.mail_params.body == Some(Body::BinaryMime);
+                let policy = (!binary).then_some(self.config.bare_line_endings);
+                let max = self.config.max_message_size;
+                let rx = if self.config.hooks.message {
+                    BdatReceiver::new(policy, max)
+                } else {
+                    BdatReceiver::discarding(policy, max)
+                };
+                self.start_body();
+                rx
+            }
+        };
+        rx.start_chunk(size, last);
+        self.clock.transfer_started();
+        self.phase = Phase::Bdat { rx, refusal: None };
+    }
+
+    fn end_of_chunk(&mut self) {
+        let commands = Phase::Command(LineReader::commands(self.line_limits));
+        let Phase::Bdat { rx, refusal } = std::mem::replace(&mut self.phase, commands) else {
+            unreachable!("a chunk ends in the BDAT phase");
+        };
+        self.clock.transfer_ended();
+        if let Some(reply) = refusal {
+            return self.reply(reply, ReplyState::Bdat);
+        }
+        let Some(mut tx) = self.tx.take() else {
+            unreachable!("a chunk is read inside a transaction");
+        };
+        // A failed message ends its transaction: later chunks of it get 503 (RFC 3030
+        // leaves the choice).
+        if rx.exceeded() {
+            return self.reply(TOO_BIG, ReplyState::Bdat);
+        }
+        if rx.saw_bare_line_ending() && self.config.bare_line_endings == BareLineEndings::Reject {
+            return self.reply(BARE_LINE_ENDING, ReplyState::Bdat);
+        }
+        if !rx.is_last() {
+            tx.chunks = Some(rx);
+            self.tx = Some(tx);
+            return self.reply(CHUNK_OK, ReplyState::Bdat);
+        }
+        let facts = BodyFacts {
+            size: rx.size(),
+            eight_bit: rx.saw_eight_bit(),
+            bare_line_endings: rx.saw_bare_line_ending(),
+            chunked: true,
+        };
+        self.deliver(*tx, facts);
+    }
+
+    /// Ends the open transaction, if any; a streamed body that had started is announced as
+    /// aborted.
+    pub(super) fn end_transaction(&mut self, reason: AbortReason) {
+        if let Some(tx) = self.tx.take() {
+            if tx.sink.is_streaming() {
+                self.out.push(Output::BodyAborted(reason));
+            }
+        }
+    }
+}
+
+/// What the session learnt about a body while reading it, for the message hook.
+struct BodyFacts {
+    size: u64,
+    eight_bit: bool,
+    bare_line_endings: bool,
+    chunked: bool,
+}
+
+/// Why a message being received will not be accepted, once that is known.
+pub(super) fn body_failure(exceeded: bool, saw_bare: bool, config: &Config) -> Option<AbortReason> {
+    if exceeded {
+        Some(AbortReason::TooBig)
+    } else if saw_bare && config.bare_line_endings == BareLineEndings::Reject {
+        Some(AbortReason::BareLineEnding)
+    } else {
+        None
+    }
+}
+
+/// The most body the session reserves up front for a declared SIZE.
+const PRESIZE_LIMIT: u64 = 1 << 20;
