@@ -452,3 +452,99 @@ fn the_connect_hook_pending_buffers_only_up_to_the_limit() {
     assert!(text.starts_with("220 mx.example ESMTP\r\n250 2.0.0 OK\r\n"));
     assert_eq!(text.matches("250 2.0.0 OK\r\n").count(), 250);
 }
+
+// ---------------------------------------------------------------------------------------
+// One drain of the outputs is bounded, however the runtime sends what it polls.
+
+/// Drains once, as a runtime that collects every write before sending any would: the
+/// bytes it would hold unsent.
+fn one_drain(s: &mut Session) -> (usize, Vec<smtp_session::HookId>) {
+    let mut unsent = 0;
+    let mut hooks = Vec::new();
+    while let Some(output) = s.poll_output() {
+        match output {
+            Output::Write(bytes) => unsent += bytes.len(),
+            Output::HookCall(call) if call.needs_decision() => hooks.push(call.id),
+            _ => {}
+        }
+    }
+    (unsent, hooks)
+}
+
+#[test]
+fn a_decided_hook_with_a_full_buffer_behind_it_yields_at_most_the_output_limit_per_drain() {
+    let config = Config {
+        hooks: Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
+    let limit = config.max_pending_output;
+    let now = start();
+    let mut s = Session::new(config, info(), now);
+    one_drain(&mut s);
+    s.handle_input(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n", now)
+        .unwrap();
+    let (_, hooks) = one_drain(&mut s);
+    // 64 KiB of NOOPs wait behind the hook: 10,922 commands, 153 KB of replies.
+    let flood = b"NOOP\r\n".repeat(10_922);
+    assert_eq!(s.handle_input(&flood, now).unwrap(), flood.len());
+    s.decide(hooks[0], Decision::Accept, now).unwrap();
+    let mut total = 0;
+    let mut drains = 0;
+    loop {
+        let (unsent, _) = one_drain(&mut s);
+        assert!(unsent <= limit + 64, "one drain held {unsent} bytes unsent");
+        total += unsent;
+        drains += 1;
+        // The session goes on only when the runtime is back for more.
+        match s.poll_timeout() {
+            Some(due) if due <= now => s.handle_timeout(now).unwrap(),
+            _ => break,
+        }
+    }
+    let reply = "250 2.0.0 OK\r\n".len();
+    assert_eq!(total, "250 2.1.0 Sender OK\r\n".len() + 10_922 * reply);
+    assert!(drains >= 3, "{drains} drains");
+    // Then the session waits for a command again, with the command timeout.
+    assert_eq!(
+        s.poll_timeout(),
+        Some(now + std::time::Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn a_flood_of_pipelined_commands_in_one_read_yields_at_most_the_output_limit_per_drain() {
+    let config = Config {
+        hooks: Hooks::NONE,
+        ..config()
+    };
+    let limit = config.max_pending_output;
+    let now = start();
+    let mut s = Session::new(config, info(), now);
+    one_drain(&mut s);
+    s.handle_input(b"EHLO c\r\n", now).unwrap();
+    one_drain(&mut s);
+    let flood = b"RSET\r\n".repeat(100_000);
+    let mut rest: &[u8] = &flood;
+    let mut replies = 0;
+    for _ in 0..1000 {
+        if rest.is_empty() && s.poll_timeout().is_some_and(|d| d > now) {
+            break;
+        }
+        let taken = s.handle_input(rest, now).unwrap();
+        rest = &rest[taken..];
+        let (unsent, _) = one_drain(&mut s);
+        assert!(unsent <= limit + 64, "one drain held {unsent} bytes unsent");
+        replies += unsent;
+        if s.poll_timeout().is_some_and(|d| d <= now) {
+            s.handle_timeout(now).unwrap();
+            let (unsent, _) = one_drain(&mut s);
+            assert!(unsent <= limit + 64, "one drain held {unsent} bytes unsent");
+            replies += unsent;
+        }
+    }
+    assert!(rest.is_empty());
+    assert_eq!(replies, 100_000 * "250 2.0.0 OK\r\n".len());
+}

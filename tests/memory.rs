@@ -8,7 +8,7 @@ use common::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use smtp_session::{Config, Decision, Hooks, Output, Session};
+use smtp_session::{BodyDelivery, Config, Decision, Hooks, Output, Session};
 
 // ---------------------------------------------------------------------------------------
 // The counting allocator
@@ -133,6 +133,8 @@ struct Raw {
     closed: bool,
     /// The largest single write, to tell output buffering apart from input buffering.
     largest_write: usize,
+    /// Streamed body bytes handed out (and dropped, as a runtime's spool writes them away).
+    streamed: u64,
 }
 
 impl Raw {
@@ -144,6 +146,7 @@ impl Raw {
             pending: None,
             closed: false,
             largest_write: 0,
+            streamed: 0,
         };
         raw.drain();
         raw
@@ -162,6 +165,7 @@ impl Raw {
                     self.largest_write = self.largest_write.max(bytes.len())
                 }
                 Some(Output::Close) => self.closed = true,
+                Some(Output::BodyPiece(piece)) => self.streamed += piece.len() as u64,
                 Some(Output::HookCall(call)) => {
                     if call.needs_decision() {
                         self.pending = Some(call.id);
@@ -297,6 +301,65 @@ fn a_bdat_chunk_of_a_gibibyte_holds_no_more_than_the_size_limit() {
         meter.held() < 64 * KIB as isize,
         "the oversized body was dropped"
     );
+}
+
+#[test]
+fn a_streamed_gibibyte_message_holds_only_the_input_and_output_limits() {
+    let config = Config {
+        max_message_size: 2 * GIB as u64,
+        body_delivery: BodyDelivery::Streamed {
+            max_piece: 64 * KIB,
+        },
+        ..config()
+    };
+    let limits = config.max_pending_input + config.max_pending_output;
+    let mut raw = in_transaction(config);
+    raw.input(b"DATA\r\n");
+    let mut read = Vec::with_capacity(READ);
+    while read.len() < READ {
+        read.extend_from_slice(&[b'x'; 78]);
+        read.extend_from_slice(b"\r\n");
+    }
+    read.truncate(READ - READ % 80);
+    let meter = Meter::start();
+    let mut fed = 0;
+    while fed < GIB {
+        fed += raw.input(&read);
+    }
+    raw.input(b".\r\n");
+    let peak = meter.peak();
+    // The largest read is in flight as one piece, besides what the limits allow.
+    let limit = limits + READ + 4 * KIB;
+    assert!(peak <= limit, "peak {peak} > {limit}");
+    assert_eq!(raw.streamed, fed as u64, "every byte left as a piece");
+    assert!(
+        raw.pending.is_some(),
+        "the message hook waits for the spool"
+    );
+    assert!(meter.held() < 4 * KIB as isize, "{}", meter.held());
+}
+
+#[test]
+fn a_streamed_gibibyte_in_one_call_is_taken_only_as_far_as_the_outputs_allow() {
+    let config = Config {
+        max_message_size: 2 * GIB as u64,
+        body_delivery: BodyDelivery::STREAMED,
+        ..config()
+    };
+    let mut raw = in_transaction(config);
+    raw.input(b"DATA\r\n");
+    let flood = vec![b'y'; 64 * MIB];
+    let meter = Meter::start();
+    let taken = raw.session.handle_input(&flood, raw.now).unwrap();
+    let queued = meter.held();
+    assert!(
+        taken < flood.len(),
+        "a runtime that does not poll is pushed back"
+    );
+    let bound = (raw.session.config().max_pending_output + 2 * 64 * KIB) as isize;
+    assert!(queued <= bound, "held {queued} > {bound}");
+    raw.drain();
+    assert_eq!(raw.streamed, taken as u64);
 }
 
 #[test]

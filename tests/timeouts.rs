@@ -7,7 +7,7 @@ use common::*;
 
 use std::time::Duration;
 
-use smtp_session::{Config, Decision, Hooks, Output, Session};
+use smtp_session::{Config, Decision, Hooks, MinDataRate, Output, Session};
 
 const MIN: Duration = Duration::from_secs(60);
 const SEC: Duration = Duration::from_secs(1);
@@ -259,4 +259,161 @@ fn the_timeout_reply_is_the_last_reply_of_the_context() {
     assert_eq!(reply.enhanced, Some([4, 4, 2]));
     assert_eq!(reply.state, smtp_session::ReplyState::Timeout);
     assert_eq!(h.context().arguments.close, smtp_session::CloseSide::Local);
+}
+
+// ---------------------------------------------------------------------------------------
+// The command deadline and the minimum data rate: a slow sender cannot hold a connection
+// by trickling bytes, since a read no longer restarts the clock for the whole request.
+
+#[test]
+fn a_command_trickled_a_byte_every_two_seconds_is_cut_at_the_command_deadline() {
+    let mut h = Harness::new(config());
+    h.send("EHLO c\r\n");
+    h.transcript.clear();
+    let line = format!("MAIL FROM:<{}@example.org>\r\n", "a".repeat(200));
+    let mut sent = 0;
+    for byte in line.bytes() {
+        if h.session.is_closed() {
+            break;
+        }
+        h.feed(&[byte]);
+        sent += 1;
+        h.advance(2 * SEC);
+    }
+    // 5 minutes at one byte per 2 seconds: 150 bytes, far from the line's end.
+    assert_eq!(sent, 150);
+    h.expect(
+        "-- timeout
+         S: 421 4.4.2 mx.example Error: timeout exceeded
+         -- close
+         H: disconnect close=local reply=421 4.4.2 timeout",
+    );
+}
+
+#[test]
+fn whole_commands_sent_slowly_are_not_cut() {
+    let mut h = Harness::new(config());
+    h.send("EHLO c\r\n");
+    for _ in 0..10 {
+        // Each command line arrives in two halves, 2 minutes apart: 4 minutes per
+        // command, 40 minutes in all, and neither the idle timeout nor the deadline fires.
+        h.feed(b"NO");
+        h.advance(2 * MIN);
+        h.feed(b"OP\r\n");
+        h.advance(2 * MIN);
+    }
+    assert_eq!(h.closes, 0);
+    assert_eq!(
+        h.server_lines()
+            .iter()
+            .filter(|l| **l == "250 2.0.0 OK")
+            .count(),
+        10
+    );
+}
+
+#[test]
+fn the_command_deadline_is_configurable_and_counts_from_the_first_byte_of_the_line() {
+    let config = Config {
+        command_deadline: 30 * SEC,
+        ..config()
+    };
+    let mut h = Harness::new(config);
+    h.send("EHLO c\r\nNOOP\r\nNO");
+    assert_eq!(h.session.poll_timeout(), Some(h.now + 30 * SEC));
+    h.advance(20 * SEC);
+    h.feed(b"O");
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + 10 * SEC),
+        "a read does not move the deadline of the line"
+    );
+    h.feed(b"P\r\n");
+    assert_eq!(h.session.poll_timeout(), Some(h.now + 5 * MIN));
+    // An overlong line being skipped is still a line being read.
+    h.feed(&[b'x'; 2000]);
+    h.transcript.clear();
+    h.advance(30 * SEC);
+    assert_eq!(
+        h.server_lines(),
+        ["421 4.4.2 mx.example Error: timeout exceeded"]
+    );
+}
+
+fn min_rate(bytes_per_second: u32, grace: Duration) -> Config {
+    Config {
+        min_data_rate: Some(MinDataRate {
+            bytes_per_second,
+            grace,
+        }),
+        ..config()
+    }
+}
+
+#[test]
+fn message_data_slower_than_the_minimum_rate_is_cut_after_the_grace() {
+    let mut h = Harness::new(min_rate(100, 10 * SEC));
+    h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + 10 * SEC),
+        "the grace"
+    );
+    h.transcript.clear();
+    // 50 bytes every 2 seconds is 25 bytes/s: each read earns half a second.
+    let mut reads = 0;
+    while h.closes == 0 && reads < 100 {
+        h.feed(&[b'z'; 50]);
+        reads += 1;
+        h.advance(2 * SEC);
+    }
+    // After n reads the transfer has earned 10 s + n/2 s and run 2n s: cut at n = 7.
+    assert_eq!(reads, 7);
+    assert_eq!(
+        h.server_lines(),
+        ["421 4.4.2 mx.example Error: minimum data rate not met"]
+    );
+    assert!(h.messages.is_empty());
+}
+
+#[test]
+fn message_data_at_the_minimum_rate_goes_through() {
+    let mut h = Harness::new(min_rate(100, 10 * SEC));
+    h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    for _ in 0..120 {
+        h.feed(&[&[b'z'; 198][..], b"\r\n"].concat());
+        h.advance(2 * SEC);
+    }
+    h.send(".\r\n");
+    assert_eq!(h.closes, 0, "four minutes at exactly the rate");
+    assert_eq!(h.messages.len(), 1);
+    // The idle timeout between reads still applies on its own.
+    let deadline = h.session.poll_timeout().unwrap();
+    assert_eq!(deadline, h.now + 5 * MIN);
+}
+
+#[test]
+fn the_minimum_rate_counts_per_bdat_chunk() {
+    let mut h = Harness::new(min_rate(1000, 5 * SEC));
+    h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n");
+    h.send("BDAT 10000\r\n");
+    assert_eq!(h.session.poll_timeout(), Some(h.now + 5 * SEC));
+    h.feed(&[b'q'; 2000]);
+    assert_eq!(h.session.poll_timeout(), Some(h.now + 7 * SEC));
+    h.advance(6 * SEC);
+    h.feed(&[b'q'; 8000]);
+    // The chunk is complete: the next command has the command timeout.
+    assert_eq!(h.session.poll_timeout(), Some(h.now + 5 * MIN));
+    h.send("BDAT 5000 LAST\r\n");
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now + 5 * SEC),
+        "a new grace"
+    );
+    h.transcript.clear();
+    h.advance(5 * SEC);
+    assert_eq!(
+        h.server_lines(),
+        ["421 4.4.2 mx.example Error: minimum data rate not met"]
+    );
 }

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use smtp_session::{
-    Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, IoError, IoErrorKind,
-    Message, Output, PeerCertificate, Session, TlsInfo,
+    AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, IoError,
+    IoErrorKind, Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
 /// How the harness answers hook calls.
@@ -41,6 +41,14 @@ pub struct Harness {
     /// When set, every `Output::StartTls` is answered at once with a successful handshake
     /// reporting these details (recorded as `-- tls established`).
     pub auto_tls: Option<TlsInfo>,
+    /// Streamed mode: the pieces of the message being received, as a spool would hold them.
+    pub spool: Vec<u8>,
+    /// Streamed mode: the largest piece seen.
+    pub largest_piece: usize,
+    /// Streamed mode: the spools of the messages that reached the message hook, in order.
+    pub spooled: Vec<Vec<u8>>,
+    /// Streamed mode: every abort announced, in order.
+    pub aborted: Vec<AbortReason>,
 }
 
 pub fn start() -> Instant {
@@ -98,6 +106,10 @@ impl Harness {
             starttls: 0,
             backlog: Vec::new(),
             auto_tls,
+            spool: Vec::new(),
+            largest_piece: 0,
+            spooled: Vec::new(),
+            aborted: Vec::new(),
         };
         h.drain();
         h
@@ -270,7 +282,24 @@ impl Harness {
                             .expect("a handshake was requested");
                     }
                 }
+                Output::BodyPiece(piece) => {
+                    self.transcript
+                        .push_str(&format!("B= {}\n", escape(&piece)));
+                    self.largest_piece = self.largest_piece.max(piece.len());
+                    self.spool.extend_from_slice(&piece);
+                }
+                Output::BodyAborted(reason) => {
+                    self.transcript
+                        .push_str(&format!("-- body aborted: {reason:?}\n"));
+                    self.aborted.push(reason);
+                    self.spool.clear();
+                }
                 Output::HookCall(call) => {
+                    if let Hook::Message(m) = &call.hook {
+                        if m.streamed {
+                            self.spooled.push(std::mem::take(&mut self.spool));
+                        }
+                    }
                     self.transcript
                         .push_str(&format!("H: {}\n", describe_hook(&call.hook)));
                     match call.hook {
@@ -436,6 +465,14 @@ pub fn describe_hook(hook: &Hook) -> String {
                 .iter()
                 .map(|r| format!("<{}>", r.path))
                 .collect();
+            if m.streamed {
+                return format!(
+                    "message from <{}> to {} streamed, {} bytes",
+                    m.envelope.mail_from,
+                    rcpts.join(","),
+                    m.size
+                );
+            }
             format!(
                 "message from <{}> to {} body {:?}",
                 m.envelope.mail_from,
