@@ -82,11 +82,13 @@ impl BdatReceiver {
             .min(input.len());
         let octets = &input[..n];
         self.remaining -= n as u64;
+        let from = body.len();
         match self.policy {
             None => self.body.store(octets, body),
             Some(policy) => self.text(octets, policy, body),
         }
         if self.remaining > 0 {
+            self.body.note_stored(body, from);
             return (n, ChunkStatus::NeedMore);
         }
         if self.last && self.cr_pending {
@@ -94,6 +96,7 @@ impl BdatReceiver {
             self.cr_pending = false;
             self.bare(b'\r', body);
         }
+        self.body.note_stored(body, from);
         (n, ChunkStatus::Done)
     }
 

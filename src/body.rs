@@ -41,6 +41,14 @@ impl Bounded {
         self.eight_bit
     }
 
+    /// Looks for 8-bit bytes in what one feed stored, `body[from..]`: one pass over a whole
+    /// read costs less than one per stored run.
+    pub(crate) fn note_stored(&mut self, body: &[u8], from: usize) {
+        if self.keep && !self.eight_bit {
+            self.eight_bit = !body.get(from..).unwrap_or_default().is_ascii();
+        }
+    }
+
     /// Stops storing (the message will be refused anyway); counting goes on.
     pub(crate) fn stop_storing(&mut self) {
         self.keep = false;
@@ -62,9 +70,6 @@ impl Bounded {
             &bytes[..take]
         };
         if self.keep && !stored.is_empty() {
-            if !self.eight_bit {
-                self.eight_bit = !stored.is_ascii();
-            }
             reserve_within(body, stored.len(), self.room + stored.len() as u64);
             body.extend_from_slice(stored);
         }
@@ -162,6 +167,7 @@ mod tests {
         let mut b = Bounded::new(5, false);
         let mut body = Vec::new();
         b.store(b"\xffabcdef", &mut body);
+        b.note_stored(b"\xff", 0);
         assert!(body.is_empty() && body.capacity() == 0);
         assert_eq!((b.size(), b.exceeded(), b.eight_bit()), (7, true, false));
     }
@@ -192,8 +198,11 @@ mod tests {
         let mut b = Bounded::new(100, true);
         let mut body = Vec::new();
         b.store(b"plain", &mut body);
+        b.note_stored(&body, 0);
         assert!(!b.eight_bit());
+        let from = body.len();
         b.store("café".as_bytes(), &mut body);
+        b.note_stored(&body, from);
         assert!(b.eight_bit());
     }
 }

@@ -145,6 +145,13 @@ impl DataReceiver {
     ///
     /// Bytes are only ever appended to `body`; what it held before is kept.
     pub fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> (usize, DataStatus) {
+        let from = body.len();
+        let fed = self.unstuff(input, body);
+        self.body.note_stored(body, from);
+        fed
+    }
+
+    fn unstuff(&mut self, input: &[u8], body: &mut Vec<u8>) -> (usize, DataStatus) {
         let mut i = 0;
         loop {
             match self.state {

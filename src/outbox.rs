@@ -45,6 +45,21 @@ const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
 
+/// A fixed reply and its wire form, written from the same literals so they cannot differ.
+macro_rules! fixed {
+    ($code:literal, [$class:literal, $subject:literal, $detail:literal], $text:literal) => {
+        Reply::fixed(
+            $code,
+            e($class, $subject, $detail),
+            $text,
+            concat!($code, " ", $class, ".", $subject, ".", $detail, " ", $text, "\r\n"),
+        )
+    };
+    ($code:literal, $text:literal) => {
+        Reply::fixed($code, None, $text, concat!($code, " ", $text, "\r\n"))
+    };
+}
+
 /// The crate's default replies. Texts are suggestions (SPEC section 3), codes the contract;
 /// the enhanced codes are dropped when ENHANCEDSTATUSCODES is off.
 pub(crate) mod replies {
@@ -52,140 +67,132 @@ pub(crate) mod replies {
     use crate::reply::Reply;
 
     /// RSET, NOOP.
-    pub const OK: Reply = Reply::fixed(250, e(2, 0, 0), "OK");
+    pub const OK: Reply = fixed!(250, [2, 0, 0], "OK");
     /// MAIL FROM accepted.
-    pub const MAIL_OK: Reply = Reply::fixed(250, e(2, 1, 0), "Sender OK");
+    pub const MAIL_OK: Reply = fixed!(250, [2, 1, 0], "Sender OK");
     /// RCPT TO accepted.
-    pub const RCPT_OK: Reply = Reply::fixed(250, e(2, 1, 5), "Recipient OK");
+    pub const RCPT_OK: Reply = fixed!(250, [2, 1, 5], "Recipient OK");
     /// The message was taken (after the end of data or the last chunk).
-    pub const MESSAGE_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Message accepted");
+    pub const MESSAGE_OK: Reply = fixed!(250, [2, 0, 0], "Message accepted");
     /// A BDAT chunk other than the last was taken.
-    pub const CHUNK_OK: Reply = Reply::fixed(250, e(2, 0, 0), "Chunk accepted");
+    pub const CHUNK_OK: Reply = fixed!(250, [2, 0, 0], "Chunk accepted");
     /// The go-ahead for DATA content.
-    pub const START_DATA: Reply = Reply::fixed(354, None, "End data with <CR><LF>.<CR><LF>");
+    pub const START_DATA: Reply = fixed!(354, "End data with <CR><LF>.<CR><LF>");
     /// QUIT.
-    pub const BYE: Reply = Reply::fixed(221, e(2, 0, 0), "Bye");
+    pub const BYE: Reply = fixed!(221, [2, 0, 0], "Bye");
     /// VRFY and EXPN when they are answered (RFC 5321 section 3.5.3).
-    pub const VRFY_OK: Reply = Reply::fixed(
+    pub const VRFY_OK: Reply = fixed!(
         252,
-        e(2, 5, 0),
-        "Cannot verify the user, but will accept mail for delivery",
+        [2, 5, 0],
+        "Cannot verify the user, but will accept mail for delivery"
     );
     /// HELP.
-    pub const HELP: Reply = Reply::fixed(
+    pub const HELP: Reply = fixed!(
         214,
-        e(2, 0, 0),
-        "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+        [2, 0, 0],
+        "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
     );
     /// A verb known but switched off.
-    pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, e(5, 5, 1), "Command not implemented");
+    pub const NOT_IMPLEMENTED: Reply = fixed!(502, [5, 5, 1], "Command not implemented");
     /// STARTTLS accepted: the handshake follows.
-    pub const TLS_GO: Reply = Reply::fixed(220, e(2, 0, 0), "Ready to start TLS");
+    pub const TLS_GO: Reply = fixed!(220, [2, 0, 0], "Ready to start TLS");
     /// STARTTLS not offered.
-    pub const TLS_UNAVAILABLE: Reply = Reply::fixed(454, e(4, 7, 0), "TLS not available");
+    pub const TLS_UNAVAILABLE: Reply = fixed!(454, [4, 7, 0], "TLS not available");
     /// STARTTLS once TLS is on.
-    pub const TLS_ACTIVE: Reply = Reply::fixed(503, e(5, 5, 1), "TLS already active");
+    pub const TLS_ACTIVE: Reply = fixed!(503, [5, 5, 1], "TLS already active");
     /// A command refused until TLS is on (`Config::require_tls`).
-    pub const TLS_REQUIRED: Reply =
-        Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS command first");
+    pub const TLS_REQUIRED: Reply = fixed!(530, [5, 7, 0], "Must issue a STARTTLS command first");
     /// MAIL refused until the client authenticated (`Config::require_auth`).
-    pub const AUTH_REQUIRED: Reply = Reply::fixed(530, e(5, 7, 0), "Authentication required");
+    pub const AUTH_REQUIRED: Reply = fixed!(530, [5, 7, 0], "Authentication required");
     /// AUTH accepted.
-    pub const AUTH_OK: Reply = Reply::fixed(235, e(2, 7, 0), "Authentication successful");
+    pub const AUTH_OK: Reply = fixed!(235, [2, 7, 0], "Authentication successful");
     /// AUTH refused, also when no auth hook can verify credentials.
-    pub const AUTH_FAILED: Reply =
-        Reply::fixed(535, e(5, 7, 8), "Authentication credentials invalid");
+    pub const AUTH_FAILED: Reply = fixed!(535, [5, 7, 8], "Authentication credentials invalid");
     /// AUTH over plaintext when it needs TLS.
-    pub const AUTH_NEEDS_TLS: Reply = Reply::fixed(
+    pub const AUTH_NEEDS_TLS: Reply = fixed!(
         538,
-        e(5, 7, 11),
-        "Encryption required for requested authentication mechanism",
+        [5, 7, 11],
+        "Encryption required for requested authentication mechanism"
     );
     /// A second AUTH.
-    pub const AUTH_ALREADY: Reply = Reply::fixed(503, e(5, 5, 1), "Already authenticated");
+    pub const AUTH_ALREADY: Reply = fixed!(503, [5, 5, 1], "Already authenticated");
     /// AUTH inside a mail transaction.
-    pub const AUTH_IN_TRANSACTION: Reply = Reply::fixed(
-        503,
-        e(5, 5, 1),
-        "AUTH not allowed during a mail transaction",
-    );
+    pub const AUTH_IN_TRANSACTION: Reply =
+        fixed!(503, [5, 5, 1], "AUTH not allowed during a mail transaction");
     /// A mechanism not offered.
     pub const AUTH_UNKNOWN_MECHANISM: Reply =
-        Reply::fixed(504, e(5, 5, 4), "Unrecognized authentication type");
+        fixed!(504, [5, 5, 4], "Unrecognized authentication type");
     /// The client answered a challenge with `*`.
-    pub const AUTH_CANCELLED: Reply = Reply::fixed(501, e(5, 7, 0), "Authentication cancelled");
+    pub const AUTH_CANCELLED: Reply = fixed!(501, [5, 7, 0], "Authentication cancelled");
     /// A response that is not base64.
-    pub const AUTH_BAD_BASE64: Reply = Reply::fixed(501, e(5, 5, 2), "Invalid base64 data");
+    pub const AUTH_BAD_BASE64: Reply = fixed!(501, [5, 5, 2], "Invalid base64 data");
     /// A PLAIN or LOGIN response that decodes to nonsense.
-    pub const AUTH_MALFORMED: Reply =
-        Reply::fixed(501, e(5, 5, 2), "Malformed authentication response");
+    pub const AUTH_MALFORMED: Reply = fixed!(501, [5, 5, 2], "Malformed authentication response");
     /// An AUTH line over `Config::max_auth_line_length`.
     pub const AUTH_LINE_TOO_LONG: Reply =
-        Reply::fixed(500, e(5, 5, 6), "Authentication exchange line is too long");
+        fixed!(500, [5, 5, 6], "Authentication exchange line is too long");
     /// The auth hook failed.
-    pub const AUTH_TEMPORARY: Reply =
-        Reply::fixed(454, e(4, 7, 0), "Temporary authentication failure");
+    pub const AUTH_TEMPORARY: Reply = fixed!(454, [4, 7, 0], "Temporary authentication failure");
     /// Any other hook failed.
     pub const HOOK_TEMPORARY: Reply =
-        Reply::fixed(451, e(4, 3, 0), "Temporary failure, please try again later");
+        fixed!(451, [4, 3, 0], "Temporary failure, please try again later");
     /// MAIL before HELO/EHLO (`Config::require_helo`).
-    pub const NEED_HELO: Reply = Reply::fixed(503, e(5, 5, 1), "Send HELO or EHLO first");
+    pub const NEED_HELO: Reply = fixed!(503, [5, 5, 1], "Send HELO or EHLO first");
     /// MAIL inside a transaction.
-    pub const NESTED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Sender already specified");
+    pub const NESTED_MAIL: Reply = fixed!(503, [5, 5, 1], "Sender already specified");
     /// RCPT, DATA or BDAT without MAIL.
-    pub const NEED_MAIL: Reply = Reply::fixed(503, e(5, 5, 1), "Need MAIL command first");
+    pub const NEED_MAIL: Reply = fixed!(503, [5, 5, 1], "Need MAIL command first");
     /// DATA or BDAT without an accepted recipient.
-    pub const NEED_RCPT: Reply = Reply::fixed(503, e(5, 5, 1), "Need RCPT command first");
+    pub const NEED_RCPT: Reply = fixed!(503, [5, 5, 1], "Need RCPT command first");
     /// DATA after a BDAT chunk of the same transaction.
-    pub const DATA_AFTER_BDAT: Reply = Reply::fixed(503, e(5, 5, 1), "DATA cannot follow BDAT");
+    pub const DATA_AFTER_BDAT: Reply = fixed!(503, [5, 5, 1], "DATA cannot follow BDAT");
     /// DATA for a `BODY=BINARYMIME` transaction (RFC 3030).
-    pub const BINARY_NEEDS_BDAT: Reply =
-        Reply::fixed(503, e(5, 5, 1), "BODY=BINARYMIME requires BDAT");
+    pub const BINARY_NEEDS_BDAT: Reply = fixed!(503, [5, 5, 1], "BODY=BINARYMIME requires BDAT");
     /// RCPT past `Config::max_recipients`.
-    pub const TOO_MANY_RCPTS: Reply = Reply::fixed(452, e(4, 5, 3), "Too many recipients");
+    pub const TOO_MANY_RCPTS: Reply = fixed!(452, [4, 5, 3], "Too many recipients");
     /// A message over `Config::max_message_size`, or a SIZE= declaring one.
-    pub const TOO_BIG: Reply = Reply::fixed(
+    pub const TOO_BIG: Reply = fixed!(
         552,
-        e(5, 3, 4),
-        "Message size exceeds fixed maximum message size",
+        [5, 3, 4],
+        "Message size exceeds fixed maximum message size"
     );
     /// Message content with bare CR or LF under `BareLineEndings::Reject`.
-    pub const BARE_LINE_ENDING: Reply = Reply::fixed(
+    pub const BARE_LINE_ENDING: Reply = fixed!(
         550,
-        e(5, 6, 0),
-        "Message contains bare CR or LF; line endings must be CRLF",
+        [5, 6, 0],
+        "Message contains bare CR or LF; line endings must be CRLF"
     );
     /// A command line ended by a bare LF under `BareLineEndings::Reject` (Postfix
     /// `smtpd_forbid_bare_newline`): it is not executed.
-    pub const BARE_LF_COMMAND: Reply = Reply::fixed(550, e(5, 5, 2), "Error: bare <LF> received");
+    pub const BARE_LF_COMMAND: Reply = fixed!(550, [5, 5, 2], "Error: bare <LF> received");
     /// A non-ASCII address without the SMTPUTF8 parameter.
-    pub const UTF8_NEEDS_SMTPUTF8: Reply = Reply::fixed(
+    pub const UTF8_NEEDS_SMTPUTF8: Reply = fixed!(
         553,
-        e(5, 6, 7),
-        "Non-ASCII address requires the SMTPUTF8 parameter",
+        [5, 6, 7],
+        "Non-ASCII address requires the SMTPUTF8 parameter"
     );
     /// MAIL FROM with a bad address.
-    pub const BAD_SENDER: Reply = Reply::fixed(501, e(5, 1, 7), "Bad sender address syntax");
+    pub const BAD_SENDER: Reply = fixed!(501, [5, 1, 7], "Bad sender address syntax");
     /// RCPT TO with a bad address.
-    pub const BAD_RECIPIENT: Reply = Reply::fixed(501, e(5, 1, 3), "Bad recipient address syntax");
+    pub const BAD_RECIPIENT: Reply = fixed!(501, [5, 1, 3], "Bad recipient address syntax");
     /// A malformed ESMTP parameter value.
-    pub const BAD_PARAM: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid command parameter");
+    pub const BAD_PARAM: Reply = fixed!(501, [5, 5, 4], "Invalid command parameter");
     /// An ESMTP parameter not offered.
-    pub const UNKNOWN_PARAM: Reply = Reply::fixed(555, e(5, 5, 4), "Unsupported command parameter");
+    pub const UNKNOWN_PARAM: Reply = fixed!(555, [5, 5, 4], "Unsupported command parameter");
     /// Arguments a verb does not take, or malformed ones.
-    pub const SYNTAX: Reply = Reply::fixed(501, e(5, 5, 4), "Syntax error in arguments");
+    pub const SYNTAX: Reply = fixed!(501, [5, 5, 4], "Syntax error in arguments");
     /// HELO/EHLO with a bad name.
-    pub const BAD_HELO: Reply = Reply::fixed(501, e(5, 5, 4), "Invalid domain name");
+    pub const BAD_HELO: Reply = fixed!(501, [5, 5, 4], "Invalid domain name");
     /// A verb the session does not know.
-    pub const UNKNOWN_COMMAND: Reply = Reply::fixed(500, e(5, 5, 1), "Command unrecognized");
+    pub const UNKNOWN_COMMAND: Reply = fixed!(500, [5, 5, 1], "Command unrecognized");
     /// A known verb on a line that is not UTF-8.
-    pub const NOT_UTF8: Reply = Reply::fixed(501, e(5, 5, 2), "Invalid UTF-8 in command");
+    pub const NOT_UTF8: Reply = fixed!(501, [5, 5, 2], "Invalid UTF-8 in command");
     /// A command line over the line limit; its bytes were skipped.
-    pub const LINE_TOO_LONG: Reply = Reply::fixed(500, e(5, 5, 2), "Line too long");
+    pub const LINE_TOO_LONG: Reply = fixed!(500, [5, 5, 2], "Line too long");
     /// XCLIENT from a peer not in `Config::xclient_trusted`.
-    pub const XCLIENT_DENIED: Reply = Reply::fixed(550, e(5, 7, 0), "XCLIENT denied");
+    pub const XCLIENT_DENIED: Reply = fixed!(550, [5, 7, 0], "XCLIENT denied");
     /// A malformed XCLIENT attribute.
-    pub const XCLIENT_SYNTAX: Reply = Reply::fixed(501, e(5, 5, 4), "Bad XCLIENT attribute");
+    pub const XCLIENT_SYNTAX: Reply = fixed!(501, [5, 5, 4], "Bad XCLIENT attribute");
 }
 
 /// Builds a default reply whose text names the server, such as the 421 replies.

@@ -99,6 +99,9 @@ pub struct Reply {
     /// Built by the crate: its enhanced code is dropped when ENHANCEDSTATUSCODES is off.
     /// Replies given by hooks are sent as given.
     default: bool,
+    /// The wire form, when known at compile time (the crate's fixed replies): written with
+    /// one copy instead of being formatted for every reply sent.
+    wire: &'static str,
 }
 
 impl PartialEq for Reply {
@@ -168,20 +171,24 @@ impl Reply {
             enhanced,
             text: Cow::Owned(joined),
             default: false,
+            wire: "",
         })
     }
 
-    /// A crate default: static text, already known to be well formed.
+    /// A crate default: static text, already known to be well formed, with its wire form
+    /// (see the `fixed!` macro of the outbox, which writes both from the same literals).
     pub(crate) const fn fixed(
         code: u16,
         enhanced: Option<EnhancedCode>,
         text: &'static str,
+        wire: &'static str,
     ) -> Reply {
         Reply {
             code,
             enhanced,
             text: Cow::Borrowed(text),
             default: true,
+            wire,
         }
     }
 
@@ -194,14 +201,16 @@ impl Reply {
             enhanced,
             text: Cow::Owned(text),
             default: true,
+            wire: "",
         }
     }
 
     /// The reply as sent when ENHANCEDSTATUSCODES is `advertised` or not: crate defaults
     /// lose their enhanced code when it is not; a hook's reply is sent as given.
     pub(crate) fn for_extensions(mut self, advertised: bool) -> Reply {
-        if self.default && !advertised {
+        if self.default && !advertised && self.enhanced.is_some() {
             self.enhanced = None;
+            self.wire = "";
         }
         self
     }
@@ -228,6 +237,25 @@ impl Reply {
 
     /// Appends the reply in wire format (`CODE-text` lines, a last `CODE text` line, CRLF).
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        if !self.wire.is_empty() {
+            debug_assert_eq!(
+                self.wire.as_bytes(),
+                self.format_wire(),
+                "a fixed reply's wire"
+            );
+            out.extend_from_slice(self.wire.as_bytes());
+            return;
+        }
+        self.format_to(out);
+    }
+
+    fn format_wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.format_to(&mut out);
+        out
+    }
+
+    fn format_to(&self, out: &mut Vec<u8>) {
         // Every line starts with the same head, `250-2.1.5` (at most 3 + 1 + 9 bytes), so it
         // is formatted once; the separator after the code is patched per line. This runs
         // for every reply, so it avoids `str::split` and byte-by-byte pushes.
