@@ -12,7 +12,7 @@
 
 use memchr::memchr2;
 
-use crate::body::Bounded;
+use crate::body::{crlf_clean, Bounded};
 use crate::data::BareLineEndings;
 
 /// Progress of a [`BdatReceiver`] after [`BdatReceiver::feed`].
@@ -138,6 +138,19 @@ impl BdatReceiver {
     /// Text content: stores runs between line endings that need no change, so clean text
     /// costs one `memchr2` per line and one copy per run.
     fn text(&mut self, octets: &[u8], policy: BareLineEndings, body: &mut Vec<u8>) {
+        // Clean CRLF text, the common case: checked in one vector pass, stored in one copy.
+        let first_fits = match octets.first() {
+            Some(&first) => self.cr_pending == (first == b'\n'),
+            None => return,
+        };
+        if first_fits && crlf_clean(octets) {
+            if self.cr_pending {
+                self.body.store(b"\r", body);
+            }
+            self.cr_pending = octets.last() == Some(&b'\r');
+            let end = octets.len() - usize::from(self.cr_pending);
+            return self.body.store(&octets[..end], body);
+        }
         let mut i = 0;
         if self.cr_pending && !octets.is_empty() {
             self.cr_pending = false;

@@ -76,6 +76,37 @@ impl Bounded {
     }
 }
 
+/// True when, inside `bytes`, every LF has a CR right before it and every CR an LF right
+/// after it. The first byte's predecessor and the last byte's successor are the caller's to
+/// judge. Written without an early exit so that it compiles to vector compares: clean text,
+/// the common case, costs a fraction of a copy.
+pub(crate) fn crlf_clean(bytes: &[u8]) -> bool {
+    let Some(next) = bytes.get(1..) else {
+        return true;
+    };
+    let pairs = next.len();
+    let mismatch = |a: u8, b: u8| u8::from(a == b'\r') ^ u8::from(b == b'\n');
+    // Blocks of 64 pairs into 32 lanes: the shape the compiler turns into vector code.
+    let mut lanes = [0u8; 32];
+    let blocks = pairs / 64 * 64;
+    for k in (0..blocks).step_by(64) {
+        let (Ok(a), Ok(b)) = (
+            <&[u8; 64]>::try_from(&bytes[k..k + 64]),
+            <&[u8; 64]>::try_from(&next[k..k + 64]),
+        ) else {
+            unreachable!("blocks of 64 end within the pairs");
+        };
+        for j in 0..32 {
+            lanes[j] |= mismatch(a[j], b[j]) | mismatch(a[j + 32], b[j + 32]);
+        }
+    }
+    let tail = bytes[blocks..pairs]
+        .iter()
+        .zip(&next[blocks..])
+        .fold(0, |bad, (&a, &b)| bad | mismatch(a, b));
+    lanes.iter().fold(tail, |bad, &lane| bad | lane) == 0
+}
+
 /// Makes room for `additional` bytes in `body` without letting its capacity overshoot what
 /// the remaining budget `room` can ever need.
 ///
@@ -170,6 +201,21 @@ mod tests {
         b.note_stored(b"\xff", 0);
         assert!(body.is_empty() && body.capacity() == 0);
         assert_eq!((b.size(), b.exceeded(), b.eight_bit()), (7, true, false));
+    }
+
+    #[test]
+    fn clean_text_has_only_crlf_pairs_inside() {
+        assert!(crlf_clean(b""));
+        assert!(crlf_clean(b"\n"), "a first LF is the caller's to judge");
+        assert!(crlf_clean(b"\r"), "so is a last CR");
+        assert!(crlf_clean(b"ab\r\ncd\r\n\r\nx\r"));
+        for dirty in [&b"a\nb"[..], b"a\rb", b"a\r\r\n", b"\r\n\n", b"x\n\r"] {
+            assert!(!crlf_clean(dirty), "{:?}", dirty.escape_ascii().to_string());
+        }
+        let mut long = b"0123456789\r\n".repeat(1000);
+        assert!(crlf_clean(&long));
+        long[7777] = b'\n';
+        assert!(!crlf_clean(&long));
     }
 
     #[test]

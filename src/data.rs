@@ -32,7 +32,17 @@
 
 use memchr::memchr2;
 
-use crate::body::Bounded;
+use std::sync::OnceLock;
+
+use memchr::memmem::Finder;
+
+use crate::body::{crlf_clean, Bounded};
+
+/// Finds the start of a line beginning with a dot: `CRLF .`.
+fn dot_line_finder() -> &'static Finder<'static> {
+    static FINDER: OnceLock<Finder<'static>> = OnceLock::new();
+    FINDER.get_or_init(|| Finder::new(b"\r\n."))
+}
 
 /// What to do with a CR or LF that is not part of a CRLF pair inside message data.
 ///
@@ -157,7 +167,10 @@ impl DataReceiver {
             match self.state {
                 State::Done => return (i, DataStatus::Done),
                 State::Mid => {
-                    i = self.scan_line_content(input, i, body);
+                    i = match self.scan_clean_text(input, i, body) {
+                        Some(next) => next,
+                        None => self.scan_line_content(input, i, body),
+                    };
                     if self.state == State::Mid {
                         // Only returns in `Mid` after consuming everything.
                         return (i, DataStatus::NeedMore);
@@ -247,6 +260,42 @@ impl DataReceiver {
     /// True once the end-of-data sequence has been consumed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The fast path for clean text: from `i` inside a line to the next line that starts
+    /// with a dot (or the end of the input), when every line ending on the way is CRLF. The
+    /// span is found with one substring search and checked in one vector pass, and stored
+    /// in one copy. Returns `None`, having done nothing, when the span holds a bare CR or
+    /// LF: the line-by-line scan handles it.
+    fn scan_clean_text(&mut self, input: &[u8], i: usize, body: &mut Vec<u8>) -> Option<usize> {
+        let rest = input.get(i..).unwrap_or_default();
+        let (span, dot_line) = match dot_line_finder().find(rest) {
+            Some(at) => (&rest[..at + 2], true),
+            None => (rest, false),
+        };
+        // Inside a line, an LF right away has no CR before it.
+        if span.first() == Some(&b'\n') || !crlf_clean(span) {
+            return None;
+        }
+        let end = i + span.len();
+        if dot_line {
+            self.store(span, body);
+            self.state = State::LineStart;
+            return Some(end);
+        }
+        match span {
+            [.., b'\r', b'\n'] => {
+                self.store(span, body);
+                self.state = State::LineStart;
+            }
+            [head @ .., b'\r'] => {
+                // Whether this CR is bare depends on the next chunk.
+                self.store(head, body);
+                self.state = State::MidCr;
+            }
+            _ => self.store(span, body),
+        }
+        Some(end)
     }
 
     /// The hot loop: scans line content from `i`, storing whole runs of bytes.
