@@ -67,6 +67,24 @@
 //! from the caller: pass `now` in, and call [`Session::handle_timeout`] when the instant from
 //! [`Session::poll_timeout`] passes (calling it early does nothing).
 //!
+//! One drain yields at most about [`Config::max_pending_output`] bytes, however the runtime
+//! sends them: `poll_output` only hands out what is queued and never reads on. When the
+//! session stopped reading held input because its outputs were full, `poll_timeout` returns
+//! an instant that has already passed, so a run loop that sends what it drained and then
+//! waits for the deadline goes on with it at once.
+//!
+//! # Streamed bodies
+//!
+//! By default the message hook carries the whole body, so every message in flight is in
+//! memory. With [`Config::body_delivery`] set to [`BodyDelivery::Streamed`], the unstuffed
+//! body leaves the session as it arrives, in [`Output::BodyPiece`]s (DATA and BDAT alike);
+//! the message hook then carries the envelope, the size and what was learnt about the body
+//! ([`Message::eight_bit`], [`Message::bare_line_endings`]) but no body: write the pieces to
+//! the spool, make them durable, then decide. A message that will not be accepted (too big,
+//! bare line endings refused, RSET or a new EHLO between BDAT chunks, a handshake, the
+//! connection ending) is announced with [`Output::BodyAborted`] so the spool can go. A
+//! session then holds no more than its input and output limits, whatever the message size.
+//!
 //! # The hook obligation
 //!
 //! Hooks are subscribed in [`Config::hooks`]; an unsubscribed hook is accepted at once with no
@@ -163,10 +181,13 @@
 //! [`Config::xclient_trusted`] peers.
 //!
 //! Defences: the end of DATA is `CRLF.CRLF` only, and bare CR or LF is rejected by default
-//! ([`BareLineEndings`]), so SMTP smuggling sequences never end a message; BDAT chunks are
-//! counted, never parsed; bytes pipelined after STARTTLS are never executed; every buffer is
-//! bounded by [`Config`] (line length, message size, pending input), and overlong lines are
-//! skipped without being stored.
+//! ([`BareLineEndings`]) in DATA, in BDAT content not declared `BODY=BINARYMIME`, and at the
+//! end of command lines, so SMTP smuggling sequences never end a message nor reach the next
+//! hop; BDAT chunks are counted, never parsed; bytes pipelined after STARTTLS are never
+//! executed; a command line must be complete within its deadline and message data may have a
+//! minimum rate, so a client trickling bytes cannot hold a connection; every buffer is
+//! bounded by [`Config`] (line length, message size, pending input and output), and overlong
+//! lines are skipped without being stored.
 //!
 //! # Configuration
 //!
@@ -182,7 +203,8 @@
 //! | commands | `require_helo` (on), `vrfy` (252), `expn` (502) |
 //! | proxies | `proxy_protocol` (off), `xclient_trusted` (nobody) |
 //! | limits | `max_line_length` (512 plus allowances), `max_message_size` (25 MiB), `max_recipients` (100), `recipient_overshoot_limit` (1000), `hard_error_limit` (20), `max_pending_input` (64 KiB), `max_pending_output` (64 KiB) |
-//! | time | `command_timeout` (5 min), `data_timeout` (3 min), `greeting_delay` (none) |
+//! | time | `command_timeout` (5 min idle), `command_deadline` (5 min for a whole command line), `data_timeout` (3 min between reads), `min_data_rate` (off; [`MinDataRate`]), `greeting_delay` (none) |
+//! | bodies | `body_delivery` ([`BodyDelivery::Buffered`], or streamed in pieces) |
 //! | defences | `bare_line_endings` ([`BareLineEndings::Reject`]), `reject_early_talkers`, `reject_unauth_pipelining` (off) |
 //!
 //! # Errors
