@@ -25,6 +25,8 @@ pub enum Verb {
     Helo,
     /// `EHLO`
     Ehlo,
+    /// `LHLO` (RFC 2033, LMTP)
+    Lhlo,
     /// `MAIL`
     Mail,
     /// `RCPT`
@@ -60,6 +62,7 @@ impl Verb {
         match self {
             Verb::Helo => "HELO",
             Verb::Ehlo => "EHLO",
+            Verb::Lhlo => "LHLO",
             Verb::Mail => "MAIL",
             Verb::Rcpt => "RCPT",
             Verb::Data => "DATA",
@@ -86,6 +89,7 @@ impl Verb {
         Some(match &*upper {
             b"HELO" => Verb::Helo,
             b"EHLO" => Verb::Ehlo,
+            b"LHLO" => Verb::Lhlo,
             b"MAIL" => Verb::Mail,
             b"RCPT" => Verb::Rcpt,
             b"DATA" => Verb::Data,
@@ -118,6 +122,8 @@ pub enum Command<'a> {
     Helo(&'a str),
     /// `EHLO host`; the host passed [`crate::address::is_valid_helo_host`].
     Ehlo(&'a str),
+    /// `LHLO host` (RFC 2033); the host passed [`crate::address::is_valid_helo_host`].
+    Lhlo(&'a str),
     /// `MAIL FROM:<path> params`.
     Mail {
         /// The sender.
@@ -176,6 +182,7 @@ impl Command<'_> {
         match self {
             Command::Helo(_) => Verb::Helo,
             Command::Ehlo(_) => Verb::Ehlo,
+            Command::Lhlo(_) => Verb::Lhlo,
             Command::Mail { .. } => Verb::Mail,
             Command::Rcpt { .. } => Verb::Rcpt,
             Command::Data => Verb::Data,
@@ -244,7 +251,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
     let syntax = CommandError::Syntax(verb);
 
     match verb {
-        Verb::Helo | Verb::Ehlo => {
+        Verb::Helo | Verb::Ehlo | Verb::Lhlo => {
             let args = args.trim_start_matches(' ');
             // RFC 5321 allows one argument, but clients that append more
             // words are common and harmless; the first one is the host.
@@ -252,10 +259,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
             if !crate::address::is_valid_helo_host(host) {
                 return Err(syntax);
             }
-            Ok(if verb == Verb::Helo {
-                Command::Helo(host)
-            } else {
-                Command::Ehlo(host)
+            Ok(match verb {
+                Verb::Helo => Command::Helo(host),
+                Verb::Ehlo => Command::Ehlo(host),
+                _ => Command::Lhlo(host),
             })
         }
         Verb::Mail => {

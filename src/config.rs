@@ -209,6 +209,10 @@ pub struct Config {
     pub vrfy: bool,
     /// EXPN answers `252 2.5.0` when true, `502 5.5.1` when false.
     pub expn: bool,
+    /// Speak LMTP (RFC 2033) instead of SMTP: the client greets with LHLO (HELO and EHLO get
+    /// `500`), and after the end of a message (DATA, or the last BDAT chunk) every accepted
+    /// recipient gets a reply of its own, in RCPT order; see [`Decision::PerRecipient`](crate::Decision::PerRecipient).
+    pub lmtp: bool,
     /// Expect a PROXY protocol (v1 or v2) header before anything else.
     pub proxy_protocol: bool,
     /// Peers allowed to use XCLIENT; empty refuses it for everyone.
@@ -280,6 +284,7 @@ impl Default for Config {
             require_helo: true,
             vrfy: true,
             expn: false,
+            lmtp: false,
             proxy_protocol: false,
             xclient_trusted: Vec::new(),
             max_line_length: 512,

@@ -53,9 +53,10 @@ impl ConnectionInfo {
     }
 }
 
-/// HELO or EHLO.
+/// HELO, EHLO or LHLO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum HeloVerb {
     /// RFC 5321 HELO.
     #[cfg_attr(feature = "serde", serde(rename = "HELO"))]
@@ -63,6 +64,16 @@ pub enum HeloVerb {
     /// RFC 5321 EHLO.
     #[cfg_attr(feature = "serde", serde(rename = "EHLO"))]
     Ehlo,
+    /// RFC 2033 LHLO, the greeting of LMTP.
+    #[cfg_attr(feature = "serde", serde(rename = "LHLO"))]
+    Lhlo,
+}
+
+impl HeloVerb {
+    /// True for the greetings that ask for the extension list: EHLO and LHLO.
+    pub fn is_extended(self) -> bool {
+        matches!(self, HeloVerb::Ehlo | HeloVerb::Lhlo)
+    }
 }
 
 /// The client's greeting (Halon: `helo`).
@@ -138,6 +149,8 @@ pub enum ReplyState {
     Connect,
     Helo,
     Ehlo,
+    /// The reply to LHLO (LMTP).
+    Lhlo,
     #[cfg_attr(feature = "serde", serde(rename = "STARTTLS"))]
     StartTls,
     Auth,
@@ -170,6 +183,7 @@ impl ReplyState {
             ReplyState::Connect => "CONNECT",
             ReplyState::Helo => "HELO",
             ReplyState::Ehlo => "EHLO",
+            ReplyState::Lhlo => "LHLO",
             ReplyState::StartTls => "STARTTLS",
             ReplyState::Auth => "AUTH",
             ReplyState::Mail => "MAIL",
@@ -197,6 +211,7 @@ impl From<Verb> for ReplyState {
         match verb {
             Verb::Helo => ReplyState::Helo,
             Verb::Ehlo => ReplyState::Ehlo,
+            Verb::Lhlo => ReplyState::Lhlo,
             Verb::Mail => ReplyState::Mail,
             Verb::Rcpt => ReplyState::Rcpt,
             Verb::Data => ReplyState::Data,
@@ -219,6 +234,7 @@ impl From<HeloVerb> for ReplyState {
         match verb {
             HeloVerb::Helo => ReplyState::Helo,
             HeloVerb::Ehlo => ReplyState::Ehlo,
+            HeloVerb::Lhlo => ReplyState::Lhlo,
         }
     }
 }

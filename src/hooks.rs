@@ -248,6 +248,11 @@ pub enum Decision {
     /// (base64-encoded by the session in a 334 reply) and call the hook again with the
     /// client's response.
     Challenge(Vec<u8>),
+    /// LMTP message hook only (RFC 2033, [`Config::lmtp`](crate::Config::lmtp)): one reply
+    /// per accepted recipient, in the order of their RCPT commands. A 2xx reply says the
+    /// message was delivered to that recipient, a 4xx or 5xx that it was not. Accepting or
+    /// refusing as a whole answers every recipient with the same reply.
+    PerRecipient(Vec<Reply>),
 }
 
 impl Decision {
@@ -285,6 +290,8 @@ pub(crate) enum Stage {
     },
     Message {
         chunked: bool,
+        /// LMTP: the number of accepted recipients, each owed a reply of its own.
+        lmtp_recipients: Option<usize>,
     },
 }
 
@@ -297,8 +304,8 @@ impl Stage {
             Stage::Mail(..) => ReplyState::Mail,
             Stage::Rcpt(..) => ReplyState::Rcpt,
             Stage::Data => ReplyState::Data,
-            Stage::Bdat { .. } | Stage::Message { chunked: true } => ReplyState::Bdat,
-            Stage::Message { chunked: false } => ReplyState::Eod,
+            Stage::Bdat { .. } | Stage::Message { chunked: true, .. } => ReplyState::Bdat,
+            Stage::Message { chunked: false, .. } => ReplyState::Eod,
         }
     }
 
@@ -325,6 +332,31 @@ impl Stage {
                     "a rejection needs a 4xx or 5xx reply",
                 ));
             }
+            Decision::PerRecipient(replies) => match stage {
+                Stage::Message {
+                    lmtp_recipients: Some(n),
+                    ..
+                } if replies.len() == *n => {
+                    if replies.iter().any(|r| (300..400).contains(&r.code())) {
+                        return Err(Error::InvalidDecision(
+                            "a recipient's reply is 2xx, 4xx or 5xx",
+                        ));
+                    }
+                }
+                Stage::Message {
+                    lmtp_recipients: Some(_),
+                    ..
+                } => {
+                    return Err(Error::InvalidDecision(
+                        "one reply per accepted recipient, in RCPT order",
+                    ))
+                }
+                _ => {
+                    return Err(Error::InvalidDecision(
+                        "replies per recipient answer only the LMTP message hook",
+                    ))
+                }
+            },
             Decision::Challenge(_) => match stage {
                 Stage::Auth { mechanism, .. } if mechanism != "PLAIN" && mechanism != "LOGIN" => {}
                 _ => return Err(Error::InvalidDecision(

@@ -310,6 +310,15 @@ impl Outbox {
         self.errors
     }
 
+    /// Counts one error for replies written uncounted; returns the count so far.
+    #[must_use]
+    pub(crate) fn count_error(&mut self) -> u32 {
+        if !self.closed {
+            self.errors += 1;
+        }
+        self.errors
+    }
+
     /// Writes a reply that never counts toward the error limit, whatever its code: for
     /// refusals a well-behaved client cannot avoid (recipients pipelined past the limit).
     pub(crate) fn reply_uncounted(&mut self, reply: Reply, state: ReplyState) {

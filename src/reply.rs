@@ -89,7 +89,7 @@ pub enum ReplyError {
 ///
 /// Two replies are equal when code, enhanced code and text are; where a reply came from
 /// (the crate's defaults or a hook) does not count.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Reply {
     code: u16,
     enhanced: Option<EnhancedCode>,
@@ -111,6 +111,16 @@ impl PartialEq for Reply {
 }
 
 impl Eq for Reply {}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("code", &self.code)
+            .field("enhanced", &self.enhanced)
+            .field("text", &self.text)
+            .finish()
+    }
+}
 
 impl Reply {
     /// A reply from a code and free text, as a policy hook gives it (KumoMTA's

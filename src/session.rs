@@ -750,6 +750,7 @@ impl Session {
                 self.auth_step(sasl::challenge(mechanism, step, username, &challenge));
             }
             Decision::Reject(reply) => self.refused(stage, reply),
+            Decision::PerRecipient(replies) => self.per_recipient(stage, replies),
             Decision::Disconnect { reply, mode } => self.disconnect(stage, reply, mode),
             Decision::HookFailed => {
                 let disconnect = self.config.hook_failure == HookFailurePolicy::Disconnect;
@@ -763,6 +764,20 @@ impl Session {
                     self.refused(stage, HOOK_TEMPORARY);
                 }
             }
+        }
+    }
+
+    /// LMTP: a reply for each recipient, in RCPT order; an error among them counts once
+    /// toward the error limit.
+    fn per_recipient(&mut self, stage: Stage, replies: Vec<Reply>) {
+        let state = stage.reply_state();
+        let any_error = replies.iter().any(Reply::is_error);
+        for reply in replies {
+            self.out.reply_uncounted(reply, state);
+        }
+        if any_error {
+            let errors = self.out.count_error();
+            self.check_error_limit(errors, state);
         }
     }
 
@@ -803,9 +818,12 @@ impl Session {
             Stage::Rcpt(path, params) => self.rcpt_accepted(path, params, custom),
             Stage::Data => self.start_data(custom),
             Stage::Bdat { size, last } => self.start_chunk(size, last),
-            Stage::Message { .. } => {
+            Stage::Message {
+                lmtp_recipients, ..
+            } => {
                 let state = stage.reply_state();
-                self.reply(custom.unwrap_or(MESSAGE_OK), state);
+                let reply = custom.unwrap_or(MESSAGE_OK);
+                self.message_replies(state, lmtp_recipients.unwrap_or(1), reply);
             }
         }
     }
@@ -818,7 +836,13 @@ impl Session {
             // The client sends the chunk regardless; the reply is owed after it.
             return self.skip_chunk(*size, *last, reply);
         }
-        self.reply(reply, stage.reply_state());
+        match stage {
+            Stage::Message {
+                lmtp_recipients: Some(recipients),
+                ..
+            } if !closes => self.message_replies(stage.reply_state(), recipients, reply),
+            _ => self.reply(reply, stage.reply_state()),
+        }
         if closes {
             self.close(CloseSide::Local);
         }
@@ -831,6 +855,10 @@ impl Session {
     /// limit ends the session with `421 4.7.0`.
     fn reply(&mut self, reply: Reply, state: ReplyState) {
         let errors = self.out.reply(reply, state);
+        self.check_error_limit(errors, state);
+    }
+
+    fn check_error_limit(&mut self, errors: u32, state: ReplyState) {
         if errors >= self.config.hard_error_limit && !self.out.is_closed() {
             let reply = closing::too_many_errors(&self.config.hostname);
             self.out.reply_uncounted(reply, state);

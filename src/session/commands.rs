@@ -97,8 +97,16 @@ impl Session {
             return self.reply(TLS_REQUIRED, ReplyState::from(verb));
         }
         match command {
+            // LMTP greets with LHLO only, SMTP never does (RFC 2033 section 4.1).
+            Command::Helo(_) | Command::Ehlo(_) if self.config.lmtp => {
+                self.reply(UNKNOWN_COMMAND, ReplyState::from(verb))
+            }
+            Command::Lhlo(_) if !self.config.lmtp => {
+                self.reply(UNKNOWN_COMMAND, ReplyState::Unknown)
+            }
             Command::Helo(host) => self.cmd_helo(HeloVerb::Helo, host),
             Command::Ehlo(host) => self.cmd_helo(HeloVerb::Ehlo, host),
+            Command::Lhlo(host) => self.cmd_helo(HeloVerb::Lhlo, host),
             Command::Mail { path, params } => self.cmd_mail(path, params),
             Command::Rcpt { path, params } => self.cmd_rcpt(path, params),
             Command::Data => self.cmd_data(),
@@ -127,8 +135,8 @@ impl Session {
     /// not told about PIPELINING must not pipeline at all.
     fn pipelining_forbidden(&self, verb: Verb) -> bool {
         let advertised =
-            self.ext.pipelining && self.helo.as_ref().is_some_and(|h| h.verb == HeloVerb::Ehlo);
-        !advertised || matches!(verb, Verb::Helo | Verb::Ehlo | Verb::Data)
+            self.ext.pipelining && self.helo.as_ref().is_some_and(|h| h.verb.is_extended());
+        !advertised || matches!(verb, Verb::Helo | Verb::Ehlo | Verb::Lhlo | Verb::Data)
     }
 
     fn cmd_helo(&mut self, verb: HeloVerb, host: &str) {
@@ -152,7 +160,7 @@ impl Session {
     pub(super) fn helo_accepted(&mut self, info: HeloInfo, custom: Option<Reply>) {
         let reply = custom.unwrap_or_else(|| match info.verb {
             HeloVerb::Helo => Reply::built(250, None, self.config.hostname.clone()),
-            HeloVerb::Ehlo => self.offer().ehlo_reply(&info.host),
+            HeloVerb::Ehlo | HeloVerb::Lhlo => self.offer().ehlo_reply(&info.host),
         });
         let state = ReplyState::from(info.verb);
         self.helo = Some(info);
@@ -380,6 +388,6 @@ impl Session {
 fn allowed_before_tls(verb: Verb) -> bool {
     matches!(
         verb,
-        Verb::Noop | Verb::Helo | Verb::Ehlo | Verb::StartTls | Verb::Quit
+        Verb::Noop | Verb::Helo | Verb::Ehlo | Verb::Lhlo | Verb::StartTls | Verb::Quit
     )
 }

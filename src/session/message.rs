@@ -159,19 +159,38 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             unreachable!("message data is read inside a transaction");
         };
-        if rx.exceeded() {
-            return self.reply(TOO_BIG, ReplyState::Eod);
-        }
-        if rx.saw_bare_line_ending() && self.config.bare_line_endings == BareLineEndings::Reject {
-            return self.reply(BARE_LINE_ENDING, ReplyState::Eod);
-        }
         let facts = BodyFacts {
             size: rx.size(),
             eight_bit: rx.saw_eight_bit(),
             bare_line_endings: rx.saw_bare_line_ending(),
             chunked: false,
+            recipients: tx.envelope.recipients.len(),
         };
-        self.deliver(*tx, facts);
+        match self.refusal(rx.exceeded(), rx.saw_bare_line_ending()) {
+            Some(refusal) => self.message_replies(ReplyState::Eod, facts.recipients, refusal),
+            None => self.deliver(*tx, facts),
+        }
+    }
+
+    /// Why a complete body is refused, if it is.
+    fn refusal(&self, exceeded: bool, saw_bare: bool) -> Option<Reply> {
+        if exceeded {
+            Some(TOO_BIG)
+        } else if saw_bare && self.config.bare_line_endings == BareLineEndings::Reject {
+            Some(BARE_LINE_ENDING)
+        } else {
+            None
+        }
+    }
+
+    /// The outcome of a whole message: one reply, or in LMTP the same reply for every
+    /// accepted recipient (RFC 2033 section 4.2). It counts once toward the error limit.
+    pub(super) fn message_replies(&mut self, state: ReplyState, recipients: usize, reply: Reply) {
+        let copies = if self.config.lmtp { recipients } else { 1 };
+        for _ in 1..copies {
+            self.out.reply_uncounted(reply.clone(), state);
+        }
+        self.reply(reply, state);
     }
 
     fn deliver(&mut self, tx: Transaction, facts: BodyFacts) {
@@ -181,7 +200,7 @@ impl Session {
             ReplyState::Eod
         };
         if !self.config.hooks.message {
-            return self.reply(MESSAGE_OK, state);
+            return self.message_replies(state, facts.recipients, MESSAGE_OK);
         }
         let (body, streamed) = match tx.sink {
             BodySink::Buffer(body) => (body, false),
@@ -199,6 +218,7 @@ impl Session {
         });
         let stage = Stage::Message {
             chunked: facts.chunked,
+            lmtp_recipients: self.config.lmtp.then_some(facts.recipients),
         };
         self.call_hook(stage, Hook::Message(message));
     }
@@ -265,26 +285,27 @@ impl Session {
         let Some(mut tx) = self.tx.take() else {
             unreachable!("a chunk is read inside a transaction");
         };
-        // A failed message ends its transaction: later chunks of it get 503 (RFC 3030
-        // leaves the choice).
-        if rx.exceeded() {
-            return self.reply(TOO_BIG, ReplyState::Bdat);
-        }
-        if rx.saw_bare_line_ending() && self.config.bare_line_endings == BareLineEndings::Reject {
-            return self.reply(BARE_LINE_ENDING, ReplyState::Bdat);
-        }
-        if !rx.is_last() {
-            tx.chunks = Some(rx);
-            self.tx = Some(tx);
-            return self.reply(CHUNK_OK, ReplyState::Bdat);
-        }
         let facts = BodyFacts {
             size: rx.size(),
             eight_bit: rx.saw_eight_bit(),
             bare_line_endings: rx.saw_bare_line_ending(),
             chunked: true,
+            recipients: tx.envelope.recipients.len(),
         };
-        self.deliver(*tx, facts);
+        // A failed message ends its transaction: later chunks of it get 503 (RFC 3030
+        // leaves the choice). Only the last chunk answers for the whole message.
+        match self.refusal(rx.exceeded(), rx.saw_bare_line_ending()) {
+            Some(refusal) if rx.is_last() => {
+                self.message_replies(ReplyState::Bdat, facts.recipients, refusal)
+            }
+            Some(refusal) => self.reply(refusal, ReplyState::Bdat),
+            None if rx.is_last() => self.deliver(*tx, facts),
+            None => {
+                tx.chunks = Some(rx);
+                self.tx = Some(tx);
+                self.reply(CHUNK_OK, ReplyState::Bdat);
+            }
+        }
     }
 
     /// Ends the open transaction, if any; a streamed body that had started is announced as
@@ -300,6 +321,8 @@ impl Session {
 
 /// What the session learnt about a body while reading it, for the message hook.
 struct BodyFacts {
+    /// The accepted recipients, each owed a reply in LMTP.
+    recipients: usize,
     size: u64,
     eight_bit: bool,
     bare_line_endings: bool,

@@ -518,6 +518,13 @@ pub fn describe_decision(d: &Decision) -> String {
         }
         Decision::HookFailed => "hook failed".into(),
         Decision::Challenge(c) => format!("challenge {:?}", String::from_utf8_lossy(c)),
+        Decision::PerRecipient(replies) => {
+            let replies: Vec<String> = replies
+                .iter()
+                .map(|r| r.to_string().trim_end().to_owned())
+                .collect();
+            format!("per recipient {}", replies.join(" | "))
+        }
         other => format!("{other:?}"),
     }
 }
