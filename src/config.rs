@@ -70,6 +70,9 @@ pub struct Hooks {
     /// The complete message: envelope and body. Without it, messages are accepted and
     /// dropped, which only suits benchmarks and sinks.
     pub message: bool,
+    /// VRFY and EXPN, when [`Config::vrfy`] or [`Config::expn`] lets them be answered at
+    /// all. Without it they get the fixed `252 2.5.0`.
+    pub vrfy: bool,
 }
 
 impl Hooks {
@@ -82,6 +85,7 @@ impl Hooks {
         rcpt_to: true,
         data: true,
         message: true,
+        vrfy: true,
     };
     /// No hook subscribed.
     pub const NONE: Hooks = Hooks {
@@ -92,6 +96,7 @@ impl Hooks {
         rcpt_to: false,
         data: false,
         message: false,
+        vrfy: false,
     };
 }
 
@@ -205,9 +210,11 @@ pub struct Config {
     pub hook_failure: HookFailurePolicy,
     /// MAIL before HELO/EHLO is refused with 503.
     pub require_helo: bool,
-    /// VRFY answers `252 2.5.0` when true, `502 5.5.1` when false.
+    /// VRFY is answered (by the VRFY hook, or `252 2.5.0`) when true, refused with
+    /// `502 5.5.1` when false.
     pub vrfy: bool,
-    /// EXPN answers `252 2.5.0` when true, `502 5.5.1` when false.
+    /// EXPN is answered (by the VRFY hook, or `252 2.5.0`) when true, refused with
+    /// `502 5.5.1` when false.
     pub expn: bool,
     /// Speak LMTP (RFC 2033) instead of SMTP: the client greets with LHLO (HELO and EHLO get
     /// `500`), and after the end of a message (DATA, or the last BDAT chunk) every accepted

@@ -361,6 +361,7 @@ pub fn fuzz_config(knobs: &Knobs) -> Config {
             rcpt_to: !off(4),
             data: !off(5),
             message: !off(6),
+            vrfy: false,
         },
         hook_failure: if knobs.hook_failure_disconnect {
             HookFailurePolicy::Disconnect
@@ -756,6 +757,9 @@ impl Driver {
                         Hook::MailFrom { .. } => HookKind::MailFrom,
                         Hook::RcptTo { .. } => HookKind::RcptTo,
                         Hook::Data => HookKind::Data,
+                        Hook::Vrfy(_) | Hook::Expn(_) => {
+                            panic!("the fuzz config subscribes no VRFY hook")
+                        }
                         Hook::Message(message) => {
                             assert!(
                                 message.body.len() as u64 <= self.max_message_size,

@@ -78,6 +78,12 @@ pub enum Hook {
     },
     /// DATA (or the first BDAT), before any message byte is read. Accepting gives 354 for DATA.
     Data,
+    /// VRFY string (RFC 5321 section 3.5). Accepting gives `252 2.5.0` (cannot verify, will
+    /// accept mail); accept with a 250 or 251 reply naming the mailbox, or reject with
+    /// `550` (no such user) or `553` (ambiguous).
+    Vrfy(String),
+    /// EXPN string: accept with a multi-line 250 reply listing the members, or reject.
+    Expn(String),
     /// The complete message. Accepting gives `250 2.0.0`; only then is the client told the
     /// message is taken, so store it durably before accepting. With
     /// [`BodyDelivery::Streamed`](crate::BodyDelivery::Streamed) the body came before, in
@@ -283,6 +289,10 @@ pub(crate) enum Stage {
     Mail(ReversePath, MailParams),
     Rcpt(ForwardPath, RcptParams),
     Data,
+    /// VRFY (`expand` false) or EXPN.
+    Verify {
+        expand: bool,
+    },
     /// The data hook for the first BDAT of a transaction, before its chunk is read.
     Bdat {
         size: u64,
@@ -304,6 +314,8 @@ impl Stage {
             Stage::Mail(..) => ReplyState::Mail,
             Stage::Rcpt(..) => ReplyState::Rcpt,
             Stage::Data => ReplyState::Data,
+            Stage::Verify { expand: false } => ReplyState::Vrfy,
+            Stage::Verify { expand: true } => ReplyState::Expn,
             Stage::Bdat { .. } | Stage::Message { chunked: true, .. } => ReplyState::Bdat,
             Stage::Message { chunked: false, .. } => ReplyState::Eod,
         }

@@ -55,6 +55,36 @@ impl Offer<'_> {
         Reply::built(250, None, text)
     }
 
+    /// The reply to HELP: the commands that would be accepted now. STARTTLS is listed only
+    /// while it can be used, AUTH only when offered and not done yet, BDAT only with
+    /// CHUNKING; an LMTP session greets with LHLO.
+    pub(crate) fn help_reply(&self) -> Reply {
+        let ext = &self.extensions;
+        let greetings = if self.config.lmtp {
+            "LHLO"
+        } else {
+            "HELO EHLO"
+        };
+        let mut text = format!("Commands: {greetings} MAIL RCPT DATA");
+        let optional = [
+            (ext.chunking, "BDAT"),
+            (true, "RSET NOOP QUIT"),
+            (self.config.vrfy, "VRFY"),
+            (self.config.expn, "EXPN"),
+            (true, "HELP"),
+            (ext.starttls && !self.tls_active, "STARTTLS"),
+            (self.auth_offered && !self.authenticated, "AUTH"),
+            (self.xclient, "XCLIENT"),
+        ];
+        for (on, words) in optional {
+            if on {
+                text.push(' ');
+                text.push_str(words);
+            }
+        }
+        Reply::built(214, crate::outbox::e(2, 0, 0), text)
+    }
+
     /// The MAIL and RCPT parameters accepted now.
     pub(crate) fn params(&self) -> ParamSupport {
         let ext = &self.extensions;

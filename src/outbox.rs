@@ -41,7 +41,7 @@ pub enum Output {
     BodyAborted(AbortReason),
 }
 
-const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
+pub(crate) const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
 
@@ -85,12 +85,6 @@ pub(crate) mod replies {
         252,
         [2, 5, 0],
         "Cannot verify the user, but will accept mail for delivery"
-    );
-    /// HELP.
-    pub const HELP: Reply = fixed!(
-        214,
-        [2, 0, 0],
-        "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
     );
     /// A verb known but switched off.
     pub const NOT_IMPLEMENTED: Reply = fixed!(502, [5, 5, 1], "Command not implemented");
@@ -136,6 +130,9 @@ pub(crate) mod replies {
     /// Any other hook failed.
     pub const HOOK_TEMPORARY: Reply =
         fixed!(451, [4, 3, 0], "Temporary failure, please try again later");
+    /// AUTH before EHLO (or LHLO) in the current TLS state: the client has not learnt that
+    /// AUTH is offered.
+    pub const NEED_EHLO: Reply = fixed!(503, [5, 5, 1], "Send EHLO first");
     /// MAIL before HELO/EHLO (`Config::require_helo`).
     pub const NEED_HELO: Reply = fixed!(503, [5, 5, 1], "Send HELO or EHLO first");
     /// MAIL inside a transaction.

@@ -817,6 +817,10 @@ impl Session {
             Stage::Mail(path, params) => self.mail_accepted(path, params, custom),
             Stage::Rcpt(path, params) => self.rcpt_accepted(path, params, custom),
             Stage::Data => self.start_data(custom),
+            Stage::Verify { .. } => {
+                let state = stage.reply_state();
+                self.reply(custom.unwrap_or(VRFY_OK), state)
+            }
             Stage::Bdat { size, last } => self.start_chunk(size, last),
             Stage::Message {
                 lmtp_recipients, ..

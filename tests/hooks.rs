@@ -254,3 +254,71 @@ fn hook_calls_flush_earlier_replies_first() {
     assert!(matches!(s.poll_output(), Some(Output::HookCall(c)) if c.needs_decision()));
     assert!(s.poll_output().is_none());
 }
+
+// ---------------------------------------------------------------------------------------
+// VRFY and EXPN through the VRFY hook.
+
+fn vrfy_hook() -> Config {
+    Config {
+        hooks: Hooks {
+            vrfy: true,
+            ..Hooks::default()
+        },
+        expn: true,
+        ..config()
+    }
+}
+
+#[test]
+fn vrfy_and_expn_are_answered_by_the_vrfy_hook() {
+    let mut h = Harness::manual(vrfy_hook());
+    h.send("EHLO c\r\n");
+    h.transcript.clear();
+    h.send("VRFY alice\r\n");
+    h.decide(Decision::AcceptWith(
+        Reply::new(250, "2.1.5 Alice <alice@example.org>").unwrap(),
+    ));
+    h.send("VRFY nobody\r\n");
+    h.decide(Decision::reject(550, "5.1.1 No such user").unwrap());
+    h.send("VRFY someone\r\n");
+    h.decide(Decision::Accept);
+    h.send("EXPN staff\r\n");
+    h.decide(Decision::AcceptWith(
+        Reply::new(250, "2.1.5 <alice@example.org>\n2.1.5 <bob@example.org>").unwrap(),
+    ));
+    h.expect(
+        r#"C: VRFY alice
+           H: Vrfy("alice")
+           D: accept 250 2.1.5 Alice <alice@example.org>
+           S: 250 2.1.5 Alice <alice@example.org>
+           C: VRFY nobody
+           H: Vrfy("nobody")
+           D: reject 550 5.1.1 No such user
+           S: 550 5.1.1 No such user
+           C: VRFY someone
+           H: Vrfy("someone")
+           D: accept
+           S: 252 2.5.0 Cannot verify the user, but will accept mail for delivery
+           C: EXPN staff
+           H: Expn("staff")
+           D: accept 250-2.1.5 <alice@example.org> | 250 2.1.5 <bob@example.org>
+           S: 250-2.1.5 <alice@example.org>
+           S: 250 2.1.5 <bob@example.org>"#,
+    );
+}
+
+#[test]
+fn vrfy_switched_off_is_refused_without_asking_the_hook() {
+    let mut h = Harness::manual(Config {
+        vrfy: false,
+        expn: false,
+        ..vrfy_hook()
+    });
+    h.send("EHLO c\r\nVRFY alice\r\nEXPN staff\r\n");
+    let lines = h.server_lines();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["502 5.5.1 Command not implemented"; 2]
+    );
+    assert!(h.pending.is_empty());
+}

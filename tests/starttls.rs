@@ -575,3 +575,68 @@ fn the_ehlo_hook_can_withdraw_starttls() {
     assert_eq!(h.server_lines()[9], "454 4.7.0 TLS not available");
     assert_eq!(h.starttls, 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// After the handshake the client starts over: HELP and EHLO list what can be used now, and
+// AUTH waits for the new EHLO (RFC 3207 section 4.2).
+
+fn tls_and_auth() -> Config {
+    Config {
+        extensions: Extensions {
+            starttls: true,
+            auth: true,
+            ..Extensions::default()
+        },
+        hooks: Hooks {
+            auth: true,
+            ..Hooks::default()
+        },
+        ..config()
+    }
+}
+
+#[test]
+fn help_lists_starttls_and_auth_only_while_they_would_be_accepted() {
+    let mut h = Harness::with_auto_tls(tls_and_auth(), info(), Policy::Manual, tls_info());
+    h.send("EHLO c\r\nHELP\r\n");
+    assert_eq!(
+        h.server_lines().last(),
+        Some(
+            &"214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS"
+        ),
+        "AUTH needs TLS first"
+    );
+    h.transcript.clear();
+    h.send("STARTTLS\r\n");
+    h.send("EHLO c\r\nHELP\r\n");
+    assert_eq!(
+        h.server_lines().last(),
+        Some(&"214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP AUTH"),
+        "no STARTTLS once TLS is on"
+    );
+    h.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    h.decide(Decision::Accept);
+    h.send("HELP\r\n");
+    assert_eq!(
+        h.server_lines().last(),
+        Some(&"214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"),
+        "no AUTH once authenticated"
+    );
+}
+
+#[test]
+fn auth_right_after_the_handshake_waits_for_the_new_ehlo() {
+    let mut h = Harness::with_auto_tls(tls_and_auth(), info(), Policy::Manual, tls_info());
+    h.send("EHLO c\r\nSTARTTLS\r\n");
+    h.transcript.clear();
+    h.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nEHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    let lines = h.server_lines();
+    assert_eq!(lines[0], "503 5.5.1 Send EHLO first");
+    assert_eq!(lines.last(), Some(&"250 AUTH PLAIN LOGIN"));
+    assert!(h.transcript.contains("H: auth Plain"), "{}", h.transcript);
+    // HELO does not tell the client about AUTH either.
+    let mut h = Harness::with_auto_tls(tls_and_auth(), info(), Policy::Manual, tls_info());
+    h.send("STARTTLS\r\n");
+    h.send("HELO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    assert_eq!(h.server_lines().last(), Some(&"503 5.5.1 Send EHLO first"));
+}

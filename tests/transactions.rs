@@ -107,8 +107,8 @@ fn simple_commands_and_their_argument_errors() {
          S: 501 5.5.4 Syntax error in arguments
          S: 252 2.5.0 Cannot verify the user, but will accept mail for delivery
          S: 502 5.5.1 Command not implemented
-         S: 214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH
-         S: 214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH
+         S: 214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP
+         S: 214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP
          S: 501 5.5.4 Syntax error in arguments
          S: 221 2.0.0 Bye
          -- close

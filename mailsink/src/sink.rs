@@ -38,6 +38,7 @@ impl Sink {
             rcpt_to: self.script_handles("smtp_server_rcpt_to"),
             data: self.script_handles("smtp_server_data"),
             message: true,
+            vrfy: false,
         }
     }
 

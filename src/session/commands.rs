@@ -120,11 +120,12 @@ impl Session {
                 self.reply(BYE, ReplyState::Quit);
                 self.close(CloseSide::Local);
             }
-            Command::Vrfy(_) if self.config.vrfy => self.reply(VRFY_OK, ReplyState::Vrfy),
-            Command::Vrfy(_) => self.reply(NOT_IMPLEMENTED, ReplyState::Vrfy),
-            Command::Expn(_) if self.config.expn => self.reply(VRFY_OK, ReplyState::Expn),
-            Command::Expn(_) => self.reply(NOT_IMPLEMENTED, ReplyState::Expn),
-            Command::Help(_) => self.reply(HELP, ReplyState::Help),
+            Command::Vrfy(argument) => self.cmd_verify(false, argument),
+            Command::Expn(argument) => self.cmd_verify(true, argument),
+            Command::Help(_) => {
+                let help = self.offer().help_reply();
+                self.reply(help, ReplyState::Help)
+            }
             Command::StartTls => self.cmd_starttls(pipelined),
             Command::Auth { mechanism, initial } => self.cmd_auth(mechanism, initial),
             Command::Xclient(args) => self.cmd_xclient(args),
@@ -321,6 +322,11 @@ impl Session {
         if self.auth.is_some() {
             return self.reply(AUTH_ALREADY, state);
         }
+        // AUTH is an extension the client learns of from EHLO; after STARTTLS it must ask
+        // again (RFC 3207 section 4.2, RFC 4954 section 4).
+        if !self.helo.as_ref().is_some_and(|h| h.verb.is_extended()) {
+            return self.reply(NEED_EHLO, state);
+        }
         if self.tx.is_some() {
             return self.reply(AUTH_IN_TRANSACTION, state);
         }
@@ -358,6 +364,28 @@ impl Session {
                 self.reply(reply, ReplyState::Auth);
             }
         }
+    }
+
+    /// VRFY and EXPN: refused when switched off, else the VRFY hook's, or 252.
+    fn cmd_verify(&mut self, expand: bool, argument: &str) {
+        let (enabled, state) = if expand {
+            (self.config.expn, ReplyState::Expn)
+        } else {
+            (self.config.vrfy, ReplyState::Vrfy)
+        };
+        if !enabled {
+            return self.reply(NOT_IMPLEMENTED, state);
+        }
+        if !self.config.hooks.vrfy {
+            return self.reply(VRFY_OK, state);
+        }
+        let argument = argument.to_owned();
+        let hook = if expand {
+            Hook::Expn(argument)
+        } else {
+            Hook::Vrfy(argument)
+        };
+        self.call_hook(Stage::Verify { expand }, hook);
     }
 
     fn xclient_allowed(&self) -> bool {

@@ -506,7 +506,9 @@ pub fn describe_hook(hook: &Hook) -> String {
 pub fn describe_decision(d: &Decision) -> String {
     match d {
         Decision::Accept => "accept".into(),
-        Decision::AcceptWith(r) => format!("accept {}", r.to_string().trim_end()),
+        Decision::AcceptWith(r) => {
+            format!("accept {}", r.to_string().trim_end().replace("\r\n", " | "))
+        }
         Decision::Reject(r) => {
             format!("reject {}", r.to_string().trim_end().replace("\r\n", " | "))
         }
