@@ -1,161 +1,99 @@
-//! A blocking SMTP server with the standard library only: one thread per connection.
-//!
-//! It accepts every message and prints one line per message and one per connection on
-//! stdout. Run `cargo run --example blocking -- [ADDR] [--once]` and talk to it with any SMTP
-//! client. `ADDR` defaults to 127.0.0.1:2525, and port 0 picks a free port; `--once` serves
-//! one connection and exits (`tests/blocking_example.rs` uses both).
+//! A blocking SMTP server on std alone, a thread per connection, accepting every message:
+//! `cargo run --example blocking -- [ADDR, default 127.0.0.1:2525] [--once: one connection]`.
 
-use std::error::Error;
-use std::io::{self, Read, Write};
+use std::io::{ErrorKind::*, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{error::Error, sync::Arc, time::Duration, time::Instant};
 
 use smtp_session::{Config, ConnectionInfo, Decision, Hook, Hooks, IoError, Output, Session};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut addr = String::from("127.0.0.1:2525");
-    let mut once = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--once" => once = true,
-            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}").into()),
-            _ => addr = arg,
-        }
-    }
-    let listener = TcpListener::bind(&addr)?;
-    // The bound address, not the requested one: with port 0 this is how the caller learns it.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = args.iter().find(|a| !a.starts_with("--"));
+    let listener = TcpListener::bind(addr.map_or("127.0.0.1:2525", |a| a))?;
     eprintln!("listening on {}", listener.local_addr()?);
-
-    // Every hook but AUTH, so each stage makes a real round trip through `carry_out`. AUTH
-    // stays out because answering it with Accept would let any password in.
-    let config = Arc::new(Config {
-        hooks: Hooks {
-            auth: false,
-            ..Hooks::ALL
-        },
-        ..Config::default()
-    });
+    // Every hook but AUTH (accepting it would let any password in), each a round trip.
+    let config =
+        Arc::new(Config { hooks: Hooks { auth: false, ..Hooks::ALL }, ..Config::default() });
     for (n, stream) in listener.incoming().enumerate() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                eprintln!("accept: {e}");
-                // Errors such as EMFILE last until a connection ends; don't spin on them.
-                thread::sleep(Duration::from_millis(100));
-                continue;
-            }
+        let Ok(stream) = stream else {
+            std::thread::sleep(Duration::from_millis(100)); // EMFILE lasts: do not spin
+            continue;
         };
         let config = Arc::clone(&config);
-        if once {
-            return serve(stream, config, n.to_string());
-        }
-        thread::spawn(move || {
-            if let Err(e) = serve(stream, config, n.to_string()) {
-                eprintln!("connection {n}: {e}");
-            }
+        let thread = std::thread::spawn(move || {
+            serve(stream, config, n).unwrap_or_else(|e| eprintln!("{e}"))
         });
+        if args.iter().any(|a| a == "--once") {
+            return thread.join().map_err(|_| "the connection's thread panicked".into());
+        }
     }
     Ok(())
 }
 
-fn serve(mut stream: TcpStream, config: Arc<Config>, id: String) -> Result<(), Box<dyn Error>> {
-    let info = ConnectionInfo::tcp(id, stream.peer_addr()?, stream.local_addr()?);
+fn serve(mut stream: TcpStream, config: Arc<Config>, n: usize) -> Result<(), Box<dyn Error>> {
+    let info = ConnectionInfo::tcp(n.to_string(), stream.peer_addr()?, stream.local_addr()?);
     let mut session = Session::new(config, info, Instant::now());
-    // Read but not yet taken: a session paused on a hook takes less than it is offered.
-    let mut unread = Vec::new();
-    let mut buf = [0; 16 * 1024];
-    loop {
-        carry_out(&mut session, &mut stream)?;
-        if session.is_closed() {
-            return Ok(());
-        }
-        if !unread.is_empty() {
-            // `carry_out` decided every hook, so the session is not paused and takes more.
-            let taken = session.handle_input(&unread, Instant::now())?;
-            unread.drain(..taken);
+    let (mut unread, mut buf) = (Vec::new(), [0; 16 * 1024]); // unread: read, not yet taken
+                                                              // Carry out what the session asks, then feed it: the input it did not take yet, a
+                                                              // deadline that passed (a timeout, or held input to go on with), or what the socket reads.
+    while {
+        drain(&mut session, &mut stream);
+        !session.is_closed()
+    } {
+        let now = Instant::now();
+        let taken = if unread.is_empty() { 0 } else { session.handle_input(&unread, now)? };
+        if unread.drain(..taken).len() > 0 {
             continue;
         }
-        let wait = session
-            .poll_timeout()
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let wait = session.poll_timeout().map(|deadline| deadline.saturating_duration_since(now));
         if wait == Some(Duration::ZERO) {
-            // A zero read timeout is an error, not "already expired".
-            session.handle_timeout(Instant::now())?;
+            session.handle_timeout(now)?;
             continue;
         }
         stream.set_read_timeout(wait)?;
-        match stream.read(&mut buf) {
-            Ok(0) => session.handle_eof(Instant::now())?,
-            Ok(n) => unread.extend_from_slice(&buf[..n]),
-            Err(e) => match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                // WouldBlock on Unix, TimedOut on Windows. If the read woke up early, the
-                // session ignores the call and the next loop waits for the rest.
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    session.handle_timeout(Instant::now())?;
-                }
-                _ => session.handle_io_error(IoError::socket(&e), Instant::now())?,
-            },
-        }
-    }
-}
-
-/// Drains the session's actions in order, deciding hooks on the spot.
-fn carry_out(session: &mut Session, stream: &mut TcpStream) -> Result<(), Box<dyn Error>> {
-    let mut write_failed = false;
-    while let Some(output) = session.poll_output() {
+        let read = stream.read(&mut buf);
         let now = Instant::now();
-        match output {
-            Output::Write(bytes) if !write_failed => {
-                if let Err(e) = stream.write_all(&bytes) {
-                    write_failed = true;
-                    // Once closed, the disconnect context is already built: nothing to report.
-                    if !session.is_closed() {
-                        session.handle_io_error(IoError::socket(&e), now)?;
-                    }
-                }
+        match read {
+            Ok(0) => session.handle_eof(now)?,
+            Ok(len) => unread.extend_from_slice(&buf[..len]),
+            // Interrupted or timed out: the session acts only if its deadline passed.
+            Err(e) if matches!(e.kind(), Interrupted | WouldBlock | TimedOut) => {
+                session.handle_timeout(now)?
             }
-            Output::Write(_) => {}
-            // Fails only when the client is gone already, which is what we want anyway.
-            Output::Close => drop(stream.shutdown(Shutdown::Both)),
-            Output::HookCall(call) => {
-                let owes_decision = call.needs_decision();
-                match call.hook {
-                    Hook::Message(message) => {
-                        let envelope = &message.envelope;
-                        let to: Vec<String> = envelope
-                            .recipients
-                            .iter()
-                            .map(|r| format!("<{}>", r.path))
-                            .collect();
-                        // A real server stores the message durably here, before accepting.
-                        println!(
-                            "message from=<{}> to={} size={}",
-                            envelope.mail_from,
-                            to.join(","),
-                            message.body.len()
-                        );
-                        session.decide(call.id, Decision::Accept, now)?;
-                    }
-                    Hook::Disconnect(context) => {
-                        let last = context.arguments.reply.as_ref().map_or_else(
-                            || "none".to_string(),
-                            |reply| format!("{} {}", reply.code, reply.state),
-                        );
-                        println!(
-                            "disconnect id={} close={:?} last={last}",
-                            context.connection.info.id, context.arguments.close
-                        );
-                    }
-                    _ if owes_decision => session.decide(call.id, Decision::Accept, now)?,
-                    _ => {}
-                }
-            }
-            Output::StartTls => unreachable!("STARTTLS is not offered by this config"),
-            _ => {}
+            Err(e) => session.handle_io_error(IoError::socket(&e), now)?,
         }
     }
     Ok(())
+}
+
+/// Carries out every action in order, deciding each hook on the spot, without returning early.
+fn drain(session: &mut Session, stream: &mut TcpStream) {
+    while let Some(output) = session.poll_output() {
+        let now = Instant::now();
+        let call = match output {
+            Output::HookCall(call) => call,
+            Output::Write(bytes) => {
+                if let Err(e) = stream.write_all(&bytes) {
+                    let _ = session.handle_io_error(IoError::socket(&e), now); // Err once closed
+                }
+                continue;
+            }
+            Output::Close => {
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            _ => continue,
+        };
+        // A real server stores the message durably before accepting it.
+        if let Hook::Message(m) = &call.hook {
+            println!("message from=<{}> size={}", m.envelope.mail_from, m.body.len());
+        } else if let Hook::Disconnect(c) = &call.hook {
+            println!("disconnect close={:?} last={:?}", c.arguments.close, c.arguments.reply);
+        }
+        // Refused only once the connection broke: the close and the disconnect hook follow.
+        if call.needs_decision() {
+            session.decide(call.id, Decision::Accept, now).unwrap_or_else(|e| eprintln!("{e}"));
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::command::Verb;
-use crate::reply::Reply;
+use crate::reply::{EnhancedCode, Reply};
 
 /// What the runtime knows about a connection when it creates the session.
 ///
@@ -130,6 +130,7 @@ pub struct AuthInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
 pub enum CloseSide {
     /// The session decided: QUIT, a disconnect decision, a 421, a timeout, the error limit,
     /// a shutdown.
@@ -143,30 +144,43 @@ pub enum CloseSide {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "UPPERCASE"))]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub enum ReplyState {
     /// The greeting, or a reply to the connect hook.
     Connect,
+    /// The reply to HELO.
     Helo,
+    /// The reply to EHLO.
     Ehlo,
     /// The reply to LHLO (LMTP).
     Lhlo,
+    /// The reply to STARTTLS.
     #[cfg_attr(feature = "serde", serde(rename = "STARTTLS"))]
     StartTls,
+    /// A reply in an AUTH exchange (334 challenges included).
     Auth,
+    /// The reply to MAIL FROM.
     Mail,
+    /// The reply to RCPT TO.
     Rcpt,
     /// The reply to the DATA command itself (354 or an error).
     Data,
     /// The reply after the end of the message data.
     Eod,
+    /// The reply to a BDAT chunk, the last one's being the message's.
     Bdat,
+    /// The reply to RSET.
     Rset,
+    /// The reply to NOOP.
     Noop,
+    /// The reply to QUIT.
     Quit,
+    /// The reply to VRFY.
     Vrfy,
+    /// The reply to EXPN.
     Expn,
+    /// The reply to HELP.
     Help,
+    /// The reply to XCLIENT.
     Xclient,
     /// An unknown command, or a line that could not be parsed as one.
     Unknown,
@@ -251,8 +265,10 @@ impl fmt::Display for ReplyState {
 pub struct LastReply {
     /// The reply code (Halon: `code`).
     pub code: u16,
-    /// The enhanced code's three numbers, if the reply had one (Halon: `enhanced`).
-    pub enhanced: Option<[u16; 3]>,
+    /// The enhanced code, if the reply had one (Halon: `enhanced`, serialised as its three
+    /// numbers).
+    #[cfg_attr(feature = "serde", serde(with = "enhanced_as_array"))]
+    pub enhanced: Option<EnhancedCode>,
     /// The text lines, without codes (Halon: `reason`).
     #[cfg_attr(feature = "serde", serde(rename = "reason"))]
     pub lines: Vec<String>,
@@ -264,10 +280,32 @@ impl LastReply {
     pub(crate) fn new(reply: &Reply, state: ReplyState) -> Self {
         LastReply {
             code: reply.code(),
-            enhanced: reply.enhanced().map(|e| e.to_array()),
+            enhanced: reply.enhanced(),
             lines: reply.lines().map(str::to_owned).collect(),
             state,
         }
+    }
+}
+
+/// Halon's `enhanced` is an array of three numbers.
+#[cfg(feature = "serde")]
+mod enhanced_as_array {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::reply::EnhancedCode;
+
+    pub fn serialize<S: Serializer>(code: &Option<EnhancedCode>, s: S) -> Result<S::Ok, S::Error> {
+        code.map(EnhancedCode::to_array).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EnhancedCode>, D::Error> {
+        let numbers = Option::<[u16; 3]>::deserialize(d)?;
+        numbers
+            .map(|[class, subject, detail]| {
+                let class = u8::try_from(class).map_err(serde::de::Error::custom)?;
+                Ok(EnhancedCode::new(class, subject, detail))
+            })
+            .transpose()
     }
 }
 
@@ -275,6 +313,7 @@ impl LastReply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
 pub enum IoErrorKind {
     /// The socket: `code` is an errno.
     Socket,
@@ -282,9 +321,11 @@ pub enum IoErrorKind {
     Tls,
 }
 
-/// An I/O error the runtime reported (Halon: `error`).
+/// An I/O error the runtime reported (Halon: `error`). Built with [`IoError::socket`],
+/// [`IoError::tls`] or [`IoError::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct IoError {
     /// The message, such as "Connection reset by peer" (Halon: `reason`).
     pub reason: String,
@@ -296,13 +337,28 @@ pub struct IoError {
 }
 
 impl IoError {
+    /// An error of the given kind.
+    pub fn new(kind: IoErrorKind, reason: impl Into<String>, code: Option<i64>) -> Self {
+        IoError {
+            reason: reason.into(),
+            kind,
+            code,
+        }
+    }
+
     /// An error from a `std::io::Error`, with its errno when it has one.
     pub fn socket(err: &std::io::Error) -> Self {
-        IoError {
-            reason: err.to_string(),
-            kind: IoErrorKind::Socket,
-            code: err.raw_os_error().map(i64::from),
-        }
+        IoError::new(
+            IoErrorKind::Socket,
+            err.to_string(),
+            err.raw_os_error().map(i64::from),
+        )
+    }
+
+    /// A failure of the TLS layer, with the TLS library's code for it when it has one
+    /// (an alert number, say).
+    pub fn tls(reason: impl Into<String>, code: Option<i64>) -> Self {
+        IoError::new(IoErrorKind::Tls, reason, code)
     }
 }
 

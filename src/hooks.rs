@@ -40,6 +40,7 @@ pub struct HookCall {
 
 impl HookCall {
     /// False only for the disconnect hook, which owes nothing (Halon's `Pass()`).
+    #[must_use]
     pub fn needs_decision(&self) -> bool {
         !matches!(self.hook, Hook::Disconnect(_))
     }
@@ -150,6 +151,7 @@ pub struct Recipient {
 /// The envelope of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Envelope {
     /// The reverse path of MAIL FROM.
     pub mail_from: ReversePath,
@@ -206,6 +208,7 @@ pub enum AbortReason {
 /// KumoMTA's `kumo.disconnect` modes: what a disconnect decision does with its reply.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
 pub enum DisconnectMode {
     /// Send the reply and close, whatever its code (non-421 is not SMTP-conformant).
     #[default]

@@ -29,7 +29,7 @@ fn quit_is_a_local_close_with_the_221_and_the_connection_details() {
         last(&h),
         LastReply {
             code: 221,
-            enhanced: Some([2, 0, 0]),
+            enhanced: Some(smtp_session::EnhancedCode::new(2, 0, 0)),
             lines: vec!["Bye".into()],
             state: ReplyState::Quit
         }
@@ -88,11 +88,7 @@ fn commands_before_eof_are_still_answered() {
 fn io_error_is_remote_with_the_error_and_no_further_writes() {
     let mut h = Harness::new(config());
     h.send("EHLO c\r\n");
-    let err = IoError {
-        reason: "Connection reset by peer".into(),
-        kind: IoErrorKind::Socket,
-        code: Some(104),
-    };
+    let err = IoError::new(IoErrorKind::Socket, "Connection reset by peer", Some(104));
     h.session.handle_io_error(err.clone(), h.now).unwrap();
     h.drain();
     assert!(h.transcript.ends_with("-- close\nH: disconnect close=remote reply=250 ehlo error=socket:connection reset by peer\n"));

@@ -647,11 +647,7 @@ fn output_after_close_is_impossible_whatever_the_runtime_does() {
     let id = *h.pending.front().unwrap();
     h.session
         .handle_io_error(
-            smtp_session::IoError {
-                reason: "reset".into(),
-                kind: smtp_session::IoErrorKind::Socket,
-                code: Some(104),
-            },
+            smtp_session::IoError::new(smtp_session::IoErrorKind::Socket, "reset", Some(104)),
             h.now,
         )
         .unwrap();

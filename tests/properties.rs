@@ -745,11 +745,7 @@ proptest! {
             match ending {
                 Ending::Eof => d.session.handle_eof(d.now).unwrap(),
                 Ending::IoError => {
-                    let err = IoError {
-                        reason: "reset".into(),
-                        kind: IoErrorKind::Socket,
-                        code: Some(104),
-                    };
+                    let err = IoError::new(IoErrorKind::Socket, "reset", Some(104));
                     d.session.handle_io_error(err, d.now).unwrap();
                 }
                 Ending::Timeout => {

@@ -256,7 +256,10 @@ fn the_timeout_reply_is_the_last_reply_of_the_context() {
     h.advance(5 * MIN);
     let reply = h.context().arguments.reply.clone().unwrap();
     assert_eq!(reply.code, 421);
-    assert_eq!(reply.enhanced, Some([4, 4, 2]));
+    assert_eq!(
+        reply.enhanced,
+        Some(smtp_session::EnhancedCode::new(4, 4, 2))
+    );
     assert_eq!(reply.state, smtp_session::ReplyState::Timeout);
     assert_eq!(h.context().arguments.close, smtp_session::CloseSide::Local);
 }

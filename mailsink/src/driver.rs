@@ -337,11 +337,7 @@ where
 }
 
 fn tls_error(reason: &str) -> IoError {
-    IoError {
-        reason: reason.into(),
-        kind: IoErrorKind::Tls,
-        code: None,
-    }
+    IoError::tls(reason, None)
 }
 
 /// The handshake's details, named like Halon's `tls` array.

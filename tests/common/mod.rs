@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use smtp_session::{
     AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, IoError,
-    IoErrorKind, Message, Output, PeerCertificate, Session, TlsInfo,
+    Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
 /// How the harness answers hook calls.
@@ -410,11 +410,7 @@ pub fn tls_info() -> TlsInfo {
 
 /// A TLS handshake failure as a runtime would report it.
 pub fn tls_error() -> IoError {
-    IoError {
-        reason: "handshake failure".into(),
-        kind: IoErrorKind::Tls,
-        code: Some(0x14094410),
-    }
+    IoError::tls("handshake failure", Some(0x14094410))
 }
 
 /// The default config with a fixed hostname.
@@ -486,9 +482,7 @@ pub fn describe_hook(hook: &Hook) -> String {
                 Some(r) => format!(
                     " reply={}{} {}",
                     r.code,
-                    r.enhanced
-                        .map(|e| format!(" {}.{}.{}", e[0], e[1], e[2]))
-                        .unwrap_or_default(),
+                    r.enhanced.map(|e| format!(" {e}")).unwrap_or_default(),
                     r.state
                 ),
                 None => String::new(),
