@@ -176,6 +176,26 @@ pub struct MinDataRate {
 
 /// The configuration of a session. Share one between sessions with an `Arc`.
 ///
+/// Start from the defaults and change what you need; [`Config::validate`] (or
+/// [`Session::try_new`](crate::Session::try_new)) tells a value out of its range:
+///
+/// ```
+/// use std::time::Duration;
+/// use smtp_session::{BodyDelivery, Config, Extensions, Hooks, MinDataRate};
+/// let config = Config {
+///     hostname: "mx.example.org".into(),
+///     extensions: Extensions { starttls: true, ..Extensions::default() },
+///     hooks: Hooks { rcpt_to: true, ..Hooks::default() }, // the message hook stays on
+///     max_message_size: 50 << 20,
+///     body_delivery: BodyDelivery::STREAMED,
+///     min_data_rate: Some(MinDataRate { bytes_per_second: 500, grace: Duration::from_secs(30) }),
+///     ..Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// let too_few = Config { max_recipients: 10, ..config };
+/// assert_eq!(too_few.validate().unwrap_err().field, "max_recipients");
+/// ```
+///
 /// Limits outside their documented range are refused by
 /// [`Session::try_new`](crate::Session::try_new) and clamped by
 /// [`Session::new`](crate::Session::new); [`Config::validate`] says which ones.

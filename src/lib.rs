@@ -140,7 +140,9 @@
 //! ```
 //! # use std::time::Instant;
 //! # use smtp_session::*;
-//! let config = Config { hostname: "mx.example".into(), hooks: Hooks { mail_from: true, ..Hooks::NONE }, ..Config::default() };
+//! // `..Hooks::default()` keeps the message hook: `..Hooks::NONE` would accept and drop mail.
+//! let hooks = Hooks { mail_from: true, ..Hooks::default() };
+//! let config = Config { hostname: "mx.example".into(), hooks, ..Config::default() };
 //! let now = Instant::now();
 //! let mut session = Session::new(config, ConnectionInfo::default(), now);
 //! session.handle_input(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n", now).unwrap();
@@ -154,6 +156,38 @@
 //! assert_eq!(bytes, b"451 no thank you\r\n421 mx.example disconnecting due to previous error\r\n");
 //! assert!(matches!(session.poll_output(), Some(Output::Close)));
 //! ```
+//!
+//! # What the runtime owes the session
+//!
+//! The session does nothing by itself; whatever drives it must, for every connection:
+//!
+//! - **Write** each [`Output::Write`] in order, and never hold more than
+//!   [`Config::max_pending_output`] unwritten: send what one drain gave before asking for
+//!   more. Bound every write with a timeout; a client that never reads must not hold a
+//!   connection (report the failure with [`Session::handle_io_error`]).
+//! - **Read** into [`Session::handle_input`], and keep the bytes it did not take: offer them
+//!   again, first, after the next decision or timeout; stop reading while you hold some.
+//! - **Time**: wait for [`Session::poll_timeout`] and call [`Session::handle_timeout`] when it
+//!   passes, also when it has passed already (held input waits for that call).
+//! - **Hooks**: answer every [`HookCall`] that [`needs_decision`](HookCall::needs_decision)
+//!   with [`Session::decide`], or [`Decision::HookFailed`] once your own hook timeout passes
+//!   (while a hook is pending the session has no deadline). Decisions for a session that
+//!   closed meanwhile are refused with [`Error::Closed`]: ignore those, never return before the
+//!   close and the disconnect hook came out.
+//! - **TLS**: on [`Output::StartTls`], flush the writes, run the handshake as the server
+//!   with a timeout, drop any plaintext read before it, and report it with
+//!   [`Session::handle_tls_established`] or [`Session::handle_tls_failed`].
+//! - **Close**: on [`Output::Close`], flush the writes, half-close the socket, and drain
+//!   unread input for a short, bounded time, so the last reply is not destroyed by a reset;
+//!   then release the connection. The disconnect hook follows at once.
+//! - **Limits the session cannot see**: connections in total and per client address
+//!   (answer the one over the limit `421 4.7.0` rather than leaving it unanswered), accept
+//!   errors such as "too many open files" (back off, never spin), and a graceful shutdown
+//!   ([`Session::handle_shutdown`] gives `421 4.3.2` at the next command boundary; give up
+//!   after a bounded grace).
+//!
+//! The `smtp-session-tokio` crate does all of this once, for tokio; `examples/blocking.rs`
+//! shows the core of it on threads.
 //!
 //! # The disconnect context
 //!

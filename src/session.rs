@@ -192,6 +192,22 @@ impl Session {
     /// All are taken unless that buffer is full; the runtime then keeps the rest, stops
     /// reading, and offers them again after its next [`decide`](Session::decide) or
     /// [`handle_timeout`](Session::handle_timeout).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{Config, ConnectionInfo, Hooks, Output, Session};
+    /// let hooks = Hooks { mail_from: true, ..Hooks::default() };
+    /// let config = Config { hooks, ..Config::default() };
+    /// let now = Instant::now();
+    /// let mut session = Session::new(config, ConnectionInfo::default(), now);
+    /// while session.poll_output().is_some() {} // the greeting
+    /// // The MAIL FROM hook pauses the session: what follows is kept, up to the limit.
+    /// let input = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n";
+    /// assert_eq!(session.handle_input(input, now).unwrap(), input.len());
+    /// let flood = vec![b'x'; 1 << 20];
+    /// let taken = session.handle_input(&flood, now).unwrap();
+    /// assert!(taken < flood.len(), "the runtime keeps the rest and stops reading");
+    /// ```
     pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<usize, Error> {
         self.check_open()?;
         self.clock.event(now);
@@ -314,6 +330,28 @@ impl Session {
     /// Answers the pending hook call `id`. On success the session goes on with any input it
     /// buffered meanwhile. A decision that does not fit (wrong id, a 2xx rejection, a
     /// challenge outside AUTH) is refused with an error and changes nothing.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
+    /// let config = Config { hooks: Hooks { rcpt_to: true, ..Hooks::default() }, ..Config::default() };
+    /// let now = Instant::now();
+    /// let mut session = Session::new(config, ConnectionInfo::default(), now);
+    /// session.handle_input(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@d.example>\r\n", now)?;
+    /// let mut call = None;
+    /// while let Some(output) = session.poll_output() {
+    ///     if let Output::HookCall(c) = output { call = Some(c) }
+    /// }
+    /// let call = call.unwrap();
+    /// assert!(matches!(&call.hook, Hook::RcptTo { path, .. } if path.to_string() == "x@d.example"));
+    /// // KumoMTA's kumo.reject(550, "5.1.1 unknown user"): the session stays open.
+    /// session.decide(call.id, Decision::reject(550, "5.1.1 unknown user")?, now)?;
+    /// let Some(Output::Write(reply)) = session.poll_output() else { panic!() };
+    /// assert_eq!(reply, b"550 5.1.1 unknown user\r\n");
+    /// // The call is answered: a second decision for it is refused.
+    /// assert!(session.decide(call.id, Decision::Accept, now).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn decide(&mut self, id: HookId, decision: Decision, now: Instant) -> Result<(), Error> {
         self.check_open()?;
         match &self.pending {
