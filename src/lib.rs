@@ -288,7 +288,9 @@ pub use hooks::{
     Recipient,
 };
 pub use outbox::Output;
-pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
+pub use params::{
+    Body, DeliverBy, DeliverByMode, MailParams, Notify, Orcpt, RcptParams, Ret, Rrvs, RrvsAction,
+};
 pub use proxy::ProxyHeader;
 pub use reply::{EnhancedCode, Reply, ReplyError};
 pub use session::Session;

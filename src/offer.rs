@@ -95,6 +95,11 @@ impl Offer<'_> {
             smtputf8: ext.smtputf8,
             dsn: ext.dsn,
             auth: self.auth_offered,
+            // Not offered yet: no EHLO keyword or Config switch for them.
+            require_tls: false,
+            mt_priority: false,
+            deliver_by: false,
+            rrvs: false,
         }
     }
 }

@@ -1,6 +1,12 @@
 //! ESMTP parameters of MAIL and RCPT: SIZE (RFC 1870), BODY (RFC 6152,
 //! RFC 3030), SMTPUTF8 (RFC 6531), RET/ENVID/NOTIFY/ORCPT (RFC 3461, with the
-//! `utf-8` address type of RFC 6533) and AUTH (RFC 4954 section 5).
+//! `utf-8` address type of RFC 6533), AUTH (RFC 4954 section 5), and the
+//! opt-in REQUIRETLS (RFC 8689), MT-PRIORITY (RFC 6710), BY (DELIVERBY,
+//! RFC 2852) and RRVS (RFC 7293).
+//!
+//! A parameter given twice with the same meaning (`SMTPUTF8 SMTPUTF8`, as
+//! Python's smtplib sends it) is accepted; given twice with different values
+//! it is [`ParamError::Duplicate`].
 
 use std::fmt;
 
@@ -10,6 +16,8 @@ const MAX_ENVID: usize = 100;
 const MAX_ORCPT: usize = 500;
 /// RFC 1870 `size-value ::= 1*20DIGIT`.
 const MAX_SIZE_DIGITS: usize = 20;
+/// RFC 2852 section 4: `by-time = ["-" / "+"] 1*9digit`.
+const MAX_BY_TIME_DIGITS: usize = 9;
 
 /// The `BODY=` parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +68,7 @@ pub struct Orcpt {
 /// Parameters of `MAIL FROM`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct MailParams {
     /// `SIZE=`: the size the client declares.
     pub size: Option<u64>,
@@ -73,16 +82,97 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// `AUTH=`, xtext-decoded: a mailbox or `<>`.
     pub auth: Option<String>,
+    /// `REQUIRETLS` (RFC 8689) was given: the message must only travel over TLS.
+    pub require_tls: bool,
+    /// `MT-PRIORITY=` (RFC 6710): -9 (lowest) to 9 (highest).
+    pub mt_priority: Option<i8>,
+    /// `BY=` (DELIVERBY, RFC 2852).
+    pub deliver_by: Option<DeliverBy>,
 }
 
 /// Parameters of `RCPT TO`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct RcptParams {
     /// `NOTIFY=`
     pub notify: Option<Notify>,
     /// `ORCPT=`
     pub orcpt: Option<Orcpt>,
+    /// `RRVS=` (RFC 7293).
+    pub rrvs: Option<Rrvs>,
+}
+
+/// The `BY=` parameter of DELIVERBY (RFC 2852): deliver within `seconds` of
+/// the message's arrival, or act as `mode` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct DeliverBy {
+    /// The `by-time`, in seconds, -999999999..=999999999. Zero or negative
+    /// (the deadline has passed already) only with [`DeliverByMode::Notify`].
+    pub seconds: i32,
+    /// What to do when the deadline passes.
+    pub mode: DeliverByMode,
+    /// `T`: the client asks for trace DSNs from every hop (RFC 2852 section 4).
+    pub trace: bool,
+}
+
+/// The `by-mode` of [`DeliverBy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum DeliverByMode {
+    /// `N`: send a delay DSN when the deadline passes, and keep trying.
+    Notify,
+    /// `R`: give up and return the message when the deadline passes.
+    Return,
+}
+
+/// The `RRVS=` parameter (RFC 7293): deliver only if the mailbox has belonged
+/// to the same user since `since`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Rrvs {
+    /// When the sender last knew the mailbox's owner.
+    pub since: DateTime,
+    /// What to do when continuity cannot be checked. `Reject` when the
+    /// client named none.
+    pub action: RrvsAction,
+}
+
+/// What a server that cannot check [`Rrvs`] continuity does with the message
+/// (RFC 7293 section 3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum RrvsAction {
+    /// `;C`: deliver anyway.
+    Continue,
+    /// `;R` or nothing: refuse the recipient.
+    Reject,
+}
+
+/// An RFC 3339 `date-time`, as RRVS carries it: the fields as written, with
+/// the fraction of a second kept to nanoseconds.
+///
+/// Displays in RFC 3339 form (upper-case `T`, `Z` for a zero offset, the
+/// fraction without trailing zeros), and serialises as that text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DateTime {
+    /// 0..=9999.
+    pub year: u16,
+    /// 1..=12.
+    pub month: u8,
+    /// 1..=28, 29, 30 or 31, as the month and year allow.
+    pub day: u8,
+    /// 0..=23.
+    pub hour: u8,
+    /// 0..=59.
+    pub minute: u8,
+    /// 0..=60; 60 is a leap second.
+    pub second: u8,
+    /// 0..=999_999_999: digits of the fraction past the ninth are dropped.
+    pub nanosecond: u32,
+    /// The offset from UTC in minutes, -1439..=1439 (`Z` and `-00:00` are 0).
+    pub offset_minutes: i16,
 }
 
 /// Which parameters the server accepts (mirrors what it advertises in EHLO).
@@ -100,6 +190,41 @@ pub struct ParamSupport {
     pub dsn: bool,
     /// AUTH (RFC 4954): `AUTH=`.
     pub auth: bool,
+    /// REQUIRETLS (RFC 8689): `REQUIRETLS`. RFC 8689 offers it only on a
+    /// connection that TLS protects.
+    pub require_tls: bool,
+    /// MT-PRIORITY (RFC 6710): `MT-PRIORITY=`.
+    pub mt_priority: bool,
+    /// DELIVERBY (RFC 2852): `BY=`.
+    pub deliver_by: bool,
+    /// RRVS (RFC 7293): `RRVS=` on RCPT.
+    pub rrvs: bool,
+}
+
+impl ParamSupport {
+    /// Octets the parameters switched on here may add to a command line beyond
+    /// RFC 5321's 512, as each extension's RFC counts them: SIZE 26, SMTPUTF8
+    /// 10, DSN 600 (ORCPT's 500 and NOTIFY on RCPT; RET and ENVID on MAIL),
+    /// AUTH 500, REQUIRETLS 11 (` REQUIRETLS`), MT-PRIORITY 15
+    /// (` MT-PRIORITY=-9`), DELIVERBY 17 (` BY=-999999999;RT`) and RRVS 43
+    /// (` RRVS=` and an RFC 3339 time with nanoseconds, an offset and `;C`).
+    #[must_use]
+    pub fn line_allowance(&self) -> usize {
+        [
+            (self.size, 26),
+            (self.smtputf8, 10),
+            (self.dsn, 600),
+            (self.auth, 500),
+            (self.require_tls, 11),
+            (self.mt_priority, 15),
+            (self.deliver_by, 17),
+            (self.rrvs, 43),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, octets)| octets)
+        .sum()
+    }
 }
 
 /// Why the parameters were refused.
@@ -140,9 +265,10 @@ impl std::error::Error for ParamError {}
 /// For the first offending parameter, left to right:
 /// [`ParamError::Unknown`] for a keyword that is not known or whose extension
 /// is switched off in `support` (and for `BODY=8BITMIME` / `BODY=BINARYMIME`
-/// when only the other extension is on), [`ParamError::Duplicate`] for a
-/// repeated keyword, [`ParamError::SizeExceeded`] for `SIZE=` over
-/// `max_size`, and [`ParamError::Syntax`] for everything malformed.
+/// when only the other extension is on), [`ParamError::Syntax`] for a
+/// malformed parameter or value, [`ParamError::SizeExceeded`] for `SIZE=`
+/// over `max_size`, and [`ParamError::Duplicate`] for a keyword repeated with
+/// a different value (a repeat with the same value is accepted).
 pub fn parse_mail_params(
     raw: &str,
     support: ParamSupport,
@@ -151,58 +277,47 @@ pub fn parse_mail_params(
     let mut params = MailParams::default();
     for token in tokens(raw) {
         let (keyword, value) = split_param(token)?;
-        if keyword.eq_ignore_ascii_case("SIZE") {
-            require(support.size, params.size.is_some())?;
+        let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+        if is("SIZE") {
+            supported(support.size)?;
             let size = parse_size(required(value)?)?;
             if size > max_size {
                 return Err(ParamError::SizeExceeded);
             }
-            params.size = Some(size);
-        } else if keyword.eq_ignore_ascii_case("BODY") {
-            require(
-                support.eight_bit_mime || support.binary_mime,
-                params.body.is_some(),
-            )?;
-            let value = required(value)?;
-            let (body, supported) = if value.eq_ignore_ascii_case("7BIT") {
-                (Body::SevenBit, true)
-            } else if value.eq_ignore_ascii_case("8BITMIME") {
-                (Body::EightBitMime, support.eight_bit_mime)
-            } else if value.eq_ignore_ascii_case("BINARYMIME") {
-                (Body::BinaryMime, support.binary_mime)
-            } else {
-                return Err(ParamError::Syntax);
-            };
-            if !supported {
-                return Err(ParamError::Unknown);
-            }
-            params.body = Some(body);
-        } else if keyword.eq_ignore_ascii_case("SMTPUTF8") {
-            require(support.smtputf8, params.smtputf8)?;
-            if value.is_some() {
-                return Err(ParamError::Syntax);
-            }
-            params.smtputf8 = true;
-        } else if keyword.eq_ignore_ascii_case("RET") {
-            require(support.dsn, params.ret.is_some())?;
-            let value = required(value)?;
-            params.ret = Some(if value.eq_ignore_ascii_case("FULL") {
-                Ret::Full
-            } else if value.eq_ignore_ascii_case("HDRS") {
-                Ret::Headers
-            } else {
-                return Err(ParamError::Syntax);
-            });
-        } else if keyword.eq_ignore_ascii_case("ENVID") {
-            require(support.dsn, params.envid.is_some())?;
+            set_once(&mut params.size, size)?;
+        } else if is("BODY") {
+            supported(support.eight_bit_mime || support.binary_mime)?;
+            let body = parse_body(required(value)?, support)?;
+            set_once(&mut params.body, body)?;
+        } else if is("SMTPUTF8") {
+            supported(support.smtputf8)?;
+            params.smtputf8 = flag(value)?;
+        } else if is("RET") {
+            supported(support.dsn)?;
+            let ret = parse_ret(required(value)?)?;
+            set_once(&mut params.ret, ret)?;
+        } else if is("ENVID") {
+            supported(support.dsn)?;
             let envid = decode_printable(required(value)?, false)?;
             if envid.chars().count() > MAX_ENVID {
                 return Err(ParamError::Syntax);
             }
-            params.envid = Some(envid);
-        } else if keyword.eq_ignore_ascii_case("AUTH") {
-            require(support.auth, params.auth.is_some())?;
-            params.auth = Some(decode_printable(required(value)?, false)?);
+            set_once(&mut params.envid, envid)?;
+        } else if is("AUTH") {
+            supported(support.auth)?;
+            let auth = decode_printable(required(value)?, false)?;
+            set_once(&mut params.auth, auth)?;
+        } else if is("REQUIRETLS") {
+            supported(support.require_tls)?;
+            params.require_tls = flag(value)?;
+        } else if is("MT-PRIORITY") {
+            supported(support.mt_priority)?;
+            let priority = parse_priority(required(value)?)?;
+            set_once(&mut params.mt_priority, priority)?;
+        } else if is("BY") {
+            supported(support.deliver_by)?;
+            let by = parse_deliver_by(required(value)?)?;
+            set_once(&mut params.deliver_by, by)?;
         } else {
             return Err(ParamError::Unknown);
         }
@@ -219,23 +334,175 @@ pub fn parse_mail_params(
 ///
 /// For the first offending parameter, left to right:
 /// [`ParamError::Unknown`] for a keyword that is not known or whose extension
-/// is switched off in `support`, [`ParamError::Duplicate`] for a repeated
-/// keyword, and [`ParamError::Syntax`] for everything malformed.
+/// is switched off in `support`, [`ParamError::Syntax`] for a malformed
+/// parameter or value, and [`ParamError::Duplicate`] for a keyword repeated
+/// with a different value (a repeat with the same value is accepted).
 pub fn parse_rcpt_params(raw: &str, support: ParamSupport) -> Result<RcptParams, ParamError> {
     let mut params = RcptParams::default();
     for token in tokens(raw) {
         let (keyword, value) = split_param(token)?;
-        if keyword.eq_ignore_ascii_case("NOTIFY") {
-            require(support.dsn, params.notify.is_some())?;
-            params.notify = Some(parse_notify(required(value)?)?);
-        } else if keyword.eq_ignore_ascii_case("ORCPT") {
-            require(support.dsn, params.orcpt.is_some())?;
-            params.orcpt = Some(parse_orcpt(required(value)?)?);
+        let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+        if is("NOTIFY") {
+            supported(support.dsn)?;
+            let notify = parse_notify(required(value)?)?;
+            set_once(&mut params.notify, notify)?;
+        } else if is("ORCPT") {
+            supported(support.dsn)?;
+            let orcpt = parse_orcpt(required(value)?)?;
+            set_once(&mut params.orcpt, orcpt)?;
+        } else if is("RRVS") {
+            supported(support.rrvs)?;
+            let rrvs = parse_rrvs(required(value)?)?;
+            set_once(&mut params.rrvs, rrvs)?;
         } else {
             return Err(ParamError::Unknown);
         }
     }
     Ok(params)
+}
+
+impl DateTime {
+    /// Parses an RFC 3339 `date-time` (section 5.6): `2014-04-03T23:01:00Z`,
+    /// `1997-11-24T14:22:01.25-08:00`. `T` and `Z` may be lower case, as
+    /// RFC 3339 allows; the day must exist in its month; a fraction of a
+    /// second may have any number of digits. Returns `None` for anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<DateTime> {
+        let b = text.as_bytes();
+        let num = |range: std::ops::Range<usize>| -> Option<u16> {
+            let digits = b.get(range)?;
+            digits.iter().try_fold(0u16, |acc, &d| {
+                d.is_ascii_digit().then(|| acc * 10 + u16::from(d - b'0'))
+            })
+        };
+        let small = |range| num(range).and_then(|n| u8::try_from(n).ok());
+        let sep = |i: usize, c: u8| b.get(i).is_some_and(|x| x.eq_ignore_ascii_case(&c));
+        if !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':')) {
+            return None;
+        }
+        let year = num(0..4)?;
+        let month = small(5..7)?;
+        let day = small(8..10)?;
+        let hour = small(11..13)?;
+        let minute = small(14..16)?;
+        let second = small(17..19)?;
+        let valid = (1..=12).contains(&month)
+            && (1..=days_in_month(year, month)).contains(&day)
+            && hour <= 23
+            && minute <= 59
+            && second <= 60;
+        if !valid {
+            return None;
+        }
+        let mut rest = b.get(19..)?;
+        let mut nanosecond = 0u32;
+        if let [b'.', tail @ ..] = rest {
+            let digits = tail.iter().take_while(|d| d.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            let (fraction, after) = tail.split_at(digits);
+            nanosecond = fraction
+                .iter()
+                .chain(std::iter::repeat(&b'0'))
+                .take(9)
+                .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'));
+            rest = after;
+        }
+        let offset_minutes = match rest {
+            [z] if z.eq_ignore_ascii_case(&b'Z') => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let two = |a: u8, b: u8| {
+                    (a.is_ascii_digit() && b.is_ascii_digit())
+                        .then(|| i16::from(a - b'0') * 10 + i16::from(b - b'0'))
+                };
+                let (hours, minutes) = (two(*h1, *h2)?, two(*m1, *m2)?);
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
+                let offset = hours * 60 + minutes;
+                if *sign == b'-' {
+                    -offset
+                } else {
+                    offset
+                }
+            }
+            _ => return None,
+        };
+        Some(DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            nanosecond,
+            offset_minutes,
+        })
+    }
+
+    /// Seconds since 1970-01-01T00:00:00Z (negative before it), the offset
+    /// applied and the fraction dropped. A leap second counts as the first
+    /// second of the next minute.
+    #[must_use]
+    pub fn unix_seconds(&self) -> i64 {
+        let days = days_from_civil(i64::from(self.year), self.month, self.day);
+        days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second)
+            - i64::from(self.offset_minutes) * 60
+    }
+}
+
+impl fmt::Display for DateTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )?;
+        if self.nanosecond != 0 {
+            let fraction = format!("{:09}", self.nanosecond);
+            write!(f, ".{}", fraction.trim_end_matches('0'))?;
+        }
+        if self.offset_minutes == 0 {
+            return f.write_str("Z");
+        }
+        let sign = if self.offset_minutes < 0 { '-' } else { '+' };
+        let offset = self.offset_minutes.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", offset / 60, offset % 60)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for DateTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// RFC 3339 appendix C: the Gregorian leap-year rule.
+fn days_in_month(year: u16, month: u8) -> u8 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+/// (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Decodes RFC 3461 xtext: `+XX` stands for the byte with hex value `XX`,
@@ -300,15 +567,33 @@ fn split_param(token: &str) -> Result<(&str, Option<&str>), ParamError> {
     Ok((keyword, value))
 }
 
-/// Unknown beats Duplicate: a repeated keyword the server never advertised
-/// is still one it does not know.
-fn require(supported: bool, already_seen: bool) -> Result<(), ParamError> {
-    if !supported {
-        Err(ParamError::Unknown)
-    } else if already_seen {
-        Err(ParamError::Duplicate)
-    } else {
+/// Checked before the value, so that a keyword the server never advertised
+/// is Unknown whatever follows it.
+fn supported(on: bool) -> Result<(), ParamError> {
+    if on {
         Ok(())
+    } else {
+        Err(ParamError::Unknown)
+    }
+}
+
+/// Stores a value given once, or again with the same meaning; a second,
+/// different value is a conflict.
+fn set_once<T: PartialEq>(slot: &mut Option<T>, value: T) -> Result<(), ParamError> {
+    match slot {
+        Some(seen) if *seen != value => Err(ParamError::Duplicate),
+        _ => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
+/// A keyword that takes no value; repeating it changes nothing.
+fn flag(value: Option<&str>) -> Result<bool, ParamError> {
+    match value {
+        None => Ok(true),
+        Some(_) => Err(ParamError::Syntax),
     }
 }
 
@@ -328,6 +613,103 @@ fn parse_size(value: &str) -> Result<u64, ParamError> {
             acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
         })
         .ok_or(ParamError::SizeExceeded)
+}
+
+fn parse_body(value: &str, support: ParamSupport) -> Result<Body, ParamError> {
+    let (body, on) = if value.eq_ignore_ascii_case("7BIT") {
+        (Body::SevenBit, true)
+    } else if value.eq_ignore_ascii_case("8BITMIME") {
+        (Body::EightBitMime, support.eight_bit_mime)
+    } else if value.eq_ignore_ascii_case("BINARYMIME") {
+        (Body::BinaryMime, support.binary_mime)
+    } else {
+        return Err(ParamError::Syntax);
+    };
+    supported(on)?;
+    Ok(body)
+}
+
+fn parse_ret(value: &str) -> Result<Ret, ParamError> {
+    if value.eq_ignore_ascii_case("FULL") {
+        Ok(Ret::Full)
+    } else if value.eq_ignore_ascii_case("HDRS") {
+        Ok(Ret::Headers)
+    } else {
+        Err(ParamError::Syntax)
+    }
+}
+
+/// RFC 6710 section 3: an optional sign and one digit.
+fn parse_priority(value: &str) -> Result<i8, ParamError> {
+    let (negative, digit) = match value.as_bytes() {
+        [d] => (false, *d),
+        [b'+', d] => (false, *d),
+        [b'-', d] => (true, *d),
+        _ => return Err(ParamError::Syntax),
+    };
+    if !digit.is_ascii_digit() {
+        return Err(ParamError::Syntax);
+    }
+    // A single digit is 0..=9, so the cast is exact.
+    let magnitude = (digit - b'0') as i8;
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// RFC 2852 section 4: `by-time ";" by-mode [by-trace]`, where a zero or
+/// negative `by-time` is only allowed with the `N` mode.
+fn parse_deliver_by(value: &str) -> Result<DeliverBy, ParamError> {
+    let (time, mode) = value.split_once(';').ok_or(ParamError::Syntax)?;
+    let seconds = parse_by_time(time)?;
+    let (mode, trace) = match mode.as_bytes() {
+        [m] => (*m, false),
+        [m, t] if t.eq_ignore_ascii_case(&b'T') => (*m, true),
+        _ => return Err(ParamError::Syntax),
+    };
+    let mode = match mode.to_ascii_uppercase() {
+        b'N' => DeliverByMode::Notify,
+        b'R' if seconds > 0 => DeliverByMode::Return,
+        _ => return Err(ParamError::Syntax),
+    };
+    Ok(DeliverBy {
+        seconds,
+        mode,
+        trace,
+    })
+}
+
+fn parse_by_time(time: &str) -> Result<i32, ParamError> {
+    let (negative, digits) = match time.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        rest => (false, rest),
+    };
+    if digits.is_empty()
+        || digits.len() > MAX_BY_TIME_DIGITS
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return Err(ParamError::Syntax);
+    }
+    // Nine digits fit an i32.
+    let magnitude = digits
+        .iter()
+        .fold(0i32, |acc, d| acc * 10 + i32::from(d - b'0'));
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// RFC 7293 section 3.1: `date-time [";" ("C" / "R")]`.
+fn parse_rrvs(value: &str) -> Result<Rrvs, ParamError> {
+    let (time, action) = match value.split_once(';') {
+        Some((time, action)) => (time, Some(action)),
+        None => (value, None),
+    };
+    let since = DateTime::parse(time).ok_or(ParamError::Syntax)?;
+    let action = match action {
+        None => RrvsAction::Reject,
+        Some(a) if a.eq_ignore_ascii_case("R") => RrvsAction::Reject,
+        Some(a) if a.eq_ignore_ascii_case("C") => RrvsAction::Continue,
+        Some(_) => return Err(ParamError::Syntax),
+    };
+    Ok(Rrvs { since, action })
 }
 
 fn parse_notify(value: &str) -> Result<Notify, ParamError> {
@@ -441,6 +823,10 @@ mod tests {
         smtputf8: true,
         dsn: true,
         auth: true,
+        require_tls: true,
+        mt_priority: true,
+        deliver_by: true,
+        rrvs: true,
     };
     const NONE: ParamSupport = ParamSupport {
         size: false,
@@ -449,6 +835,10 @@ mod tests {
         smtputf8: false,
         dsn: false,
         auth: false,
+        require_tls: false,
+        mt_priority: false,
+        deliver_by: false,
+        rrvs: false,
     };
 
     fn mail(raw: &str) -> Result<MailParams, ParamError> {
@@ -481,6 +871,9 @@ mod tests {
                 ret: Some(Ret::Headers),
                 envid: Some("QQ+=x".into()),
                 auth: Some("<>".into()),
+                require_tls: false,
+                mt_priority: None,
+                deliver_by: None,
             }
         );
     }
@@ -518,7 +911,10 @@ mod tests {
         ] {
             assert_eq!(mail(bad), Err(ParamError::Syntax), "{bad:?}");
         }
-        assert_eq!(mail(" SIZE=1 SIZE=1"), Err(ParamError::Duplicate));
+        assert_eq!(mail(" SIZE=1 SIZE=01").unwrap().size, Some(1));
+        assert_eq!(mail(" SIZE=1 SIZE=2"), Err(ParamError::Duplicate));
+        // Over the limit before it is a conflict.
+        assert_eq!(mail(" SIZE=1 SIZE=1000001"), Err(ParamError::SizeExceeded));
     }
 
     #[test]
@@ -534,7 +930,11 @@ mod tests {
         );
         assert_eq!(mail(" BODY=8BIT"), Err(ParamError::Syntax));
         assert_eq!(mail(" BODY"), Err(ParamError::Syntax));
-        assert_eq!(mail(" BODY=7BIT BODY=7BIT"), Err(ParamError::Duplicate));
+        assert_eq!(
+            mail(" BODY=7BIT body=7bit").unwrap().body,
+            Some(Body::SevenBit)
+        );
+        assert_eq!(mail(" BODY=7BIT BODY=8BITMIME"), Err(ParamError::Duplicate));
 
         let only_8bit = ParamSupport {
             binary_mime: false,
@@ -566,7 +966,9 @@ mod tests {
         assert!(mail(" SMTPUTF8").unwrap().smtputf8);
         assert!(mail(" smtputf8").unwrap().smtputf8);
         assert_eq!(mail(" SMTPUTF8=yes"), Err(ParamError::Syntax));
-        assert_eq!(mail(" SMTPUTF8 SMTPUTF8"), Err(ParamError::Duplicate));
+        // Python's smtplib sends it twice when asked for SMTPUTF8 and given a UTF-8 address.
+        assert!(mail(" SMTPUTF8 SMTPUTF8").unwrap().smtputf8);
+        assert_eq!(mail(" SMTPUTF8 SMTPUTF8=x"), Err(ParamError::Syntax));
         assert_eq!(
             parse_mail_params(" SMTPUTF8", NONE, 1),
             Err(ParamError::Unknown)
@@ -599,6 +1001,12 @@ mod tests {
         assert_eq!(mail(" ENVID=a+2"), Err(ParamError::Syntax));
         assert_eq!(mail(" ENVID=a+0D+0AInjected:x"), Err(ParamError::Syntax));
         assert_eq!(mail(" ENVID=a ENVID=b"), Err(ParamError::Duplicate));
+        // The same decoded value, however encoded, is the same parameter.
+        assert_eq!(
+            mail(" ENVID=a+2Bb ENVID=a+2bb").unwrap().envid.as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(mail(" RET=FULL RET=full").unwrap().ret, Some(Ret::Full));
         let no_dsn = ParamSupport { dsn: false, ..ALL };
         assert_eq!(
             parse_mail_params(" RET=FULL", no_dsn, 1),
@@ -619,7 +1027,11 @@ mod tests {
         );
         assert_eq!(mail(" AUTH="), Err(ParamError::Syntax));
         assert_eq!(mail(" AUTH=a+ZZ"), Err(ParamError::Syntax));
-        assert_eq!(mail(" AUTH=<> AUTH=<>"), Err(ParamError::Duplicate));
+        assert_eq!(
+            mail(" AUTH=<> AUTH=<>").unwrap().auth.as_deref(),
+            Some("<>")
+        );
+        assert_eq!(mail(" AUTH=<> AUTH=a@b"), Err(ParamError::Duplicate));
         let no_auth = ParamSupport { auth: false, ..ALL };
         assert_eq!(
             parse_mail_params(" AUTH=<>", no_auth, 1),
@@ -713,8 +1125,16 @@ mod tests {
             assert_eq!(n(bad), Err(ParamError::Syntax), "{bad:?}");
         }
         assert_eq!(
-            rcpt(" NOTIFY=NEVER NOTIFY=NEVER"),
+            rcpt(" NOTIFY=NEVER NOTIFY=SUCCESS"),
             Err(ParamError::Duplicate)
+        );
+        assert_eq!(
+            n(" NOTIFY=SUCCESS,DELAY NOTIFY=delay,success"),
+            Ok(Some(Notify {
+                success: true,
+                delay: true,
+                ..Notify::default()
+            }))
         );
         assert_eq!(
             parse_rcpt_params(" NOTIFY=NEVER", NONE),
@@ -780,8 +1200,9 @@ mod tests {
             o(&format!(" ORCPT=rfc822;{}", "a".repeat(501))),
             Err(ParamError::Syntax)
         );
+        assert!(rcpt(" ORCPT=rfc822;a@b ORCPT=rfc822;a@b").is_ok());
         assert_eq!(
-            rcpt(" ORCPT=rfc822;a@b ORCPT=rfc822;a@b"),
+            rcpt(" ORCPT=rfc822;a@b ORCPT=rfc822;c@b"),
             Err(ParamError::Duplicate)
         );
         assert_eq!(
@@ -803,7 +1224,290 @@ mod tests {
                     addr_type: "rfc822".into(),
                     address: "a@b".into()
                 }),
+                rrvs: None,
             })
+        );
+    }
+
+    #[test]
+    fn require_tls() {
+        assert!(mail(" REQUIRETLS").unwrap().require_tls);
+        assert!(mail(" requiretls REQUIRETLS").unwrap().require_tls);
+        assert!(!mail(" SIZE=1").unwrap().require_tls);
+        assert_eq!(mail(" REQUIRETLS=yes"), Err(ParamError::Syntax));
+        let off = ParamSupport {
+            require_tls: false,
+            ..ALL
+        };
+        assert_eq!(
+            parse_mail_params(" REQUIRETLS", off, 1),
+            Err(ParamError::Unknown)
+        );
+        assert_eq!(rcpt(" REQUIRETLS"), Err(ParamError::Unknown));
+    }
+
+    #[test]
+    fn mt_priority() {
+        let p = |raw: &str| mail(raw).map(|p| p.mt_priority);
+        for (raw, value) in [
+            (" MT-PRIORITY=0", 0),
+            (" MT-PRIORITY=9", 9),
+            (" mt-priority=+3", 3),
+            (" MT-PRIORITY=-9", -9),
+            (" MT-PRIORITY=-0", 0),
+            (" MT-PRIORITY=4 MT-PRIORITY=+4", 4),
+        ] {
+            assert_eq!(p(raw), Ok(Some(value)), "{raw:?}");
+        }
+        for bad in [
+            " MT-PRIORITY",
+            " MT-PRIORITY=",
+            " MT-PRIORITY=10",
+            " MT-PRIORITY=-10",
+            " MT-PRIORITY=09",
+            " MT-PRIORITY=+-1",
+            " MT-PRIORITY=-",
+            " MT-PRIORITY=+",
+            " MT-PRIORITY=a",
+            " MT-PRIORITY=٣",
+        ] {
+            assert_eq!(p(bad), Err(ParamError::Syntax), "{bad:?}");
+        }
+        assert_eq!(
+            p(" MT-PRIORITY=1 MT-PRIORITY=2"),
+            Err(ParamError::Duplicate)
+        );
+        let off = ParamSupport {
+            mt_priority: false,
+            ..ALL
+        };
+        assert_eq!(
+            parse_mail_params(" MT-PRIORITY=1", off, 1),
+            Err(ParamError::Unknown)
+        );
+    }
+
+    #[test]
+    fn deliver_by() {
+        let by = |raw: &str| mail(raw).map(|p| p.deliver_by);
+        let expect = |seconds, mode, trace| {
+            Ok(Some(DeliverBy {
+                seconds,
+                mode,
+                trace,
+            }))
+        };
+        assert_eq!(by(" BY=120;R"), expect(120, DeliverByMode::Return, false));
+        assert_eq!(by(" by=+120;rt"), expect(120, DeliverByMode::Return, true));
+        assert_eq!(by(" BY=1;R"), expect(1, DeliverByMode::Return, false));
+        assert_eq!(
+            by(" BY=999999999;N"),
+            expect(999_999_999, DeliverByMode::Notify, false)
+        );
+        // Zero and negative times mean "already late": only Notify may carry them.
+        assert_eq!(by(" BY=0;N"), expect(0, DeliverByMode::Notify, false));
+        assert_eq!(
+            by(" BY=-999999999;NT"),
+            expect(-999_999_999, DeliverByMode::Notify, true)
+        );
+        for bad in [
+            " BY=0;R",
+            " BY=-0;R",
+            " BY=-5;R",
+            " BY=-5;RT",
+            " BY",
+            " BY=",
+            " BY=120",
+            " BY=120;",
+            " BY=120;T",
+            " BY=120;X",
+            " BY=120;RR",
+            " BY=120;TR",
+            " BY=120;RTT",
+            " BY=;R",
+            " BY=-;N",
+            " BY=+-1;N",
+            " BY=1000000000;N",
+            " BY=0000000001;N",
+            " BY=1.5;N",
+            " BY=120;R;T",
+        ] {
+            assert_eq!(by(bad), Err(ParamError::Syntax), "{bad:?}");
+        }
+        assert_eq!(
+            by(" BY=60;R BY=+60;r"),
+            expect(60, DeliverByMode::Return, false)
+        );
+        assert_eq!(by(" BY=60;R BY=60;N"), Err(ParamError::Duplicate));
+        let off = ParamSupport {
+            deliver_by: false,
+            ..ALL
+        };
+        assert_eq!(
+            parse_mail_params(" BY=60;R", off, 1),
+            Err(ParamError::Unknown)
+        );
+        assert_eq!(rcpt(" BY=60;R"), Err(ParamError::Unknown));
+    }
+
+    #[test]
+    fn rrvs() {
+        let r = |raw: &str| rcpt(raw).map(|p| p.rrvs);
+        // The examples of RFC 7293 section 3.
+        let rrvs = r(" RRVS=2014-04-03T23:01:00Z").unwrap().unwrap();
+        assert_eq!(rrvs.action, RrvsAction::Reject);
+        assert_eq!(rrvs.since.unix_seconds(), 1_396_566_060);
+        let rrvs = r(" RRVS=1997-11-24T14:22:01-08:00;C").unwrap().unwrap();
+        assert_eq!(rrvs.action, RrvsAction::Continue);
+        assert_eq!(rrvs.since.unix_seconds(), 880_410_121);
+        assert_eq!(
+            rrvs.since,
+            DateTime {
+                year: 1997,
+                month: 11,
+                day: 24,
+                hour: 14,
+                minute: 22,
+                second: 1,
+                nanosecond: 0,
+                offset_minutes: -480,
+            }
+        );
+        let rrvs = r(" rrvs=2003-07-01T10:52:37+02:00;r").unwrap().unwrap();
+        assert_eq!(rrvs.action, RrvsAction::Reject);
+        assert_eq!(rrvs.since.unix_seconds(), 1_057_049_557);
+
+        for bad in [
+            " RRVS",
+            " RRVS=",
+            " RRVS=2014-04-03",
+            " RRVS=2014-04-03T23:01:00",
+            " RRVS=2014-04-03T23:01:00ZZ",
+            " RRVS=2014-04-03T23:01:00Z;",
+            " RRVS=2014-04-03T23:01:00Z;X",
+            " RRVS=2014-04-03T23:01:00Z;CR",
+            " RRVS=2014-04-03T23:01:00Z;C;R",
+            " RRVS=ABC",
+        ] {
+            assert_eq!(r(bad), Err(ParamError::Syntax), "{bad:?}");
+        }
+        assert!(r(" RRVS=2014-04-03T23:01:00Z;R RRVS=2014-04-03t23:01:00z").is_ok());
+        assert_eq!(
+            r(" RRVS=2014-04-03T23:01:00Z RRVS=2014-04-03T23:01:00Z;C"),
+            Err(ParamError::Duplicate)
+        );
+        let off = ParamSupport { rrvs: false, ..ALL };
+        assert_eq!(
+            parse_rcpt_params(" RRVS=2014-04-03T23:01:00Z", off,),
+            Err(ParamError::Unknown)
+        );
+        assert_eq!(mail(" RRVS=2014-04-03T23:01:00Z"), Err(ParamError::Unknown));
+    }
+
+    #[test]
+    fn rfc3339_date_times() {
+        let unix = |text: &str| DateTime::parse(text).map(|t| t.unix_seconds());
+        // Checked against `date -u -d TEXT +%s`.
+        assert_eq!(unix("1969-12-31T23:59:59Z"), Some(-1));
+        assert_eq!(unix("2000-02-29T12:00:00Z"), Some(951_825_600));
+        assert_eq!(unix("0001-01-01T00:00:00Z"), Some(-62_135_596_800));
+        assert_eq!(unix("9999-12-31T23:59:59Z"), Some(253_402_300_799));
+        assert_eq!(unix("1970-01-01T00:00:00+14:00"), Some(-50_400));
+        assert_eq!(unix("2024-02-29T23:59:59.999-23:59"), Some(1_709_337_539));
+        // A leap second, lower-case separators, -00:00 ("offset unknown").
+        assert_eq!(unix("2016-12-31T23:59:60Z"), unix("2017-01-01T00:00:00Z"));
+        assert_eq!(unix("2014-04-03t23:01:00z"), Some(1_396_566_060));
+        assert_eq!(unix("2014-04-03T23:01:00-00:00"), Some(1_396_566_060));
+
+        let t = DateTime::parse("2024-02-29T23:59:59.1234567891234-23:59").unwrap();
+        assert_eq!(t.nanosecond, 123_456_789);
+        assert_eq!(t.to_string(), "2024-02-29T23:59:59.123456789-23:59");
+        for (text, shown) in [
+            ("2014-04-03t23:01:00z", "2014-04-03T23:01:00Z"),
+            ("2014-04-03T23:01:00+00:00", "2014-04-03T23:01:00Z"),
+            (
+                "1997-11-24T14:22:01.50-08:00",
+                "1997-11-24T14:22:01.5-08:00",
+            ),
+            ("0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(DateTime::parse(text).unwrap().to_string(), shown);
+        }
+
+        for bad in [
+            "",
+            "2014-04-03 23:01:00Z",
+            "2014-04-03T23:01Z",
+            "2014-4-03T23:01:00Z",
+            "14-04-03T23:01:00Z",
+            "2014-00-03T23:01:00Z",
+            "2014-13-03T23:01:00Z",
+            "2014-04-00T23:01:00Z",
+            "2014-04-31T23:01:00Z",
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2014-04-03T24:00:00Z",
+            "2014-04-03T23:60:00Z",
+            "2014-04-03T23:01:61Z",
+            "2014-04-03T23:01:00.Z",
+            "2014-04-03T23:01:00,5Z",
+            "2014-04-03T23:01:00+24:00",
+            "2014-04-03T23:01:00+01:60",
+            "2014-04-03T23:01:00+0100",
+            "2014-04-03T23:01:00+01",
+            "2014-04-03T23:01:00 +01:00",
+            "2014-04-03T23:01:00+01:00x",
+            "+014-04-03T23:01:00Z",
+            "2014-04-03T23:01:-1Z",
+            "２０１４-04-03T23:01:00Z",
+        ] {
+            assert_eq!(DateTime::parse(bad), None, "{bad:?}");
+        }
+        assert!(DateTime::parse("2000-02-29T00:00:00Z").is_some());
+        assert!(DateTime::parse("2014-04-30T23:01:00Z").is_some());
+    }
+
+    #[test]
+    fn line_allowance_counts_the_switched_on_parameters() {
+        assert_eq!(NONE.line_allowance(), 0);
+        assert_eq!(
+            ALL.line_allowance(),
+            26 + 10 + 600 + 500 + 11 + 15 + 17 + 43
+        );
+        // Each new allowance is the longest form of its parameter, leading space included.
+        assert_eq!(" REQUIRETLS".len(), 11);
+        assert_eq!(" MT-PRIORITY=-9".len(), 15);
+        assert_eq!(" BY=-999999999;RT".len(), 17);
+        let longest_rrvs = " RRVS=2014-04-03T23:01:00.123456789+01:00;C";
+        assert_eq!(longest_rrvs.len(), 43);
+        assert!(rcpt(longest_rrvs).is_ok());
+        let only = |support: ParamSupport| support.line_allowance();
+        assert_eq!(only(ParamSupport { rrvs: true, ..NONE }), 43);
+        assert_eq!(
+            only(ParamSupport {
+                deliver_by: true,
+                mt_priority: true,
+                ..NONE
+            }),
+            32
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn new_parameters_serialise() {
+        let params = mail(" REQUIRETLS MT-PRIORITY=-3 BY=60;RT").unwrap();
+        let json = serde_json::to_value(&params).unwrap();
+        assert_eq!(json["require_tls"], true);
+        assert_eq!(json["mt_priority"], -3);
+        assert_eq!(
+            json["deliver_by"],
+            serde_json::json!({"seconds": 60, "mode": "Return", "trace": true})
+        );
+        let params = rcpt(" RRVS=1997-11-24T14:22:01.50-08:00;C").unwrap();
+        assert_eq!(
+            serde_json::to_value(&params).unwrap()["rrvs"],
+            serde_json::json!({"since": "1997-11-24T14:22:01.5-08:00", "action": "Continue"})
         );
     }
 
@@ -860,6 +1564,17 @@ mod tests {
             "RET",
             "\t",
             "99999999999",
+            "REQUIRETLS",
+            "MT-PRIORITY",
+            "-",
+            "BY",
+            ";R",
+            "T",
+            "RRVS",
+            "2014-04-03T23:01:00",
+            ".5",
+            "Z",
+            "+01:00",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..20_000 {

@@ -1,5 +1,6 @@
 //! ESMTP parameters of MAIL and RCPT: SIZE, BODY, SMTPUTF8, DSN (RET, ENVID, NOTIFY,
-//! ORCPT), unknown, switched-off and duplicate parameters, and the recipient limit.
+//! ORCPT), unknown and switched-off parameters, identical and conflicting repeats, and the
+//! recipient limit.
 
 mod common;
 use common::*;
@@ -201,20 +202,53 @@ fn binarymime_off_leaves_8bitmime_on_and_the_other_way_round() {
 }
 
 #[test]
-fn duplicate_parameters_are_501() {
+fn conflicting_repeated_parameters_are_501() {
     let mut h = ehlo_done(config());
     h.send("MAIL FROM:<a@example.org> SIZE=1 SIZE=2\r\n");
     h.send("MAIL FROM:<a@example.org> BODY=7BIT body=8BITMIME\r\n");
-    h.send("MAIL FROM:<a@example.org> SMTPUTF8 SMTPUTF8\r\n");
     h.send("MAIL FROM:<a@example.org> RET=FULL RET=HDRS\r\n");
     h.send("MAIL FROM:<a@example.org> ENVID=a ENVID=b\r\n");
     h.send("MAIL FROM:<a@example.org>\r\n");
     h.send("RCPT TO:<b@example.net> NOTIFY=DELAY NOTIFY=FAILURE\r\n");
     h.send("RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net ORCPT=rfc822;c@example.net\r\n");
     let lines = h.server_lines();
-    assert_eq!(lines[..5], ["501 5.5.4 Invalid command parameter"; 5]);
-    assert_eq!(lines[5], "250 2.1.0 Sender OK");
-    assert_eq!(lines[6..], ["501 5.5.4 Invalid command parameter"; 2]);
+    assert_eq!(lines[..4], ["501 5.5.4 Invalid command parameter"; 4]);
+    assert_eq!(lines[4], "250 2.1.0 Sender OK");
+    assert_eq!(lines[5..], ["501 5.5.4 Invalid command parameter"; 2]);
+}
+
+#[test]
+fn identical_repeated_parameters_are_accepted_once() {
+    // Python's smtplib sends `SMTPUTF8 SMTPUTF8` when asked for SMTPUTF8 with a UTF-8
+    // address; a repeat that says the same thing again is no conflict.
+    let mut h = ehlo_done(config());
+    h.send(
+        "MAIL FROM:<a@example.org> SMTPUTF8 SMTPUTF8 SIZE=10 size=010 ENVID=a+2Bb ENVID=a+2bb\r\n",
+    );
+    h.send("RCPT TO:<b@example.net> NOTIFY=SUCCESS,DELAY NOTIFY=delay,success ORCPT=rfc822;b@example.net ORCPT=rfc822;b@example.net\r\n");
+    h.expect(
+        "C: MAIL FROM:<a@example.org> SMTPUTF8 SMTPUTF8 SIZE=10 size=010 ENVID=a+2Bb ENVID=a+2bb
+         S: 250 2.1.0 Sender OK
+         C: RCPT TO:<b@example.net> NOTIFY=SUCCESS,DELAY NOTIFY=delay,success ORCPT=rfc822;b@example.net ORCPT=rfc822;b@example.net
+         S: 250 2.1.5 Recipient OK",
+    );
+    let envelope = h.session.envelope().unwrap();
+    assert!(envelope.mail_params.smtputf8);
+    assert_eq!(envelope.mail_params.size, Some(10));
+    assert_eq!(envelope.mail_params.envid.as_deref(), Some("a+b"));
+    let recipient = &envelope.recipients[0];
+    assert_eq!(
+        recipient.params.notify,
+        Some(Notify {
+            success: true,
+            delay: true,
+            ..Notify::default()
+        })
+    );
+    assert_eq!(
+        recipient.params.orcpt.as_ref().map(|o| o.address.as_str()),
+        Some("b@example.net")
+    );
 }
 
 #[test]
@@ -225,7 +259,7 @@ fn dsn_ret_and_envid_reach_the_mail_from_hook_xtext_decoded() {
     h.send("MAIL FROM:<a@example.org> RET=HDRS ENVID=QQ+2B314+3Dx\r\n");
     h.expect(
         r#"C: MAIL FROM:<a@example.org> RET=HDRS ENVID=QQ+2B314+3Dx
-           H: mail_from <a@example.org> MailParams { size: None, body: None, smtputf8: false, ret: Some(Headers), envid: Some("QQ+314=x"), auth: None }"#,
+           H: mail_from <a@example.org> MailParams { size: None, body: None, smtputf8: false, ret: Some(Headers), envid: Some("QQ+314=x"), auth: None, require_tls: false, mt_priority: None, deliver_by: None }"#,
     );
     h.decide(smtp_session::Decision::Accept);
     let params = &h.session.envelope().unwrap().mail_params;
@@ -243,7 +277,7 @@ fn dsn_notify_and_orcpt_reach_the_rcpt_to_hook_decoded() {
     h.send("RCPT TO:<b@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+2Bx@example.net\r\n");
     h.expect(
         r#"C: RCPT TO:<b@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+2Bx@example.net
-           H: rcpt_to <b@example.net> RcptParams { notify: Some(Notify { never: false, success: true, failure: false, delay: true }), orcpt: Some(Orcpt { addr_type: "rfc822", address: "b+x@example.net" }) }"#,
+           H: rcpt_to <b@example.net> RcptParams { notify: Some(Notify { never: false, success: true, failure: false, delay: true }), orcpt: Some(Orcpt { addr_type: "rfc822", address: "b+x@example.net" }), rrvs: None }"#,
     );
     h.decide(smtp_session::Decision::Accept);
     h.send("RCPT TO:<c@example.net> NOTIFY=never ORCPT=utf-8;j\\x{00F6}rg@example.net\r\n");

@@ -26,7 +26,7 @@ fn every_subscribed_hook_is_called_in_order_with_its_arguments() {
         [
             "connect",
             "helo Ehlo c.example",
-            "mail_from <a@example.org> MailParams { size: Some(20), body: None, smtputf8: false, ret: None, envid: None, auth: None }",
+            "mail_from <a@example.org> MailParams { size: Some(20), body: None, smtputf8: false, ret: None, envid: None, auth: None, require_tls: false, mt_priority: None, deliver_by: None }",
             "rcpt_to <b@example.net>",
             "data",
             "message from <a@example.org> to <b@example.net> body \"hi\\r\\n\"",

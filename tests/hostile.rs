@@ -91,16 +91,17 @@ fn the_helo_name_is_never_reflected_with_control_characters() {
 // Parameters with huge or repeated keys
 
 #[test]
-fn repeated_parameters_are_refused() {
+fn conflicting_repeated_parameters_are_refused() {
+    // A repeat with the same value is harmless and accepted (tests/esmtp_params.rs).
     let mut h = Harness::new(config());
     h.send("EHLO c\r\n");
     h.transcript.clear();
     h.send(
         "MAIL FROM:<a@example.org> SIZE=1 SIZE=2\r\n\
          MAIL FROM:<a@example.org> BODY=8BITMIME body=7bit\r\n\
-         MAIL FROM:<a@example.org> ENVID=a ENVID=a\r\n\
+         MAIL FROM:<a@example.org> ENVID=a ENVID=b\r\n\
          MAIL FROM:<a@example.org>\r\n\
-         RCPT TO:<b@example.net> NOTIFY=NEVER NOTIFY=NEVER\r\n\
+         RCPT TO:<b@example.net> NOTIFY=NEVER NOTIFY=SUCCESS\r\n\
          RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net ORCPT=rfc822;c@example.net\r\n\
          RCPT TO:<b@example.net>\r\n",
     );
