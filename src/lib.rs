@@ -270,6 +270,7 @@ pub mod proxy;
 mod reply;
 pub mod sasl;
 mod session;
+pub mod trace;
 mod xclient;
 
 pub use address::{AddressLiteral, Domain, ForwardPath, Mailbox, ReversePath};
