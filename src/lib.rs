@@ -246,6 +246,8 @@
 //! Bad client bytes become SMTP replies, never an `Err` and never a panic. [`Error`] is only
 //! for caller misuse: a decision for a hook that is not pending, input after close.
 
+// docs.rs builds with `--cfg docsrs` on nightly: label items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
