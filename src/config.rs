@@ -31,6 +31,15 @@ pub struct Extensions {
     pub starttls: bool,
     /// RFC 4954 AUTH, with [`Config::auth_mechanisms`].
     pub auth: bool,
+    /// RFC 8689 REQUIRETLS: offered only over TLS; `MAIL ... REQUIRETLS` reaches the hooks as
+    /// [`MailParams::require_tls`](crate::MailParams::require_tls). Off by default.
+    pub require_tls: bool,
+    /// RFC 6710 MT-PRIORITY: `MAIL ... MT-PRIORITY=n`, -9..=9. Off by default.
+    pub mt_priority: bool,
+    /// RFC 2852 DELIVERBY: `MAIL ... BY=time;mode`. Off by default.
+    pub deliver_by: bool,
+    /// RFC 7293 RRVS: `RCPT ... RRVS=date-time`. Off by default.
+    pub rrvs: bool,
 }
 
 impl Default for Extensions {
@@ -46,6 +55,10 @@ impl Default for Extensions {
             dsn: true,
             starttls: false,
             auth: false,
+            require_tls: false,
+            mt_priority: false,
+            deliver_by: false,
+            rrvs: false,
         }
     }
 }
@@ -245,7 +258,8 @@ pub struct Config {
     /// Peers allowed to use XCLIENT; empty refuses it for everyone.
     pub xclient_trusted: Vec<std::net::IpAddr>,
     /// Longest command line in octets, CRLF included, before the extensions' allowances
-    /// (SIZE +26, SMTPUTF8 +10, DSN +600, AUTH= +500). 512..=65536; default 512.
+    /// (SIZE +26, SMTPUTF8 +10, DSN +600, AUTH= +500, REQUIRETLS +11, MT-PRIORITY +15,
+    /// DELIVERBY +17, RRVS +43). 512..=65536; default 512.
     pub max_line_length: usize,
     /// Longest line of an AUTH exchange (RFC 4954: 12288), answered with `500 5.5.6`.
     pub max_auth_line_length: usize,
@@ -397,14 +411,24 @@ impl Config {
         Ok(())
     }
 
-    /// The effective command line limit: the base plus the allowances of the extensions on.
+    /// The effective command line limit: the base plus the allowances of the extensions on
+    /// (RFC 1870, 6531, 3461 and 4954 give theirs; the others the longest form of their
+    /// parameter).
     pub fn line_limit(&self) -> usize {
         let e = &self.extensions;
-        self.max_line_length.clamp(512, 65536)
-            + if e.size { 26 } else { 0 }
-            + if e.smtputf8 { 10 } else { 0 }
-            + if e.dsn { 600 } else { 0 }
-            + if e.auth { 500 } else { 0 }
+        let params = crate::params::ParamSupport {
+            size: e.size,
+            eight_bit_mime: e.eight_bit_mime,
+            binary_mime: e.binary_mime,
+            smtputf8: e.smtputf8,
+            dsn: e.dsn,
+            auth: e.auth,
+            require_tls: e.require_tls,
+            mt_priority: e.mt_priority,
+            deliver_by: e.deliver_by,
+            rrvs: e.rrvs,
+        };
+        self.max_line_length.clamp(512, 65536) + params.line_allowance()
     }
 
     /// The longest line the session may have to hold: a command, or an AUTH line when AUTH

@@ -411,6 +411,10 @@ fn extensions_from_bits(bits: u16) -> Extensions {
         dsn: on(7),
         starttls: on(8),
         auth: on(9),
+        require_tls: on(10),
+        mt_priority: on(11),
+        deliver_by: on(12),
+        rrvs: on(13),
     }
 }
 

@@ -35,6 +35,11 @@ impl Offer<'_> {
             (ext.chunking && ext.binary_mime, "BINARYMIME"),
             (ext.dsn, "DSN"),
             (ext.starttls && !self.tls_active, "STARTTLS"),
+            // RFC 8689 section 4.1: only on a connection protected by TLS.
+            (ext.require_tls && self.tls_active, "REQUIRETLS"),
+            (ext.mt_priority, "MT-PRIORITY"),
+            (ext.deliver_by, "DELIVERBY"),
+            (ext.rrvs, "RRVS"),
         ];
         for (on, keyword) in keywords {
             if on {
@@ -96,10 +101,10 @@ impl Offer<'_> {
             dsn: ext.dsn,
             auth: self.auth_offered,
             // Not offered yet: no EHLO keyword or Config switch for them.
-            require_tls: false,
-            mt_priority: false,
-            deliver_by: false,
-            rrvs: false,
+            require_tls: ext.require_tls && self.tls_active,
+            mt_priority: ext.mt_priority,
+            deliver_by: ext.deliver_by,
+            rrvs: ext.rrvs,
         }
     }
 }

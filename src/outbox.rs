@@ -174,6 +174,8 @@ pub(crate) mod replies {
     pub const BAD_RECIPIENT: Reply = fixed!(501, [5, 1, 3], "Bad recipient address syntax");
     /// A malformed ESMTP parameter value.
     pub const BAD_PARAM: Reply = fixed!(501, [5, 5, 4], "Invalid command parameter");
+    /// The same ESMTP parameter twice with different values.
+    pub const DUPLICATE_PARAM: Reply = fixed!(501, [5, 5, 4], "Duplicate parameter");
     /// An ESMTP parameter not offered.
     pub const UNKNOWN_PARAM: Reply = fixed!(555, [5, 5, 4], "Unsupported command parameter");
     /// Arguments a verb does not take, or malformed ones.

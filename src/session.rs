@@ -25,6 +25,7 @@ use crate::outbox::{closing, replies::*, Outbox, Output};
 use crate::proxy::{ProxyHeader, ProxyRead, ProxyReader};
 use crate::reply::Reply;
 use crate::sasl::{self, Exchange};
+use crate::trace::{Protocol, Received};
 
 mod commands;
 mod message;
@@ -451,6 +452,67 @@ impl Session {
     /// The open transaction's envelope.
     pub fn envelope(&self) -> Option<&Envelope> {
         self.tx.as_ref().map(|tx| &tx.envelope)
+    }
+
+    /// The `Received:` trace field (RFC 5321 section 4.4) for a message of this session, from
+    /// what the session knows: the HELO name, the client's address and reverse DNS name, the
+    /// protocol keyword (ESMTPS, ESMTPSA, UTF8SMTP, LMTP...), the TLS details, and the
+    /// recipient when there is one. `date` is an RFC 5322 date-time (the session reads no
+    /// clock) and `id` the runtime's name for the message. Prepend
+    /// [`trace::return_path`](crate::trace::return_path) too at final delivery.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{Config, ConnectionInfo, Hook, Output, Session};
+    /// let info = ConnectionInfo { remote_ip: Some("192.0.2.7".parse().unwrap()), ..ConnectionInfo::default() };
+    /// let config = Config { hostname: "mx.example".into(), ..Config::default() };
+    /// let now = Instant::now();
+    /// let mut session = Session::new(config, info, now);
+    /// let input = b"EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<b@mx.example>\r\nDATA\r\nhi\r\n.\r\n";
+    /// session.handle_input(input, now).unwrap();
+    /// while let Some(output) = session.poll_output() {
+    ///     if let Output::HookCall(call) = output {
+    ///         if let Hook::Message(message) = &call.hook {
+    ///             let received = session.received(&message.envelope, "1A2B", "Sat, 28 Nov 2026 10:00:00 +0000");
+    ///             assert_eq!(
+    ///                 received.to_string(),
+    ///                 "Received: from c.example ([192.0.2.7]) by mx.example with ESMTP id 1A2B\r\n\
+    ///                  \tfor <b@mx.example>; Sat, 28 Nov 2026 10:00:00 +0000\r\n"
+    ///             );
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn received<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        id: &'a str,
+        date: &'a str,
+    ) -> Received<'a> {
+        let helo = self.helo.as_ref();
+        let protocol = Protocol {
+            lmtp: self.config.lmtp,
+            ehlo: helo.is_some_and(|h| h.verb.is_extended()),
+            tls: self.tls.is_some(),
+            authenticated: self.auth.is_some(),
+            smtputf8: envelope.mail_params.smtputf8,
+        };
+        let mut received = Received::new(&self.config.hostname, protocol, date)
+            .id(id)
+            .recipients(envelope.recipients.iter().map(|r| &r.path));
+        if let Some(helo) = helo {
+            received = received.helo(&helo.host);
+        }
+        if let Some(ptr) = &self.info.remote_ptr {
+            received = received.reverse_dns(ptr);
+        }
+        if let Some(ip) = self.info.remote_ip {
+            received = received.remote_ip(ip);
+        }
+        if let Some(tls) = self.tls.as_deref() {
+            received = received.tls(tls);
+        }
+        received
     }
 
     /// The extensions this session advertises and accepts.

@@ -212,9 +212,9 @@ fn conflicting_repeated_parameters_are_501() {
     h.send("RCPT TO:<b@example.net> NOTIFY=DELAY NOTIFY=FAILURE\r\n");
     h.send("RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net ORCPT=rfc822;c@example.net\r\n");
     let lines = h.server_lines();
-    assert_eq!(lines[..4], ["501 5.5.4 Invalid command parameter"; 4]);
+    assert_eq!(lines[..4], ["501 5.5.4 Duplicate parameter"; 4]);
     assert_eq!(lines[4], "250 2.1.0 Sender OK");
-    assert_eq!(lines[5..], ["501 5.5.4 Invalid command parameter"; 2]);
+    assert_eq!(lines[5..], ["501 5.5.4 Duplicate parameter"; 2]);
 }
 
 #[test]
@@ -453,4 +453,107 @@ fn recipients_over_the_limit_do_not_count_toward_the_error_limit() {
     );
     assert_eq!(h.closes, 0);
     assert_eq!(h.messages[0].envelope.recipients.len(), 100);
+}
+
+// ---------------------------------------------------------------------------------------
+// The opt-in parameters: REQUIRETLS (RFC 8689), MT-PRIORITY (RFC 6710), DELIVERBY (RFC
+// 2852), RRVS (RFC 7293): advertised only when switched on, and carried to the hooks.
+
+fn opt_in() -> Config {
+    Config {
+        extensions: Extensions {
+            starttls: true,
+            require_tls: true,
+            mt_priority: true,
+            deliver_by: true,
+            rrvs: true,
+            ..Extensions::default()
+        },
+        ..sender_hooks()
+    }
+}
+
+#[test]
+fn the_opt_in_parameters_are_unknown_until_switched_on() {
+    let mut h = ehlo_done(config());
+    let lines_before = h.server_lines().len();
+    h.send("MAIL FROM:<a@example.org> MT-PRIORITY=3\r\nMAIL FROM:<a@example.org> BY=120;R\r\n");
+    h.send("MAIL FROM:<a@example.org> REQUIRETLS\r\n");
+    assert_eq!(
+        h.server_lines()[lines_before..],
+        ["555 5.5.4 Unsupported command parameter"; 3]
+    );
+    let mut h = Harness::new(config());
+    h.send("EHLO c\r\n");
+    let advertised = h.server_lines().join("\n");
+    for keyword in ["REQUIRETLS", "MT-PRIORITY", "DELIVERBY", "RRVS"] {
+        assert!(
+            !advertised.contains(keyword),
+            "{keyword} advertised by default"
+        );
+    }
+}
+
+#[test]
+fn requiretls_is_offered_only_over_tls() {
+    let mut h = Harness::with_auto_tls(opt_in(), info(), Policy::Manual, tls_info());
+    h.send("EHLO c\r\n");
+    let plain = h.server_lines().join("\n");
+    assert!(!plain.contains("REQUIRETLS"));
+    assert!(
+        plain.ends_with("250-MT-PRIORITY\n250-DELIVERBY\n250 RRVS"),
+        "{plain}"
+    );
+    h.send("MAIL FROM:<a@example.org> REQUIRETLS\r\n");
+    assert_eq!(
+        h.server_lines().last(),
+        Some(&"555 5.5.4 Unsupported command parameter")
+    );
+    h.send("STARTTLS\r\n");
+    h.send("EHLO c\r\n");
+    assert!(h.server_lines().contains(&"250-REQUIRETLS"));
+    h.transcript.clear();
+    h.send("MAIL FROM:<a@example.org> REQUIRETLS MT-PRIORITY=-4 BY=3600;NT\r\n");
+    let hook = h
+        .transcript
+        .lines()
+        .find(|l| l.starts_with("H: mail_from"))
+        .unwrap();
+    assert!(hook.contains("require_tls: true"), "{hook}");
+    assert!(hook.contains("mt_priority: Some(-4)"), "{hook}");
+    assert!(
+        hook.contains("deliver_by: Some(DeliverBy { seconds: 3600, mode: Notify, trace: true })"),
+        "{hook}"
+    );
+}
+
+#[test]
+fn rrvs_reaches_the_rcpt_hook_and_bad_values_are_501() {
+    let mut h = Harness::with_auto_tls(opt_in(), info(), Policy::Manual, tls_info());
+    h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
+    h.decide(smtp_session::Decision::Accept);
+    h.transcript.clear();
+    h.send("RCPT TO:<b@example.net> RRVS=2014-04-03T23:01:00Z;C\r\n");
+    let hook = h
+        .transcript
+        .lines()
+        .find(|l| l.starts_with("H: rcpt_to"))
+        .unwrap();
+    assert!(hook.contains("rrvs: Some(Rrvs {"), "{hook}");
+    assert!(hook.contains("action: Continue"), "{hook}");
+    h.decide(smtp_session::Decision::Accept);
+    for bad in [
+        "RRVS=2014-02-30T00:00:00Z",
+        "RRVS=yesterday",
+        "RRVS=2014-04-03T23:01:00Z;X",
+    ] {
+        h.send(&format!("RCPT TO:<c@example.net> {bad}\r\n"));
+        assert_eq!(
+            h.server_lines().last(),
+            Some(&"501 5.5.4 Invalid command parameter"),
+            "{bad}"
+        );
+    }
+    h.send("MAIL FROM:<a@example.org> MT-PRIORITY=10\r\n");
+    assert!(h.server_lines().last().unwrap().starts_with("5"));
 }

@@ -108,12 +108,12 @@ fn conflicting_repeated_parameters_are_refused() {
     assert_eq!(
         h.server_lines(),
         [
-            "501 5.5.4 Invalid command parameter",
-            "501 5.5.4 Invalid command parameter",
-            "501 5.5.4 Invalid command parameter",
+            "501 5.5.4 Duplicate parameter",
+            "501 5.5.4 Duplicate parameter",
+            "501 5.5.4 Duplicate parameter",
             "250 2.1.0 Sender OK",
-            "501 5.5.4 Invalid command parameter",
-            "501 5.5.4 Invalid command parameter",
+            "501 5.5.4 Duplicate parameter",
+            "501 5.5.4 Duplicate parameter",
             "250 2.1.5 Recipient OK"
         ]
     );

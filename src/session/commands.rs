@@ -184,7 +184,8 @@ impl Session {
         let reply = match error {
             ParamError::Unknown => UNKNOWN_PARAM,
             ParamError::SizeExceeded => TOO_BIG,
-            ParamError::Syntax | ParamError::Duplicate => BAD_PARAM,
+            ParamError::Syntax => BAD_PARAM,
+            ParamError::Duplicate => DUPLICATE_PARAM,
         };
         self.reply(reply, state)
     }
