@@ -13,6 +13,7 @@ use smtp_session::{
     BareLineEndings, CloseSide, Config, Decision, DisconnectMode, Extensions, Hook, Hooks, IoError,
     IoErrorKind, Output, Reply, Session, TlsInfo,
 };
+use smtp_session_testkit::drive::{self, Runtime, Then};
 
 // ---------------------------------------------------------------------------------------
 // Script material
@@ -211,24 +212,18 @@ enum Event {
 struct Driver {
     session: Session,
     now: Instant,
+    backlog: Vec<u8>,
     events: Vec<Event>,
     policy: fn(&Hook) -> Decision,
     /// Who closed, from the disconnect context.
     close_side: Option<CloseSide>,
+    /// Some input was offered and not all of it taken.
+    refused: bool,
 }
 
 impl Driver {
     fn new(config: Config) -> Driver {
-        let now = start();
-        let mut d = Driver {
-            session: Session::new(config, info(), now),
-            now,
-            events: Vec::new(),
-            policy: |_| Decision::Accept,
-            close_side: None,
-        };
-        d.drain();
-        d
+        Driver::with_policy(config, |_| Decision::Accept)
     }
 
     fn with_policy(config: Config, policy: fn(&Hook) -> Decision) -> Driver {
@@ -236,9 +231,11 @@ impl Driver {
         let mut d = Driver {
             session: Session::new(config, info(), now),
             now,
+            backlog: Vec::new(),
             events: Vec::new(),
             policy,
             close_side: None,
+            refused: false,
         };
         d.drain();
         d
@@ -247,46 +244,7 @@ impl Driver {
     /// Drains the outputs; hooks are answered by the policy and every handshake succeeds.
     /// Held input is resumed when `poll_timeout` says it is due already, as a runtime does.
     fn drain(&mut self) {
-        for _ in 0..100_000 {
-            let Some(output) = self.session.poll_output() else {
-                match self.session.poll_timeout() {
-                    Some(due) if due <= self.now && !self.session.is_closed() => {
-                        self.session.handle_timeout(self.now).unwrap();
-                        continue;
-                    }
-                    _ => return,
-                }
-            };
-            match output {
-                Output::Write(bytes) => self.events.push(Event::Write(bytes)),
-                Output::Close => self.events.push(Event::Close),
-                Output::StartTls => {
-                    self.events.push(Event::StartTls);
-                    let tls = TlsInfo {
-                        protocol: "TLSv1.3".into(),
-                        cipher: "TLS13_AES_128_GCM_SHA256".into(),
-                        key_size: Some(128),
-                        sni: None,
-                        peer_certificate: None,
-                    };
-                    self.session.handle_tls_established(tls, self.now).unwrap();
-                }
-                Output::HookCall(call) => match (call.needs_decision(), call.hook) {
-                    (needs_decision, Hook::Disconnect(context)) => {
-                        assert!(!needs_decision);
-                        self.close_side = Some(context.arguments.close);
-                        self.events.push(Event::Disconnect);
-                    }
-                    (_, hook) => {
-                        self.events.push(Event::Hook);
-                        let decision = (self.policy)(&hook);
-                        self.session.decide(call.id, decision, self.now).unwrap();
-                    }
-                },
-                other => panic!("unexpected output {other:?}"),
-            }
-        }
-        panic!("outputs without end");
+        drive::drain(self);
     }
 
     /// Feeds `bytes` in the given chunk sizes (cycled) until taken or the session closes.
@@ -298,14 +256,11 @@ impl Driver {
             }
             let size = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(1);
             let end = (pos + size.max(1)).min(bytes.len());
-            let taken = self
-                .session
-                .handle_input(&bytes[pos..end], self.now)
-                .unwrap();
-            self.drain();
+            drive::feed(self, &bytes[pos..end]);
             assert!(
-                taken == end - pos || self.session.is_closed(),
-                "with every hook answered at once all input is taken ({taken} of {})",
+                !self.refused || self.session.is_closed(),
+                "with every hook answered at once all input is taken ({} of {} left)",
+                self.backlog.len(),
                 end - pos
             );
             pos = end;
@@ -322,6 +277,54 @@ impl Driver {
             .flatten()
             .copied()
             .collect()
+    }
+}
+
+impl Runtime for Driver {
+    fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn backlog(&mut self) -> &mut Vec<u8> {
+        &mut self.backlog
+    }
+
+    fn took(&mut self, offered: usize, taken: usize) {
+        self.refused |= taken < offered;
+    }
+
+    fn output(&mut self, output: Output) -> Then {
+        match output {
+            Output::Write(bytes) => self.events.push(Event::Write(bytes)),
+            Output::Close => self.events.push(Event::Close),
+            Output::StartTls => {
+                self.events.push(Event::StartTls);
+                return Then::Handshake(TlsInfo {
+                    protocol: "TLSv1.3".into(),
+                    cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                    key_size: Some(128),
+                    sni: None,
+                    peer_certificate: None,
+                });
+            }
+            Output::HookCall(call) => match (call.needs_decision(), call.hook) {
+                (needs_decision, Hook::Disconnect(context)) => {
+                    assert!(!needs_decision);
+                    self.close_side = Some(context.arguments.close);
+                    self.events.push(Event::Disconnect);
+                }
+                (_, hook) => {
+                    self.events.push(Event::Hook);
+                    return Then::Decide(call.id, (self.policy)(&hook));
+                }
+            },
+            other => panic!("unexpected output {other:?}"),
+        }
+        Then::Next
     }
 }
 
