@@ -1,4 +1,4 @@
-//! Inputs and the `smtp-session` driver shared by the benchmarks of this crate.
+//! Inputs and the `smtp-session` runtime shared by the benchmarks of this crate.
 //!
 //! Every contender gets the same bytes: the generators here build them once, and the benches
 //! hand slices of them out in reads of [`READ_SIZE`] bytes, as a socket loop would. The peers'
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use smtp_session::{Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
+use smtp_session_testkit::drive::{self, Then};
 
 /// How many bytes one read from the socket delivers.
 pub const READ_SIZE: usize = 16 * 1024;
@@ -155,6 +156,9 @@ pub fn config(hooks: Hooks) -> Arc<Config> {
 }
 
 /// What the runtime saw while draining a session: a stand-in for the socket and the store.
+///
+/// It runs the session with the test kit's driver, like the tests and the fuzz targets, and
+/// only counts: nothing is recorded or copied.
 #[derive(Debug, Default)]
 pub struct Runtime {
     /// Reply bytes "written to the socket".
@@ -175,48 +179,78 @@ impl Runtime {
     /// Drains the session's outputs, answering every hook at once with `Accept`, the way a
     /// runtime whose policy is synchronous would.
     pub fn drain(&mut self, session: &mut Session, now: Instant) {
-        while let Some(output) = session.poll_output() {
-            match output {
-                Output::Write(bytes) => {
-                    self.writes += 1;
-                    self.written += bytes.len();
-                }
-                Output::Close => self.closed = true,
-                Output::HookCall(call) => match call.hook {
-                    Hook::Disconnect(_) => {}
-                    Hook::Message(message) => {
-                        self.messages += 1;
-                        self.body_bytes += message.body.len();
-                        drop(message);
-                        self.decide(session, call.id, now);
-                    }
-                    _ => self.decide(session, call.id, now),
-                },
-                _ => {}
-            }
-        }
+        drive::drain(&mut Connection::new(session, self, now));
     }
 
-    fn decide(&mut self, session: &mut Session, id: smtp_session::HookId, now: Instant) {
-        self.hooks += 1;
-        session
-            .decide(id, Decision::Accept, now)
-            .expect("the pending hook takes a decision");
-    }
-
-    /// Feeds `input` in reads of `read` bytes, draining after each, re-offering bytes the
-    /// session did not take.
+    /// Feeds `input` in reads of `read` bytes, draining after each; with every hook answered
+    /// at once, the session takes every byte.
     pub fn feed(&mut self, session: &mut Session, input: &[u8], read: usize, now: Instant) {
-        for mut chunk in input.chunks(read) {
-            let mut rounds = 0;
-            while !chunk.is_empty() && !session.is_closed() {
-                let taken = session.handle_input(chunk, now).expect("session is open");
-                chunk = &chunk[taken..];
-                self.drain(session, now);
-                rounds += 1;
-                assert!(rounds < 1_000_000, "the session makes progress");
-            }
+        let mut connection = Connection::new(session, self, now);
+        for chunk in input.chunks(read) {
+            drive::feed(&mut connection, chunk);
+            assert!(
+                connection.backlog.is_empty() || connection.session.is_closed(),
+                "the session makes progress"
+            );
         }
+    }
+}
+
+/// A session and its runtime for the length of one call.
+struct Connection<'a> {
+    session: &'a mut Session,
+    counts: &'a mut Runtime,
+    now: Instant,
+    backlog: Vec<u8>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(session: &'a mut Session, counts: &'a mut Runtime, now: Instant) -> Self {
+        Connection {
+            session,
+            counts,
+            now,
+            backlog: Vec::new(),
+        }
+    }
+}
+
+impl drive::Runtime for Connection<'_> {
+    fn session(&mut self) -> &mut Session {
+        self.session
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn backlog(&mut self) -> &mut Vec<u8> {
+        &mut self.backlog
+    }
+
+    fn output(&mut self, output: Output) -> Then {
+        let counts = &mut *self.counts;
+        match output {
+            Output::Write(bytes) => {
+                counts.writes += 1;
+                counts.written += bytes.len();
+            }
+            Output::Close => counts.closed = true,
+            Output::HookCall(call) => {
+                match call.hook {
+                    Hook::Disconnect(_) => return Then::Next,
+                    Hook::Message(message) => {
+                        counts.messages += 1;
+                        counts.body_bytes += message.body.len();
+                    }
+                    _ => {}
+                }
+                counts.hooks += 1;
+                return Then::Decide(call.id, Decision::Accept);
+            }
+            _ => {}
+        }
+        Then::Next
     }
 }
 
