@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds every fuzz target and runs each for a few seconds; fails on any crash, leak,
-# timeout or out-of-memory. CI calls it from anywhere:
+# Replays the committed seed corpora through the checks in the workspace's test kit
+# (testkit/src/fuzz/, stable toolchain), then builds every fuzz target (each one line over
+# those checks) and runs each for a few seconds; fails on any crash, leak, timeout or
+# out-of-memory. CI calls it from anywhere:
 #
 #   fuzz/run-ci.sh [SECONDS_PER_TARGET]      (default 20)
 #
@@ -28,6 +30,10 @@ if ! rustup toolchain list 2>/dev/null | grep -q "^$toolchain"; then
   echo "== installing the $toolchain toolchain"
   rustup toolchain install "$toolchain" --profile minimal
 fi
+
+echo "== replaying the committed corpora"
+cargo test --quiet --manifest-path "$fuzz_dir/../Cargo.toml" -p smtp-session-testkit -- \
+  committed_corpora_pass session_ops_seeds_are_current
 
 echo "== building the fuzz targets"
 cargo "+$toolchain" fuzz build --target-dir "$target_dir"

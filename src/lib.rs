@@ -260,9 +260,6 @@ mod config;
 mod context;
 pub mod data;
 mod error;
-#[cfg(feature = "arbitrary")]
-#[doc(hidden)]
-pub mod fuzzing;
 mod hooks;
 mod line;
 mod offer;
@@ -272,6 +269,9 @@ pub mod proxy;
 mod reply;
 pub mod sasl;
 mod session;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+mod testing;
 pub mod trace;
 mod xclient;
 

@@ -1,4 +1,4 @@
-//! Transcripts of what the fuzz targets (`fuzz/`, `src/fuzzing.rs`) found, kept as
+//! Transcripts of what the fuzz targets (`fuzz/`, `testkit/src/fuzz/`) found, kept as
 //! regression tests.
 
 mod common;

@@ -6,9 +6,19 @@
 //!   says so, and goes on with held input when the deadline has passed. Everything else here
 //!   is a [`drive::Runtime`] on it.
 //! - [`transcript`]: the transcript harness of the scenario tests ([`transcript::Harness`]).
+//! - [`fuzz`]: the checks the fuzz targets run, the `session_ops` input format, and the seed
+//!   scenarios.
+//! - [`reference_unstuff`]: the byte-at-a-time reference model of the DATA receiver.
+//!
+//! The library itself keeps, behind its hidden `testing` feature, only what needs its
+//! internals: [`HookId::forged`](smtp_session::HookId::forged).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod drive;
+pub mod fuzz;
 pub mod transcript;
+mod unstuff;
+
+pub use unstuff::reference_unstuff;
