@@ -13,7 +13,8 @@ use crate::fuzz::data::POLICIES;
 /// every hook subscribed, STARTTLS and AUTH (also without TLS) on, small limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Knobs {
-    /// [`BareLineEndings`]: 0 Reject, 1 Normalize, 2 Allow (modulo 3).
+    /// [`BareLineEndings`](smtp_session::BareLineEndings): 0 Reject, 1 Normalize, 2 Allow
+    /// (modulo 3).
     pub bare_line_endings: u8,
     /// Hooks left unsubscribed, one bit each: connect, helo, auth, mail, rcpt, data, message.
     pub unsubscribe: u8,

@@ -138,7 +138,8 @@ impl ReplyCode {
 }
 
 /// A decision for the pending hook, turned into a [`Decision`](smtp_session::Decision) that
-/// fits the hook where it can: `AcceptWith` gives 354 to the data hook, 220 to the connect hook, and so on.
+/// fits the hook where it can: `AcceptWith` gives 354 to the data hook, 220 to the connect
+/// hook, and so on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecisionKind {
     /// [`Decision::Accept`](smtp_session::Decision::Accept).
