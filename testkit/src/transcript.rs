@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use smtp_session::{
     AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, IoError,
-    IoErrorKind, Message, Output, PeerCertificate, Session, TlsInfo,
+    Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
 use crate::drive::{self, Runtime, Then};
@@ -482,9 +482,7 @@ pub fn describe_hook(hook: &Hook) -> String {
                 Some(r) => format!(
                     " reply={}{} {}",
                     r.code,
-                    r.enhanced
-                        .map(|e| format!(" {e}"))
-                        .unwrap_or_default(),
+                    r.enhanced.map(|e| format!(" {e}")).unwrap_or_default(),
                     r.state
                 ),
                 None => String::new(),

@@ -627,11 +627,7 @@ impl Checker {
 }
 
 fn io_error() -> IoError {
-    IoError {
-        reason: "Connection reset by peer".into(),
-        kind: IoErrorKind::Socket,
-        code: Some(104),
-    }
+    IoError::new(IoErrorKind::Socket, "Connection reset by peer", Some(104))
 }
 
 fn tls_info() -> TlsInfo {
