@@ -1,0 +1,534 @@
+//! One connection: the crate's canonical run loop, with every duty of a runtime (SPEC 15).
+//!
+//! 1. Drain [`Session::poll_output`]: writes are gathered and sent in order (one write for
+//!    all the replies of one input), hooks are awaited where they arrive, `Close` flushes
+//!    and half-closes, `StartTls` runs the handshake.
+//! 2. Send what is gathered, bounded by the write timeout.
+//! 3. Wait for whichever comes first: bytes from the client (taken by the session straight
+//!    from a stack buffer, so an idle connection holds no read buffer), the session's
+//!    deadline, or the server's shutdown.
+//!
+//! Backpressure: bytes the session does not take (it stops at `max_pending_input` while
+//! paused) are kept, and the socket is not read again until the session took them all, so a
+//! client can make a connection hold at most the session's limits plus one read.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use smtp_session::{Decision, Hook, HookCall, IoError, IoErrorKind, Output, Reply, Session};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::{Connection, Handler, HookError, HookResult};
+use crate::limits::{Counts, Limits, Slot};
+use crate::stream::{io_error, tls_error, Stream};
+
+/// How much one read takes from the socket. It lives on the stack only while a read is
+/// polled, never in an idle connection.
+const READ_SIZE: usize = 16 * 1024;
+
+/// What a connection needs from its server.
+pub(crate) struct Env<'a> {
+    pub(crate) limits: &'a Limits,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<&'a tokio_rustls::TlsAcceptor>,
+    pub(crate) shutdown: &'a CancellationToken,
+    pub(crate) force: &'a CancellationToken,
+    /// With a PROXY header, the per-address limit is applied at the connect stage.
+    pub(crate) proxy_ip_limit: Option<&'a Arc<Counts>>,
+    /// Whether the handler itself wants the connect hook (it may be subscribed only for
+    /// the limit above).
+    pub(crate) handler_connect: bool,
+}
+
+/// Runs one session over `io` to its end, the disconnect hook included.
+pub(crate) async fn drive<IO, H>(io: IO, mut session: Session, mut handler: H, env: Env<'_>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
+    let mut conn = Conn {
+        stream: Stream::Plain(io),
+        wbuf: Vec::new(),
+        kept: Vec::new(),
+        read_eof: false,
+        broken: false,
+    };
+    // Held until the end: the PROXY client's place under the per-address limit.
+    let mut _proxied_slot: Option<Slot> = None;
+    let mut stopping = pin!(env.shutdown.clone().cancelled_owned());
+    let mut forced = pin!(env.force.clone().cancelled_owned());
+    let mut shutdown_seen = false;
+    // The timer is armed at a deadline and left alone when the deadline moves later, as it
+    // does on every read: it then fires early, the session ignores the early call, and it is
+    // armed again. One timer update per timeout period instead of one per command.
+    let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut armed: Option<Instant> = None;
+    let mut spins = 0u32;
+
+    loop {
+        while let Some(output) = session.poll_output() {
+            match output {
+                Output::Write(bytes) => {
+                    conn.queue(bytes);
+                    if conn.wbuf.len() >= session.config().max_pending_output {
+                        // Draining lets the session go on with commands it held back for a
+                        // full output buffer: send as we go rather than gather without bound.
+                        conn.flush_or_report(&mut session, env.limits).await;
+                    }
+                }
+                Output::Close => conn.close(env.limits).await,
+                Output::HookCall(HookCall {
+                    hook: Hook::Disconnect(context),
+                    ..
+                }) => {
+                    let _ = bounded(handler.disconnect(*context), env.limits.hook_timeout).await;
+                    conn.drain(env.limits, env.force).await;
+                    return;
+                }
+                Output::HookCall(call) => {
+                    let end =
+                        if let (Hook::Connect, Some(counts)) = (&call.hook, env.proxy_ip_limit) {
+                            match admit_proxied(&session, counts, env.limits) {
+                                Ok(slot) => {
+                                    _proxied_slot = slot;
+                                    None
+                                }
+                                Err(refusal) => Some(HookEnd::Decided(refusal)),
+                            }
+                        } else {
+                            None
+                        };
+                    let end = match end {
+                        Some(end) => end,
+                        None if matches!(call.hook, Hook::Connect) && !env.handler_connect => {
+                            HookEnd::Decided(Decision::Accept)
+                        }
+                        None => {
+                            run_hook(&mut handler, &mut session, &mut conn, call.hook, &env).await
+                        }
+                    };
+                    settle_hook(&mut handler, &mut session, &mut conn, call.id, end);
+                }
+                Output::StartTls => conn.start_tls(&mut session, &env).await,
+                _ => {}
+            }
+        }
+        if session.is_closed() {
+            // Close is always followed by the disconnect hook in the same drain, which
+            // returns above; reaching this means the engine broke that promise.
+            debug_assert!(false, "the session closed without its disconnect hook call");
+            return;
+        }
+        if !shutdown_seen && env.shutdown.is_cancelled() {
+            shutdown_seen = true;
+            let _ = session.handle_shutdown(Instant::now());
+            continue;
+        }
+        if env.force.is_cancelled() {
+            let _ = session.handle_io_error(forced_close(), Instant::now());
+            continue;
+        }
+        if !conn.wbuf.is_empty() {
+            conn.flush_or_report(&mut session, env.limits).await;
+            continue;
+        }
+        if !conn.kept.is_empty() {
+            // Bytes the session could not take while it was paused: offered again first.
+            let taken = session
+                .handle_input(&conn.kept, Instant::now())
+                .unwrap_or(conn.kept.len());
+            conn.kept.drain(..taken);
+            if conn.kept.is_empty() {
+                conn.kept = Vec::new();
+            }
+            if taken > 0 {
+                continue;
+            }
+        }
+        let deadline = session.poll_timeout();
+        if let Some(at) = deadline {
+            let now = Instant::now();
+            if at <= now {
+                // Due already (the session may also ask for this to resume held commands).
+                let _ = session.handle_timeout(now);
+                spins += 1;
+                assert!(
+                    spins < 10_000,
+                    "poll_timeout stays in the past after handle_timeout: the session must move its deadline"
+                );
+                continue;
+            }
+            if armed.map_or(true, |armed| armed > at) {
+                timer.as_mut().reset(at.into());
+                armed = Some(at);
+            }
+        }
+        spins = 0;
+        let can_read = conn.kept.is_empty() && !conn.read_eof && !conn.broken;
+        tokio::select! {
+            biased;
+            _ = &mut forced, if shutdown_seen => {
+                let _ = session.handle_io_error(forced_close(), Instant::now());
+            }
+            _ = &mut stopping, if !shutdown_seen => {
+                shutdown_seen = true;
+                let _ = session.handle_shutdown(Instant::now());
+            }
+            read = conn.read_into(&mut session), if can_read => match read {
+                Ok(0) => {
+                    conn.read_eof = true;
+                    let _ = session.handle_eof(Instant::now());
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    conn.broken = true;
+                    let _ = session.handle_io_error(io_error(&err), Instant::now());
+                }
+            },
+            _ = &mut timer, if deadline.is_some() => {
+                armed = None;
+                let _ = session.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+/// How a hook ended.
+enum HookEnd {
+    Decided(Decision),
+    Failed(HookError),
+    Forced,
+    WriteFailed(io::Error),
+}
+
+type BoxedHook<'a> = Pin<Box<dyn Future<Output = HookResult> + Send + 'a>>;
+
+/// Calls the handler's method for `hook`. Boxed: hook futures can be large, and inline they
+/// would make every connection's task as large as the largest of them, even when idle.
+fn call_handler<'a, 's: 'a, H: Handler>(
+    handler: &'a mut H,
+    conn: &'a mut Connection<'s>,
+    hook: Hook,
+) -> BoxedHook<'a> {
+    match hook {
+        Hook::Connect => Box::pin(handler.connect(conn)),
+        Hook::Helo { verb, host } => Box::pin(handler.helo(conn, verb, host)),
+        Hook::Auth(request) => Box::pin(handler.auth(conn, request)),
+        Hook::MailFrom { path, params } => Box::pin(handler.mail_from(conn, path, params)),
+        Hook::RcptTo { path, params } => Box::pin(handler.rcpt_to(conn, path, params)),
+        Hook::Data => Box::pin(handler.data(conn)),
+        Hook::Message(message) => Box::pin(handler.message(conn, *message)),
+        // A hook this version does not know: its stage goes on, as for an unsubscribed one.
+        _ => Box::pin(async { Ok(Decision::Accept) }),
+    }
+}
+
+/// Runs a hook. A hook that answers at once costs no write and no timer: the replies before
+/// it stay gathered with the ones after it. Only when it must wait are they sent, and the
+/// hook's timeout started.
+async fn run_hook<IO, H>(
+    handler: &mut H,
+    session: &mut Session,
+    conn: &mut Conn<IO>,
+    hook: Hook,
+    env: &Env<'_>,
+) -> HookEnd
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
+    let mut view = Connection::new(session);
+    let mut hook = call_handler(handler, &mut view, hook);
+    if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(hook.as_mut().poll(cx))).await {
+        return result.map_or_else(HookEnd::Failed, HookEnd::Decided);
+    }
+    if let Err(err) = conn.flush(env.limits.write_timeout).await {
+        return HookEnd::WriteFailed(err);
+    }
+    let limit = env.limits.hook_timeout;
+    tokio::select! {
+        biased;
+        _ = env.force.cancelled() => HookEnd::Forced,
+        result = tokio::time::timeout(limit, hook) => match result {
+            Ok(Ok(decision)) => HookEnd::Decided(decision),
+            Ok(Err(err)) => HookEnd::Failed(err),
+            Err(_) => HookEnd::Failed(format!("the hook took longer than {limit:?}").into()),
+        },
+    }
+}
+
+/// Hands a hook's outcome to the session. A decision the session refuses (a 2xx rejection,
+/// a challenge outside AUTH) is a failed hook.
+fn settle_hook<IO, H: Handler>(
+    handler: &mut H,
+    session: &mut Session,
+    conn: &mut Conn<IO>,
+    id: smtp_session::HookId,
+    end: HookEnd,
+) {
+    let now = Instant::now();
+    let decision = match end {
+        HookEnd::Decided(decision) => decision,
+        HookEnd::Failed(err) => {
+            handler.hook_failed(&err);
+            Decision::HookFailed
+        }
+        HookEnd::Forced => {
+            let _ = session.handle_io_error(forced_close(), now);
+            return;
+        }
+        HookEnd::WriteFailed(err) => {
+            conn.broken = true;
+            let _ = session.handle_io_error(io_error(&err), now);
+            return;
+        }
+    };
+    if let Err(err) = session.decide(id, decision, now) {
+        handler.hook_failed(&HookError::from(err));
+        let _ = session.decide(id, Decision::HookFailed, now);
+    }
+}
+
+/// The per-address limit for the address a PROXY header gave: refused with a 421 at the
+/// connect stage, which closes.
+fn admit_proxied(
+    session: &Session,
+    counts: &Arc<Counts>,
+    limits: &Limits,
+) -> Result<Option<Slot>, Decision> {
+    let Some(ip) = session.info().remote_ip else {
+        return Ok(None);
+    };
+    match counts.admit_ip(ip, limits.max_connections_per_ip) {
+        Ok(slot) => Ok(Some(slot)),
+        Err(over) => {
+            let line = over.reply(&session.config().hostname);
+            let text = line.trim_end().trim_start_matches("421 ");
+            Err(Reply::new(421, text).map_or(Decision::HookFailed, Decision::Reject))
+        }
+    }
+}
+
+/// What a connection closed by the end of the shutdown grace period says in its context.
+fn forced_close() -> IoError {
+    IoError::new(
+        IoErrorKind::Socket,
+        "closed at the end of the shutdown grace period",
+        None,
+    )
+}
+
+/// Runs `fut` to its end, or for `limit` at most once it had to wait: a future that is ready
+/// at once (a write into an empty socket buffer) costs no timer.
+pub(crate) async fn bounded<F: Future>(fut: F, limit: Duration) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Some(output);
+    }
+    tokio::time::timeout(limit, fut).await.ok()
+}
+
+/// The socket side of a connection.
+struct Conn<IO> {
+    stream: Stream<IO>,
+    /// Replies gathered while draining outputs, sent in one write.
+    wbuf: Vec<u8>,
+    /// Bytes read but not yet taken by the session.
+    kept: Vec<u8>,
+    read_eof: bool,
+    /// A read or write failed: nothing more is written or drained.
+    broken: bool,
+}
+
+impl<IO> Conn<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn queue(&mut self, bytes: Vec<u8>) {
+        if self.broken {
+            return;
+        }
+        if self.wbuf.is_empty() {
+            // Usually one write per input: taken as it is, not copied.
+            self.wbuf = bytes;
+        } else {
+            self.wbuf.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Sends the gathered replies; a client that does not read them within `limit` gets
+    /// `the client stopped reading`.
+    async fn flush(&mut self, limit: Duration) -> io::Result<()> {
+        if self.wbuf.is_empty() || self.broken {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let stream = &mut self.stream;
+        let write = async {
+            stream.write_all(&buf).await?;
+            stream.flush().await
+        };
+        let result = bounded(write, limit).await.unwrap_or_else(|| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))
+        });
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    async fn flush_or_report(&mut self, session: &mut Session, limits: &Limits) {
+        if let Err(err) = self.flush(limits.write_timeout).await {
+            if !session.is_closed() {
+                let _ = session.handle_io_error(io_error(&err), Instant::now());
+            }
+        }
+    }
+
+    /// Reads once, straight into the session; what it does not take is kept.
+    fn read_into<'a>(
+        &'a mut self,
+        session: &'a mut Session,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        poll_fn(move |cx| {
+            let mut buf = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+            let mut buf = ReadBuf::uninit(&mut buf);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let data = buf.filled();
+            if !data.is_empty() {
+                let taken = session
+                    .handle_input(data, Instant::now())
+                    .unwrap_or(data.len());
+                self.kept.extend_from_slice(&data[taken..]);
+            }
+            Poll::Ready(Ok(data.len()))
+        })
+    }
+
+    /// `Output::Close`: send what is owed, then end our side of the stream (with
+    /// close_notify under TLS).
+    async fn close(&mut self, limits: &Limits) {
+        if self.flush(limits.write_timeout).await.is_ok() && !self.broken {
+            let _ = bounded(self.stream.shutdown(), limits.write_timeout).await;
+        }
+        self.kept = Vec::new();
+    }
+
+    /// After the close: reads and drops what the client still sends, briefly, until it
+    /// closes too, so that the kernel sends our FIN rather than a reset that could destroy
+    /// the last reply before the client read it.
+    async fn drain(&mut self, limits: &Limits, force: &CancellationToken) {
+        if self.read_eof || self.broken {
+            return;
+        }
+        let mut left = limits.drain_bytes;
+        let stream = &mut self.stream;
+        let drain = poll_fn(|cx| loop {
+            let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+            let mut buf = ReadBuf::uninit(&mut buf);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    left = left.saturating_sub(buf.filled().len());
+                    if left == 0 {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(_) => return Poll::Ready(()),
+            }
+        });
+        tokio::select! {
+            biased;
+            _ = force.cancelled() => {}
+            _ = bounded(drain, limits.drain_time) => {}
+        }
+    }
+
+    /// `Output::StartTls`: send what is owed, drop plaintext read but not taken (never
+    /// executed after the handshake), run the handshake, report it.
+    async fn start_tls(&mut self, session: &mut Session, env: &Env<'_>) {
+        let flushed = self.flush(env.limits.write_timeout).await;
+        self.kept = Vec::new();
+        let now = Instant::now;
+        if let Err(err) = flushed {
+            let _ = session.handle_io_error(io_error(&err), now());
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if let (Some(acceptor), Stream::Plain(_)) = (env.tls, &self.stream) {
+            let Stream::Plain(io) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+                unreachable!("matched as plaintext just above");
+            };
+            // Behind a PROXY header, implicit TLS: the client's first handshake bytes came
+            // with the header, and the session hands them back. Empty otherwise.
+            let io = crate::stream::Prefixed {
+                prefix: session.take_handshake_bytes(),
+                pos: 0,
+                io,
+            };
+            // Boxed: a handshake in progress is large, and only lives this long.
+            let accept = Box::pin(acceptor.accept(io));
+            match bounded(accept, env.limits.handshake_timeout).await {
+                Some(Ok(tls)) => {
+                    let info = crate::stream::tls_info(tls.get_ref().1);
+                    self.stream = Stream::Tls(Box::new(tls));
+                    let _ = session.handle_tls_established(info, now());
+                }
+                Some(Err(err)) => {
+                    self.broken = true;
+                    let mut e = io_error(&err);
+                    e.kind = IoErrorKind::Tls;
+                    let _ = session.handle_tls_failed(e, now());
+                }
+                None => {
+                    self.broken = true;
+                    let _ = session.handle_tls_failed(tls_error("TLS handshake timed out"), now());
+                }
+            }
+            return;
+        }
+        let _ = session.handle_tls_failed(tls_error("TLS is not available"), now());
+    }
+}
+
+/// Answers a connection over a limit with `line` and closes it: half-close, then a short
+/// drain, every step bounded.
+pub(crate) async fn refuse<IO>(mut io: IO, line: &str, limits: &Limits, force: &CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let short = limits.write_timeout.min(Duration::from_secs(5));
+    let written = bounded(io.write_all(line.as_bytes()), short).await;
+    if !matches!(written, Some(Ok(()))) {
+        return;
+    }
+    let _ = bounded(io.shutdown(), short).await;
+    let mut sink = [0u8; 512];
+    let drain = async {
+        let mut left = 4096usize;
+        while let Ok(n @ 1..) = io.read(&mut sink).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = force.cancelled() => {}
+        _ = bounded(drain, limits.drain_time.min(Duration::from_secs(1))) => {}
+    }
+}

@@ -1,0 +1,162 @@
+//! An SMTP receiver on tokio: write a [`Handler`], give it to a [`Server`], and every duty
+//! a runtime owes the [`smtp_session`] engine is carried out for you.
+//!
+//! A complete receiver that applies KumoMTA's three `kumo.disconnect` examples at MAIL FROM
+//! and prints Halon's disconnect context as JSON (with the `serde` feature):
+//!
+//! ```no_run
+//! use smtp_session_tokio::DisconnectMode::{FollowWith421, ForceDisconnect};
+//! use smtp_session_tokio::{Connection, Decision, DisconnectContext, Handler, HookResult};
+//! use smtp_session_tokio::{MailParams, Message, ReversePath, Server};
+//!
+//! #[derive(Clone)]
+//! struct Receiver;
+//!
+//! impl Handler for Receiver {
+//!     async fn mail_from(&mut self, _: &mut Connection<'_>, from: ReversePath, _: MailParams) -> HookResult {
+//!         Ok(match from.to_string().as_str() {
+//!             "a@example.org" => Decision::disconnect(421, "mta.example.com go away!", ForceDisconnect)?,
+//!             "b@example.org" => Decision::disconnect(451, "no thank you", ForceDisconnect)?,
+//!             "c@example.org" => Decision::disconnect(451, "no thank you", FollowWith421)?,
+//!             _ => Decision::Accept,
+//!         })
+//!     }
+//!     async fn message(&mut self, _: &mut Connection<'_>, message: Message) -> HookResult {
+//!         println!("{} bytes from <{}>", message.body.len(), message.envelope.mail_from);
+//!         Ok(Decision::Accept) // a real receiver stores the message durably first
+//!     }
+//!     async fn disconnect(&mut self, context: DisconnectContext) {
+//!         println!("{}", serde_json::to_string(&context).unwrap());
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:2525").await?;
+//!     Server::new(Receiver).listener(listener).serve().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # The handler
+//!
+//! A [`Handler`] has one async method per hook of the engine: [`connect`](Handler::connect),
+//! [`helo`](Handler::helo), [`auth`](Handler::auth), [`mail_from`](Handler::mail_from),
+//! [`rcpt_to`](Handler::rcpt_to), [`data`](Handler::data), [`message`](Handler::message),
+//! and [`disconnect`](Handler::disconnect) with the disconnect context. Each returns a
+//! [`Decision`] (every one defaults to accepting, except `auth`), or an error that counts as
+//! [`Decision::HookFailed`]. KumoMTA's `kumo.reject` and `kumo.disconnect` are
+//! [`Decision::reject`] and [`Decision::disconnect`]:
+//!
+//! | KumoMTA | in a handler | the client reads |
+//! |---|---|---|
+//! | `kumo.disconnect(421, 'mta.example.com go away!')` | `Decision::disconnect(421, "mta.example.com go away!", ForceDisconnect)?` | `421 mta.example.com go away!`, close |
+//! | `kumo.disconnect(451, 'no thank you')` | `Decision::disconnect(451, "no thank you", ForceDisconnect)?` | `451 no thank you`, close |
+//! | `kumo.disconnect(451, 'no thank you', 'FollowWith421')` | `Decision::disconnect(451, "no thank you", FollowWith421)?` | `451 no thank you` then `421 <hostname> disconnecting due to previous error`, close |
+//! | `kumo.reject(550, '5.7.1 no')` | `Decision::reject(550, "5.7.1 no")?` | `550 5.7.1 no`, the session goes on |
+//!
+//! **One handler per connection.** The server makes a handler for each connection, by
+//! cloning the one given to [`Server::new`] or with the closure given to
+//! [`Server::with_factory`]; its methods take `&mut self`. This is go-smtp's shape (a
+//! `Backend` makes a `Session` per connection) and aiosmtpd's (one handler object, plus a
+//! per-connection session the methods are handed), put into one type: per-connection state
+//! (what MAIL FROM said, an open spool file) lives in the handler's fields with no locking,
+//! and what connections share (a store, a policy engine) lives behind an `Arc` in it.
+//! [`Connection`] is what a method knows of its connection: addresses, HELO, TLS, AUTH, the
+//! envelope so far; it can change the EHLO extensions and keep a value for the disconnect
+//! context.
+//!
+//! **Only the hooks you want.** [`Handler::hooks`] says which hooks to subscribe; the
+//! default is all of them, so no method you write is skipped. Every hook left out costs
+//! nothing: the engine accepts that stage at once, and without the message hook it does not
+//! even keep the body. A hook that answers at once (as the defaults do) costs no write and
+//! no timer either: the replies before and after it go out in one write.
+//!
+//! # What the server does for you
+//!
+//! Each duty of the engine's adapter contract (SPEC 15), and where it is configured:
+//!
+//! | duty | how | setting |
+//! |---|---|---|
+//! | writes | each `Write` in order; the replies of one input in one write; sent before a hook that must wait, and before `Close` and `StartTls` | |
+//! | a client that stops reading | every write is bounded; the connection closes with `the client stopped reading` in the context | [`Limits::write_timeout`] |
+//! | hooks | awaited where they arrive; the session reads no command meanwhile and the client's bytes wait in the kernel (backpressure); an error or a hook past its time is [`Decision::HookFailed`] | [`Limits::hook_timeout`], [`Config::hook_failure`](smtp_session::Config::hook_failure) |
+//! | input | read only when the session can take it; what it does not take is kept and offered again before the next read, so memory is the session's limits plus one read | [`Config::max_pending_input`](smtp_session::Config::max_pending_input) |
+//! | deadlines | [`Session::poll_timeout`](smtp_session::Session::poll_timeout) is a timer; an instant already passed is handled at once | [`Config::command_timeout`](smtp_session::Config::command_timeout), `data_timeout` |
+//! | TLS | STARTTLS and implicit TLS with tokio-rustls and the ring provider, each handshake bounded; plaintext pipelined after STARTTLS is dropped | [`Server::tls`], [`Limits::handshake_timeout`] |
+//! | PROXY protocol | parsed by the engine; the client's address goes into the context and the per-address limit | [`Config::proxy_protocol`](smtp_session::Config::proxy_protocol) |
+//! | close | send every reply, half-close, then drain unread input briefly so the last reply is not destroyed by a reset | [`Limits::drain_time`], [`Limits::drain_bytes`] |
+//! | connection limits | the client over a limit reads `421 4.7.0 <hostname> Error: too many connections [from <ip>]`; the accept loop never waits on it | [`Limits::max_connections`], [`Limits::max_connections_per_ip`] |
+//! | accept errors | out of file descriptors and the like pause the accept loop with a backoff, and a connection that ends resumes it at once | [`Limits::accept_backoff`] |
+//! | shutdown | cancel the token: listeners stop, sessions get `421 4.3.2` at their next command boundary, and those still open after the grace period are closed | [`Server::shutdown_on`], [`Limits::shutdown_grace`] |
+//!
+//! # Shutting down
+//!
+//! ```no_run
+//! # use smtp_session_tokio::{Handler, Server};
+//! # #[derive(Clone)] struct Receiver;
+//! # impl Handler for Receiver {}
+//! # async fn run() -> std::io::Result<()> {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let server = Server::new(Receiver)
+//!     .listener(tokio::net::TcpListener::bind("127.0.0.1:2525").await?)
+//!     .shutdown_on(shutdown.clone());
+//! let serving = tokio::spawn(server.serve());
+//! tokio::signal::ctrl_c().await?;
+//! shutdown.cancel();
+//! serving.await?; // every connection has ended
+//! # Ok(()) }
+//! ```
+//!
+//! # Your own accept loop or stream type
+//!
+//! [`Server::serve_connection`] serves one connection over anything that is
+//! `AsyncRead + AsyncWrite` (a UNIX socket, a stream from another acceptor), with
+//! everything above except the connection limits, which are then the caller's.
+//!
+//! # Runtime flavour
+//!
+//! A connection is one task that never blocks, so a current-thread runtime serves many
+//! thousands of connections with the fewest context switches; a multi-threaded runtime
+//! spreads them over cores. An idle connection holds its session (under 1 KiB), its task and
+//! socket registration, and no read or write buffer.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod connection;
+mod handler;
+mod limits;
+mod server;
+mod stream;
+
+pub use handler::{Connection, Handler, HookError, HookResult};
+pub use limits::Limits;
+pub use server::{Listener, Server, Transport};
+
+pub use smtp_session;
+pub use smtp_session::{
+    AuthRequest, Config, ConnectionInfo, Decision, DisconnectContext, DisconnectMode, Envelope,
+    Extensions, ForwardPath, HeloVerb, Hooks, MailParams, Message, RcptParams, Reply, ReversePath,
+};
+pub use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "tls")]
+pub use stream::tls_info;
+#[cfg(feature = "tls")]
+pub use tokio_rustls::rustls;
+
+/// A TLS server configuration with the ring provider and rustls' safe defaults, for
+/// [`Server::tls`].
+#[cfg(feature = "tls")]
+pub fn tls_config(
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(std::sync::Arc::new(config))
+}

@@ -1,0 +1,242 @@
+//! The runtime's limits and timeouts, and the connection counts they apply to.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// What the server bounds besides the session's own [`Config`](smtp_session::Config)
+/// limits: time for writes, hooks and handshakes, the close, the shutdown, and the number
+/// of connections.
+///
+/// | field | default | what happens at the limit |
+/// |---|---|---|
+/// | `max_connections` | 1000 | the next client reads `421 4.7.0 <hostname> Error: too many connections` and is closed |
+/// | `max_connections_per_ip` | 50 (Postfix's `smtpd_client_connection_count_limit`) | the same, `... too many connections from <ip>` |
+/// | `write_timeout` | 5 minutes | a client that stops reading is dropped; the disconnect context says `the client stopped reading` |
+/// | `hook_timeout` | 60 seconds | the hook counts as failed ([`Decision::HookFailed`](smtp_session::Decision::HookFailed)) |
+/// | `handshake_timeout` | 30 seconds | the TLS handshake fails |
+/// | `drain_time`, `drain_bytes` | 2 seconds, 256 KiB | after the last reply and the half-close, unread input is read and dropped this long at most, so the kernel does not answer it with a reset that destroys the last reply |
+/// | `shutdown_grace` | 30 seconds | sessions still open after a shutdown request are closed |
+/// | `accept_backoff` | 1 second | the longest pause after an accept error (EMFILE...), starting at 5 ms and doubling; a connection that ends cuts it short |
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Connections served at once by the server's listeners; 0 means no limit.
+    pub max_connections: usize,
+    /// Connections from one client address at once; 0 means no limit. With
+    /// [`Config::proxy_protocol`](smtp_session::Config::proxy_protocol) the address is the
+    /// one in the PROXY header, checked before the greeting.
+    pub max_connections_per_ip: usize,
+    /// The longest one write of replies may wait for the client to read.
+    pub write_timeout: Duration,
+    /// The longest a hook method may take.
+    pub hook_timeout: Duration,
+    /// The longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// After the close, how long unread input is drained at most.
+    pub drain_time: Duration,
+    /// After the close, how many bytes are drained at most.
+    pub drain_bytes: usize,
+    /// After a shutdown request, how long sessions may take to reach their next command
+    /// boundary (where they get `421 4.3.2`) and close.
+    pub shutdown_grace: Duration,
+    /// The longest pause of an accept loop after an accept error.
+    pub accept_backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            write_timeout: Duration::from_secs(300),
+            hook_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(30),
+            drain_time: Duration::from_secs(2),
+            drain_bytes: 256 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            accept_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OverLimit {
+    Total,
+    PerIp(IpAddr),
+}
+
+impl OverLimit {
+    /// Postfix's wording, with the enhanced code of SPEC 15.
+    pub(crate) fn reply(self, hostname: &str) -> String {
+        match self {
+            OverLimit::Total => {
+                format!("421 4.7.0 {hostname} Error: too many connections\r\n")
+            }
+            OverLimit::PerIp(ip) => {
+                format!("421 4.7.0 {hostname} Error: too many connections from {ip}\r\n")
+            }
+        }
+    }
+}
+
+/// The connections of one server, counted in total and per client address.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    state: Mutex<CountState>,
+    /// Woken whenever a connection ends: an accept loop paused by an accept error (out of
+    /// file descriptors) tries again at once.
+    pub(crate) freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct CountState {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Counts {
+    /// Admits a connection from `ip` (None: count it in the total only) under `limits`.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        limits: &Limits,
+    ) -> Result<Slot, OverLimit> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if limits.max_connections != 0 && state.total >= limits.max_connections {
+            return Err(OverLimit::Total);
+        }
+        if let Some(ip) = ip {
+            let n = state.per_ip.get(&ip).copied().unwrap_or(0);
+            if limits.max_connections_per_ip != 0 && n >= limits.max_connections_per_ip {
+                return Err(OverLimit::PerIp(ip));
+            }
+            state.per_ip.insert(ip, n + 1);
+        }
+        state.total += 1;
+        Ok(Slot {
+            counts: self.clone(),
+            ip,
+            total: true,
+        })
+    }
+
+    /// Counts `ip` for a connection already counted in the total (the address of a PROXY
+    /// header, known only after it arrived).
+    pub(crate) fn admit_ip(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Result<Slot, OverLimit> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let n = state.per_ip.get(&ip).copied().unwrap_or(0);
+        if limit != 0 && n >= limit {
+            return Err(OverLimit::PerIp(ip));
+        }
+        state.per_ip.insert(ip, n + 1);
+        Ok(Slot {
+            counts: self.clone(),
+            ip: Some(ip),
+            total: false,
+        })
+    }
+
+    #[cfg(test)]
+    fn total(&self) -> usize {
+        self.state.lock().unwrap().total
+    }
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    counts: Arc<Counts>,
+    ip: Option<IpAddr>,
+    total: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        {
+            let mut state = self.counts.state.lock().unwrap_or_else(|e| e.into_inner());
+            if self.total {
+                state.total -= 1;
+            }
+            if let Some(ip) = self.ip {
+                if let Some(n) = state.per_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.per_ip.remove(&ip);
+                    }
+                }
+            }
+        }
+        self.counts.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_count_in_total_and_per_address_and_free_on_drop() {
+        let counts = Arc::new(Counts::default());
+        let limits = Limits {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        };
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = counts.admit(Some(a), &limits).unwrap();
+        let a2 = counts.admit(Some(a), &limits).unwrap();
+        assert_eq!(
+            counts.admit(Some(a), &limits).unwrap_err(),
+            OverLimit::PerIp(a)
+        );
+        let b1 = counts.admit(Some(b), &limits).unwrap();
+        assert_eq!(
+            counts.admit(Some(b), &limits).unwrap_err(),
+            OverLimit::Total
+        );
+        drop(a1);
+        assert_eq!(counts.total(), 2);
+        let a3 = counts.admit(Some(a), &limits).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(counts.total(), 0);
+        assert!(counts.state.lock().unwrap().per_ip.is_empty());
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let counts = Arc::new(Counts::default());
+        let limits = Limits {
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            ..Limits::default()
+        };
+        let slots: Vec<_> = (0..5000)
+            .map(|_| {
+                counts
+                    .admit(Some("192.0.2.1".parse().unwrap()), &limits)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(counts.total(), 5000);
+        drop(slots);
+        assert_eq!(counts.total(), 0);
+    }
+
+    #[test]
+    fn the_refusal_is_a_421_with_4_7_0() {
+        assert_eq!(
+            OverLimit::PerIp("192.0.2.1".parse().unwrap()).reply("mx.example"),
+            "421 4.7.0 mx.example Error: too many connections from 192.0.2.1\r\n"
+        );
+        assert_eq!(
+            OverLimit::Total.reply("mx.example"),
+            "421 4.7.0 mx.example Error: too many connections\r\n"
+        );
+    }
+}

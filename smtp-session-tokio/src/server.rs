@@ -1,0 +1,427 @@
+//! The server: listeners, accept loops with connection limits and accept-error backoff,
+//! graceful shutdown, and [`Server::serve_connection`] for callers with their own loop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use smtp_session::{Config, ConnectionInfo, Hooks, Session};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{drive, refuse, Env};
+use crate::handler::Handler;
+use crate::limits::{Counts, Limits, OverLimit, Slot};
+
+/// How a connection starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Plaintext SMTP; STARTTLS is offered when the server has TLS.
+    Plain,
+    /// TLS from the first byte (RFC 8314 "submissions", port 465).
+    ImplicitTls,
+}
+
+/// A bound TCP listener and how its connections start.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    transport: Transport,
+    server_id: String,
+}
+
+impl Listener {
+    /// Plaintext SMTP, with STARTTLS when the server has TLS. Its server id (Halon's
+    /// `serverid`) is `smtp`.
+    pub fn plain(tcp: TcpListener) -> Self {
+        Listener {
+            tcp,
+            transport: Transport::Plain,
+            server_id: "smtp".into(),
+        }
+    }
+
+    /// Implicit TLS (RFC 8314). Its server id is `smtps`.
+    pub fn implicit_tls(tcp: TcpListener) -> Self {
+        Listener {
+            tcp,
+            transport: Transport::ImplicitTls,
+            server_id: "smtps".into(),
+        }
+    }
+
+    /// Names the listener in the connection info and the disconnect context.
+    pub fn server_id(mut self, id: impl Into<String>) -> Self {
+        self.server_id = id.into();
+        self
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Listener::plain(tcp)
+    }
+}
+
+type Factory<H> = dyn Fn(&ConnectionInfo) -> H + Send + Sync;
+
+/// A complete SMTP receiver: listeners, a [`Handler`] per connection, the session
+/// [`Config`], the runtime [`Limits`], TLS, and a shutdown token.
+///
+/// Build it with the methods below, then [`serve`](Server::serve) it. See the
+/// [crate documentation](crate) for the whole picture.
+pub struct Server<H> {
+    make: Arc<Factory<H>>,
+    config: Config,
+    limits: Limits,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    listeners: Vec<Listener>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+    counts: Arc<Counts>,
+    refusing: Arc<AtomicUsize>,
+    configs: Mutex<Vec<(Hooks, Transport, Arc<Config>)>>,
+    ids: ConnectionIds,
+}
+
+impl<H> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("hostname", &self.config.hostname)
+            .field("limits", &self.limits)
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refusals being answered at once (a 421, then a short drain); past this, a plaintext
+/// client still gets its 421 but no drain, and an implicit-TLS client is closed unanswered.
+const MAX_REFUSING: usize = 256;
+
+impl<H: Handler> Server<H> {
+    /// A server that clones `handler` for every connection.
+    pub fn new(handler: H) -> Self
+    where
+        H: Clone + Sync,
+    {
+        Server::with_factory(move |_| handler.clone())
+    }
+
+    /// A server that makes each connection's handler with `make`, given what is known of
+    /// the connection when it is accepted.
+    pub fn with_factory(make: impl Fn(&ConnectionInfo) -> H + Send + Sync + 'static) -> Self {
+        Server {
+            make: Arc::new(make),
+            config: Config::default(),
+            limits: Limits::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            listeners: Vec::new(),
+            shutdown: CancellationToken::new(),
+            force: CancellationToken::new(),
+            counts: Arc::new(Counts::default()),
+            refusing: Arc::new(AtomicUsize::new(0)),
+            configs: Mutex::new(Vec::new()),
+            ids: ConnectionIds::new(),
+        }
+    }
+
+    /// The session configuration: hostname, extensions, limits of the protocol. Its
+    /// `hooks` are replaced by the handler's [`hooks`](Handler::hooks), `implicit_tls` by the
+    /// listener's kind, and STARTTLS is offered exactly when the server has TLS.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self.configs = Mutex::new(Vec::new());
+        self
+    }
+
+    /// The runtime's limits and timeouts.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// TLS for STARTTLS and implicit-TLS listeners. See [`tls_config`](crate::tls_config)
+    /// for a configuration with the ring provider.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self.configs = Mutex::new(Vec::new());
+        self
+    }
+
+    /// Adds a listener: a [`TcpListener`] (plaintext) or a [`Listener`].
+    pub fn listener(mut self, listener: impl Into<Listener>) -> Self {
+        self.listeners.push(listener.into());
+        self
+    }
+
+    /// Shuts down when `token` is cancelled: the listeners stop accepting, every session
+    /// gets `421 4.3.2` at its next command boundary, and sessions still open after
+    /// [`Limits::shutdown_grace`] are closed. Without it, use
+    /// [`shutdown_token`](Server::shutdown_token).
+    pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// The token that shuts the server down (see [`shutdown_on`](Server::shutdown_on)).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The addresses of the listeners, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts and serves connections on every listener until the shutdown token is
+    /// cancelled, then returns once every connection has ended (after at most
+    /// [`Limits::shutdown_grace`], plus the disconnect hooks of the sessions closed then).
+    pub async fn serve(mut self) {
+        let listeners = std::mem::take(&mut self.listeners);
+        let server = Arc::new(self);
+        let tracker = TaskTracker::new();
+        for listener in listeners {
+            tracker.spawn(accept_loop(server.clone(), listener, tracker.clone()));
+        }
+        server.shutdown.cancelled().await;
+        tracker.close();
+        let grace = server.limits.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            server.force.cancel();
+            tracker.wait().await;
+        }
+    }
+
+    /// Serves one connection that the caller accepted, over any byte stream (a TCP stream,
+    /// a UNIX socket, an in-memory pipe), to its end, the disconnect hook included. The
+    /// server's connection limits are the caller's business here; everything else (timeouts,
+    /// TLS, the shutdown token) applies.
+    pub async fn serve_connection<IO>(&self, io: IO, info: ConnectionInfo, transport: Transport)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let handler = (self.make)(&info);
+        let handler_hooks = handler.hooks();
+        let proxy_limit = self.config.proxy_protocol && self.limits.max_connections_per_ip != 0;
+        let hooks = Hooks {
+            connect: handler_hooks.connect || proxy_limit,
+            ..handler_hooks
+        };
+        let session = Session::new(self.session_config(hooks, transport), info, Instant::now());
+        let env = Env {
+            limits: &self.limits,
+            #[cfg(feature = "tls")]
+            tls: self.tls.as_ref(),
+            shutdown: &self.shutdown,
+            force: &self.force,
+            proxy_ip_limit: proxy_limit.then_some(&self.counts),
+            handler_connect: handler_hooks.connect,
+        };
+        drive(io, session, handler, env).await;
+    }
+
+    /// The session config for a handler's hooks on a kind of listener, made once.
+    fn session_config(&self, hooks: Hooks, transport: Transport) -> Arc<Config> {
+        let mut made = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, config)) = made.iter().find(|(h, t, _)| *h == hooks && *t == transport) {
+            return config.clone();
+        }
+        let mut config = self.config.clone();
+        config.hooks = hooks;
+        config.implicit_tls = transport == Transport::ImplicitTls;
+        config.extensions.starttls = self.has_tls() && transport == Transport::Plain;
+        let config = Arc::new(config);
+        if made.len() < 16 {
+            made.push((hooks, transport, config.clone()));
+        }
+        config
+    }
+
+    fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
+    }
+
+    /// A new connection from a listener: admitted under the limits and served, or
+    /// answered with a 421.
+    fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        listener: &Listener,
+        tracker: &TaskTracker,
+    ) {
+        let _ = stream.set_nodelay(true);
+        // Behind a PROXY header the TCP peer is the proxy: the client's address is counted
+        // when the header arrived.
+        let ip = (!self.config.proxy_protocol).then_some(remote.ip());
+        let slot = match self.counts.admit(ip, &self.limits) {
+            Ok(slot) => slot,
+            Err(over) => return self.refuse(stream, over, listener.transport, tracker),
+        };
+        let local = match listener.tcp.local_addr() {
+            Ok(addr) if !addr.ip().is_unspecified() => Some(addr),
+            _ => stream.local_addr().ok(),
+        };
+        let info = ConnectionInfo {
+            id: self.ids.next(),
+            remote_ip: Some(remote.ip()),
+            remote_port: Some(remote.port()),
+            local_ip: local.map(|a| a.ip()),
+            local_port: local.map(|a| a.port()),
+            server_id: Some(listener.server_id.clone()),
+            ..ConnectionInfo::default()
+        };
+        let server = self.clone();
+        let transport = listener.transport;
+        tracker.spawn(async move {
+            server.serve_connection(stream, info, transport).await;
+            drop::<Slot>(slot);
+        });
+    }
+
+    /// Answers a client over a limit with `421 4.7.0`, without holding up the accept loop.
+    fn refuse(
+        &self,
+        stream: TcpStream,
+        over: OverLimit,
+        transport: Transport,
+        tracker: &TaskTracker,
+    ) {
+        let line = over.reply(&self.config.hostname);
+        let Some(guard) = Refusing::enter(&self.refusing) else {
+            if transport == Transport::Plain {
+                // A new socket's send buffer is empty: this write does not wait.
+                let _ = stream.try_write(line.as_bytes());
+            }
+            return;
+        };
+        let limits = self.limits.clone();
+        let force = self.force.clone();
+        #[cfg(feature = "tls")]
+        let tls = self.tls.clone();
+        tracker.spawn(async move {
+            let _guard = guard;
+            match transport {
+                Transport::Plain => refuse(stream, &line, &limits, &force).await,
+                Transport::ImplicitTls =>
+                {
+                    #[cfg(feature = "tls")]
+                    if let Some(acceptor) = tls {
+                        let accept = Box::pin(acceptor.accept(stream));
+                        let handshake =
+                            crate::connection::bounded(accept, limits.handshake_timeout);
+                        if let Some(Ok(tls)) = handshake.await {
+                            refuse(tls, &line, &limits, &force).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A refusal in progress, counted against [`MAX_REFUSING`].
+struct Refusing(Arc<AtomicUsize>);
+
+impl Refusing {
+    fn enter(count: &Arc<AtomicUsize>) -> Option<Refusing> {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        if before >= MAX_REFUSING {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Refusing(count.clone()))
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts until shutdown. An accept error that concerns one connection (it was reset
+/// before we took it) is skipped; any other (EMFILE: out of file descriptors; ENFILE,
+/// ENOBUFS, ENOMEM) pauses the loop, 5 ms at first and doubling up to
+/// [`Limits::accept_backoff`], and a connection that ends wakes it at once: never a busy
+/// loop, and the next client is taken as soon as a descriptor is free.
+async fn accept_loop<H: Handler>(server: Arc<Server<H>>, listener: Listener, tracker: TaskTracker) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = server.shutdown.cancelled() => return,
+            accepted = listener.tcp.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                backoff = Duration::ZERO;
+                server.admit(stream, remote, &listener, &tracker);
+            }
+            Err(err) if concerns_one_connection(&err) => {}
+            Err(_) => {
+                backoff = (backoff * 2).clamp(
+                    Duration::from_millis(5),
+                    server.limits.accept_backoff.max(Duration::from_millis(5)),
+                );
+                let freed = server.counts.freed.notified();
+                tokio::select! {
+                    biased;
+                    _ = server.shutdown.cancelled() => return,
+                    _ = freed => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+fn concerns_one_connection(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    )
+}
+
+/// Connection ids unique across restarts: the start time and the process id, then a count.
+struct ConnectionIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl ConnectionIds {
+    fn new() -> Self {
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        ConnectionIds {
+            prefix: format!("{start:x}-{:x}", std::process::id()),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{n}", self.prefix)
+    }
+}
