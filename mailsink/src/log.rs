@@ -11,7 +11,7 @@ use smtp_session::{
     AuthInfo, ConnectionInfo, DisconnectContext, Envelope, HeloInfo, Message, TlsInfo,
 };
 
-use crate::driver::ConnFacts;
+use crate::sink::ConnFacts;
 
 #[derive(Serialize)]
 struct DisconnectLine<'a> {

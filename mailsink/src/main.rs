@@ -1,26 +1,22 @@
-//! mailsink: an SMTP receiver that stores mail in a Maildir, driven by `smtp-session` on
-//! tokio, with KumoMTA-style Lua policy and a Halon-shaped JSON disconnect log on stdout.
+//! mailsink: an SMTP receiver that stores mail in a Maildir, on `smtp-session-tokio`, with
+//! KumoMTA-style Lua policy and a Halon-shaped JSON disconnect log on stdout.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Parser;
-use smtp_session::{Config, ConnectionInfo, HookFailurePolicy};
+use smtp_session::{Config, HookFailurePolicy};
+use smtp_session_tokio::{CancellationToken, Limits, Listener, Server};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
 
-mod driver;
 mod log;
 mod maildir;
 mod policy;
 mod sink;
 mod tls;
-
-use driver::Settings;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
 ///
@@ -84,6 +80,15 @@ struct Args {
     /// Expect a PROXY protocol (v1 or v2) header at the start of every connection.
     #[arg(long)]
     proxy_protocol: bool,
+
+    /// Connections served at once; the next client reads 421 4.7.0. 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_connections: usize,
+
+    /// Connections from one client address at once (the PROXY header's address with
+    /// --proxy-protocol); 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_connections_per_ip: usize,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -102,7 +107,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: a connection never blocks it (storage runs on blocking threads, the
+    // policy on its own), and no task ever moves between threads or wakes another one.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("mailsink: cannot start the runtime: {err}");
@@ -130,13 +140,11 @@ fn default_hostname() -> String {
 fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, String> {
     let mut config = Config {
         hostname: hostname.to_string(),
-        hooks: sink.hooks(),
         // KumoMTA: a failing handler answers `421 4.3.0 <hostname> technical difficulties`.
         hook_failure: HookFailurePolicy::Disconnect,
         proxy_protocol: args.proxy_protocol,
         ..Config::default()
     };
-    config.extensions.starttls = true;
     config.extensions.auth = sink.auth_enabled();
     if let Some(size) = args.max_message_size {
         config.max_message_size = size;
@@ -152,6 +160,18 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         .validate()
         .map_err(|e| format!("invalid setting: {e}"))?;
     Ok(config)
+}
+
+fn limits(args: &Args, config: &Config) -> Limits {
+    let mut limits = Limits::default();
+    limits.max_connections = args.max_connections;
+    limits.max_connections_per_ip = args.max_connections_per_ip;
+    // A client that never reads its replies is given as long as an idle one.
+    limits.write_timeout = config.command_timeout;
+    limits.hook_timeout = HOOK_TIMEOUT;
+    limits.handshake_timeout = HANDSHAKE_TIMEOUT;
+    limits.shutdown_grace = SHUTDOWN_GRACE;
+    limits
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -173,45 +193,34 @@ async fn run(args: Args) -> Result<(), String> {
     let sink = sink::Sink {
         maildir,
         lua,
-        users: args.user.clone(),
+        users: args.user.clone().into(),
     };
     let config = config(&args, &hostname, &sink)?;
-    let acceptor = match (&args.tls_cert, &args.tls_key) {
+    let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::from_pem_files(cert, key)?,
         _ => tls::self_signed(&hostname)?,
     };
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let policy: Arc<dyn driver::Policy> = Arc::new(sink);
-    let plain = Settings {
-        config: Arc::new(config.clone()),
-        tls: Some(acceptor.clone()),
-        policy: policy.clone(),
-        hook_timeout: HOOK_TIMEOUT,
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-        shutdown: shutdown_rx.clone(),
-    };
-    let implicit = Settings {
-        config: Arc::new(Config {
-            implicit_tls: true,
-            ..config
-        }),
-        ..plain.clone()
-    };
-
-    let mut listeners = Vec::new();
+    let shutdown = CancellationToken::new();
+    let mut server = Server::new(sink)
+        .limits(limits(&args, &config))
+        .config(config)
+        .tls(tls)
+        .shutdown_on(shutdown.clone());
     let mut described = Vec::new();
-    for (addrs, settings, label) in [
-        (&args.listen, &plain, "smtp+starttls"),
-        (&args.tls_listen, &implicit, "smtps"),
-    ] {
+    for (addrs, implicit) in [(&args.listen, false), (&args.tls_listen, true)] {
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
+            let tcp = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            let local = tcp.local_addr().map_err(|e| e.to_string())?;
+            let (listener, label) = if implicit {
+                (Listener::implicit_tls(tcp), "smtps")
+            } else {
+                (Listener::plain(tcp), "smtp+starttls")
+            };
             described.push(format!("{local} ({label})"));
-            listeners.push((listener, settings.clone()));
+            server = server.listener(listener);
         }
     }
     let storage = if args.discard {
@@ -225,75 +234,18 @@ async fn run(args: Args) -> Result<(), String> {
         described.join(", ")
     );
 
-    // Every connection task holds a sender; when all are gone, recv() returns None.
-    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let ids = Arc::new(ConnectionIds::new());
-    for (listener, settings) in listeners {
-        tokio::spawn(accept_loop(
-            listener,
-            settings,
-            ids.clone(),
-            alive_tx.clone(),
-            shutdown_rx.clone(),
-        ));
-    }
-    drop(alive_tx);
-
-    wait_for_signal().await;
-    eprintln!("mailsink: shutting down; open connections get 421 4.3.2 when idle");
-    let _ = shutdown_tx.send(true);
+    let mut serving = tokio::spawn(server.serve());
     tokio::select! {
-        _ = alive_rx.recv() => {}
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => eprintln!("mailsink: connections still open after the grace period; exiting"),
+        _ = wait_for_signal() => {}
+        _ = &mut serving => return Ok(()),
+    }
+    eprintln!("mailsink: shutting down; open connections get 421 4.3.2 when idle");
+    shutdown.cancel();
+    tokio::select! {
+        _ = serving => {}
         _ = wait_for_signal() => eprintln!("mailsink: second signal; exiting now"),
     }
     Ok(())
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    settings: Settings,
-    ids: Arc<ConnectionIds>,
-    alive: mpsc::Sender<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let local = listener.local_addr().ok();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return,
-        };
-        match accepted {
-            Ok((socket, remote)) => {
-                let _ = socket.set_nodelay(true);
-                let local = socket.local_addr().ok().or(local);
-                let mut info = ConnectionInfo {
-                    id: ids.next(),
-                    remote_ip: Some(remote.ip()),
-                    remote_port: Some(remote.port()),
-                    local_ip: local.map(|a| a.ip()),
-                    local_port: local.map(|a| a.port()),
-                    ..ConnectionInfo::default()
-                };
-                info.server_id = Some(if settings.config.implicit_tls {
-                    "smtps".into()
-                } else {
-                    "smtp".into()
-                });
-                let settings = settings.clone();
-                let alive = alive.clone();
-                tokio::spawn(async move {
-                    driver::serve(socket, info, settings).await;
-                    drop(alive);
-                });
-            }
-            Err(err) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                eprintln!("mailsink: accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {
@@ -315,29 +267,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Connection ids unique across restarts: start time and pid, then a counter.
-struct ConnectionIds {
-    prefix: String,
-    counter: AtomicU64,
-}
-
-impl ConnectionIds {
-    fn new() -> Self {
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        ConnectionIds {
-            prefix: format!("{start:x}-{:x}", std::process::id()),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}-{n}", self.prefix)
     }
 }

@@ -45,7 +45,7 @@ use mlua::{
 use smtp_session::{Decision, DisconnectMode, ForwardPath, Message, ReversePath};
 use tokio::sync::oneshot;
 
-use crate::driver::ConnFacts;
+use crate::sink::ConnFacts;
 
 /// The events mailsink knows, with KumoMTA's names.
 pub const EVENTS: [&str; 8] = [

@@ -1,24 +1,52 @@
-//! mailsink's [`Policy`]: the Lua script (if any) first, then the users for AUTH, then the
+//! mailsink's [`Handler`]: the Lua script (if any) first, then the users for AUTH, then the
 //! Maildir for messages, and the JSON log.
 
 use std::sync::Arc;
 
-use smtp_session::{AuthRequest, Decision, DisconnectContext, Hook, Hooks, Message};
+use smtp_session::{
+    AuthInfo, AuthRequest, ConnectionInfo, Decision, DisconnectContext, ForwardPath, HeloInfo,
+    HeloVerb, Hooks, MailParams, Message, RcptParams, ReversePath, TlsInfo,
+};
+use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
-use crate::driver::{BoxFuture, ConnFacts, Policy};
 use crate::log;
 use crate::maildir::Maildir;
 use crate::policy::{Event, LuaPolicy, Outcome};
 
-/// The receiver's policy.
-#[derive(Debug)]
+/// What the policy and the log know about the connection when a hook runs, besides the
+/// hook's arguments.
+#[derive(Clone, Debug)]
+pub struct ConnFacts {
+    /// Addresses and ids (after PROXY/XCLIENT).
+    pub info: ConnectionInfo,
+    /// The accepted HELO/EHLO.
+    pub helo: Option<HeloInfo>,
+    /// The TLS layer, once active.
+    pub tls: Option<TlsInfo>,
+    /// The successful AUTH.
+    pub auth: Option<AuthInfo>,
+}
+
+impl ConnFacts {
+    fn of(conn: &Connection<'_>) -> Self {
+        ConnFacts {
+            info: conn.info().clone(),
+            helo: conn.helo().cloned(),
+            tls: conn.tls().cloned(),
+            auth: conn.auth().cloned(),
+        }
+    }
+}
+
+/// The receiver's policy; cloned for every connection (it is a few `Arc`s).
+#[derive(Clone, Debug)]
 pub struct Sink {
     /// Where messages go; `None` accepts and drops them (`--discard`).
     pub maildir: Option<Arc<Maildir>>,
     /// The `--policy` script.
     pub lua: Option<Arc<LuaPolicy>>,
     /// `--user NAME:PASSWORD` pairs.
-    pub users: Vec<(String, String)>,
+    pub users: Arc<[(String, String)]>,
 }
 
 impl Sink {
@@ -27,27 +55,21 @@ impl Sink {
         !self.users.is_empty() || self.script_handles("smtp_server_auth_plain")
     }
 
-    /// The hooks worth a round trip: the message (to store it), AUTH when enabled, and the
-    /// stages the script has handlers for.
-    pub fn hooks(&self) -> Hooks {
-        Hooks {
-            connect: self.script_handles("smtp_server_connection_accepted"),
-            helo: self.script_handles("smtp_server_ehlo"),
-            auth: self.auth_enabled(),
-            mail_from: self.script_handles("smtp_server_mail_from"),
-            rcpt_to: self.script_handles("smtp_server_rcpt_to"),
-            data: self.script_handles("smtp_server_data"),
-            message: true,
-            vrfy: false,
-        }
-    }
-
     fn script_handles(&self, event: &str) -> bool {
         self.lua.as_ref().is_some_and(|lua| lua.handles(event))
     }
 
     fn check_user(&self, name: &str, password: &str) -> bool {
         self.users.iter().any(|(n, p)| n == name && p == password)
+    }
+
+    /// Runs a stage's script handlers: a `kumo.reject`/`kumo.disconnect` is the decision, a
+    /// script error fails the hook, returning normally goes on.
+    async fn stage(&self, facts: ConnFacts, event: Event) -> HookResult {
+        let Some(lua) = &self.lua else {
+            return Ok(Decision::Accept);
+        };
+        Ok(script_decision(lua.call(facts, event).await).unwrap_or(Decision::Accept))
     }
 }
 
@@ -73,56 +95,54 @@ fn store_failed() -> Decision {
         .expect("valid reply")
 }
 
-impl Policy for Sink {
-    fn decide(&self, facts: ConnFacts, hook: Hook) -> BoxFuture<Decision> {
-        let lua = self.lua.clone();
-        let event = match hook {
-            Hook::Connect => Event::ConnectionAccepted,
-            Hook::Helo { host, .. } => Event::Ehlo(host),
-            Hook::MailFrom { path, .. } => Event::MailFrom(path),
-            Hook::RcptTo { path, .. } => Event::RcptTo(path),
-            Hook::Data => Event::Data,
-            Hook::Auth(request) => return self.auth(facts, request),
-            Hook::Message(message) => return self.message(facts, Arc::from(message)),
-            _ => return Box::pin(async { Decision::Accept }),
-        };
-        Box::pin(async move {
-            let Some(lua) = lua else {
-                return Decision::Accept;
-            };
-            script_decision(lua.call(facts, event).await).unwrap_or(Decision::Accept)
-        })
+impl Handler for Sink {
+    /// The hooks worth a round trip: the message (to store and log it), AUTH when enabled,
+    /// and the stages the script has handlers for.
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            connect: self.script_handles("smtp_server_connection_accepted"),
+            helo: self.script_handles("smtp_server_ehlo"),
+            auth: self.auth_enabled(),
+            mail_from: self.script_handles("smtp_server_mail_from"),
+            rcpt_to: self.script_handles("smtp_server_rcpt_to"),
+            data: self.script_handles("smtp_server_data"),
+            message: true,
+            vrfy: false,
+        }
     }
 
-    fn disconnected(&self, context: Box<DisconnectContext>) -> BoxFuture<()> {
-        log::emit(&log::disconnect_line(&context));
-        let Some(lua) = self.lua.clone() else {
-            return Box::pin(async {});
-        };
-        let facts = ConnFacts {
-            info: context.connection.info.clone(),
-            helo: None,
-            tls: None,
-            auth: None,
-        };
-        let arguments = serde_json::to_value(&context.arguments).unwrap_or_default();
-        let connection = serde_json::to_value(&context.connection).unwrap_or_default();
-        Box::pin(async move {
-            // Runs even without a handler: the Lua side forgets the connection's meta.
-            let event = Event::Disconnect {
-                arguments,
-                connection,
-            };
-            if let Outcome::Failed(err) = lua.call(facts, event).await {
-                // Halon: on script error Pass() is called; nothing changes.
-                eprintln!("mailsink: policy error: {err}");
-            }
-        })
+    async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::ConnectionAccepted)
+            .await
     }
-}
 
-impl Sink {
-    fn auth(&self, facts: ConnFacts, request: AuthRequest) -> BoxFuture<Decision> {
+    async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::Ehlo(host)).await
+    }
+
+    async fn mail_from(
+        &mut self,
+        conn: &mut Connection<'_>,
+        path: ReversePath,
+        _: MailParams,
+    ) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::MailFrom(path)).await
+    }
+
+    async fn rcpt_to(
+        &mut self,
+        conn: &mut Connection<'_>,
+        path: ForwardPath,
+        _: RcptParams,
+    ) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::RcptTo(path)).await
+    }
+
+    async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::Data).await
+    }
+
+    async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
         let (authz, authc, password) = match request {
             AuthRequest::Plain {
                 authzid,
@@ -131,69 +151,90 @@ impl Sink {
             } => (authzid, authcid, password),
             AuthRequest::Login { username, password } => (String::new(), username, password),
             // Only PLAIN and LOGIN are offered, and the session decodes both.
-            _ => return Box::pin(async { bad_credentials() }),
+            _ => return Ok(bad_credentials()),
         };
         if let Some(lua) = self
             .lua
-            .clone()
+            .as_ref()
             .filter(|lua| lua.handles("smtp_server_auth_plain"))
         {
-            return Box::pin(async move {
-                let event = Event::AuthPlain {
-                    authz,
-                    authc,
-                    password,
-                };
-                match lua.call(facts, event).await {
-                    Outcome::Continue(true) => Decision::Accept,
-                    Outcome::Continue(false) => bad_credentials(),
-                    other => script_decision(other).unwrap_or_else(bad_credentials),
-                }
+            let event = Event::AuthPlain {
+                authz,
+                authc,
+                password,
+            };
+            return Ok(match lua.call(ConnFacts::of(conn), event).await {
+                Outcome::Continue(true) => Decision::Accept,
+                Outcome::Continue(false) => bad_credentials(),
+                other => script_decision(other).unwrap_or_else(bad_credentials),
             });
         }
         let ok = (authz.is_empty() || authz == authc) && self.check_user(&authc, &password);
-        Box::pin(async move {
-            if ok {
+        Ok(if ok {
+            Decision::Accept
+        } else {
+            bad_credentials()
+        })
+    }
+
+    async fn message(&mut self, conn: &mut Connection<'_>, message: Message) -> HookResult {
+        let facts = ConnFacts::of(conn);
+        let message = Arc::new(message);
+        if let Some(lua) = self
+            .lua
+            .as_ref()
+            .filter(|lua| lua.handles("smtp_server_message_received"))
+        {
+            let event = Event::MessageReceived(message.clone());
+            if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
+                return Ok(decision);
+            }
+        }
+        let Some(maildir) = self.maildir.clone() else {
+            log::emit(&log::message_line(&facts, &message, None));
+            return Ok(Decision::Accept);
+        };
+        let body = message.clone();
+        let stored = tokio::task::spawn_blocking(move || maildir.deliver(&body.body)).await;
+        Ok(match stored {
+            Ok(Ok(path)) => {
+                log::emit(&log::message_line(&facts, &message, Some(&path)));
                 Decision::Accept
-            } else {
-                bad_credentials()
+            }
+            Ok(Err(err)) => {
+                eprintln!("mailsink: cannot store a message: {err}");
+                store_failed()
+            }
+            Err(err) => {
+                eprintln!("mailsink: the store task failed: {err}");
+                store_failed()
             }
         })
     }
 
-    fn message(&self, facts: ConnFacts, message: Arc<Message>) -> BoxFuture<Decision> {
-        let lua = self
-            .lua
-            .clone()
-            .filter(|lua| lua.handles("smtp_server_message_received"));
-        let maildir = self.maildir.clone();
-        Box::pin(async move {
-            if let Some(lua) = lua {
-                let event = Event::MessageReceived(message.clone());
-                if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
-                    return decision;
-                }
-            }
-            let Some(maildir) = maildir else {
-                log::emit(&log::message_line(&facts, &message, None));
-                return Decision::Accept;
-            };
-            let body = message.clone();
-            let stored = tokio::task::spawn_blocking(move || maildir.deliver(&body.body)).await;
-            match stored {
-                Ok(Ok(path)) => {
-                    log::emit(&log::message_line(&facts, &message, Some(&path)));
-                    Decision::Accept
-                }
-                Ok(Err(err)) => {
-                    eprintln!("mailsink: cannot store a message: {err}");
-                    store_failed()
-                }
-                Err(err) => {
-                    eprintln!("mailsink: the store task failed: {err}");
-                    store_failed()
-                }
-            }
-        })
+    async fn disconnect(&mut self, context: DisconnectContext) {
+        log::emit(&log::disconnect_line(&context));
+        let Some(lua) = &self.lua else {
+            return;
+        };
+        let facts = ConnFacts {
+            info: context.connection.info.clone(),
+            helo: None,
+            tls: None,
+            auth: None,
+        };
+        // Runs even without a handler: the Lua side forgets the connection's meta.
+        let event = Event::Disconnect {
+            arguments: serde_json::to_value(&context.arguments).unwrap_or_default(),
+            connection: serde_json::to_value(&context.connection).unwrap_or_default(),
+        };
+        if let Outcome::Failed(err) = lua.call(facts, event).await {
+            // Halon: on script error Pass() is called; nothing changes.
+            eprintln!("mailsink: policy error: {err}");
+        }
+    }
+
+    fn hook_failed(&mut self, error: &HookError) {
+        eprintln!("mailsink: a hook failed: {error}");
     }
 }

@@ -6,24 +6,19 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::TlsAcceptor;
+
+type TlsConfig = Arc<rustls::ServerConfig>;
 
 fn acceptor(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<TlsAcceptor, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+) -> Result<TlsConfig, String> {
+    smtp_session_tokio::tls_config(certs, key)
+        .map_err(|e| format!("TLS certificate and key do not fit: {e}"))
 }
 
 /// From `--tls-cert` (a PEM chain) and `--tls-key` (a PEM private key).
-pub fn from_pem_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub fn from_pem_files(cert: &Path, key: &Path) -> Result<TlsConfig, String> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
@@ -39,7 +34,7 @@ pub fn from_pem_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 }
 
 /// A fresh self-signed certificate for `hostname` and `localhost`.
-pub fn self_signed(hostname: &str) -> Result<TlsAcceptor, String> {
+pub fn self_signed(hostname: &str) -> Result<TlsConfig, String> {
     let mut names = vec!["localhost".to_string()];
     if hostname != "localhost" {
         names.insert(0, hostname.to_string());
