@@ -60,7 +60,7 @@ where
         broken: false,
     };
     // Held until the end: the PROXY client's place under the per-address limit.
-    let mut _proxied_slot: Option<Slot> = None;
+    let mut proxied_slot: Option<Slot> = None;
     let mut stopping = pin!(env.shutdown.clone().cancelled_owned());
     let mut forced = pin!(env.force.clone().cancelled_owned());
     let mut shutdown_seen = false;
@@ -70,6 +70,8 @@ where
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     let mut armed: Option<Instant> = None;
     let mut spins = 0u32;
+    // Streamed bodies: why the message being received can no longer be stored.
+    let mut body_failed: Option<HookError> = None;
 
     loop {
         while let Some(output) = session.poll_output() {
@@ -91,24 +93,34 @@ where
                     conn.drain(env.limits, env.force).await;
                     return;
                 }
-                Output::HookCall(call) => {
-                    let end =
-                        if let (Hook::Connect, Some(counts)) = (&call.hook, env.proxy_ip_limit) {
-                            match admit_proxied(&session, counts, env.limits) {
-                                Ok(slot) => {
-                                    _proxied_slot = slot;
-                                    None
-                                }
-                                Err(refusal) => Some(HookEnd::Decided(refusal)),
-                            }
-                        } else {
-                            None
+                Output::BodyPiece(piece) => {
+                    if body_failed.is_none() {
+                        let mut view = Connection::new(&mut session);
+                        // Boxed like hooks; a handler that drops pieces boxes nothing.
+                        let write = Box::pin(handler.body_piece(&mut view, piece));
+                        body_failed = match bounded(write, env.limits.hook_timeout).await {
+                            Some(Ok(())) => None,
+                            Some(Err(err)) => Some(err),
+                            None => Some("writing a body piece took too long".into()),
                         };
-                    let end = match end {
+                    }
+                }
+                Output::BodyAborted(reason) => {
+                    body_failed = None;
+                    let mut view = Connection::new(&mut session);
+                    let aborted = Box::pin(handler.body_aborted(&mut view, reason));
+                    let _ = bounded(aborted, env.limits.hook_timeout).await;
+                }
+                Output::HookCall(call) => {
+                    let here = decided_here(
+                        &call.hook,
+                        &session,
+                        &env,
+                        &mut body_failed,
+                        &mut proxied_slot,
+                    );
+                    let end = match here {
                         Some(end) => end,
-                        None if matches!(call.hook, Hook::Connect) && !env.handler_connect => {
-                            HookEnd::Decided(Decision::Accept)
-                        }
                         None => {
                             run_hook(&mut handler, &mut session, &mut conn, call.hook, &env).await
                         }
@@ -196,6 +208,31 @@ where
                 let _ = session.handle_timeout(Instant::now());
             }
         }
+    }
+}
+
+/// Hooks the server answers without the handler: the per-address limit of a PROXY
+/// client (its place is kept in `slot`), a connect hook subscribed only for that limit, and
+/// a streamed message whose pieces could not be stored. `None`: the handler decides.
+fn decided_here(
+    hook: &Hook,
+    session: &Session,
+    env: &Env<'_>,
+    body_failed: &mut Option<HookError>,
+    slot: &mut Option<Slot>,
+) -> Option<HookEnd> {
+    match hook {
+        Hook::Message(_) => body_failed.take().map(HookEnd::Failed),
+        Hook::Connect => {
+            if let Some(counts) = env.proxy_ip_limit {
+                match admit_proxied(session, counts, env.limits) {
+                    Ok(admitted) => *slot = admitted,
+                    Err(refusal) => return Some(HookEnd::Decided(refusal)),
+                }
+            }
+            (!env.handler_connect).then_some(HookEnd::Decided(Decision::Accept))
+        }
+        _ => None,
     }
 }
 

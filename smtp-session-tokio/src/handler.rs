@@ -5,8 +5,8 @@ use std::any::Any;
 use std::future::Future;
 
 use smtp_session::{
-    AuthInfo, AuthRequest, Config, ConnectionInfo, Decision, DisconnectContext, Envelope,
-    Extensions, ForwardPath, HeloInfo, HeloVerb, Hooks, MailParams, Message, ProxyHeader,
+    AbortReason, AuthInfo, AuthRequest, Config, ConnectionInfo, Decision, DisconnectContext,
+    Envelope, Extensions, ForwardPath, HeloInfo, HeloVerb, Hooks, MailParams, Message, ProxyHeader,
     RcptParams, ReversePath, Session, TlsInfo,
 };
 
@@ -112,9 +112,10 @@ pub trait Handler: Send + 'static {
         async { Ok(Decision::Accept) }
     }
 
-    /// The whole message: envelope and body. Accepting tells the client the message is
-    /// taken, so store it durably first. Without this hook messages are accepted and
-    /// dropped, which only suits sinks and benchmarks.
+    /// The whole message: envelope and body (or, with streamed bodies, the envelope and the
+    /// size once every piece went to [`body_piece`](Handler::body_piece)). Accepting tells
+    /// the client the message is taken, so store it durably first. Without this hook
+    /// messages are accepted and dropped, which only suits sinks and benchmarks.
     fn message(
         &mut self,
         conn: &mut Connection<'_>,
@@ -122,6 +123,40 @@ pub trait Handler: Send + 'static {
     ) -> impl Future<Output = HookResult> + Send {
         let _ = (conn, message);
         async { Ok(Decision::Accept) }
+    }
+
+    /// Streamed bodies only ([`BodyDelivery::Streamed`](smtp_session::BodyDelivery::Streamed)
+    /// in the server's [`Config`]): the next piece of the body of the message being
+    /// received, unstuffed, in order. Append it to the spool of the message; the first piece
+    /// after a [`message`](Handler::message) or [`body_aborted`](Handler::body_aborted) call
+    /// (or the first of the connection) starts a new message. The message then ends with
+    /// `message` (its body empty, [`Message::size`] set: make the spool durable, then
+    /// accept) or with `body_aborted` (discard the spool). A message with an empty body
+    /// has no piece at all.
+    ///
+    /// The session reads nothing more while a piece is being written (backpressure). An
+    /// error, or a write past [`Limits::hook_timeout`](crate::Limits::hook_timeout), fails
+    /// the message: its `message` call is skipped and the client gets the hook-failure
+    /// reply (by default `451 4.3.0`).
+    fn body_piece(
+        &mut self,
+        conn: &mut Connection<'_>,
+        piece: Vec<u8>,
+    ) -> impl Future<Output = Result<(), HookError>> + Send {
+        let _ = (conn, piece);
+        async { Ok(()) }
+    }
+
+    /// Streamed bodies only: the message being received will not be accepted (too big,
+    /// bare line endings refused, RSET, the connection ended...); discard what was stored of
+    /// it.
+    fn body_aborted(
+        &mut self,
+        conn: &mut Connection<'_>,
+        reason: AbortReason,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (conn, reason);
+        async {}
     }
 
     /// The connection ended: Halon's disconnect context, exactly once per connection, after

@@ -136,8 +136,9 @@ pub use server::{Listener, Server, Transport};
 
 pub use smtp_session;
 pub use smtp_session::{
-    AuthRequest, Config, ConnectionInfo, Decision, DisconnectContext, DisconnectMode, Envelope,
-    Extensions, ForwardPath, HeloVerb, Hooks, MailParams, Message, RcptParams, Reply, ReversePath,
+    AbortReason, AuthRequest, BodyDelivery, Config, ConnectionInfo, Decision, DisconnectContext,
+    DisconnectMode, Envelope, Extensions, ForwardPath, HeloVerb, Hooks, MailParams, Message,
+    RcptParams, Reply, ReversePath,
 };
 pub use tokio_util::sync::CancellationToken;
 

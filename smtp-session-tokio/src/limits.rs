@@ -22,7 +22,6 @@ use tokio::sync::Notify;
 /// | `shutdown_grace` | 30 seconds | sessions still open after a shutdown request are closed |
 /// | `accept_backoff` | 1 second | the longest pause after an accept error (EMFILE...), starting at 5 ms and doubling; a connection that ends cuts it short |
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// Connections served at once by the server's listeners; 0 means no limit.
     pub max_connections: usize,

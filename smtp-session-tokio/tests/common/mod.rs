@@ -160,9 +160,10 @@ impl Client {
                 }
             }
             if self.fill() == 0 {
+                let tail = &self.buf[self.buf.len().saturating_sub(200)..];
                 panic!(
                     "connection closed inside a reply: {:?}",
-                    String::from_utf8_lossy(&self.buf)
+                    String::from_utf8_lossy(tail)
                 );
             }
         }
