@@ -24,9 +24,15 @@ fn connect_from(source: &str, to: SocketAddr) -> Client {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let std_socket: TcpStream = {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
-            let stream = tokio::time::timeout(WAIT, socket.connect(to)).await.unwrap().unwrap();
+            let stream = tokio::time::timeout(WAIT, socket.connect(to))
+                .await
+                .unwrap()
+                .unwrap();
             stream.into_std().unwrap()
         })
     };
@@ -44,7 +50,12 @@ fn the_client_over_the_global_limit_reads_421_and_a_freed_place_is_taken_again()
         max_connections: 2,
         ..Limits::default()
     };
-    let running = serve(move |l| Server::new(Sink).config(config()).limits(limits).listener(l));
+    let running = serve(move |l| {
+        Server::new(Sink)
+            .config(config())
+            .limits(limits)
+            .listener(l)
+    });
     let mut first = Client::connect(running.addr);
     assert_eq!(first.reply(), greeting());
     let mut second = Client::connect(running.addr);
@@ -78,7 +89,12 @@ fn the_client_over_its_addresss_limit_reads_421_and_other_addresses_are_served()
         max_connections_per_ip: 1,
         ..Limits::default()
     };
-    let running = serve(move |l| Server::new(Sink).config(config()).limits(limits).listener(l));
+    let running = serve(move |l| {
+        Server::new(Sink)
+            .config(config())
+            .limits(limits)
+            .listener(l)
+    });
     let mut first = connect_from("127.0.0.1", running.addr);
     assert_eq!(first.reply(), greeting());
     let mut again = connect_from("127.0.0.1", running.addr);

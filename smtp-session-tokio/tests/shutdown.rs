@@ -19,7 +19,12 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    async fn mail_from(&mut self, _: &mut Connection<'_>, from: ReversePath, _: MailParams) -> HookResult {
+    async fn mail_from(
+        &mut self,
+        _: &mut Connection<'_>,
+        from: ReversePath,
+        _: MailParams,
+    ) -> HookResult {
         if from.to_string().starts_with("slow@") {
             tokio::time::sleep(Duration::from_millis(600)).await;
         }
@@ -60,11 +65,16 @@ fn sessions_mid_transaction_finish_their_command_then_get_421() {
 
     running.shutdown.cancel();
     assert_eq!(idle.read_to_close(), shutting_down());
-    assert_eq!(in_hook.read_to_close(), format!("250 2.1.0 Sender OK\r\n{}", shutting_down()));
+    assert_eq!(
+        in_hook.read_to_close(),
+        format!("250 2.1.0 Sender OK\r\n{}", shutting_down())
+    );
     // New connections are no longer taken.
-    assert!(std::net::TcpStream::connect_timeout(&running.addr, Duration::from_secs(2))
-        .map(|s| Client::from_stream(s).read_to_close().is_empty())
-        .unwrap_or(true));
+    assert!(
+        std::net::TcpStream::connect_timeout(&running.addr, Duration::from_secs(2))
+            .map(|s| Client::from_stream(s).read_to_close().is_empty())
+            .unwrap_or(true)
+    );
     in_data.send("last line\r\n.\r\n");
     assert_eq!(
         in_data.read_to_close(),
@@ -72,7 +82,9 @@ fn sessions_mid_transaction_finish_their_command_then_get_421() {
     );
     assert!(running.wait_done(Duration::from_secs(5)), "serve returned");
     let contexts = log.wait(3);
-    assert!(contexts.iter().all(|c| c["arguments"]["reply"]["state"] == "SHUTDOWN"));
+    assert!(contexts
+        .iter()
+        .all(|c| c["arguments"]["reply"]["state"] == "SHUTDOWN"));
     assert!(contexts.iter().all(|c| c["arguments"]["close"] == "local"));
 }
 
@@ -84,7 +96,12 @@ fn a_session_that_never_reaches_a_boundary_is_closed_after_the_grace_period() {
         shutdown_grace: Duration::from_millis(500),
         ..Limits::default()
     };
-    let running = serve(move |l| Server::new(handler).config(config()).limits(limits).listener(l));
+    let running = serve(move |l| {
+        Server::new(handler)
+            .config(config())
+            .limits(limits)
+            .listener(l)
+    });
     let mut stuck = Client::greeted(running.addr);
     stuck.cmd("EHLO stuck.example");
     stuck.cmd("MAIL FROM:<a@example.org>");
@@ -94,7 +111,11 @@ fn a_session_that_never_reaches_a_boundary_is_closed_after_the_grace_period() {
 
     let started = Instant::now();
     running.shutdown.cancel();
-    assert_eq!(stuck.read_to_close(), "", "no reply is owed in the middle of a message");
+    assert_eq!(
+        stuck.read_to_close(),
+        "",
+        "no reply is owed in the middle of a message"
+    );
     assert!(running.wait_done(Duration::from_secs(5)), "serve returned");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
