@@ -35,7 +35,7 @@ struct MessageLine<'a> {
     event: &'static str,
     connection: Connection<'a>,
     envelope: &'a Envelope,
-    size: usize,
+    size: u64,
     chunked: bool,
     /// The file in `new/`; null with `--discard`.
     file: Option<&'a Path>,
@@ -61,7 +61,7 @@ pub fn message_line(facts: &ConnFacts, message: &Message, file: Option<&Path>) -
             auth: facts.auth.as_ref(),
         },
         envelope: &message.envelope,
-        size: message.body.len(),
+        size: message.size,
         chunked: message.chunked,
         file,
     })

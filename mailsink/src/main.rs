@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use smtp_session::{Config, HookFailurePolicy};
+use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Listener, Server};
 use tokio::net::TcpListener;
 
@@ -146,6 +146,11 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
+    if sink.maildir.is_none() && !sink.needs_body() {
+        // --discard: the body goes nowhere, so it is never gathered either; the message
+        // hook still logs the envelope and the size.
+        config.body_delivery = BodyDelivery::STREAMED;
+    }
     if let Some(size) = args.max_message_size {
         config.max_message_size = size;
     }

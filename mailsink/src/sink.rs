@@ -55,6 +55,11 @@ impl Sink {
         !self.users.is_empty() || self.script_handles("smtp_server_auth_plain")
     }
 
+    /// True when the script reads message bodies (`smtp_server_message_received`).
+    pub fn needs_body(&self) -> bool {
+        self.script_handles("smtp_server_message_received")
+    }
+
     fn script_handles(&self, event: &str) -> bool {
         self.lua.as_ref().is_some_and(|lua| lua.handles(event))
     }
