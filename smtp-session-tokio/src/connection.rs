@@ -89,7 +89,8 @@ where
                     hook: Hook::Disconnect(context),
                     ..
                 }) => {
-                    let _ = bounded(handler.disconnect(*context), env.limits.hook_timeout).await;
+                    let disconnect = Box::pin(handler.disconnect(*context));
+                    let _ = bounded(disconnect, env.limits.hook_timeout).await;
                     conn.drain(env.limits, env.force).await;
                     return;
                 }

@@ -425,3 +425,25 @@ impl ConnectionIds {
         format!("{}-{n}", self.prefix)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Accepting;
+
+    impl Handler for Accepting {}
+
+    /// Every connection's task holds this future: it must stay small, so that an idle
+    /// connection costs a few KiB (hook futures and handshakes are boxed for this).
+    #[test]
+    fn a_connections_future_is_small() {
+        let server = Server::new(Accepting);
+        let (io, _client) = tokio::io::duplex(64);
+        let future = server.serve_connection(io, ConnectionInfo::default(), Transport::Plain);
+        let size = std::mem::size_of_val(&future);
+        eprintln!("the connection future is {size} bytes");
+        assert!(size <= 4096, "the connection future is {size} bytes");
+    }
+}
