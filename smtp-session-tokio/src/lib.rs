@@ -10,8 +10,7 @@
 //! use smtp_session_tokio::{MailParams, Message, ReversePath, Server};
 //!
 //! #[derive(Clone)]
-//! struct Receiver;
-//!
+//! struct Receiver; // one per connection: per-connection state goes in its fields
 //! impl Handler for Receiver {
 //!     async fn mail_from(&mut self, _: &mut Connection<'_>, from: ReversePath, _: MailParams) -> HookResult {
 //!         Ok(match from.to_string().as_str() {
@@ -72,6 +71,18 @@
 //! even keep the body. A hook that answers at once (as the defaults do) costs no write and
 //! no timer either: the replies before and after it go out in one write.
 //!
+//! # Message bodies: whole, or streamed to where you store them
+//!
+//! By default ([`BodyDelivery::Buffered`]) [`Handler::message`] gets the whole body in
+//! [`Message::body`]. With [`BodyDelivery::Streamed`] in the server's [`Config`], no body
+//! is ever gathered in memory: each piece goes to [`Handler::body_piece`] as it arrives (write
+//! it to a spool file the handler keeps open in its fields), `message` then gets the envelope
+//! and [`Message::size`] (make the spool durable, then accept), and
+//! [`Handler::body_aborted`] says when a message will not be accepted (discard the spool).
+//! While a piece is being written the session reads nothing more, so a slow disk slows the
+//! client rather than filling memory; an error writing a piece fails the message with the
+//! hook-failure reply.
+//!
 //! # What the server does for you
 //!
 //! Each duty of the engine's adapter contract (SPEC 15), and where it is configured:
@@ -113,6 +124,12 @@
 //! [`Server::serve_connection`] serves one connection over anything that is
 //! `AsyncRead + AsyncWrite` (a UNIX socket, a stream from another acceptor), with
 //! everything above except the connection limits, which are then the caller's.
+//!
+//! # Features
+//!
+//! `tls` (default): STARTTLS and implicit TLS with tokio-rustls and the ring provider
+//! ([`Server::tls`], [`tls_config`]). `serde`: the engine's `serde` feature, to serialise
+//! the disconnect context and the envelope.
 //!
 //! # Runtime flavour
 //!
