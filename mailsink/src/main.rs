@@ -168,15 +168,16 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
 }
 
 fn limits(args: &Args, config: &Config) -> Limits {
-    let mut limits = Limits::default();
-    limits.max_connections = args.max_connections;
-    limits.max_connections_per_ip = args.max_connections_per_ip;
-    // A client that never reads its replies is given as long as an idle one.
-    limits.write_timeout = config.command_timeout;
-    limits.hook_timeout = HOOK_TIMEOUT;
-    limits.handshake_timeout = HANDSHAKE_TIMEOUT;
-    limits.shutdown_grace = SHUTDOWN_GRACE;
-    limits
+    Limits {
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        // A client that never reads its replies is given as long as an idle one.
+        write_timeout: config.command_timeout,
+        hook_timeout: HOOK_TIMEOUT,
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        shutdown_grace: SHUTDOWN_GRACE,
+        ..Limits::default()
+    }
 }
 
 async fn run(args: Args) -> Result<(), String> {

@@ -94,18 +94,18 @@ where
                     conn.drain(env.limits, env.force).await;
                     return;
                 }
-                Output::BodyPiece(piece) => {
-                    if body_failed.is_none() {
-                        let mut view = Connection::new(&mut session);
-                        // Boxed like hooks; a handler that drops pieces boxes nothing.
-                        let write = Box::pin(handler.body_piece(&mut view, piece));
-                        body_failed = match bounded(write, env.limits.hook_timeout).await {
-                            Some(Ok(())) => None,
-                            Some(Err(err)) => Some(err),
-                            None => Some("writing a body piece took too long".into()),
-                        };
-                    }
+                Output::BodyPiece(piece) if body_failed.is_none() => {
+                    let mut view = Connection::new(&mut session);
+                    // Boxed like hooks; a handler that drops pieces boxes nothing.
+                    let write = Box::pin(handler.body_piece(&mut view, piece));
+                    body_failed = match bounded(write, env.limits.hook_timeout).await {
+                        Some(Ok(())) => None,
+                        Some(Err(err)) => Some(err),
+                        None => Some("writing a body piece took too long".into()),
+                    };
                 }
+                // The message already failed: the rest of its body goes nowhere.
+                Output::BodyPiece(_) => {}
                 Output::BodyAborted(reason) => {
                     body_failed = None;
                     let mut view = Connection::new(&mut session);
