@@ -75,6 +75,7 @@ where
 
     loop {
         while let Some(output) = session.poll_output() {
+            spins = 0;
             match output {
                 Output::Write(bytes) => {
                     conn.queue(bytes);
@@ -173,7 +174,8 @@ where
                 spins += 1;
                 assert!(
                     spins < 10_000,
-                    "poll_timeout stays in the past after handle_timeout: the session must move its deadline"
+                    "handle_timeout at a passed poll_timeout did nothing, 10,000 times: \
+                     the session must act or move its deadline"
                 );
                 continue;
             }
@@ -182,7 +184,6 @@ where
                 armed = Some(at);
             }
         }
-        spins = 0;
         let can_read = conn.kept.is_empty() && !conn.read_eof && !conn.broken;
         tokio::select! {
             biased;
