@@ -1,0 +1,170 @@
+//! The handler's side: only the hooks it names are called, its `Connection` can change the
+//! EHLO extensions and keep a value for the disconnect context, a decision that does not fit
+//! its stage is a failed hook, and `serve_connection` serves any byte stream.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{config, serve, Client, Log, HOSTNAME};
+use smtp_session_tokio::{
+    Connection, ConnectionInfo, Decision, DisconnectContext, Handler, HeloVerb, HookError,
+    HookResult, Hooks, MailParams, Reply, ReversePath, Server, Transport,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Default)]
+struct Picky {
+    hooks: Option<Hooks>,
+    called: Arc<Mutex<Vec<&'static str>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    log: Log,
+}
+
+impl Handler for Picky {
+    fn hooks(&self) -> Hooks {
+        self.hooks.unwrap_or(Hooks::ALL)
+    }
+
+    async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
+        self.called.lock().unwrap().push("helo");
+        let mut extensions = conn.extensions();
+        extensions.chunking = host != "no-chunking.example";
+        conn.set_extensions(extensions);
+        conn.set_user_context(Box::new(host));
+        Ok(Decision::Accept)
+    }
+
+    async fn mail_from(
+        &mut self,
+        _: &mut Connection<'_>,
+        from: ReversePath,
+        _: MailParams,
+    ) -> HookResult {
+        self.called.lock().unwrap().push("mail_from");
+        if from.to_string() == "ok-with-2xx-refusal@example.org" {
+            // A refusal must be 4xx or 5xx: the session refuses this decision.
+            return Ok(Decision::Reject(Reply::new(250, "not a refusal")?));
+        }
+        Ok(Decision::Accept)
+    }
+
+    fn hook_failed(&mut self, error: &HookError) {
+        self.failures.lock().unwrap().push(error.to_string());
+    }
+
+    async fn disconnect(&mut self, context: DisconnectContext) {
+        let host = context
+            .context
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<String>())
+            .cloned();
+        self.called.lock().unwrap().push(if host.is_some() {
+            "disconnect+context"
+        } else {
+            "disconnect"
+        });
+        self.log.push(&context);
+    }
+}
+
+#[test]
+fn only_the_hooks_named_are_called() {
+    let handler = Picky {
+        hooks: Some(Hooks {
+            mail_from: true,
+            ..Hooks::NONE
+        }),
+        ..Picky::default()
+    };
+    let called = handler.called.clone();
+    let running = serve(move |l| Server::new(handler).config(config()).listener(l));
+    let mut c = Client::greeted(running.addr);
+    assert!(
+        c.cmd("EHLO no-chunking.example").contains("CHUNKING"),
+        "the helo hook did not run"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org>"),
+        "250 2.1.0 Sender OK\r\n"
+    );
+    assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    assert_eq!(c.read_to_close(), "");
+    drop(running);
+    assert_eq!(*called.lock().unwrap(), ["mail_from", "disconnect"]);
+}
+
+#[test]
+fn the_connection_changes_the_ehlo_reply_and_keeps_a_value_for_the_context() {
+    let handler = Picky::default();
+    let called = handler.called.clone();
+    let log = handler.log.clone();
+    let running = serve(move |l| Server::new(handler).config(config()).listener(l));
+    let mut c = Client::greeted(running.addr);
+    assert!(!c.cmd("EHLO no-chunking.example").contains("CHUNKING"));
+    assert!(c.cmd("EHLO other.example").contains("CHUNKING"));
+    assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    log.wait(1);
+    assert_eq!(
+        *called.lock().unwrap(),
+        ["helo", "helo", "disconnect+context"]
+    );
+}
+
+#[test]
+fn a_decision_that_does_not_fit_its_stage_is_a_failed_hook() {
+    let handler = Picky::default();
+    let failures = handler.failures.clone();
+    let running = serve(move |l| Server::new(handler).config(config()).listener(l));
+    let mut c = Client::greeted(running.addr);
+    c.cmd("EHLO client.example");
+    assert_eq!(
+        c.cmd("MAIL FROM:<ok-with-2xx-refusal@example.org>"),
+        "451 4.3.0 Temporary failure, please try again later\r\n"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org>"),
+        "250 2.1.0 Sender OK\r\n"
+    );
+    let failures = failures.lock().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0].contains("decision does not fit"),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn serve_connection_serves_any_byte_stream() {
+    let handler = Picky::default();
+    let log = handler.log.clone();
+    let server = Server::new(handler).config(config());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let transcript = runtime.block_on(async {
+        let (mut client, io) = tokio::io::duplex(1024);
+        let info = ConnectionInfo {
+            id: "pipe-1".into(),
+            ..ConnectionInfo::default()
+        };
+        let serving = server.serve_connection(io, info, Transport::Plain);
+        let talking = async {
+            client
+                .write_all(b"EHLO pipe.example\r\nQUIT\r\n")
+                .await
+                .unwrap();
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        };
+        let (_, all) = tokio::join!(serving, talking);
+        String::from_utf8(all).unwrap()
+    });
+    assert!(transcript.starts_with(&format!("220 {HOSTNAME} ESMTP\r\n250-{HOSTNAME}")));
+    assert!(transcript.ends_with("221 2.0.0 Bye\r\n"), "{transcript}");
+    let context = &log.wait(1)[0];
+    assert_eq!(context["connection"]["id"], "pipe-1");
+    assert_eq!(context["connection"]["helo"]["host"], "pipe.example");
+}
