@@ -71,9 +71,11 @@ pub fn message_line(facts: &ConnFacts, message: &Message, file: Option<&Path>) -
 /// Writes one line to stdout at once (the lock keeps lines whole across threads). A closed
 /// stdout is not a reason to stop receiving mail, so write errors are ignored.
 pub fn emit(line: &str) {
+    // One buffer, one write: stdout's line buffer is 1 KiB, and a longer line written
+    // before its newline would cost two system calls.
+    let mut whole = Vec::with_capacity(line.len() + 1);
+    whole.extend_from_slice(line.as_bytes());
+    whole.push(b'\n');
     let mut out = std::io::stdout().lock();
-    let _ = out
-        .write_all(line.as_bytes())
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
+    let _ = out.write_all(&whole).and_then(|()| out.flush());
 }

@@ -66,9 +66,16 @@ where
     let mut shutdown_seen = false;
     // The timer is armed at a deadline and left alone when the deadline moves later, as it
     // does on every read: it then fires early, the session ignores the early call, and it is
-    // armed again. One timer update per timeout period instead of one per command.
+    // armed again. One timer update per timeout period instead of one per command. It is
+    // armed no later than the shortest of the session's timeouts from now, so that entering
+    // DATA (whose timeout is shorter) does not move it earlier: a timer moved ahead of every
+    // other one wakes the runtime's driver, a system call and a spurious wake-up.
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     let mut armed: Option<Instant> = None;
+    let shortest = {
+        let config = session.config();
+        config.command_timeout.min(config.data_timeout)
+    };
     let mut spins = 0u32;
     // Streamed bodies: why the message being received can no longer be stored.
     let mut body_failed: Option<HookError> = None;
@@ -180,8 +187,9 @@ where
                 continue;
             }
             if armed.map_or(true, |armed| armed > at) {
-                timer.as_mut().reset(at.into());
-                armed = Some(at);
+                let arm_at = now.checked_add(shortest).map_or(at, |soon| at.min(soon));
+                timer.as_mut().reset(arm_at.into());
+                armed = Some(arm_at);
             }
         }
         let can_read = conn.kept.is_empty() && !conn.read_eof && !conn.broken;

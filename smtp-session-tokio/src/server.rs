@@ -30,6 +30,9 @@ pub enum Transport {
 #[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
+    /// The bound address when it names one interface (not 0.0.0.0 or ::): then it is every
+    /// connection's local address, with no system call per connection to learn it.
+    local: Option<SocketAddr>,
     transport: Transport,
     server_id: String,
 }
@@ -39,6 +42,7 @@ impl Listener {
     /// `serverid`) is `smtp`.
     pub fn plain(tcp: TcpListener) -> Self {
         Listener {
+            local: specific_addr(&tcp),
             tcp,
             transport: Transport::Plain,
             server_id: "smtp".into(),
@@ -48,6 +52,7 @@ impl Listener {
     /// Implicit TLS (RFC 8314). Its server id is `smtps`.
     pub fn implicit_tls(tcp: TcpListener) -> Self {
         Listener {
+            local: specific_addr(&tcp),
             tcp,
             transport: Transport::ImplicitTls,
             server_id: "smtps".into(),
@@ -64,6 +69,12 @@ impl Listener {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
+}
+
+fn specific_addr(tcp: &TcpListener) -> Option<SocketAddr> {
+    tcp.local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified())
 }
 
 impl From<TcpListener> for Listener {
@@ -276,10 +287,7 @@ impl<H: Handler> Server<H> {
             Ok(slot) => slot,
             Err(over) => return self.refuse(stream, over, listener.transport, tracker),
         };
-        let local = match listener.tcp.local_addr() {
-            Ok(addr) if !addr.ip().is_unspecified() => Some(addr),
-            _ => stream.local_addr().ok(),
-        };
+        let local = listener.local.or_else(|| stream.local_addr().ok());
         let info = ConnectionInfo {
             id: self.ids.next(),
             remote_ip: Some(remote.ip()),
