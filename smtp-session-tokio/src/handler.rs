@@ -179,6 +179,10 @@ pub trait Handler: Send + 'static {
 ///
 /// It lends the connection's [`Session`] for the duration of the hook, without the methods
 /// that drive it (those belong to the server).
+///
+/// Pass it on as `&mut Connection` (as the hook methods get it): a shared `&Connection`
+/// held across an `.await` makes the future not `Send`, since the session is not `Sync`.
+/// Values read from it (`conn.info().clone()`, the HELO name) can be held freely.
 pub struct Connection<'a> {
     session: &'a mut Session,
 }
