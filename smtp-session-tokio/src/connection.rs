@@ -270,6 +270,8 @@ fn call_handler<'a, 's: 'a, H: Handler>(
         Hook::MailFrom { path, params } => Box::pin(handler.mail_from(conn, path, params)),
         Hook::RcptTo { path, params } => Box::pin(handler.rcpt_to(conn, path, params)),
         Hook::Data => Box::pin(handler.data(conn)),
+        Hook::Vrfy(string) => Box::pin(handler.vrfy(conn, string)),
+        Hook::Expn(string) => Box::pin(handler.expn(conn, string)),
         Hook::Message(message) => Box::pin(handler.message(conn, *message)),
         // A hook this version does not know: its stage goes on, as for an unsubscribed one.
         _ => Box::pin(async { Ok(Decision::Accept) }),

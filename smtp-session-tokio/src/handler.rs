@@ -112,10 +112,34 @@ pub trait Handler: Send + 'static {
         async { Ok(Decision::Accept) }
     }
 
+    /// VRFY (RFC 5321 section 3.5), when [`Config::vrfy`] lets it be answered. Accepting
+    /// gives `252 2.5.0` (cannot verify, will accept mail); accept with a 250 or 251 reply
+    /// naming the mailbox, or reject with 550 (no such user) or 553 (ambiguous).
+    fn vrfy(
+        &mut self,
+        conn: &mut Connection<'_>,
+        string: String,
+    ) -> impl Future<Output = HookResult> + Send {
+        let _ = (conn, string);
+        async { Ok(Decision::Accept) }
+    }
+
+    /// EXPN, when [`Config::expn`] lets it be answered: accept with a multi-line 250 reply
+    /// listing the members, or reject.
+    fn expn(
+        &mut self,
+        conn: &mut Connection<'_>,
+        string: String,
+    ) -> impl Future<Output = HookResult> + Send {
+        let _ = (conn, string);
+        async { Ok(Decision::Accept) }
+    }
+
     /// The whole message: envelope and body (or, with streamed bodies, the envelope and the
     /// size once every piece went to [`body_piece`](Handler::body_piece)). Accepting tells
     /// the client the message is taken, so store it durably first. Without this hook
-    /// messages are accepted and dropped, which only suits sinks and benchmarks.
+    /// messages are accepted and dropped, which only suits sinks and benchmarks. Under LMTP
+    /// ([`Config::lmtp`]), [`Decision::PerRecipient`] answers each recipient.
     fn message(
         &mut self,
         conn: &mut Connection<'_>,

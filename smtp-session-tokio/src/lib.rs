@@ -42,7 +42,8 @@
 //! A [`Handler`] has one async method per hook of the engine: [`connect`](Handler::connect),
 //! [`helo`](Handler::helo), [`auth`](Handler::auth), [`mail_from`](Handler::mail_from),
 //! [`rcpt_to`](Handler::rcpt_to), [`data`](Handler::data), [`message`](Handler::message),
-//! and [`disconnect`](Handler::disconnect) with the disconnect context. Each returns a
+//! [`vrfy`](Handler::vrfy), [`expn`](Handler::expn), and
+//! [`disconnect`](Handler::disconnect) with the disconnect context. Each returns a
 //! [`Decision`] (every one defaults to accepting, except `auth`), or an error that counts as
 //! [`Decision::HookFailed`]. KumoMTA's `kumo.reject` and `kumo.disconnect` are
 //! [`Decision::reject`] and [`Decision::disconnect`]:

@@ -49,6 +49,13 @@ impl Handler for Picky {
         Ok(Decision::Accept)
     }
 
+    async fn vrfy(&mut self, _: &mut Connection<'_>, string: String) -> HookResult {
+        Ok(match string.as_str() {
+            "postmaster" => Decision::AcceptWith(Reply::new(250, "2.1.5 <postmaster@mx.test>")?),
+            _ => Decision::reject(550, "5.1.1 No such user here")?,
+        })
+    }
+
     fn hook_failed(&mut self, error: &HookError) {
         self.failures.lock().unwrap().push(error.to_string());
     }
@@ -132,6 +139,18 @@ fn a_decision_that_does_not_fit_its_stage_is_a_failed_hook() {
         failures[0].contains("decision does not fit"),
         "{failures:?}"
     );
+}
+
+#[test]
+fn vrfy_is_answered_by_the_handler() {
+    let running = serve(move |l| Server::new(Picky::default()).config(config()).listener(l));
+    let mut c = Client::greeted(running.addr);
+    c.cmd("EHLO client.example");
+    assert_eq!(
+        c.cmd("VRFY postmaster"),
+        "250 2.1.5 <postmaster@mx.test>\r\n"
+    );
+    assert_eq!(c.cmd("VRFY nobody"), "550 5.1.1 No such user here\r\n");
 }
 
 #[test]
