@@ -328,9 +328,14 @@ impl Session {
         self.handle_io_error(error, now)
     }
 
-    /// Answers the pending hook call `id`. On success the session goes on with any input it
-    /// buffered meanwhile. A decision that does not fit (wrong id, a 2xx rejection, a
-    /// challenge outside AUTH) is refused with an error and changes nothing.
+    /// Answers the pending hook call `id`, and the session goes on with any input it buffered
+    /// meanwhile.
+    ///
+    /// A decision for an id that is not pending is refused with [`Error::UnknownHook`] and
+    /// changes nothing. A decision that does not fit the hook (a 2xx rejection, a challenge
+    /// outside AUTH, a 354 acceptance of MAIL...) is refused with [`Error::InvalidDecision`]
+    /// **and the hook counts as failed**, as with [`Decision::HookFailed`]: the session never
+    /// stays paused on a caller's mistake, and the error says what the mistake was.
     ///
     /// ```
     /// # use std::time::Instant;
@@ -355,18 +360,24 @@ impl Session {
     /// ```
     pub fn decide(&mut self, id: HookId, decision: Decision, now: Instant) -> Result<(), Error> {
         self.check_open()?;
-        match &self.pending {
-            Some(p) if p.id == id => p.stage.admits(&decision)?,
-            _ => return Err(Error::UnknownHook(id)),
-        }
-        let Some(pending) = self.pending.take() else {
-            unreachable!("the pending hook was just found");
+        let pending = match self.pending.take() {
+            Some(pending) if pending.id == id => pending,
+            other => {
+                self.pending = other;
+                return Err(Error::UnknownHook(id));
+            }
         };
         self.clock.event(now);
+        let unfit = pending.stage.admits(&decision).err();
+        let decision = if unfit.is_some() {
+            Decision::HookFailed
+        } else {
+            decision
+        };
         self.apply(pending.stage, decision);
         self.resume();
         self.settle();
-        Ok(())
+        unfit.map_or(Ok(()), Err)
     }
 
     // ----------------------------------------------------------------------------------

@@ -642,43 +642,35 @@ fn a_challenge_is_refused_for_plain_login_and_other_hooks() {
         ..auth_config()
     };
     let mut h = ready(config);
-    let now = h.now;
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
-    let id = *h.pending.front().unwrap();
-    let refused = h
-        .session
-        .decide(id, Decision::Challenge(b"x".to_vec()), now);
-    assert!(
-        matches!(refused, Err(Error::InvalidDecision(_))),
-        "{refused:?}"
+    h.transcript.clear();
+    // A challenge for PLAIN does not fit: refused, and the auth hook counts as failed.
+    let refused = h.decide_unfit(Decision::Challenge(b"x".to_vec()));
+    assert!(matches!(refused, Error::InvalidDecision(_)), "{refused:?}");
+    assert_eq!(h.session.pending_hook(), None);
+    assert_eq!(
+        h.server_lines(),
+        ["454 4.7.0 Temporary authentication failure"]
     );
-    // Nothing changed: the same call is still pending and takes a proper decision.
-    assert_eq!(h.session.pending_hook(), Some(id));
-    assert!(h.session.poll_output().is_none());
-    h.decide(Decision::reject(535, "5.7.8 no").unwrap());
+    assert!(h.session.auth().is_none());
 
     h.send("AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\n");
-    let id = *h.pending.front().unwrap();
-    let refused = h.session.decide(id, Decision::Challenge(Vec::new()), now);
-    assert!(
-        matches!(refused, Err(Error::InvalidDecision(_))),
-        "{refused:?}"
-    );
+    let refused = h.decide_unfit(Decision::Challenge(Vec::new()));
+    assert!(matches!(refused, Error::InvalidDecision(_)), "{refused:?}");
+    h.send("AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\n");
     h.decide(Decision::Accept);
 
     h.send("MAIL FROM:<a@example.org>\r\n");
-    let id = *h.pending.front().unwrap();
-    let refused = h.session.decide(id, Decision::Challenge(Vec::new()), now);
-    assert!(
-        matches!(refused, Err(Error::InvalidDecision(_))),
-        "{refused:?}"
-    );
+    let refused = h.decide_unfit(Decision::Challenge(Vec::new()));
+    assert!(matches!(refused, Error::InvalidDecision(_)), "{refused:?}");
+    h.send("MAIL FROM:<a@example.org>\r\n");
     h.decide(Decision::Accept);
     assert_eq!(
-        &h.server_lines()[h.server_lines().len() - 3..],
+        &h.server_lines()[h.server_lines().len() - 4..],
         [
             "334 UGFzc3dvcmQ6",
             "235 2.7.0 Authentication successful",
+            "451 4.3.0 Temporary failure, please try again later",
             "250 2.1.0 Sender OK"
         ]
     );

@@ -72,15 +72,8 @@ fn data_hook_of_data_takes_only_354() {
     };
     let mut h = Harness::manual(config);
     h.send("HELO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<d@e.example>\r\nDATA\r\n");
-    let id = h.pending[0];
-    assert!(h
-        .session
-        .decide(
-            id,
-            Decision::AcceptWith(Reply::new(250, "ok").unwrap()),
-            h.now
-        )
-        .is_err());
+    h.decide_unfit(Decision::AcceptWith(Reply::new(250, "ok").unwrap()));
+    h.send("DATA\r\n");
     h.decide(Decision::AcceptWith(Reply::new(354, "go ahead").unwrap()));
     h.send(".\r\n");
     h.expect(
@@ -93,6 +86,10 @@ fn data_hook_of_data_takes_only_354() {
         S: 250 mx.example
         S: 250 2.1.0 Sender OK
         S: 250 2.1.5 Recipient OK
+        H: data
+        D: accept 250 ok (refused)
+        S: 451 4.3.0 Temporary failure, please try again later
+        C: DATA
         H: data
         D: accept 354 go ahead
         S: 354 go ahead

@@ -192,41 +192,35 @@ fn replies_are_validated_before_they_reach_the_session() {
 }
 
 #[test]
-fn decisions_that_do_not_fit_are_refused_and_change_nothing() {
-    let mut h = Harness::manual(Config {
-        hooks: Hooks {
-            mail_from: true,
-            ..Hooks::NONE
-        },
-        ..config()
-    });
-    h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
-    let id = h.pending[0];
-    let now = h.now;
-    let s = &mut h.session;
-    assert!(matches!(
-        s.decide(
-            id,
-            Decision::AcceptWith(Reply::new(550, "no").unwrap()),
-            now
-        ),
-        Err(Error::InvalidDecision(_))
-    ));
-    assert!(matches!(
-        s.decide(id, Decision::Reject(Reply::new(250, "ok").unwrap()), now),
-        Err(Error::InvalidDecision(_))
-    ));
-    assert!(matches!(
-        s.decide(id, Decision::Challenge(vec![1]), now),
-        Err(Error::InvalidDecision(_))
-    ));
-    assert!(
-        s.poll_output().is_none(),
-        "a refused decision queues nothing"
-    );
-    assert_eq!(s.pending_hook(), Some(id));
-    h.decide(Decision::Accept);
-    assert_eq!(h.server_lines().last(), Some(&"250 2.1.0 Sender OK"));
+fn a_decision_that_does_not_fit_is_refused_and_the_hook_counts_as_failed() {
+    let unfit = [
+        Decision::AcceptWith(Reply::new(550, "no").unwrap()),
+        Decision::Reject(Reply::new(250, "ok").unwrap()),
+        Decision::Challenge(vec![1]),
+    ];
+    for decision in unfit {
+        let mut h = Harness::manual(Config {
+            hooks: Hooks {
+                mail_from: true,
+                ..Hooks::NONE
+            },
+            ..config()
+        });
+        h.send("HELO c\r\nMAIL FROM:<a@example.org>\r\n");
+        h.transcript.clear();
+        let error = h.decide_unfit(decision.clone());
+        assert!(matches!(error, Error::InvalidDecision(_)), "{error:?}");
+        // The session does not wait for a second try: it goes on as after a failed hook.
+        assert_eq!(h.session.pending_hook(), None, "{decision:?}");
+        assert_eq!(
+            h.server_lines(),
+            ["451 4.3.0 Temporary failure, please try again later"],
+            "{decision:?}"
+        );
+        h.send("MAIL FROM:<a@example.org>\r\n");
+        h.decide(Decision::Accept);
+        assert_eq!(h.server_lines().last(), Some(&"250 2.1.0 Sender OK"));
+    }
 }
 
 #[test]

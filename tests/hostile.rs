@@ -476,9 +476,7 @@ fn a_decision_for_the_wrong_id_is_unknown_and_changes_nothing() {
 }
 
 #[test]
-fn invalid_decisions_are_refused_and_the_right_one_still_works() {
-    let mut h = pending_mail();
-    let id = *h.pending.front().unwrap();
+fn invalid_decisions_are_refused_and_fail_the_hook_so_the_session_goes_on() {
     let invalid = [
         Decision::AcceptWith(Reply::new(550, "5.7.1 not an acceptance").unwrap()),
         Decision::AcceptWith(Reply::new(451, "nope").unwrap()),
@@ -488,25 +486,30 @@ fn invalid_decisions_are_refused_and_the_right_one_still_works() {
         Decision::Challenge(b"not auth".to_vec()),
     ];
     for decision in invalid {
-        let got = h.session.decide(id, decision.clone(), h.now);
+        let mut h = pending_mail();
+        let id = h.session.pending_hook().unwrap();
+        let got = h.decide_unfit(decision.clone());
         assert!(
-            matches!(got, Err(Error::InvalidDecision(_))),
+            matches!(got, Error::InvalidDecision(_)),
             "{decision:?} gave {got:?}"
         );
-        assert!(
-            h.session.poll_output().is_none(),
-            "no outputs for {decision:?}"
+        // Never paused forever on a caller's mistake: the hook failed, the NOOP behind it ran.
+        assert_eq!(h.session.pending_hook(), None, "{decision:?}");
+        assert!(h.session.envelope().is_none(), "{decision:?}");
+        assert_eq!(
+            h.server_lines(),
+            [
+                "451 4.3.0 Temporary failure, please try again later",
+                "250 2.0.0 OK"
+            ],
+            "{decision:?}"
         );
-        assert_eq!(h.session.pending_hook(), Some(id));
-        assert!(h.session.envelope().is_none());
+        // A decision for the failed call is now for no pending call at all.
+        let stale = h
+            .session
+            .decide(smtp_session::HookId::forged(0), Decision::Accept, h.now);
+        assert!(matches!(stale, Err(Error::UnknownHook(_))));
     }
-    assert_eq!(h.transcript, "");
-    h.decide(Decision::AcceptWith(Reply::new(250, "2.1.0 fine").unwrap()));
-    h.expect(
-        "D: accept 250 2.1.0 fine
-         S: 250 2.1.0 fine
-         S: 250 2.0.0 OK",
-    );
 }
 
 #[test]
@@ -516,20 +519,20 @@ fn the_data_hook_accepts_only_with_354() {
     h.send("RCPT TO:<b@example.net>\r\n");
     h.decide(Decision::Accept);
     h.send("DATA\r\n");
-    let id = *h.pending.front().unwrap();
-    let got = h.session.decide(
-        id,
-        Decision::AcceptWith(Reply::new(250, "ok").unwrap()),
-        h.now,
-    );
-    assert!(matches!(got, Err(Error::InvalidDecision(_))));
-    assert!(h.session.poll_output().is_none());
     h.transcript.clear();
+    let got = h.decide_unfit(Decision::AcceptWith(Reply::new(250, "ok").unwrap()));
+    assert!(matches!(got, Error::InvalidDecision(_)));
+    // The data hook failed: DATA is refused and the transaction stays for another try.
+    h.send("DATA\r\n");
     h.decide(Decision::AcceptWith(Reply::new(354, "send it").unwrap()));
     h.send("hi\r\n.\r\n");
     assert_eq!(
         h.server_lines(),
-        ["354 send it", "250 2.0.0 Message accepted"]
+        [
+            "451 4.3.0 Temporary failure, please try again later",
+            "354 send it",
+            "250 2.0.0 Message accepted"
+        ]
     );
 }
 

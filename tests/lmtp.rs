@@ -101,34 +101,39 @@ fn a_message_accepted_for_some_recipients_and_refused_for_others() {
 
 #[test]
 fn per_recipient_replies_must_match_the_recipients_and_fit_the_hook() {
+    let unfit = [
+        vec![Reply::new(250, "ok").unwrap(); 2],
+        vec![Reply::new(354, "go").unwrap(); 3],
+    ];
+    for replies in unfit {
+        let mut h = Harness::manual(lmtp());
+        h.send("LHLO c\r\n");
+        h.send(THREE);
+        h.send("DATA\r\nhello\r\n.\r\n");
+        h.transcript.clear();
+        let refused = h.decide_unfit(Decision::PerRecipient(replies));
+        assert!(matches!(refused, Error::InvalidDecision(_)));
+        // The hook failed: every recipient hears so.
+        assert_eq!(
+            h.server_lines(),
+            ["451 4.3.0 Temporary failure, please try again later"; 3]
+        );
+    }
+    // Refusing as a whole answers every recipient with the same reply.
     let mut h = Harness::manual(lmtp());
     h.send("LHLO c\r\n");
     h.send(THREE);
     h.send("DATA\r\nhello\r\n.\r\n");
-    let id = h.session.pending_hook().unwrap();
-    let two = vec![Reply::new(250, "ok").unwrap(); 2];
-    assert!(matches!(
-        h.session.decide(id, Decision::PerRecipient(two), h.now),
-        Err(Error::InvalidDecision(_))
-    ));
-    let with_354 = vec![Reply::new(354, "go").unwrap(); 3];
-    assert!(matches!(
-        h.session
-            .decide(id, Decision::PerRecipient(with_354), h.now),
-        Err(Error::InvalidDecision(_))
-    ));
-    // Refusing as a whole answers every recipient with the same reply.
     h.transcript.clear();
     h.decide(Decision::reject(451, "4.3.0 try later").unwrap());
     assert_eq!(h.server_lines(), ["451 4.3.0 try later"; 3]);
     // SMTP's message hook takes no per-recipient replies.
     let mut h = Harness::manual(config());
     h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nx\r\n.\r\n");
-    let id = h.session.pending_hook().unwrap();
     let one = vec![Reply::new(250, "ok").unwrap()];
     assert!(matches!(
-        h.session.decide(id, Decision::PerRecipient(one), h.now),
-        Err(Error::InvalidDecision(_))
+        h.decide_unfit(Decision::PerRecipient(one)),
+        Error::InvalidDecision(_)
     ));
 }
 

@@ -338,9 +338,10 @@ fn settle_hook<IO, H: Handler>(
             return;
         }
     };
+    // A decision that does not fit its hook is refused, and the session counts the hook as
+    // failed by itself; the handler hears why.
     if let Err(err) = session.decide(id, decision, now) {
         handler.hook_failed(&HookError::from(err));
-        let _ = session.decide(id, Decision::HookFailed, now);
     }
 }
 

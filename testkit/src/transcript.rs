@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use smtp_session::{
-    AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookId, IoError,
+    AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Error, Hook, HookId, IoError,
     Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
@@ -239,6 +239,23 @@ impl Harness {
         });
         self.offer();
         self
+    }
+
+    /// Answers the oldest pending hook with a decision that does not fit it: the session
+    /// refuses it with the returned error, recorded as `D: ... (refused)`, and the hook
+    /// counts as failed.
+    pub fn decide_unfit(&mut self, decision: Decision) -> Error {
+        let id = self.pending.pop_front().expect("a hook call is pending");
+        self.transcript
+            .push_str(&format!("D: {} (refused)\n", describe_decision(&decision)));
+        let now = self.now;
+        let error = match self.session.decide(id, decision, now) {
+            Err(error @ Error::InvalidDecision(_)) => error,
+            other => panic!("an unfit decision gave {other:?}"),
+        };
+        self.drain();
+        self.offer();
+        error
     }
 
     /// Drains every output into the transcript, answering hooks by the policy, and goes on

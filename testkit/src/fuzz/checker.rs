@@ -434,37 +434,39 @@ impl Checker {
             refuse_early_talker,
         );
         let described = format!("{decision:?} for {:?}", pending.kind);
+        // A decision that does not fit is refused, and the hook counts as failed.
+        let (_, failed) = build_decision(
+            &DecisionKind::HookFailed,
+            pending.kind,
+            self.knobs.hook_failure_disconnect,
+            refuse_early_talker,
+        );
+        let valid = expect.valid;
+        let expect = if valid { expect } else { failed };
         self.expect_side = expect.closes.then_some(CloseSide::Local);
         match self.session.decide(pending.id, decision, self.now) {
-            Ok(()) => {
-                assert!(expect.valid, "accepted an unfitting decision: {described}");
-                self.outstanding = None;
-                self.last_decided = Some(pending.id);
-                let drained = self.drain();
-                self.expect_side = None;
-                if expect.closes {
-                    assert!(drained.closed, "{described} did not close: {drained:?}");
-                }
-                if let Some(code) = expect.first_code {
-                    assert_eq!(drained.codes.first(), Some(&code), "{described}");
-                }
-                if expect.follow_with_421 {
-                    assert_eq!(drained.codes.len(), 2, "{described}: {drained:?}");
-                    assert_eq!(drained.codes[1], 421, "{described}");
-                } else if expect.closes && pending.kind != HookKind::Data {
-                    // The reply, then at most the error limit's 421.
-                    assert!(drained.codes.len() <= 2, "{described}: {drained:?}");
-                }
-            }
+            Ok(()) => assert!(valid, "accepted an unfitting decision: {described}"),
             Err(Error::InvalidDecision(why)) => {
-                self.expect_side = None;
-                assert!(
-                    !expect.valid,
-                    "refused a fitting decision ({why}): {described}"
-                );
-                self.assert_quiet("a refused decision");
+                assert!(!valid, "refused a fitting decision ({why}): {described}")
             }
             Err(other) => panic!("{described}: unexpected {other:?}"),
+        }
+        self.outstanding = None;
+        self.last_decided = Some(pending.id);
+        let drained = self.drain();
+        self.expect_side = None;
+        if expect.closes {
+            assert!(drained.closed, "{described} did not close: {drained:?}");
+        }
+        if let Some(code) = expect.first_code {
+            assert_eq!(drained.codes.first(), Some(&code), "{described}");
+        }
+        if expect.follow_with_421 {
+            assert_eq!(drained.codes.len(), 2, "{described}: {drained:?}");
+            assert_eq!(drained.codes[1], 421, "{described}");
+        } else if expect.closes && pending.kind != HookKind::Data {
+            // The reply, then at most the error limit's 421.
+            assert!(drained.codes.len() <= 2, "{described}: {drained:?}");
         }
         self.offer();
     }

@@ -28,9 +28,10 @@
 //!   [`Session::pending_hook`](smtp_session::Session::pending_hook) reports, and the deadline is
 //!   `None` exactly while it is pending;
 //! - a decision for a wrong or stale id returns
-//!   [`Error::UnknownHook`](smtp_session::Error::UnknownHook), a decision that does not fit
-//!   returns [`Error::InvalidDecision`](smtp_session::Error::InvalidDecision), and both queue
-//!   nothing and change nothing;
+//!   [`Error::UnknownHook`](smtp_session::Error::UnknownHook) and queues nothing and changes
+//!   nothing; a decision that does not fit returns
+//!   [`Error::InvalidDecision`](smtp_session::Error::InvalidDecision) and has the effect of a
+//!   failed hook, so the session is never left paused;
 //! - decisions have the effect the crate documents (reject, the disconnect modes, a failed
 //!   hook), input is refused only while a hook is pending and then only beyond
 //!   `Config::max_pending_input`, and no message body exceeds `Config::max_message_size`;
