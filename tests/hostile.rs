@@ -505,9 +505,7 @@ fn invalid_decisions_are_refused_and_fail_the_hook_so_the_session_goes_on() {
             "{decision:?}"
         );
         // A decision for the failed call is now for no pending call at all.
-        let stale = h
-            .session
-            .decide(smtp_session::HookId::forged(0), Decision::Accept, h.now);
+        let stale = h.session.decide(id, Decision::Accept, h.now);
         assert!(matches!(stale, Err(Error::UnknownHook(_))));
     }
 }
