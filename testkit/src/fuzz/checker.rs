@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smtp_session::{
-    AuthRequest, CloseSide, Decision, DisconnectContext, Error, Hook, HookId, IoError, IoErrorKind,
-    Output, Session, TlsInfo,
+    AuthRequest, BareLineEndings, Body, CloseSide, Decision, DisconnectContext, Error, Hook,
+    HookId, IoError, IoErrorKind, Message, Output, Session, TlsInfo,
 };
 
 use crate::drive::{self, Runtime, Then};
-use crate::fuzz::config::{extensions_from_bits, fuzz_config, fuzz_info, Knobs};
+use crate::fuzz::config::{extensions_from_bits, fuzz_config, fuzz_info, Knobs, STREAMED_PIECE};
 use crate::fuzz::decisions::{auto_decision, build_decision};
 use crate::fuzz::ops::DecisionKind;
 use crate::fuzz::Rng;
@@ -26,6 +26,8 @@ pub(crate) enum HookKind {
     RcptTo,
     Data,
     Message,
+    /// VRFY or EXPN.
+    Verify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +77,10 @@ pub(crate) struct Checker {
     expect_side: Option<CloseSide>,
     /// The outputs since the last [`Checker::drain`] began.
     drained: Drained,
+    /// Streamed mode: the bytes of the message whose pieces are going out, once one did.
+    spool: Option<u64>,
+    /// LMTP: the recipients of the message whose hook is pending.
+    lmtp_recipients: Option<usize>,
 }
 
 impl Checker {
@@ -106,6 +112,8 @@ impl Checker {
             io_error_sent: false,
             expect_side: None,
             drained: Drained::default(),
+            spool: None,
+            lmtp_recipients: None,
         };
         checker.drain();
         checker
@@ -461,6 +469,16 @@ impl Checker {
         if let Some(code) = expect.first_code {
             assert_eq!(drained.codes.first(), Some(&code), "{described}");
         }
+        if let (HookKind::Message, Some(n), false) =
+            (pending.kind, self.lmtp_recipients.take(), expect.closes)
+        {
+            // LMTP: one reply per accepted recipient, the same for each here.
+            assert!(drained.codes.len() >= n, "{described}: {drained:?} for {n}");
+            assert!(
+                drained.codes[..n].iter().all(|&c| c == drained.codes[0]),
+                "{described}: {drained:?}"
+            );
+        }
         if expect.follow_with_421 {
             assert_eq!(drained.codes.len(), 2, "{described}: {drained:?}");
             assert_eq!(drained.codes[1], 421, "{described}");
@@ -546,11 +564,12 @@ impl Runtime for Checker {
             );
         }
         if self.close_due {
+            // A message being streamed is announced as aborted before the close.
             assert!(
-                matches!(output, Output::Close),
+                matches!(output, Output::Close | Output::BodyAborted(_)),
                 "a 421 reply must be followed by the close: {output:?}"
             );
-            self.close_due = false;
+            self.close_due = matches!(output, Output::BodyAborted(_));
         }
         match output {
             Output::Write(bytes) => {
@@ -558,6 +577,10 @@ impl Runtime for Checker {
                 self.check_write(&bytes);
             }
             Output::Close => {
+                assert_eq!(
+                    self.spool, None,
+                    "a streamed message ended with neither its hook nor an abort"
+                );
                 self.closes += 1;
                 self.drained.closed = true;
                 self.outstanding = None;
@@ -578,7 +601,25 @@ impl Runtime for Checker {
                 return Then::DropInput;
             }
             Output::HookCall(call) => self.hook_called(call.id, call.needs_decision(), call.hook),
-            other => panic!("a session with buffered bodies gave {other:?}"),
+            Output::BodyPiece(piece) => {
+                assert!(self.knobs.streamed, "a piece in buffered mode");
+                assert!(!piece.is_empty(), "an empty piece");
+                assert!(
+                    piece.len() <= STREAMED_PIECE,
+                    "a piece of {} bytes",
+                    piece.len()
+                );
+                assert!(
+                    self.outstanding.is_none(),
+                    "a piece while a hook is pending"
+                );
+                *self.spool.get_or_insert(0) += piece.len() as u64;
+            }
+            Output::BodyAborted(_) => {
+                assert!(self.knobs.streamed, "an abort in buffered mode");
+                self.spool = None;
+            }
+            other => panic!("an output the checker does not know: {other:?}"),
         }
         Then::Next
     }
@@ -590,6 +631,35 @@ impl Runtime for Checker {
 }
 
 impl Checker {
+    /// A message reaching its hook: within the limit, whole, and clean of bare line endings
+    /// unless the policy allows them or the content was declared binary.
+    fn check_message(&mut self, message: &Message) {
+        assert!(
+            message.size <= self.max_message_size,
+            "a message of {} bytes passed the {} limit",
+            message.size,
+            self.max_message_size
+        );
+        assert_eq!(message.streamed, self.knobs.streamed);
+        if message.streamed {
+            assert!(message.body.is_empty(), "a streamed message carries a body");
+            let streamed = self.spool.take().unwrap_or(0);
+            assert_eq!(streamed, message.size, "the pieces are not the message");
+        } else {
+            assert_eq!(message.body.len() as u64, message.size);
+            let binary = message.envelope.mail_params.body == Some(Body::BinaryMime);
+            let policy = fuzz_config(&self.knobs).bare_line_endings;
+            if !binary && policy != BareLineEndings::Allow {
+                assert!(
+                    crlf_only(&message.body),
+                    "a bare CR or LF reached the message hook under {policy:?}: {:?}",
+                    message.body.escape_ascii().to_string()
+                );
+            }
+        }
+        self.lmtp_recipients = self.knobs.lmtp.then_some(message.envelope.recipients.len());
+    }
+
     fn hook_called(&mut self, id: HookId, needs_decision: bool, hook: Hook) {
         let kind = match hook {
             Hook::Disconnect(context) => {
@@ -606,14 +676,9 @@ impl Checker {
             Hook::MailFrom { .. } => HookKind::MailFrom,
             Hook::RcptTo { .. } => HookKind::RcptTo,
             Hook::Data => HookKind::Data,
-            Hook::Vrfy(_) | Hook::Expn(_) => panic!("the fuzz config subscribes no VRFY hook"),
+            Hook::Vrfy(_) | Hook::Expn(_) => HookKind::Verify,
             Hook::Message(message) => {
-                assert!(
-                    message.body.len() as u64 <= self.max_message_size,
-                    "a message body of {} bytes passed the {} limit",
-                    message.body.len(),
-                    self.max_message_size
-                );
+                self.check_message(&message);
                 HookKind::Message
             }
             other => panic!("a hook the checker does not know: {other:?}"),
@@ -626,6 +691,15 @@ impl Checker {
         self.outstanding = Some(Outstanding { id, kind });
         self.paused_intake = 0;
     }
+}
+
+/// True when every CR is followed by LF and every LF preceded by CR.
+fn crlf_only(body: &[u8]) -> bool {
+    body.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => body.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && body[i - 1] == b'\r',
+        _ => true,
+    })
 }
 
 fn io_error() -> IoError {

@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use smtp_session::{
-    Config, ConnectionInfo, Extensions, HookFailurePolicy, Hooks, StartTlsInjection,
+    BodyDelivery, Config, ConnectionInfo, Extensions, HookFailurePolicy, Hooks, MinDataRate,
+    StartTlsInjection,
 };
 
 use crate::fuzz::data::POLICIES;
@@ -16,7 +17,8 @@ pub struct Knobs {
     /// [`BareLineEndings`](smtp_session::BareLineEndings): 0 Reject, 1 Normalize, 2 Allow
     /// (modulo 3).
     pub bare_line_endings: u8,
-    /// Hooks left unsubscribed, one bit each: connect, helo, auth, mail, rcpt, data, message.
+    /// Hooks left unsubscribed, one bit each: connect, helo, auth, mail, rcpt, data, message,
+    /// vrfy.
     pub unsubscribe: u8,
     /// [`HookFailurePolicy::Disconnect`] instead of a temporary failure.
     pub hook_failure_disconnect: bool,
@@ -36,7 +38,22 @@ pub struct Knobs {
     pub reject_early_talkers: bool,
     /// [`Config::reject_unauth_pipelining`].
     pub reject_unauth_pipelining: bool,
+    /// [`BodyDelivery::Streamed`] in pieces of at most [`STREAMED_PIECE`] bytes.
+    pub streamed: bool,
+    /// [`Config::lmtp`].
+    pub lmtp: bool,
+    /// A [`Config::min_data_rate`] of [`MIN_DATA_RATE`].
+    pub min_data_rate: bool,
 }
+
+/// The piece size of [`Knobs::streamed`]: the smallest allowed.
+pub const STREAMED_PIECE: usize = 1024;
+
+/// The minimum data rate of [`Knobs::min_data_rate`].
+pub const MIN_DATA_RATE: MinDataRate = MinDataRate {
+    bytes_per_second: 100,
+    grace: Duration::from_secs(2),
+};
 
 /// The greeting delay of [`Knobs::greeting_delay`].
 pub const GREETING_DELAY: Duration = Duration::from_secs(3);
@@ -75,8 +92,18 @@ pub fn fuzz_config(knobs: &Knobs) -> Config {
             rcpt_to: !off(4),
             data: !off(5),
             message: !off(6),
-            vrfy: false,
+            vrfy: !off(7),
         },
+        expn: true,
+        lmtp: knobs.lmtp,
+        body_delivery: if knobs.streamed {
+            BodyDelivery::Streamed {
+                max_piece: STREAMED_PIECE,
+            }
+        } else {
+            BodyDelivery::Buffered
+        },
+        min_data_rate: knobs.min_data_rate.then_some(MIN_DATA_RATE),
         hook_failure: if knobs.hook_failure_disconnect {
             HookFailurePolicy::Disconnect
         } else {

@@ -39,6 +39,7 @@ pub(crate) fn build_decision(
         HookKind::Connect => 220,
         HookKind::AuthDecoded | HookKind::AuthStep => 235,
         HookKind::Data => 354,
+        HookKind::Verify => 252,
         _ => 250,
     };
     let mut expect = Expect {

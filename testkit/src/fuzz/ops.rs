@@ -105,6 +105,13 @@ pub const LINES: &[&[u8]] = &[
     b"\r\n",
     b"\n",
     b"\r",
+    b"LHLO client.example\r\n",
+    b"NOOP\n",
+    b"RCPT TO:<d@e.f>\n",
+    b"BDAT 5 LAST\n",
+    b"hello\n.\nMAIL FROM:<spoof@evil.example>\r\n",
+    b"MAIL FROM:<a@b.c> REQUIRETLS MT-PRIORITY=3 BY=60;R\r\n",
+    b"RCPT TO:<d@e.f> RRVS=2014-04-03T23:01:00Z\r\n",
 ];
 
 /// A proxy-protocol v2 header (LOCAL command) for the seed corpus.
@@ -207,7 +214,7 @@ const MODES: [DisconnectMode; 3] = [
 ];
 
 /// The booleans of [`Knobs`] in the order of their bits in `flags`.
-fn flags(knobs: &mut Knobs) -> [&mut bool; 9] {
+fn flags(knobs: &mut Knobs) -> [&mut bool; 12] {
     [
         &mut knobs.hook_failure_disconnect,
         &mut knobs.starttls_injection_close,
@@ -218,6 +225,9 @@ fn flags(knobs: &mut Knobs) -> [&mut bool; 9] {
         &mut knobs.greeting_delay,
         &mut knobs.reject_early_talkers,
         &mut knobs.reject_unauth_pipelining,
+        &mut knobs.streamed,
+        &mut knobs.lmtp,
+        &mut knobs.min_data_rate,
     ]
 }
 

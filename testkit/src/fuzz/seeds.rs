@@ -369,7 +369,161 @@ pub fn seed_scenarios() -> Vec<(&'static str, Knobs, Vec<Op>)> {
                 line(b"\x00\xff\r\n"),
             ],
         ),
+        (
+            "streamed_message",
+            Knobs {
+                streamed: true,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    Bytes(streamed_body()),
+                    bytes(b".\r\n"),
+                    accept(),
+                    line(b"QUIT\r\n"),
+                ],
+            ]),
+        ),
+        (
+            "streamed_eof_mid_data",
+            Knobs {
+                streamed: true,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    bytes(b"Subject: cut short\r\n\r\nhalf a message\r\n"),
+                    Eof,
+                ],
+            ]),
+        ),
+        (
+            "streamed_too_big_then_bdat_reset",
+            Knobs {
+                streamed: true,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    Bytes(streamed_body()),
+                    Bytes(streamed_body()),
+                ],
+                vec![bytes(b"\r\n.\r\n")],
+                envelope(),
+                vec![bytes(b"BDAT 7\r\nhello\r\n"), accept(), line(b"RSET\r\n")],
+            ]),
+        ),
+        (
+            "bdat_smuggling_refused",
+            defaults(),
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![bytes(BDAT_SMUGGLE), accept(), line(b"NOOP\r\n")],
+            ]),
+        ),
+        (
+            "bdat_smuggling_normalized",
+            Knobs {
+                bare_line_endings: 1,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![bytes(BDAT_SMUGGLE), accept(), accept()],
+            ]),
+        ),
+        (
+            "bare_lf_commands",
+            defaults(),
+            cat(vec![
+                ehlo(),
+                vec![
+                    line(b"NOOP\n"),
+                    line(b"MAIL FROM:<a@b.c>\r\n"),
+                    accept(),
+                    line(b"RCPT TO:<d@e.f>\n"),
+                    line(b"BDAT 5 LAST\n"),
+                    line(b"hello"),
+                    line(b"QUIT\r\n"),
+                ],
+            ]),
+        ),
+        (
+            "lmtp_three_recipients",
+            Knobs {
+                lmtp: true,
+                ..defaults()
+            },
+            vec![
+                accept(),
+                line(b"EHLO client.example\r\n"),
+                line(b"LHLO client.example\r\n"),
+                accept(),
+                line(b"MAIL FROM:<a@b.c>\r\n"),
+                accept(),
+                line(b"RCPT TO:<d@e.f>\r\n"),
+                accept(),
+                line(b"RCPT TO:<postmaster> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;d+2B@e.f\r\n"),
+                accept(),
+                line(b"RCPT TO:<@relay.example:g@h.i>\r\n"),
+                accept(),
+                line(b"DATA\r\n"),
+                accept(),
+                bytes(b"Subject: lmtp\r\n\r\nhello\r\n.\r\n"),
+                Decide(D::Reject(ReplyCode::C451)),
+                line(b"QUIT\r\n"),
+            ],
+        ),
+        (
+            "min_data_rate_trickle",
+            Knobs {
+                min_data_rate: true,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    bytes(b"a"),
+                    Advance(1),
+                    bytes(b"b"),
+                    Advance(2),
+                    bytes(b"c"),
+                    Advance(3),
+                ],
+            ]),
+        ),
     ]
+}
+
+/// BDAT content trying to smuggle a command behind `LF . LF`.
+const BDAT_SMUGGLE: &[u8] = b"BDAT 40 LAST\r\nhello\n.\nMAIL FROM:<spoof@evil.example>\r\n";
+
+/// A body of a few pieces, with dot-stuffed lines.
+fn streamed_body() -> Vec<u8> {
+    let mut body = b"Subject: streamed\r\n\r\n".to_vec();
+    for i in 0..40 {
+        body.extend_from_slice(
+            format!("..line {i} of a streamed message, long enough to matter\r\n").as_bytes(),
+        );
+    }
+    body
 }
 
 #[cfg(test)]

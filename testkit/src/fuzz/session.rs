@@ -40,6 +40,9 @@ pub fn session_bytes(data: &[u8]) {
             greeting_delay: rng.one_in(4),
             reject_early_talkers: rng.one_in(4),
             reject_unauth_pipelining: rng.one_in(6),
+            streamed: rng.one_in(3),
+            lmtp: data.starts_with(b"LHLO"),
+            min_data_rate: rng.one_in(4),
         }
     };
     let mut checker = Checker::new(&knobs);
