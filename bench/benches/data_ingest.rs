@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use smtp_session::Hooks;
-use smtp_session_bench::{bdat_wire, body, config, data_wire, in_data, with_envelope, READ_SIZE};
+use smtp_session_bench::{
+    bdat_wire, body, config, data_wire, in_data, streamed_config, with_envelope, READ_SIZE,
+};
 
 #[path = "../common/peers.rs"]
 mod peers;
@@ -57,9 +59,14 @@ fn data(c: &mut Criterion) {
     g.bench_function("memcpy_reused_vec", |b| {
         b.iter(|| peers::memcpy_into(black_box(&wire), READ_SIZE, &mut out))
     });
+    let streamed = streamed_config();
+    let (mut s, mut rt) = in_data(&streamed, now);
+    rt.feed(&mut s, &wire, READ_SIZE, now);
+    assert_eq!((rt.messages, rt.body_bytes), (1, body.len()));
     for (name, cfg) in [
         ("session_hooks_none", &none),
         ("session_message_hook", &message),
+        ("session_streamed", &streamed),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched(
@@ -112,9 +119,14 @@ fn bdat(c: &mut Criterion) {
     g.bench_function("memcpy_fresh_vec", |b| {
         b.iter(|| peers::memcpy_fresh(black_box(&wire), READ_SIZE))
     });
+    let streamed = streamed_config();
+    let (mut s, mut rt) = with_envelope(&streamed, now);
+    rt.feed(&mut s, &wire, READ_SIZE, now);
+    assert_eq!((rt.messages, rt.body_bytes), (1, body.len()));
     for (name, cfg) in [
         ("session_hooks_none", &none),
         ("session_message_hook", &message),
+        ("session_streamed", &streamed),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched(

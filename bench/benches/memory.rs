@@ -4,11 +4,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
-use smtp_session::{Hooks, Session};
+use smtp_session::{Config, Hooks, Session};
 use smtp_session_bench::{
-    body, config, greeted, transaction, transaction_declared, Runtime, READ_SIZE,
+    body, config, greeted, streamed_config, transaction, transaction_declared, Runtime, READ_SIZE,
 };
 
 #[path = "../common/peers.rs"]
@@ -50,9 +51,8 @@ const TRANSACTIONS: usize = 200;
 /// Allocations (alloc + realloc calls) and reply writes per transaction over a warm session.
 /// Each transaction comes as a client that pipelines sends it: the envelope up to DATA, then,
 /// after the 354, the body and RSET; each in 16 KiB reads.
-fn session_per_tx(hooks: Hooks, body_len: usize, declare_size: bool) -> (f64, f64) {
+fn session_per_tx(cfg: Arc<Config>, body_len: usize, declare_size: bool) -> (f64, f64) {
     let now = Instant::now();
-    let cfg = config(hooks);
     let body = body(body_len);
     let txs: Vec<Vec<u8>> = (0..TRANSACTIONS)
         .map(|i| transaction_declared(i, 5, &body, declare_size))
@@ -143,15 +143,24 @@ fn main() {
         message: true,
         ..Hooks::NONE
     };
-    for (name, hooks, declare) in [
-        ("session, hooks none", Hooks::NONE, false),
-        ("session, message hook", message, false),
-        ("session, message hook, SIZE declared", message, true),
-        ("session, hooks all", Hooks::ALL, false),
-        ("session, hooks all, SIZE declared", Hooks::ALL, true),
+    for (name, cfg, declare) in [
+        ("session, hooks none", config(Hooks::NONE), false),
+        ("session, message hook", config(message), false),
+        (
+            "session, message hook, SIZE declared",
+            config(message),
+            true,
+        ),
+        ("session, message hook, streamed", streamed_config(), false),
+        ("session, hooks all", config(Hooks::ALL), false),
+        (
+            "session, hooks all, SIZE declared",
+            config(Hooks::ALL),
+            true,
+        ),
     ] {
-        let (small, small_writes) = session_per_tx(hooks, 1024, declare);
-        let (large, large_writes) = session_per_tx(hooks, 100 * 1024, declare);
+        let (small, small_writes) = session_per_tx(cfg.clone(), 1024, declare);
+        let (large, large_writes) = session_per_tx(cfg, 100 * 1024, declare);
         println!("| {name} | {small:.1} | {large:.1} | {small_writes:.2} / {large_writes:.2} |");
     }
     println!(

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use smtp_session::Hooks;
 use smtp_session_bench::{
-    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, with_envelope, READ_SIZE,
+    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, streamed_config,
+    with_envelope, READ_SIZE,
 };
 
 #[path = "../common/peers.rs"]
@@ -114,6 +115,7 @@ fn main() {
         ..Hooks::NONE
     });
     let all = config(Hooks::ALL);
+    let streamed = streamed_config();
 
     let big = body(10 << 20);
     let wire = data_wire(&big);
@@ -139,6 +141,13 @@ fn main() {
                 "session, message hook (stores)",
                 Box::new(|| {
                     let (mut s, mut rt) = in_data(&message, now);
+                    timed(|| rt.feed(&mut s, black_box(&wire), READ_SIZE, now)).0
+                }),
+            ),
+            (
+                "session, streamed (pieces out)",
+                Box::new(|| {
+                    let (mut s, mut rt) = in_data(&streamed, now);
                     timed(|| rt.feed(&mut s, black_box(&wire), READ_SIZE, now)).0
                 }),
             ),
@@ -180,6 +189,13 @@ fn main() {
                 "session, message hook (stores)",
                 Box::new(|| {
                     let (mut s, mut rt) = with_envelope(&message, now);
+                    timed(|| rt.feed(&mut s, black_box(&chunks), READ_SIZE, now)).0
+                }),
+            ),
+            (
+                "session, streamed (pieces out)",
+                Box::new(|| {
+                    let (mut s, mut rt) = with_envelope(&streamed, now);
                     timed(|| rt.feed(&mut s, black_box(&chunks), READ_SIZE, now)).0
                 }),
             ),

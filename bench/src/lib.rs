@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use smtp_session::{Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
+use smtp_session::{BodyDelivery, Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
 use smtp_session_testkit::drive::{self, Then};
 
 /// How many bytes one read from the socket delivers.
@@ -146,6 +146,20 @@ pub fn command_stream(count: usize, body: &[u8]) -> Vec<u8> {
     s
 }
 
+/// The message hook with bodies streamed in pieces of at most 64 KiB: the runtime writes each
+/// piece away (here: drops it) and the session holds no message.
+pub fn streamed_config() -> Arc<Config> {
+    Arc::new(Config {
+        hostname: "mx.example".into(),
+        hooks: Hooks {
+            message: true,
+            ..Hooks::NONE
+        },
+        body_delivery: BodyDelivery::STREAMED,
+        ..Config::default()
+    })
+}
+
 /// A shared configuration with the given hooks subscribed, everything else default.
 pub fn config(hooks: Hooks) -> Arc<Config> {
     Arc::new(Config {
@@ -167,8 +181,10 @@ pub struct Runtime {
     pub writes: usize,
     /// Messages handed over by the message hook.
     pub messages: usize,
-    /// Body bytes handed over by the message hook.
+    /// Body bytes handed over by the message hook, or in pieces when streamed.
     pub body_bytes: usize,
+    /// Streamed pieces handed over.
+    pub pieces: usize,
     /// Hook calls answered.
     pub hooks: usize,
     /// True once the session closed.
@@ -236,6 +252,11 @@ impl drive::Runtime for Connection<'_> {
                 counts.written += bytes.len();
             }
             Output::Close => counts.closed = true,
+            // A runtime writes the piece to its spool; here it is freed at once.
+            Output::BodyPiece(piece) => {
+                counts.pieces += 1;
+                counts.body_bytes += piece.len();
+            }
             Output::HookCall(call) => {
                 match call.hook {
                     Hook::Disconnect(_) => return Then::Next,
