@@ -332,3 +332,35 @@ fn a_split_stream_gives_the_same_transcript() {
         assert_eq!(without_pieces(&split), without_pieces(&whole), "{reads:?}");
     }
 }
+
+#[test]
+fn a_read_larger_than_a_piece_is_taken_whole() {
+    // Found by fuzzing: a read was cut at the first piece and the rest refused, although no
+    // hook was pending.
+    let mut s = smtp_session::Session::new(
+        streamed(1024),
+        common::info(),
+        std::time::Instant::now(),
+    );
+    let now = std::time::Instant::now();
+    s.handle_input(
+        b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+        now,
+    )
+    .unwrap();
+    while s.poll_output().is_some() {}
+    let body = "x".repeat(70).repeat(100) + "\r\n";
+    assert_eq!(s.handle_input(body.as_bytes(), now).unwrap(), body.len());
+    let mut bdat = smtp_session::Session::new(
+        streamed(1024),
+        common::info(),
+        std::time::Instant::now(),
+    );
+    bdat.handle_input(
+        b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 20000\r\n",
+        now,
+    )
+    .unwrap();
+    while bdat.poll_output().is_some() {}
+    assert_eq!(bdat.handle_input(body.as_bytes(), now).unwrap(), body.len());
+}

@@ -36,6 +36,8 @@ impl Session {
         self.clock.transferred(used);
         self.body_progress(piece, failure);
         match status {
+            // A piece's worth was read: the rest of the input is for the next piece.
+            DataStatus::NeedMore if used < input.len() => Step::Next(used),
             DataStatus::NeedMore => Step::NeedMore(used),
             DataStatus::Done => {
                 self.end_of_data();
@@ -63,6 +65,7 @@ impl Session {
         };
         self.clock.transferred(used);
         match status {
+            ChunkStatus::NeedMore if used < input.len() => Step::Next(used),
             ChunkStatus::NeedMore => Step::NeedMore(used),
             ChunkStatus::Done => {
                 self.end_of_chunk();
