@@ -212,7 +212,26 @@
 //! CHUNKING (BDAT), BINARYMIME, DSN, and when configured STARTTLS and AUTH (PLAIN and LOGIN
 //! decoded here, any other mechanism through the auth hook). It accepts the PROXY protocol
 //! (v1 and v2) when [`Config::proxy_protocol`] is on, and Postfix's XCLIENT from
-//! [`Config::xclient_trusted`] peers.
+//! [`Config::xclient_trusted`] peers. Opt-in: REQUIRETLS (offered over TLS only),
+//! MT-PRIORITY, DELIVERBY and RRVS, whose values reach the hooks in [`MailParams`] and
+//! [`RcptParams`]. With [`Config::lmtp`] it speaks LMTP (RFC 2033): LHLO, and after a message
+//! one reply per accepted recipient ([`Decision::PerRecipient`]).
+//!
+//! Choices where the RFCs leave room:
+//!
+//! - HELP lists only the commands that would be accepted now: STARTTLS while TLS is not
+//!   active, AUTH while it is offered and not done, BDAT with CHUNKING, EXPN when enabled.
+//! - AUTH needs a preceding EHLO (or LHLO) in the current TLS state: right after the
+//!   handshake the client knows nothing of AUTH yet (RFC 3207 section 4.2), so `AUTH` then
+//!   gets `503 5.5.1 Send EHLO first`, as in Postfix.
+//! - A parameter repeated with the same value is accepted (Python's smtplib sends
+//!   `SMTPUTF8 SMTPUTF8`); with another value it is `501 5.5.4 Duplicate parameter`.
+//! - VRFY and EXPN answer `252 2.5.0` unless the VRFY hook ([`Hooks::vrfy`]) says otherwise;
+//!   [`Config::vrfy`] and [`Config::expn`] switch them off (`502 5.5.1`).
+//! - A decision that does not fit its hook is refused with an error and counts as a failed
+//!   hook, so no session waits forever on a mistake.
+//! - The [`trace`] module builds the `Received:` and `Return-Path:` fields RFC 5321 section
+//!   4.4 requires ([`Session::received`]); the session never touches message content.
 //!
 //! Defences: the end of DATA is `CRLF.CRLF` only, and bare CR or LF is rejected by default
 //! ([`BareLineEndings`]) in DATA, in BDAT content not declared `BODY=BINARYMIME`, and at the
