@@ -284,6 +284,7 @@ mod line;
 mod offer;
 mod outbox;
 pub mod params;
+mod pending;
 pub mod proxy;
 mod reply;
 pub mod sasl;

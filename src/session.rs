@@ -17,11 +17,10 @@ use crate::context::{
 };
 use crate::data::DataReceiver;
 use crate::error::Error;
-use crate::hooks::{
-    AbortReason, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId, Pending, Stage,
-};
+use crate::hooks::{AbortReason, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId};
 use crate::line::{LineLimits, LineReader, Read};
 use crate::outbox::{closing, replies::*, Outbox, Output};
+use crate::pending::{Pending, Stage};
 use crate::proxy::{ProxyHeader, ProxyRead, ProxyReader};
 use crate::reply::Reply;
 use crate::sasl::{self, Exchange};

@@ -5,10 +5,11 @@ use crate::body::BodySink;
 use crate::config::{BodyDelivery, Config};
 use crate::context::ReplyState;
 use crate::data::{BareLineEndings, DataReceiver, DataStatus};
-use crate::hooks::{AbortReason, Envelope, Hook, Message, Stage};
+use crate::hooks::{AbortReason, Envelope, Hook, Message};
 use crate::line::LineReader;
 use crate::outbox::{replies::*, Output};
 use crate::params::Body;
+use crate::pending::Stage;
 use crate::reply::Reply;
 
 use super::{Phase, Session, Step};
