@@ -12,7 +12,7 @@
 
 use memchr::memchr2;
 
-use crate::body::{crlf_clean, Bounded};
+use crate::body::{scan_text, Bounded};
 use crate::data::BareLineEndings;
 
 /// Progress of a [`BdatReceiver`] after [`BdatReceiver::feed`].
@@ -83,12 +83,17 @@ impl BdatReceiver {
         let octets = &input[..n];
         self.remaining -= n as u64;
         let from = body.len();
-        match self.policy {
-            None => self.body.store(octets, body),
+        let scanned = match self.policy {
+            None => {
+                self.body.store(octets, body);
+                false
+            }
             Some(policy) => self.text(octets, policy, body),
-        }
+        };
         if self.remaining > 0 {
-            self.body.note_stored(body, from);
+            if !scanned {
+                self.body.note_stored(body, from);
+            }
             return (n, ChunkStatus::NeedMore);
         }
         if self.last && self.cr_pending {
@@ -96,7 +101,9 @@ impl BdatReceiver {
             self.cr_pending = false;
             self.bare(b'\r', body);
         }
-        self.body.note_stored(body, from);
+        if !scanned {
+            self.body.note_stored(body, from);
+        }
         (n, ChunkStatus::Done)
     }
 
@@ -136,20 +143,24 @@ impl BdatReceiver {
     }
 
     /// Text content: stores runs between line endings that need no change, so clean text
-    /// costs one `memchr2` per line and one copy per run.
-    fn text(&mut self, octets: &[u8], policy: BareLineEndings, body: &mut Vec<u8>) {
+    /// costs one `memchr2` per line and one copy per run. Returns true when the 8-bit check
+    /// of what it stored is done.
+    fn text(&mut self, octets: &[u8], policy: BareLineEndings, body: &mut Vec<u8>) -> bool {
         // Clean CRLF text, the common case: checked in one vector pass, stored in one copy.
         let first_fits = match octets.first() {
             Some(&first) => self.cr_pending == (first == b'\n'),
-            None => return,
+            None => return true,
         };
-        if first_fits && crlf_clean(octets) {
+        let scan = scan_text(octets);
+        if first_fits && scan.clean {
             if self.cr_pending {
                 self.body.store(b"\r", body);
             }
             self.cr_pending = octets.last() == Some(&b'\r');
             let end = octets.len() - usize::from(self.cr_pending);
-            return self.body.store(&octets[..end], body);
+            self.body.store(&octets[..end], body);
+            self.body.note_scanned(scan.eight_bit);
+            return true;
         }
         let mut i = 0;
         if self.cr_pending && !octets.is_empty() {
@@ -191,11 +202,12 @@ impl BdatReceiver {
                     // Whether this CR is bare depends on the next octet.
                     self.body.store(&octets[run..p], body);
                     self.cr_pending = true;
-                    return;
+                    return false;
                 }
             }
         }
         self.body.store(&octets[run..], body);
+        false
     }
 
     /// A bare CR or LF: recorded, and stored as the policy says.

@@ -49,6 +49,13 @@ impl Bounded {
         }
     }
 
+    /// Records what a scan of bytes about to be stored found: no second pass needed.
+    pub(crate) fn note_scanned(&mut self, eight_bit: bool) {
+        if self.keep {
+            self.eight_bit |= eight_bit;
+        }
+    }
+
     /// Stops storing (the message will be refused anyway); counting goes on.
     pub(crate) fn stop_storing(&mut self) {
         self.keep = false;
@@ -76,18 +83,31 @@ impl Bounded {
     }
 }
 
-/// True when, inside `bytes`, every LF has a CR right before it and every CR an LF right
-/// after it. The first byte's predecessor and the last byte's successor are the caller's to
-/// judge. Written without an early exit so that it compiles to vector compares: clean text,
-/// the common case, costs a fraction of a copy.
-pub(crate) fn crlf_clean(bytes: &[u8]) -> bool {
-    let Some(next) = bytes.get(1..) else {
-        return true;
+/// What one pass over message text found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TextScan {
+    /// Inside the bytes, every LF has a CR right before it and every CR an LF right after
+    /// it. The first byte's predecessor and the last byte's successor are the caller's to
+    /// judge.
+    pub clean: bool,
+    /// A byte has its high bit set.
+    pub eight_bit: bool,
+}
+
+/// Looks at message text in one pass written without an early exit, so that it compiles to
+/// vector compares: clean text, the common case, costs a fraction of a copy, and the 8-bit
+/// check comes with it.
+pub(crate) fn scan_text(bytes: &[u8]) -> TextScan {
+    let Some((&first, next)) = bytes.split_first() else {
+        return TextScan {
+            clean: true,
+            eight_bit: false,
+        };
     };
     let pairs = next.len();
     let mismatch = |a: u8, b: u8| u8::from(a == b'\r') ^ u8::from(b == b'\n');
     // Blocks of 64 pairs into 32 lanes: the shape the compiler turns into vector code.
-    let mut lanes = [0u8; 32];
+    let (mut bad, mut high) = ([0u8; 32], [0u8; 32]);
     let blocks = pairs / 64 * 64;
     for k in (0..blocks).step_by(64) {
         let (Ok(a), Ok(b)) = (
@@ -97,14 +117,22 @@ pub(crate) fn crlf_clean(bytes: &[u8]) -> bool {
             unreachable!("blocks of 64 end within the pairs");
         };
         for j in 0..32 {
-            lanes[j] |= mismatch(a[j], b[j]) | mismatch(a[j + 32], b[j + 32]);
+            bad[j] |= mismatch(a[j], b[j]) | mismatch(a[j + 32], b[j + 32]);
+            high[j] |= b[j] | b[j + 32];
         }
     }
-    let tail = bytes[blocks..pairs]
+    let (tail_bad, tail_high) = bytes[blocks..pairs]
         .iter()
         .zip(&next[blocks..])
-        .fold(0, |bad, (&a, &b)| bad | mismatch(a, b));
-    lanes.iter().fold(tail, |bad, &lane| bad | lane) == 0
+        .fold((0, first), |(bad, high), (&a, &b)| {
+            (bad | mismatch(a, b), high | b)
+        });
+    let bad = bad.iter().fold(tail_bad, |acc, &lane| acc | lane);
+    let high = high.iter().fold(tail_high, |acc, &lane| acc | lane);
+    TextScan {
+        clean: bad == 0,
+        eight_bit: high & 0x80 != 0,
+    }
 }
 
 /// Makes room for `additional` bytes in `body` without letting its capacity overshoot what
@@ -202,6 +230,10 @@ mod tests {
         assert_eq!((b.size(), b.exceeded(), b.eight_bit()), (7, true, false));
     }
 
+    fn crlf_clean(bytes: &[u8]) -> bool {
+        scan_text(bytes).clean
+    }
+
     #[test]
     fn clean_text_has_only_crlf_pairs_inside() {
         assert!(crlf_clean(b""));
@@ -215,6 +247,18 @@ mod tests {
         assert!(crlf_clean(&long));
         long[7777] = b'\n';
         assert!(!crlf_clean(&long));
+    }
+
+    #[test]
+    fn the_scan_finds_8_bit_bytes_anywhere() {
+        let plain = b"0123456789\r\n".repeat(100);
+        assert!(!scan_text(&plain).eight_bit);
+        for at in [0, 1, 63, 64, 65, 640, plain.len() - 1] {
+            let mut text = plain.clone();
+            text[at] = 0xE9;
+            assert!(scan_text(&text).eight_bit, "at {at}");
+        }
+        assert!(scan_text(&[0x80]).eight_bit);
     }
 
     #[test]

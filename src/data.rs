@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 
 use memchr::memmem::Finder;
 
-use crate::body::{crlf_clean, Bounded};
+use crate::body::{scan_text, Bounded};
 
 /// Finds the start of a line beginning with a dot: `CRLF .`.
 fn dot_line_finder() -> &'static Finder<'static> {
@@ -155,21 +155,21 @@ impl DataReceiver {
     ///
     /// Bytes are only ever appended to `body`; what it held before is kept.
     pub fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> (usize, DataStatus) {
-        let from = body.len();
-        let fed = self.unstuff(input, body);
-        self.body.note_stored(body, from);
-        fed
-    }
-
-    fn unstuff(&mut self, input: &[u8], body: &mut Vec<u8>) -> (usize, DataStatus) {
         let mut i = 0;
         loop {
             match self.state {
                 State::Done => return (i, DataStatus::Done),
                 State::Mid => {
+                    // Only line content can hold 8-bit bytes: the fast path checks its
+                    // span as it scans, the line-by-line scan what it stored.
                     i = match self.scan_clean_text(input, i, body) {
                         Some(next) => next,
-                        None => self.scan_line_content(input, i, body),
+                        None => {
+                            let from = body.len();
+                            let next = self.scan_line_content(input, i, body);
+                            self.body.note_stored(body, from);
+                            next
+                        }
                     };
                     if self.state == State::Mid {
                         // Only returns in `Mid` after consuming everything.
@@ -274,9 +274,11 @@ impl DataReceiver {
             None => (rest, false),
         };
         // Inside a line, an LF right away has no CR before it.
-        if span.first() == Some(&b'\n') || !crlf_clean(span) {
+        let scan = scan_text(span);
+        if span.first() == Some(&b'\n') || !scan.clean {
             return None;
         }
+        self.body.note_scanned(scan.eight_bit);
         let end = i + span.len();
         if dot_line {
             self.store(span, body);
@@ -429,6 +431,28 @@ mod tests {
                     );
                     assert!(drop.is_done());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn eight_bit_content_is_seen_on_every_path_and_any_split() {
+        let cases: [(&[u8], bool); 5] = [
+            (b"plain\r\n.dot\r\n.\r\n", false),
+            ("caf\u{e9}\r\n.\r\n".as_bytes(), true),
+            ("..caf\u{e9} after a stuffing dot\r\n.\r\n".as_bytes(), true),
+            ("bare\nlf caf\u{e9}\r\n.\r\n".as_bytes(), true),
+            (b"bare\nlf only\r\n.\r\n", false),
+        ];
+        for (input, eight_bit) in cases {
+            for piece in [1, 2, 3, 7, input.len()] {
+                let mut rx = DataReceiver::new(BareLineEndings::Allow, 1 << 20);
+                let mut body = Vec::new();
+                for chunk in input.chunks(piece) {
+                    rx.feed(chunk, &mut body);
+                }
+                assert!(rx.is_done());
+                assert_eq!(rx.saw_eight_bit(), eight_bit, "{input:?} in pieces of {piece}");
             }
         }
     }
