@@ -147,19 +147,7 @@ impl BdatReceiver {
     /// of what it stored is done.
     fn text(&mut self, octets: &[u8], policy: BareLineEndings, body: &mut Vec<u8>) -> bool {
         // Clean CRLF text, the common case: checked in one vector pass, stored in one copy.
-        let first_fits = match octets.first() {
-            Some(&first) => self.cr_pending == (first == b'\n'),
-            None => return true,
-        };
-        let scan = scan_text(octets);
-        if first_fits && scan.clean {
-            if self.cr_pending {
-                self.body.store(b"\r", body);
-            }
-            self.cr_pending = octets.last() == Some(&b'\r');
-            let end = octets.len() - usize::from(self.cr_pending);
-            self.body.store(&octets[..end], body);
-            self.body.note_scanned(scan.eight_bit);
+        if self.clean_text(octets, body) {
             return true;
         }
         let mut i = 0;
@@ -208,6 +196,27 @@ impl BdatReceiver {
         }
         self.body.store(&octets[run..], body);
         false
+    }
+
+    /// Clean CRLF text, the common case: checked in one vector pass, stored in one copy.
+    /// Returns false, having done nothing, when the octets need the line-by-line scan.
+    fn clean_text(&mut self, octets: &[u8], body: &mut Vec<u8>) -> bool {
+        let Some(&first) = octets.first() else {
+            return true;
+        };
+        let scan = scan_text(octets);
+        // A pending CR needs an LF first; otherwise an LF first is bare.
+        if self.cr_pending != (first == b'\n') || !scan.clean {
+            return false;
+        }
+        if self.cr_pending {
+            self.body.store(b"\r", body);
+        }
+        self.cr_pending = octets.last() == Some(&b'\r');
+        let end = octets.len() - usize::from(self.cr_pending);
+        self.body.store(&octets[..end], body);
+        self.body.note_scanned(scan.eight_bit);
+        true
     }
 
     /// A bare CR or LF: recorded, and stored as the policy says.

@@ -249,22 +249,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
     // The verb is followed by end of line or a space; skip that one space.
     let args = line.get(word_end + 1..).unwrap_or_default();
     let syntax = CommandError::Syntax(verb);
-
     match verb {
-        Verb::Helo | Verb::Ehlo | Verb::Lhlo => {
-            let args = args.trim_start_matches(' ');
-            // RFC 5321 allows one argument, but clients that append more
-            // words are common and harmless; the first one is the host.
-            let host = args.split(' ').next().unwrap_or_default();
-            if !crate::address::is_valid_helo_host(host) {
-                return Err(syntax);
-            }
-            Ok(match verb {
-                Verb::Helo => Command::Helo(host),
-                Verb::Ehlo => Command::Ehlo(host),
-                _ => Command::Lhlo(host),
-            })
-        }
+        Verb::Helo | Verb::Ehlo | Verb::Lhlo => greeting(verb, args).ok_or(syntax),
         Verb::Mail => {
             let after = path_argument(args, "FROM:").ok_or(syntax.clone())?;
             let (path, used) =
@@ -279,59 +265,69 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
             let params = path_params(after, used).ok_or(syntax)?;
             Ok(Command::Rcpt { path, params })
         }
-        Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls => {
-            if !args.is_empty() {
-                return Err(syntax);
-            }
-            Ok(match verb {
-                Verb::Data => Command::Data,
-                Verb::Rset => Command::Rset,
-                Verb::Quit => Command::Quit,
-                _ => Command::StartTls,
-            })
-        }
+        Verb::Data if args.is_empty() => Ok(Command::Data),
+        Verb::Rset if args.is_empty() => Ok(Command::Rset),
+        Verb::Quit if args.is_empty() => Ok(Command::Quit),
+        Verb::StartTls if args.is_empty() => Ok(Command::StartTls),
+        Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls => Err(syntax),
         Verb::Noop => Ok(Command::Noop),
         Verb::Help => Ok(Command::Help(args.trim_start_matches(' '))),
         Verb::Vrfy | Verb::Expn | Verb::Xclient => {
             let args = args.trim_start_matches(' ');
-            if args.is_empty() {
-                return Err(syntax);
+            match verb {
+                _ if args.is_empty() => Err(syntax),
+                Verb::Vrfy => Ok(Command::Vrfy(args)),
+                Verb::Expn => Ok(Command::Expn(args)),
+                _ => Ok(Command::Xclient(args)),
             }
-            Ok(match verb {
-                Verb::Vrfy => Command::Vrfy(args),
-                Verb::Expn => Command::Expn(args),
-                _ => Command::Xclient(args),
-            })
         }
-        Verb::Bdat => {
-            let mut words = args.split(' ').filter(|w| !w.is_empty());
-            let size = words
-                .next()
-                .and_then(parse_chunk_size)
-                .ok_or(syntax.clone())?;
-            let last = match words.next() {
-                None => false,
-                Some(w) if w.eq_ignore_ascii_case("LAST") => true,
-                Some(_) => return Err(syntax),
-            };
-            if words.next().is_some() {
-                return Err(syntax);
-            }
-            Ok(Command::Bdat { size, last })
-        }
-        Verb::Auth => {
-            let mut words = args.split(' ').filter(|w| !w.is_empty());
-            let mechanism = words
-                .next()
-                .filter(|m| is_mechanism(m))
-                .ok_or(syntax.clone())?;
-            let initial = words.next();
-            if words.next().is_some() {
-                return Err(syntax);
-            }
-            Ok(Command::Auth { mechanism, initial })
-        }
+        Verb::Bdat => bdat(args).ok_or(syntax),
+        Verb::Auth => auth(args).ok_or(syntax),
     }
+}
+
+/// `HELO`, `EHLO` or `LHLO` and the client's name. RFC 5321 allows one argument, but
+/// clients that append more words are common and harmless; the first one is the host.
+fn greeting(verb: Verb, args: &str) -> Option<Command<'_>> {
+    let host = args
+        .trim_start_matches(' ')
+        .split(' ')
+        .next()
+        .unwrap_or_default();
+    if !crate::address::is_valid_helo_host(host) {
+        return None;
+    }
+    Some(match verb {
+        Verb::Helo => Command::Helo(host),
+        Verb::Ehlo => Command::Ehlo(host),
+        _ => Command::Lhlo(host),
+    })
+}
+
+/// `BDAT size [LAST]`.
+fn bdat(args: &str) -> Option<Command<'_>> {
+    let mut words = args.split(' ').filter(|w| !w.is_empty());
+    let size = words.next().and_then(parse_chunk_size)?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return None,
+    };
+    words
+        .next()
+        .is_none()
+        .then_some(Command::Bdat { size, last })
+}
+
+/// `AUTH mechanism [initial-response]`.
+fn auth(args: &str) -> Option<Command<'_>> {
+    let mut words = args.split(' ').filter(|w| !w.is_empty());
+    let mechanism = words.next().filter(|m| is_mechanism(m))?;
+    let initial = words.next();
+    words
+        .next()
+        .is_none()
+        .then_some(Command::Auth { mechanism, initial })
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

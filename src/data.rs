@@ -160,17 +160,7 @@ impl DataReceiver {
             match self.state {
                 State::Done => return (i, DataStatus::Done),
                 State::Mid => {
-                    // Only line content can hold 8-bit bytes: the fast path checks its
-                    // span as it scans, the line-by-line scan what it stored.
-                    i = match self.scan_clean_text(input, i, body) {
-                        Some(next) => next,
-                        None => {
-                            let from = body.len();
-                            let next = self.scan_line_content(input, i, body);
-                            self.body.note_stored(body, from);
-                            next
-                        }
-                    };
+                    i = self.line_content(input, i, body);
                     if self.state == State::Mid {
                         // Only returns in `Mid` after consuming everything.
                         return (i, DataStatus::NeedMore);
@@ -260,6 +250,19 @@ impl DataReceiver {
     /// True once the end-of-data sequence has been consumed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Line content from `i`: the fast path for clean text, else line by line. Only line
+    /// content can hold 8-bit bytes: the fast path checks its span as it scans, the
+    /// line-by-line scan what it stored.
+    fn line_content(&mut self, input: &[u8], i: usize, body: &mut Vec<u8>) -> usize {
+        if let Some(next) = self.scan_clean_text(input, i, body) {
+            return next;
+        }
+        let from = body.len();
+        let next = self.scan_line_content(input, i, body);
+        self.body.note_stored(body, from);
+        next
     }
 
     /// The fast path for clean text: from `i` inside a line to the next line that starts
@@ -452,7 +455,11 @@ mod tests {
                     rx.feed(chunk, &mut body);
                 }
                 assert!(rx.is_done());
-                assert_eq!(rx.saw_eight_bit(), eight_bit, "{input:?} in pieces of {piece}");
+                assert_eq!(
+                    rx.saw_eight_bit(),
+                    eight_bit,
+                    "{input:?} in pieces of {piece}"
+                );
             }
         }
     }

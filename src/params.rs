@@ -394,41 +394,8 @@ impl DateTime {
         if !valid {
             return None;
         }
-        let mut rest = b.get(19..)?;
-        let mut nanosecond = 0u32;
-        if let [b'.', tail @ ..] = rest {
-            let digits = tail.iter().take_while(|d| d.is_ascii_digit()).count();
-            if digits == 0 {
-                return None;
-            }
-            let (fraction, after) = tail.split_at(digits);
-            nanosecond = fraction
-                .iter()
-                .chain(std::iter::repeat(&b'0'))
-                .take(9)
-                .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'));
-            rest = after;
-        }
-        let offset_minutes = match rest {
-            [z] if z.eq_ignore_ascii_case(&b'Z') => 0,
-            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-                let two = |a: u8, b: u8| {
-                    (a.is_ascii_digit() && b.is_ascii_digit())
-                        .then(|| i16::from(a - b'0') * 10 + i16::from(b - b'0'))
-                };
-                let (hours, minutes) = (two(*h1, *h2)?, two(*m1, *m2)?);
-                if hours > 23 || minutes > 59 {
-                    return None;
-                }
-                let offset = hours * 60 + minutes;
-                if *sign == b'-' {
-                    -offset
-                } else {
-                    offset
-                }
-            }
-            _ => return None,
-        };
+        let (nanosecond, rest) = fraction(b.get(19..)?)?;
+        let offset_minutes = offset(rest)?;
         Some(DateTime {
             year,
             month,
@@ -483,6 +450,45 @@ impl serde::Serialize for DateTime {
 }
 
 /// RFC 3339 appendix C: the Gregorian leap-year rule.
+/// An optional `.digits` fraction of a second, as nanoseconds (digits past the ninth are
+/// cut), and what follows it.
+fn fraction(rest: &[u8]) -> Option<(u32, &[u8])> {
+    let [b'.', tail @ ..] = rest else {
+        return Some((0, rest));
+    };
+    let digits = tail.iter().take_while(|d| d.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let (fraction, after) = tail.split_at(digits);
+    let nanos = fraction
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(9)
+        .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'));
+    Some((nanos, after))
+}
+
+/// `Z` or `+hh:mm` / `-hh:mm`, as minutes east of UTC.
+fn offset(rest: &[u8]) -> Option<i16> {
+    match rest {
+        [z] if z.eq_ignore_ascii_case(&b'Z') => Some(0),
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |a: u8, b: u8| {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| i16::from(a - b'0') * 10 + i16::from(b - b'0'))
+            };
+            let (hours, minutes) = (two(*h1, *h2)?, two(*m1, *m2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 60 + minutes;
+            Some(if *sign == b'-' { -offset } else { offset })
+        }
+        _ => None,
+    }
+}
+
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
