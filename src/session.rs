@@ -566,6 +566,13 @@ impl Session {
         self.user_context.as_deref_mut()
     }
 
+    /// Records the client's reverse DNS name (Halon's `remoteptr`), for a runtime that looks
+    /// it up once the session exists: from the connect hook, the address is the one a PROXY
+    /// header gave. It goes into the `Received:` field and the disconnect context.
+    pub fn set_remote_ptr(&mut self, name: Option<String>) {
+        self.info.remote_ptr = name;
+    }
+
     /// The configuration in force (after clamping).
     pub fn config(&self) -> &Config {
         &self.config

@@ -273,6 +273,14 @@ impl<'a> Connection<'a> {
         Ok(self.session.set_auth_username(username)?)
     }
 
+    /// Records the client's reverse DNS name (Halon's `remoteptr`), typically from the
+    /// connect hook, which runs before the greeting and after a PROXY header: it goes into
+    /// [`info`](Connection::info), the disconnect context and
+    /// [`Session::received`](smtp_session::Session::received)'s `Received:` field.
+    pub fn set_remote_ptr(&mut self, name: Option<String>) {
+        self.session.set_remote_ptr(name);
+    }
+
     /// Stores a value for the whole connection; it comes back in
     /// [`DisconnectContext::context`] (Halon's `$context`).
     pub fn set_user_context(&mut self, value: Box<dyn Any + Send>) {
