@@ -104,7 +104,7 @@ pub struct PeerCertificate {
 pub struct TlsInfo {
     /// For example `TLSv1.3` (Halon: `protocol`).
     pub protocol: String,
-    /// For example `TLS13_AES_256_GCM_SHA384` (Halon: `cipher`).
+    /// The cipher suite's IANA name, for example `TLS_AES_256_GCM_SHA384` (Halon: `cipher`).
     pub cipher: String,
     /// The cipher's key size in bits (Halon: `keysize`).
     #[cfg_attr(feature = "serde", serde(rename = "keysize"))]

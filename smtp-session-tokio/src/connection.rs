@@ -36,7 +36,7 @@ const READ_SIZE: usize = 16 * 1024;
 pub(crate) struct Env<'a> {
     pub(crate) limits: &'a Limits,
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<&'a tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<&'a crate::tls::Tls>,
     pub(crate) shutdown: &'a CancellationToken,
     pub(crate) force: &'a CancellationToken,
     /// With a PROXY header, the per-address limit is applied at the connect stage.
@@ -518,7 +518,7 @@ where
             return;
         }
         #[cfg(feature = "tls")]
-        if let (Some(acceptor), Stream::Plain(_)) = (env.tls, &self.stream) {
+        if let (Some(tls), Stream::Plain(_)) = (env.tls, &self.stream) {
             let Stream::Plain(io) = std::mem::replace(&mut self.stream, Stream::Gone) else {
                 unreachable!("matched as plaintext just above");
             };
@@ -530,11 +530,11 @@ where
                 io,
             };
             // Boxed: a handshake in progress is large, and only lives this long.
-            let accept = Box::pin(acceptor.accept(io));
+            let accept = Box::pin(tls.acceptor().accept(io));
             match bounded(accept, env.limits.handshake_timeout).await {
-                Some(Ok(tls)) => {
-                    let info = crate::stream::tls_info(tls.get_ref().1);
-                    self.stream = Stream::Tls(Box::new(tls));
+                Some(Ok(stream)) => {
+                    let info = tls.info(stream.get_ref().1);
+                    self.stream = Stream::Tls(Box::new(stream));
                     let _ = session.handle_tls_established(info, now());
                 }
                 Some(Err(err)) => {

@@ -95,7 +95,7 @@
 //! | hooks | awaited where they arrive; the session reads no command meanwhile and the client's bytes wait in the kernel (backpressure); an error or a hook past its time is [`Decision::HookFailed`] | [`Limits::hook_timeout`], [`Config::hook_failure`](smtp_session::Config::hook_failure) |
 //! | input | read only when the session can take it; what it does not take is kept and offered again before the next read, so memory is the session's limits plus one read | [`Config::max_pending_input`](smtp_session::Config::max_pending_input) |
 //! | deadlines | [`Session::poll_timeout`](smtp_session::Session::poll_timeout) is a timer; an instant already passed is handled at once | [`Config::command_timeout`](smtp_session::Config::command_timeout), `data_timeout` |
-//! | TLS | STARTTLS and implicit TLS with tokio-rustls and the ring provider, each handshake bounded; plaintext pipelined after STARTTLS is dropped | [`Server::tls`], [`Limits::handshake_timeout`] |
+//! | TLS | STARTTLS and implicit TLS with tokio-rustls and the ring provider, each handshake bounded; plaintext pipelined after STARTTLS is dropped; the cipher suite by its IANA name, the SNI name, a client certificate with its verification result | [`Server::tls`], [`Tls`], [`ClientCertificates`], [`Limits::handshake_timeout`] |
 //! | PROXY protocol | parsed by the engine; the client's address goes into the context and the per-address limit | [`Config::proxy_protocol`](smtp_session::Config::proxy_protocol) |
 //! | close | send every reply, half-close, then drain unread input briefly so the last reply is not destroyed by a reset | [`Limits::drain_time`], [`Limits::drain_bytes`] |
 //! | connection limits | the client over a limit reads `421 4.7.0 <hostname> Error: too many connections [from <ip>]`; the accept loop never waits on it | [`Limits::max_connections`], [`Limits::max_connections_per_ip`] |
@@ -129,7 +129,7 @@
 //! # Features
 //!
 //! `tls` (default): STARTTLS and implicit TLS with tokio-rustls and the ring provider
-//! ([`Server::tls`], [`tls_config`]). `serde`: the engine's `serde` feature, to serialise
+//! ([`Server::tls`], [`Tls`], [`tls_config`]). `serde`: the engine's `serde` feature, to serialise
 //! the disconnect context and the envelope.
 //!
 //! # Runtime flavour
@@ -147,6 +147,8 @@ mod handler;
 mod limits;
 mod server;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use handler::{Connection, Handler, HookError, HookResult};
 pub use limits::Limits;
@@ -161,21 +163,6 @@ pub use smtp_session::{
 pub use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "tls")]
-pub use stream::tls_info;
+pub use tls::{tls_config, tls_info, ClientAuth, ClientCertificates, Tls};
 #[cfg(feature = "tls")]
 pub use tokio_rustls::rustls;
-
-/// A TLS server configuration with the ring provider and rustls' safe defaults, for
-/// [`Server::tls`].
-#[cfg(feature = "tls")]
-pub fn tls_config(
-    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-) -> Result<std::sync::Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(std::sync::Arc::new(config))
-}

@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::connection::{drive, refuse, Env};
 use crate::handler::Handler;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
+#[cfg(feature = "tls")]
+use crate::tls::Tls;
 
 /// How a connection starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,7 +97,7 @@ pub struct Server<H> {
     config: Config,
     limits: Limits,
     #[cfg(feature = "tls")]
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Tls>,
     listeners: Vec<Listener>,
     shutdown: CancellationToken,
     force: CancellationToken,
@@ -162,11 +164,12 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// TLS for STARTTLS and implicit-TLS listeners. See [`tls_config`](crate::tls_config)
-    /// for a configuration with the ring provider.
+    /// TLS for STARTTLS and implicit-TLS listeners: a [`Tls`] (with client certificates if
+    /// wanted), or a rustls configuration of your own. See [`tls_config`](crate::tls_config)
+    /// for one with the ring provider.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
-        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+    pub fn tls(mut self, tls: impl Into<Tls>) -> Self {
+        self.tls = Some(tls.into());
         self.configs = Mutex::new(Vec::new());
         self
     }
@@ -332,8 +335,8 @@ impl<H: Handler> Server<H> {
                 Transport::ImplicitTls =>
                 {
                     #[cfg(feature = "tls")]
-                    if let Some(acceptor) = tls {
-                        let accept = Box::pin(acceptor.accept(stream));
+                    if let Some(tls) = tls {
+                        let accept = Box::pin(tls.acceptor().accept(stream));
                         let handshake =
                             crate::connection::bounded(accept, limits.handshake_timeout);
                         if let Some(Ok(tls)) = handshake.await {

@@ -136,65 +136,10 @@ pub(crate) fn tls_error(reason: &str) -> IoError {
     IoError::tls(reason, None)
 }
 
-/// The handshake's details, named like Halon's `tls` array.
-#[cfg(feature = "tls")]
-pub fn tls_info(conn: &tokio_rustls::rustls::ServerConnection) -> smtp_session::TlsInfo {
-    use tokio_rustls::rustls::ProtocolVersion;
-    let protocol = match conn.protocol_version() {
-        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    };
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .map(|s| {
-            let suite = s.suite();
-            suite
-                .as_str()
-                .map_or_else(|| format!("{suite:?}"), str::to_string)
-        })
-        .unwrap_or_default();
-    smtp_session::TlsInfo {
-        key_size: key_size(&cipher),
-        protocol,
-        cipher,
-        sni: conn.server_name().map(str::to_string),
-        peer_certificate: conn.peer_certificates().and_then(|certs| {
-            certs.first().map(|c| smtp_session::PeerCertificate {
-                der: c.as_ref().to_vec(),
-                verify_error: None,
-            })
-        }),
-    }
-}
-
-/// The symmetric key size in bits, read from the cipher suite's name.
-#[cfg(feature = "tls")]
-fn key_size(cipher: &str) -> Option<u32> {
-    if cipher.contains("AES_256") || cipher.contains("CHACHA20") {
-        Some(256)
-    } else if cipher.contains("AES_128") {
-        Some(128)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[cfg(feature = "tls")]
-    #[test]
-    fn key_sizes_come_from_suite_names() {
-        assert_eq!(key_size("TLS13_AES_256_GCM_SHA384"), Some(256));
-        assert_eq!(key_size("TLS13_AES_128_GCM_SHA256"), Some(128));
-        assert_eq!(key_size("TLS13_CHACHA20_POLY1305_SHA256"), Some(256));
-        assert_eq!(key_size("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), Some(128));
-        assert_eq!(key_size("UNKNOWN"), None);
-    }
 
     #[tokio::test]
     async fn prefixed_reads_the_prefix_first() {
