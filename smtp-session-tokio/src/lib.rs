@@ -120,10 +120,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Listeners
+//!
+//! A [`Listener`] is a bound socket, TCP or a UNIX stream socket ([`ListenSocket`],
+//! [`Listener::unix`]), and how its connections start ([`Transport`]: plaintext with
+//! STARTTLS, or implicit TLS). A UNIX socket's connections carry the peer's user id, from
+//! its credentials, as [`ConnectionInfo::remote_uid`] (Halon's `remoteuid`), count against
+//! the global connection limit only, and have no addresses.
+//!
 //! # Your own accept loop or stream type
 //!
 //! [`Server::serve_connection`] serves one connection over anything that is
-//! `AsyncRead + AsyncWrite` (a UNIX socket, a stream from another acceptor), with
+//! `AsyncRead + AsyncWrite` (a stream from another acceptor, an in-memory pipe), with
 //! everything above except the connection limits, which are then the caller's.
 //!
 //! # Features
@@ -145,6 +153,7 @@
 mod connection;
 mod handler;
 mod limits;
+mod listener;
 mod server;
 mod stream;
 #[cfg(feature = "tls")]
@@ -152,7 +161,8 @@ mod tls;
 
 pub use handler::{Connection, Handler, HookError, HookResult};
 pub use limits::Limits;
-pub use server::{Listener, Server, Transport};
+pub use listener::{ListenSocket, Listener, Transport};
+pub use server::Server;
 
 pub use smtp_session;
 pub use smtp_session::{

@@ -1,89 +1,22 @@
 //! The server: listeners, accept loops with connection limits and accept-error backoff,
 //! graceful shutdown, and [`Server::serve_connection`] for callers with their own loop.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smtp_session::{Config, ConnectionInfo, Hooks, Session};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{drive, refuse, Env};
 use crate::handler::Handler;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
+use crate::listener::{Accepted, AcceptedStream, Listener, Transport};
 #[cfg(feature = "tls")]
 use crate::tls::Tls;
-
-/// How a connection starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Transport {
-    /// Plaintext SMTP; STARTTLS is offered when the server has TLS.
-    Plain,
-    /// TLS from the first byte (RFC 8314 "submissions", port 465).
-    ImplicitTls,
-}
-
-/// A bound TCP listener and how its connections start.
-#[derive(Debug)]
-pub struct Listener {
-    tcp: TcpListener,
-    /// The bound address when it names one interface (not 0.0.0.0 or ::): then it is every
-    /// connection's local address, with no system call per connection to learn it.
-    local: Option<SocketAddr>,
-    transport: Transport,
-    server_id: String,
-}
-
-impl Listener {
-    /// Plaintext SMTP, with STARTTLS when the server has TLS. Its server id (Halon's
-    /// `serverid`) is `smtp`.
-    pub fn plain(tcp: TcpListener) -> Self {
-        Listener {
-            local: specific_addr(&tcp),
-            tcp,
-            transport: Transport::Plain,
-            server_id: "smtp".into(),
-        }
-    }
-
-    /// Implicit TLS (RFC 8314). Its server id is `smtps`.
-    pub fn implicit_tls(tcp: TcpListener) -> Self {
-        Listener {
-            local: specific_addr(&tcp),
-            tcp,
-            transport: Transport::ImplicitTls,
-            server_id: "smtps".into(),
-        }
-    }
-
-    /// Names the listener in the connection info and the disconnect context.
-    pub fn server_id(mut self, id: impl Into<String>) -> Self {
-        self.server_id = id.into();
-        self
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-}
-
-fn specific_addr(tcp: &TcpListener) -> Option<SocketAddr> {
-    tcp.local_addr()
-        .ok()
-        .filter(|addr| !addr.ip().is_unspecified())
-}
-
-impl From<TcpListener> for Listener {
-    fn from(tcp: TcpListener) -> Self {
-        Listener::plain(tcp)
-    }
-}
 
 type Factory<H> = dyn Fn(&ConnectionInfo) -> H + Send + Sync;
 
@@ -174,7 +107,8 @@ impl<H: Handler> Server<H> {
         self
     }
 
-    /// Adds a listener: a [`TcpListener`] (plaintext) or a [`Listener`].
+    /// Adds a listener: a [`Listener`], or a [`TcpListener`](tokio::net::TcpListener) or
+    /// [`UnixListener`](tokio::net::UnixListener) for plaintext SMTP.
     pub fn listener(mut self, listener: impl Into<Listener>) -> Self {
         self.listeners.push(listener.into());
         self
@@ -275,30 +209,36 @@ impl<H: Handler> Server<H> {
 
     /// A new connection from a listener: admitted under the limits and served, or
     /// answered with a 421.
-    fn admit(
+    fn admit(self: &Arc<Self>, accepted: Accepted, listener: &Listener, tracker: &TaskTracker) {
+        match accepted {
+            Accepted::Tcp(stream, info) => {
+                // Behind a PROXY header the TCP peer is the proxy: the client's address is
+                // counted when the header arrived.
+                let ip = info.remote_ip.filter(|_| !self.config.proxy_protocol);
+                self.start(stream, ip, info, listener, tracker);
+            }
+            // A local peer: counted against the global limit only.
+            #[cfg(unix)]
+            Accepted::Unix(stream, info) => self.start(stream, None, info, listener, tracker),
+        }
+    }
+
+    fn start<S: AcceptedStream>(
         self: &Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
+        stream: S,
+        ip: Option<IpAddr>,
+        info: ConnectionInfo,
         listener: &Listener,
         tracker: &TaskTracker,
     ) {
-        let _ = stream.set_nodelay(true);
-        // Behind a PROXY header the TCP peer is the proxy: the client's address is counted
-        // when the header arrived.
-        let ip = (!self.config.proxy_protocol).then_some(remote.ip());
         let slot = match self.counts.admit(ip, &self.limits) {
             Ok(slot) => slot,
             Err(over) => return self.refuse(stream, over, listener.transport, tracker),
         };
-        let local = listener.local.or_else(|| stream.local_addr().ok());
         let info = ConnectionInfo {
             id: self.ids.next(),
-            remote_ip: Some(remote.ip()),
-            remote_port: Some(remote.port()),
-            local_ip: local.map(|a| a.ip()),
-            local_port: local.map(|a| a.port()),
             server_id: Some(listener.server_id.clone()),
-            ..ConnectionInfo::default()
+            ..info
         };
         let server = self.clone();
         let transport = listener.transport;
@@ -309,9 +249,9 @@ impl<H: Handler> Server<H> {
     }
 
     /// Answers a client over a limit with `421 4.7.0`, without holding up the accept loop.
-    fn refuse(
+    fn refuse<S: AcceptedStream>(
         &self,
-        stream: TcpStream,
+        stream: S,
         over: OverLimit,
         transport: Transport,
         tracker: &TaskTracker,
@@ -380,12 +320,12 @@ async fn accept_loop<H: Handler>(server: Arc<Server<H>>, listener: Listener, tra
         let accepted = tokio::select! {
             biased;
             _ = server.shutdown.cancelled() => return,
-            accepted = listener.tcp.accept() => accepted,
+            accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => {
+            Ok(accepted) => {
                 backoff = Duration::ZERO;
-                server.admit(stream, remote, &listener, &tracker);
+                server.admit(accepted, &listener, &tracker);
             }
             Err(err) if concerns_one_connection(&err) => {}
             Err(_) => {
