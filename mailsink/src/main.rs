@@ -12,6 +12,7 @@ use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Listener, Server};
 use tokio::net::TcpListener;
 
+mod dns;
 mod log;
 mod maildir;
 mod policy;
@@ -59,6 +60,19 @@ struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Do not look up clients' reverse DNS names.
+    #[arg(long)]
+    no_dns: bool,
+
+    /// DNS server to ask, ADDR:PORT (repeatable) [default: those of /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_dns")]
+    dns_server: Vec<SocketAddr>,
+
+    /// The longest a client's reverse DNS lookup may hold up its greeting.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    dns_timeout: u64,
 
     /// Account for AUTH PLAIN/LOGIN, offered over TLS only (repeatable).
     #[arg(long, value_name = "NAME:PASSWORD", value_parser = parse_user)]
@@ -196,10 +210,20 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
         Some(Arc::new(dir))
     };
+    let dns = if args.no_dns {
+        None
+    } else {
+        let settings = dns::DnsSettings {
+            servers: args.dns_server.clone(),
+            timeout: Duration::from_secs(args.dns_timeout),
+        };
+        Some(dns::Resolver::new(&settings)?)
+    };
     let sink = sink::Sink {
         maildir,
         lua,
         users: args.user.clone().into(),
+        dns,
     };
     let config = config(&args, &hostname, &sink)?;
     let tls = match (&args.tls_cert, &args.tls_key) {

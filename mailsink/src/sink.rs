@@ -9,6 +9,7 @@ use smtp_session::{
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
+use crate::dns::Resolver;
 use crate::log;
 use crate::maildir::Maildir;
 use crate::policy::{Event, LuaPolicy, Outcome};
@@ -47,6 +48,8 @@ pub struct Sink {
     pub lua: Option<Arc<LuaPolicy>>,
     /// `--user NAME:PASSWORD` pairs.
     pub users: Arc<[(String, String)]>,
+    /// Looks up the client's reverse DNS name at the connect stage; `None` with `--no-dns`.
+    pub dns: Option<Resolver>,
 }
 
 impl Sink {
@@ -105,7 +108,7 @@ impl Handler for Sink {
     /// and the stages the script has handlers for.
     fn hooks(&self) -> Hooks {
         Hooks {
-            connect: self.script_handles("smtp_server_connection_accepted"),
+            connect: self.dns.is_some() || self.script_handles("smtp_server_connection_accepted"),
             helo: self.script_handles("smtp_server_ehlo"),
             auth: self.auth_enabled(),
             mail_from: self.script_handles("smtp_server_mail_from"),
@@ -116,7 +119,13 @@ impl Handler for Sink {
         }
     }
 
+    /// The reverse DNS name first, so the script, the log and the `Received:` field have
+    /// it. The greeting waits for it, at most the DNS timeout; with a PROXY header the name
+    /// is the client's, not the proxy's.
     async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        if let (Some(dns), Some(ip)) = (&self.dns, conn.info().remote_ip) {
+            conn.set_remote_ptr(dns.verified_ptr(ip).await);
+        }
         self.stage(ConnFacts::of(conn), Event::ConnectionAccepted)
             .await
     }

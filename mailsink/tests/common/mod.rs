@@ -64,6 +64,14 @@ impl Server {
         if options.implicit_tls {
             command.args(["--tls-listen", "127.0.0.1:0"]);
         }
+        // Tests never ask the system's DNS servers: only one a test started (--dns-server).
+        if !options
+            .args
+            .iter()
+            .any(|a| a == "--dns-server" || a == "--no-dns")
+        {
+            command.arg("--no-dns");
+        }
         command
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
