@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
-use smtp_session_tokio::{CancellationToken, Limits, Listener, Server};
-use tokio::net::TcpListener;
+use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
 mod dns;
+mod listen;
 mod log;
 mod maildir;
 mod policy;
@@ -27,13 +27,14 @@ mod tls;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Address for SMTP with STARTTLS (repeatable).
+    /// Address for SMTP with STARTTLS, ADDR:PORT or unix:PATH (repeatable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
-    listen: Vec<SocketAddr>,
+    listen: Vec<listen::ListenAddr>,
 
-    /// Address for implicit TLS, RFC 8314 "submissions" (repeatable).
+    /// Address for implicit TLS, RFC 8314 "submissions", ADDR:PORT or unix:PATH
+    /// (repeatable).
     #[arg(long, value_name = "ADDR")]
-    tls_listen: Vec<SocketAddr>,
+    tls_listen: Vec<listen::ListenAddr>,
 
     /// Name in the greeting, the EHLO reply and synthesized 421 replies [default: this
     /// machine's host name].
@@ -238,17 +239,13 @@ async fn run(args: Args) -> Result<(), String> {
         .tls(tls)
         .shutdown_on(shutdown.clone());
     let mut described = Vec::new();
-    for (addrs, implicit) in [(&args.listen, false), (&args.tls_listen, true)] {
+    let kinds = [
+        (&args.listen, Transport::Plain, "smtp+starttls"),
+        (&args.tls_listen, Transport::ImplicitTls, "smtps"),
+    ];
+    for (addrs, transport, label) in kinds {
         for addr in addrs {
-            let tcp = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let local = tcp.local_addr().map_err(|e| e.to_string())?;
-            let (listener, label) = if implicit {
-                (Listener::implicit_tls(tcp), "smtps")
-            } else {
-                (Listener::plain(tcp), "smtp+starttls")
-            };
+            let (listener, local) = addr.bind(transport).await?;
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);
         }

@@ -221,17 +221,16 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
-/// `... listening on 127.0.0.1:1 (smtp+starttls), 127.0.0.1:2 (smtps); ...`
+/// `... listening on 127.0.0.1:1 (smtp+starttls), 127.0.0.1:2 (smtps); ...`; UNIX sockets
+/// (`unix:PATH`) are left out.
 fn parse_listeners(line: &str) -> Vec<(SocketAddr, String)> {
     let rest = line.split("listening on ").nth(1).expect("listening on");
     let rest = rest.split(';').next().unwrap();
     rest.split(", ")
-        .map(|item| {
+        .filter_map(|item| {
             let (addr, label) = item.split_once(" (").expect("ADDR (label)");
-            (
-                addr.parse().unwrap(),
-                label.trim_end_matches(')').to_string(),
-            )
+            let addr = addr.parse().ok()?;
+            Some((addr, label.trim_end_matches(')').to_string()))
         })
         .collect()
 }
