@@ -62,6 +62,15 @@ struct Args {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// PEM CA certificates: ask TLS clients for a certificate signed by one of them; the
+    /// certificate and its verification result go into the log.
+    #[arg(long, value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Whether a TLS client must present a certificate that verifies.
+    #[arg(long, value_enum, default_value_t, requires = "tls_client_ca")]
+    tls_client_auth: tls::ClientAuthArg,
+
     /// Do not look up clients' reverse DNS names.
     #[arg(long)]
     no_dns: bool,
@@ -227,9 +236,13 @@ async fn run(args: Args) -> Result<(), String> {
         dns,
     };
     let config = config(&args, &hostname, &sink)?;
+    let client_certificates = match &args.tls_client_ca {
+        Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => tls::from_pem_files(cert, key)?,
-        _ => tls::self_signed(&hostname)?,
+        (Some(cert), Some(key)) => tls::from_pem_files(cert, key, client_certificates)?,
+        _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
     let shutdown = CancellationToken::new();
