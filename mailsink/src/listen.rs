@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use smtp_session_tokio::{ListenSocket, Listener, Transport};
+#[cfg(unix)]
+use smtp_session_tokio::ListenSocket;
+use smtp_session_tokio::{Listener, Transport};
 use tokio::net::TcpListener;
 
 /// A `--listen` or `--tls-listen` value.
@@ -52,10 +54,13 @@ impl ListenAddr {
                 let local = tcp.local_addr().map_err(failed)?;
                 Ok((Listener::new(tcp, transport), local.to_string()))
             }
+            #[cfg(unix)]
             ListenAddr::Unix(path) => {
                 let unix = ListenSocket::unix(path).map_err(failed)?;
                 Ok((Listener::new(unix, transport), self.to_string()))
             }
+            #[cfg(not(unix))]
+            ListenAddr::Unix(_) => Err(format!("{self}: UNIX sockets need a UNIX system")),
         }
     }
 }
