@@ -68,7 +68,13 @@ struct Args {
     tls_client_ca: Option<PathBuf>,
 
     /// Whether a TLS client must present a certificate that verifies.
-    #[arg(long, value_enum, default_value_t, requires = "tls_client_ca")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        default_value_t,
+        requires = "tls_client_ca"
+    )]
     tls_client_auth: tls::ClientAuthArg,
 
     /// Do not look up clients' reverse DNS names.

@@ -105,7 +105,8 @@ fn store_failed() -> Decision {
 
 impl Handler for Sink {
     /// The hooks worth a round trip: the message (to store and log it), AUTH when enabled,
-    /// and the stages the script has handlers for.
+    /// the connect stage for the reverse DNS name, and the stages the script has handlers
+    /// for.
     fn hooks(&self) -> Hooks {
         Hooks {
             connect: self.dns.is_some() || self.script_handles("smtp_server_connection_accepted"),

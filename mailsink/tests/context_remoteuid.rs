@@ -81,3 +81,15 @@ fn a_unix_socket_client_is_logged_with_its_user_id() {
     assert_eq!(line["arguments"]["reply"]["state"], "QUIT");
     assert_eq!(server.stored().len(), 1);
 }
+
+#[test]
+fn a_unix_path_that_is_not_a_socket_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let listen = format!("unix:{}", file.display());
+    let (status, err) = common::run_to_exit(&["--listen", &listen, "--no-dns"]);
+    assert!(!status.success());
+    assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}

@@ -338,3 +338,17 @@ fn cipher_suites_have_their_iana_names_and_sni_is_there_when_sent() {
     assert_eq!(tls12["keysize"], 128);
     assert_eq!(tls12["sni"], serde_json::Value::Null);
 }
+
+#[test]
+fn client_certificate_settings_that_cannot_work_stop_the_start() {
+    let (status, err) = common::run_to_exit(&["--tls-client-ca", "/nonexistent/ca.pem"]);
+    assert!(!status.success());
+    assert!(err.contains("--tls-client-ca /nonexistent/ca.pem"), "{err}");
+
+    let (status, err) = common::run_to_exit(&["--tls-client-auth", "required"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("--tls-client-ca"),
+        "required without a CA: {err}"
+    );
+}
