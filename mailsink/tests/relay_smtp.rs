@@ -261,3 +261,27 @@ fn without_reuse_each_message_has_its_own_connection() {
         "{ends:#?}"
     );
 }
+
+#[test]
+fn a_bad_relay_setting_stops_the_start_with_its_reason() {
+    for (args, says) in [
+        (
+            &["--relay", "smtp://mx.example?starttls=maybe"][..],
+            "required, opportunistic or no",
+        ),
+        (&["--relay", "lmtp://127.0.0.1"][..], "needs a port"),
+        (
+            &["--relay", "smtp://127.0.0.1:25", "--discard"][..],
+            "cannot be used with",
+        ),
+        (&["--relay-timeout", "5"][..], "--relay <URL>"),
+        (
+            &["--relay", "smtp://127.0.0.1:25", "--relay-timeout", "0"][..],
+            "relay-timeout",
+        ),
+    ] {
+        let (status, stderr) = common::run_to_exit(args);
+        assert!(!status.success(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

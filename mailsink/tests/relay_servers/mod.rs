@@ -157,7 +157,8 @@ impl Drop for SmtpSink {
 }
 
 /// Dovecot with only its LMTP server, on a loopback port and a UNIX socket, delivering
-/// into `<dir>/mail/<user>/Maildir` for the users of a passwd-file.
+/// into `<dir>/mail/<name>/Maildir` for `alice@example.org` and `bob@example.org` (a
+/// passwd-file); any other recipient is unknown.
 pub struct Dovecot {
     child: Child,
     pub addr: SocketAddr,
@@ -166,8 +167,13 @@ pub struct Dovecot {
 }
 
 impl Dovecot {
-    /// Users `alice` and `bob`; `extra` is appended to the configuration.
-    pub fn start(extra: &str) -> Dovecot {
+    pub fn start() -> Dovecot {
+        Dovecot::start_with(false)
+    }
+
+    /// With `bob_is_full`, Dovecot's quota plugin is on and bob's mailbox takes no more
+    /// (one byte of quota): Dovecot checks it after the data, refusing bob alone.
+    pub fn start_with(bob_is_full: bool) -> Dovecot {
         let dir = shared_tempdir();
         let root = dir.path();
         let mail = root.join("mail");
@@ -181,11 +187,21 @@ impl Dovecot {
         let mut passwd = String::new();
         for name in ["alice", "bob"] {
             let home = mail.join(name);
+            let extra = if name == "bob" && bob_is_full {
+                "userdb_quota_rule=*:storage=1B"
+            } else {
+                ""
+            };
             passwd.push_str(&format!(
-                "{name}:{{PLAIN}}x:{uid}:{gid}::{}::\n",
+                "{name}@example.org:{{PLAIN}}x:{uid}:{gid}::{}::{extra}\n",
                 home.display()
             ));
         }
+        let quota = if bob_is_full {
+            "mail_plugins = $mail_plugins quota\nplugin {\n  quota = maildir:User quota\n}\n"
+        } else {
+            ""
+        };
         std::fs::write(root.join("passwd"), passwd).unwrap();
         let port = free_port();
         let users = match &user {
@@ -209,7 +225,7 @@ impl Dovecot {
              \x20 inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
              \x20 unix_listener lmtp {{\n    mode = 0666\n  }}\n\
              }}\n\
-             {extra}\n",
+             {quota}",
             root = root.display()
         );
         let conf = root.join("dovecot.conf");
@@ -278,9 +294,9 @@ impl Dovecot {
         format!("lmtp+unix://{}", self.socket.display())
     }
 
-    /// The messages delivered to `user`, oldest first.
-    pub fn delivered(&self, user: &str) -> Vec<String> {
-        let new = self.dir.path().join("mail").join(user).join("Maildir/new");
+    /// The messages delivered to `name` (`alice` or `bob`), oldest first.
+    pub fn delivered(&self, name: &str) -> Vec<String> {
+        let new = self.dir.path().join("mail").join(name).join("Maildir/new");
         let mut files: Vec<PathBuf> = match std::fs::read_dir(new) {
             Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
             Err(_) => return Vec::new(),
