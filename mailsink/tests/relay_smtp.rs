@@ -8,7 +8,7 @@ mod relay_servers;
 use std::time::{Duration, Instant};
 
 use common::{Client, Server};
-use relay_servers::{free_port, SmtpSink};
+use relay_servers::{free_port, CountingProxy, SmtpSink};
 
 /// mailsink relaying to `url`, with `more` arguments.
 fn relaying(url: &str, more: &[&str]) -> Server {
@@ -229,9 +229,14 @@ fn downstream_connections_are_reused_across_messages_and_clients() {
         ids.iter().all(|id| *id == ids[0]),
         "one connection: {ids:?}"
     );
-    // The downstream stored what the client sent, after our Received: field.
+    // The downstream stored what the client sent, after our Received: field, and was told
+    // its size with SIZE=.
     let stored = downstream.stored();
     assert_eq!(stored.len(), 4);
+    let lines = downstream.wait_events("message", 4);
+    for (line, (_, bytes)) in lines.iter().zip(&stored) {
+        assert_eq!(line["envelope"]["mail_params"]["size"], bytes.len());
+    }
     for (_, bytes) in &stored {
         let text = String::from_utf8_lossy(bytes);
         let received = "Received: from client.example ([127.0.0.1]) by mx.test with ESMTP\r\n\
@@ -284,4 +289,51 @@ fn a_bad_relay_setting_stops_the_start_with_its_reason() {
         assert!(!status.success(), "{args:?}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn an_idle_connection_the_downstream_closed_is_replaced() {
+    // The downstream ends connections idle for a second (with 421 4.4.2).
+    let downstream = Server::start(&["--timeout", "1"]);
+    let url = format!("smtp://{}?starttls=no", downstream.addr);
+    let server = relaying(&url, &["--relay-idle", "60"]);
+    let mut c = Client::hello(server.addr);
+    let body = b"Subject: x\r\n\r\nx\r\n";
+    let reply = c.send_message("a@x.example", &["b@y.example"], body);
+    assert_eq!(reply, "250 2.0.0 Message accepted\r\n");
+    downstream.wait_events("disconnect", 1);
+    // The kept connection answers MAIL with that 421 (or not at all): the message goes
+    // on a new one, and the client notices nothing.
+    let reply = c.send_message("a@x.example", &["b@y.example"], body);
+    assert_eq!(reply, "250 2.0.0 Message accepted\r\n");
+    let ids = downstream_connections(&downstream, 2);
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[test]
+fn no_more_downstream_connections_than_allowed_at_once() {
+    // smtp-sink takes a second over each message; five clients send at once, two
+    // connections may be open.
+    let sink = SmtpSink::start(&["-W", ".:1"]);
+    let proxy = CountingProxy::start(sink.addr);
+    let url = format!("smtp://{}", proxy.addr);
+    let server = relaying(
+        &url,
+        &["--relay-max-connections", "2", "--relay-timeout", "20"],
+    );
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::hello(addr);
+                let body = format!("Subject: {i}\r\n\r\nx\r\n");
+                c.send_message("a@x.example", &["b@y.example"], body.as_bytes())
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), "250 2.0.0 Ok\r\n");
+    }
+    assert_eq!(sink.wait_dumps(5).len(), 5);
+    assert_eq!(proxy.most_at_once(), 2);
 }
