@@ -175,14 +175,15 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
 }
 
 fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
-    // A relay that runs out of time answers 451 itself, before the hook's own timeout.
+    // The message hook may run the script, then the relay, which answers 451 itself when it
+    // runs out of time: the hook is given the relay's time on top of its own.
     let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
     Limits {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
-        hook_timeout: HOOK_TIMEOUT.max(relay_time + Duration::from_secs(10)),
+        hook_timeout: HOOK_TIMEOUT + relay_time,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
         ..Limits::default()
