@@ -563,3 +563,6 @@ fn first_refusal(replies: &[Option<Reply>]) -> Reply {
         .cloned()
         .unwrap_or_else(reply::local_error)
 }
+
+#[cfg(test)]
+mod tests;
