@@ -430,17 +430,33 @@ impl Downstream {
         }
     }
 
-    /// The message after a 354, and its replies: one for SMTP, `accepted` for LMTP (one per
-    /// recipient it accepted). Fewer when the connection broke.
-    async fn data(
-        &mut self,
-        outgoing: &Outgoing<'_>,
-        accepted: usize,
-    ) -> Vec<Result<Answer, Broken>> {
-        match self {
-            Downstream::Smtp(smtp) => vec![smtp.data(outgoing).await],
-            Downstream::Lmtp(lmtp) => lmtp.data(outgoing, accepted).await,
+    /// After a 354: the message, then a reply for each of the `accepted` recipients (an
+    /// SMTP server's one reply stands for all of them), and whether the connection is
+    /// still in step for another message.
+    async fn data(&mut self, outgoing: &Outgoing<'_>, accepted: usize) -> (Vec<Reply>, bool) {
+        let (answers, expected) = match self {
+            Downstream::Smtp(smtp) => (vec![smtp.data(outgoing).await], 1),
+            Downstream::Lmtp(lmtp) => (lmtp.data(outgoing, accepted).await, accepted),
+        };
+        let in_step = answers.len() == expected
+            && answers
+                .iter()
+                .all(|a| a.as_ref().is_ok_and(|a| a.code != 421));
+        let mut replies: Vec<Reply> = answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(answer) if answer.is_positive() => answer.delivered(),
+                Ok(answer) => answer.refusal(),
+                // Whether it was delivered is not known: a retry risks a duplicate,
+                // never a loss.
+                Err(_) => reply::lost(),
+            })
+            .collect();
+        if expected == 1 && replies.len() == 1 {
+            replies = vec![replies[0].clone(); accepted];
         }
+        replies.resize(accepted, reply::lost());
+        (replies, in_step)
     }
 
     async fn quit(&mut self) {
@@ -470,43 +486,11 @@ enum Transacted {
 
 /// MAIL, RCPT for each recipient, DATA and the message, one command at a time.
 async fn transact(conn: &mut Downstream, message: &Transaction<'_>) -> Transacted {
-    let envelope = message.envelope;
-    let n = envelope.recipients.len();
-    let leg = conn.leg();
-    let mail = match envelope::mail_line(envelope, message.body, leg) {
-        Ok(line) => line,
-        Err(refusal) => {
-            return Transacted::Done {
-                replies: vec![refusal; n],
-                reusable: true,
-            }
-        }
+    let n = message.envelope.recipients.len();
+    let mut replies = match open(conn, message).await {
+        Ok(replies) => replies,
+        Err(ended) => return ended,
     };
-    match conn.command(&mail).await {
-        Ok(answer) if answer.is_positive() => {}
-        Ok(answer) if answer.code == 421 => return Transacted::Stale(Some(answer)),
-        Ok(answer) => {
-            return Transacted::Done {
-                replies: vec![answer.refusal(); n],
-                reusable: true,
-            }
-        }
-        Err(_) => return Transacted::Stale(None),
-    }
-    // None: accepted, waiting for the data's reply.
-    let mut replies: Vec<Option<Reply>> = vec![None; n];
-    for (i, reply) in replies.iter_mut().enumerate() {
-        match conn.command(&envelope::rcpt_line(envelope, i, leg)).await {
-            Ok(answer) if answer.is_positive() => {}
-            Ok(answer) => {
-                *reply = Some(answer.refusal());
-                if answer.code == 421 {
-                    return finished(replies, reply::lost(), false);
-                }
-            }
-            Err(_) => return finished(replies, reply::lost(), false),
-        }
-    }
     let accepted = replies.iter().filter(|r| r.is_none()).count();
     if accepted == 0 || (message.all_or_nothing && accepted < n) {
         let reset = conn.command("RSET\r\n").await;
@@ -522,27 +506,48 @@ async fn transact(conn: &mut Downstream, message: &Transaction<'_>) -> Transacte
         }
         Err(_) => return finished(replies, reply::lost(), false),
     }
-    let answers = conn.data(message.outgoing, accepted).await;
-    let single = matches!(conn, Downstream::Smtp(_));
-    let reusable = answers.len() == if single { 1 } else { accepted }
-        && answers
-            .iter()
-            .all(|a| a.as_ref().is_ok_and(|a| a.code != 421));
+    let (answers, reusable) = conn.data(message.outgoing, accepted).await;
     let mut answers = answers.into_iter();
-    let mut last = None;
     for slot in replies.iter_mut().filter(|r| r.is_none()) {
-        if !single || last.is_none() {
-            last = Some(match answers.next() {
-                Some(Ok(answer)) if answer.is_positive() => answer.delivered(),
-                Some(Ok(answer)) => answer.refusal(),
-                // Whether it was delivered is not known: a retry risks a duplicate,
-                // never a loss.
-                Some(Err(_)) | None => reply::lost(),
-            });
-        }
-        *slot = last.clone();
+        *slot = answers.next();
     }
     finished(replies, reply::lost(), reusable)
+}
+
+/// MAIL and the RCPTs: for each recipient its refusal, or `None` when it was accepted.
+/// `Err` when the transaction ended there.
+async fn open(
+    conn: &mut Downstream,
+    message: &Transaction<'_>,
+) -> Result<Vec<Option<Reply>>, Transacted> {
+    let envelope = message.envelope;
+    let n = envelope.recipients.len();
+    let leg = conn.leg();
+    let refused = |reply: Reply| Transacted::Done {
+        replies: vec![reply; n],
+        reusable: true,
+    };
+    let mail = envelope::mail_line(envelope, message.body, leg).map_err(refused)?;
+    match conn.command(&mail).await {
+        Ok(answer) if answer.is_positive() => {}
+        Ok(answer) if answer.code == 421 => return Err(Transacted::Stale(Some(answer))),
+        Ok(answer) => return Err(refused(answer.refusal())),
+        Err(_) => return Err(Transacted::Stale(None)),
+    }
+    let mut replies: Vec<Option<Reply>> = vec![None; n];
+    for (i, reply) in replies.iter_mut().enumerate() {
+        match conn.command(&envelope::rcpt_line(envelope, i, leg)).await {
+            Ok(answer) if answer.is_positive() => {}
+            Ok(answer) => {
+                *reply = Some(answer.refusal());
+                if answer.code == 421 {
+                    return Err(finished(replies, reply::lost(), false));
+                }
+            }
+            Err(_) => return Err(finished(replies, reply::lost(), false)),
+        }
+    }
+    Ok(replies)
 }
 
 /// The replies, with `rest` for the recipients that have none.
