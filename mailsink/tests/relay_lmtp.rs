@@ -87,12 +87,8 @@ fn an_unknown_user_refuses_the_whole_message_for_an_smtp_client() {
     assert!(c.cmd("QUIT").starts_with("221"));
     // Dovecot numbers the transactions of a session: the delivery was the second
     // transaction (the first was reset) of one connection.
-    let log = dovecot.log();
-    let saved = log
-        .lines()
-        .find(|l| l.contains("saved mail to INBOX"))
-        .unwrap_or_else(|| panic!("{log}"));
-    assert!(saved.contains(":T2>"), "{log}");
+    let saved = dovecot.wait_log_line("saved mail to INBOX");
+    assert!(saved.contains(":T2>"), "{}", dovecot.log());
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod relay_servers;
 use std::path::PathBuf;
 
 use common::{Client, Options, Server};
-use relay_servers::SmtpSink;
+use relay_servers::{eventually_contains, SmtpSink};
 
 const TLS_FAILED: &str = "451 4.7.5 No secure connection to the next hop, try again later\r\n";
 
@@ -95,8 +95,7 @@ fn required_starttls_checks_the_certificate_against_the_given_ca() {
     // Without the CA, the web PKI roots do not know the certificate: nothing is sent.
     let untrusting = Server::start(&["--relay", &url]);
     assert_eq!(send_one(&untrusting), TLS_FAILED);
-    let stderr = untrusting.stderr_lines().join("\n");
-    assert!(stderr.contains("STARTTLS failed"), "{stderr}");
+    eventually_contains("STARTTLS failed", || untrusting.stderr_lines().join("\n"));
     assert_eq!(downstream.stored().len(), 1);
 }
 

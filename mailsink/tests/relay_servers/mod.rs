@@ -22,6 +22,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (bounded) until `probe` returns text containing `wanted`: for what a server
+/// writes to a pipe that a reader thread collects.
+pub fn eventually_contains(wanted: &str, probe: impl Fn() -> String) {
+    let start = Instant::now();
+    loop {
+        let text = probe();
+        if text.contains(wanted) {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "never saw {wanted:?} in: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -69,6 +83,20 @@ fn wait_for_greeting(
     }
 }
 
+/// `name` on PATH, else in /usr/sbin (where Debian puts both servers, and which a
+/// non-root PATH may lack).
+fn program(name: &str) -> PathBuf {
+    let sbin = Path::new("/usr/sbin").join(name);
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    if !on_path && sbin.is_file() {
+        sbin
+    } else {
+        PathBuf::from(name)
+    }
+}
+
 fn spawn(command: &mut Command, what: &str, install: &str) -> Child {
     command
         .stdin(Stdio::null())
@@ -93,7 +121,7 @@ impl SmtpSink {
         open_dir(&dumps);
         let log = dir.path().join("smtp-sink.log");
         let port = free_port();
-        let mut command = Command::new("smtp-sink");
+        let mut command = Command::new(program("smtp-sink"));
         if is_root() {
             command.args(["-u", "nobody"]);
         }
@@ -231,7 +259,7 @@ impl Dovecot {
         let conf = root.join("dovecot.conf");
         std::fs::write(&conf, config).unwrap();
         let log = root.join("dovecot.log");
-        let mut command = Command::new("dovecot");
+        let mut command = Command::new(program("dovecot"));
         command
             .arg("-F")
             .arg("-c")
@@ -310,6 +338,22 @@ impl Dovecot {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// The first log line containing `text`, once Dovecot's log process has written it.
+    pub fn wait_log_line(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(text)) {
+                return line.to_string();
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "no {text:?} in the log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
