@@ -338,3 +338,39 @@ fn no_more_downstream_connections_than_allowed_at_once() {
     assert_eq!(sink.wait_dumps(5).len(), 5);
     assert_eq!(proxy.most_at_once(), 2);
 }
+
+#[test]
+fn what_the_downstream_cannot_take_is_refused_and_what_it_does_not_offer_is_left_out() {
+    // smtp-sink without 8BITMIME and DSN (and it never offers SMTPUTF8).
+    let sink = SmtpSink::start(&["-8", "-N"]);
+    let server = relaying(&sink.url(), &[]);
+    let mut c = Client::hello(server.addr);
+    let reply = c.send_message("a@x.example", &["b@y.example"], "caf\u{e9}\r\n".as_bytes());
+    assert_eq!(
+        reply,
+        "554 5.6.3 The next hop does not accept 8-bit content (8BITMIME)\r\n"
+    );
+    assert!(c.cmd("MAIL FROM:<a@x.example> SMTPUTF8").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@y.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert_eq!(
+        c.cmd("Subject: utf8\r\n\r\nx\r\n."),
+        "550 5.6.7 The next hop does not accept internationalized mail (SMTPUTF8)\r\n"
+    );
+    // DSN parameters are dropped for a downstream without DSN; the message goes.
+    assert!(c
+        .cmd("MAIL FROM:<a@x.example> RET=FULL ENVID=e1")
+        .starts_with("250"));
+    assert!(c
+        .cmd("RCPT TO:<b@y.example> NOTIFY=NEVER")
+        .starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert_eq!(c.cmd("Subject: dsn\r\n\r\nx\r\n."), "250 2.0.0 Ok\r\n");
+    let dumps = sink.wait_dumps(1);
+    assert_eq!(dumps.len(), 1, "only the last message went: {dumps:?}");
+    assert!(
+        dumps[0].contains("X-Mail-Args: <a@x.example>\nX-Rcpt-Args: <b@y.example>\n"),
+        "{}",
+        dumps[0]
+    );
+}
