@@ -16,6 +16,7 @@ mod listen;
 mod log;
 mod maildir;
 mod policy;
+mod relay;
 mod sink;
 mod tls;
 
@@ -119,6 +120,9 @@ struct Args {
     /// --proxy-protocol); 0 for no limit.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_connections_per_ip: usize,
+
+    #[command(flatten)]
+    relay: relay::RelayArgs,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -176,7 +180,10 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
-    if sink.maildir.is_none() && !sink.needs_body() {
+    if sink.relay.is_some() {
+        // DATA to the next hop cannot carry binary content (see relay.rs).
+        config.extensions.binary_mime = false;
+    } else if sink.maildir.is_none() && !sink.needs_body() {
         // --discard: the body goes nowhere, so it is never gathered either; the message
         // hook still logs the envelope and the size.
         config.body_delivery = BodyDelivery::STREAMED;
@@ -197,13 +204,16 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config) -> Limits {
+fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
+    // The message hook may run the script, then the relay, which answers 451 itself when it
+    // runs out of time: the hook is given the relay's time on top of its own.
+    let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
     Limits {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
-        hook_timeout: HOOK_TIMEOUT,
+        hook_timeout: HOOK_TIMEOUT + relay_time,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
         ..Limits::default()
@@ -219,7 +229,8 @@ async fn run(args: Args) -> Result<(), String> {
         )),
         None => None,
     };
-    let maildir = if args.discard {
+    let relay = relay::Relay::from_args(&args.relay, &hostname)?.map(Arc::new);
+    let maildir = if args.discard || relay.is_some() {
         None
     } else {
         let dir = maildir::Maildir::open(&args.maildir, &hostname)
@@ -237,6 +248,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let sink = sink::Sink {
         maildir,
+        relay,
         lua,
         users: args.user.clone().into(),
         dns,
@@ -251,9 +263,11 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
+    let limits = limits(&args, &config, &sink);
+    let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
     let mut server = Server::new(sink)
-        .limits(limits(&args, &config))
+        .limits(limits)
         .config(config)
         .tls(tls)
         .shutdown_on(shutdown.clone());
@@ -269,7 +283,9 @@ async fn run(args: Args) -> Result<(), String> {
             server = server.listener(listener);
         }
     }
-    let storage = if args.discard {
+    let storage = if let Some(target) = relaying {
+        format!("relaying to {target}")
+    } else if args.discard {
         "discarding messages".to_string()
     } else {
         format!("storing into {}", args.maildir.join("new").display())

@@ -13,6 +13,7 @@ use crate::dns::Resolver;
 use crate::log;
 use crate::maildir::Maildir;
 use crate::policy::{Event, LuaPolicy, Outcome};
+use crate::relay::Relay;
 
 /// What the policy and the log know about the connection when a hook runs, besides the
 /// hook's arguments.
@@ -44,6 +45,8 @@ impl ConnFacts {
 pub struct Sink {
     /// Where messages go; `None` accepts and drops them (`--discard`).
     pub maildir: Option<Arc<Maildir>>,
+    /// `--relay`: messages go to a downstream server instead of the Maildir.
+    pub relay: Option<Arc<Relay>>,
     /// The `--policy` script.
     pub lua: Option<Arc<LuaPolicy>>,
     /// `--user NAME:PASSWORD` pairs.
@@ -204,6 +207,15 @@ impl Handler for Sink {
             if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
                 return Ok(decision);
             }
+        }
+        if let Some(relay) = &self.relay {
+            let hostname = conn.config().hostname.clone();
+            let lmtp = conn.config().lmtp;
+            let relayed = relay.deliver(&facts, &message, &hostname, lmtp).await;
+            if relayed.delivered > 0 {
+                log::emit(&log::message_line(&facts, &message, None));
+            }
+            return Ok(relayed.decision);
         }
         let Some(maildir) = self.maildir.clone() else {
             log::emit(&log::message_line(&facts, &message, None));
