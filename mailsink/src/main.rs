@@ -16,6 +16,7 @@ mod log;
 mod maildir;
 mod policy;
 mod sink;
+mod store;
 mod tls;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
@@ -146,9 +147,10 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
-    if sink.maildir.is_none() && !sink.needs_body() {
-        // --discard: the body goes nowhere, so it is never gathered either; the message
-        // hook still logs the envelope and the size.
+    if sink.maildir.is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
+        // --discard they go nowhere, and the message hook still logs the envelope and the
+        // size. Only --discard with a script that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -200,6 +202,7 @@ async fn run(args: Args) -> Result<(), String> {
         maildir,
         lua,
         users: args.user.clone().into(),
+        spooler: store::Spooler::default(),
     };
     let config = config(&args, &hostname, &sink)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
