@@ -35,6 +35,11 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     tls_listen: Vec<SocketAddr>,
 
+    /// Address for LMTP, RFC 2033, with STARTTLS (repeatable): each recipient gets its own
+    /// reply after the data.
+    #[arg(long, value_name = "ADDR")]
+    lmtp_listen: Vec<SocketAddr>,
+
     /// Name in the greeting, the EHLO reply and synthesized 421 replies [default: this
     /// machine's host name].
     #[arg(long, value_name = "NAME")]
@@ -217,17 +222,19 @@ async fn run(args: Args) -> Result<(), String> {
         .tls(tls)
         .shutdown_on(shutdown.clone());
     let mut described = Vec::new();
-    for (addrs, implicit) in [(&args.listen, false), (&args.tls_listen, true)] {
+    type MakeListener = fn(TcpListener) -> Listener;
+    let kinds: [(&Vec<SocketAddr>, &str, MakeListener); 3] = [
+        (&args.listen, "smtp+starttls", Listener::plain),
+        (&args.tls_listen, "smtps", Listener::implicit_tls),
+        (&args.lmtp_listen, "lmtp", |tcp| Listener::plain(tcp).lmtp()),
+    ];
+    for (addrs, label, make) in kinds {
         for addr in addrs {
             let tcp = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = tcp.local_addr().map_err(|e| e.to_string())?;
-            let (listener, label) = if implicit {
-                (Listener::implicit_tls(tcp), "smtps")
-            } else {
-                (Listener::plain(tcp), "smtp+starttls")
-            };
+            let listener = make(tcp);
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);
         }
