@@ -268,6 +268,7 @@ pub struct Config {
     /// Recipients per message; RFC 5321 says at least 100, so smaller values are raised to it.
     pub max_recipients: usize,
     /// Error replies (4xx/5xx to client commands) before `421 4.7.0` and close. Default 20.
+    /// A reply marked [`Reply::server_fault`](crate::Reply::server_fault) does not count.
     pub hard_error_limit: u32,
     /// Input bytes the session buffers while a hook is pending. 1 KiB..=16 MiB, at least the
     /// line limits; default 64 KiB.

@@ -292,11 +292,13 @@ impl Outbox {
     }
 
     /// Writes a reply and returns the error count so far. 4xx and 5xx replies count toward
-    /// the hard error limit, except a 421 (it closes anyway) and the replies to the
-    /// connection itself, a timeout or a shutdown, which no client command caused.
+    /// the hard error limit, except a 421 (it closes anyway), a reply marked as the server's
+    /// fault, and the replies to the connection itself, a timeout or a shutdown, which no
+    /// client command caused.
     #[must_use]
     pub(crate) fn reply(&mut self, reply: Reply, state: ReplyState) -> u32 {
         let counts = reply.is_error()
+            && !reply.is_server_fault()
             && reply.code() != 421
             && !matches!(
                 state,

@@ -99,6 +99,9 @@ pub struct Reply {
     /// Built by the crate: its enhanced code is dropped when ENHANCEDSTATUSCODES is off.
     /// Replies given by hooks are sent as given.
     default: bool,
+    /// Reports the server's own trouble, not a client's mistake: not counted toward the
+    /// hard error limit (see [`Reply::server_fault`]).
+    server_fault: bool,
     /// The wire form, when known at compile time (the crate's fixed replies): written with
     /// one copy instead of being formatted for every reply sent.
     wire: &'static str,
@@ -181,6 +184,7 @@ impl Reply {
             enhanced,
             text: Cow::Owned(joined),
             default: false,
+            server_fault: false,
             wire: "",
         })
     }
@@ -198,6 +202,7 @@ impl Reply {
             enhanced,
             text: Cow::Borrowed(text),
             default: true,
+            server_fault: false,
             wire,
         }
     }
@@ -211,6 +216,7 @@ impl Reply {
             enhanced,
             text: Cow::Owned(text),
             default: true,
+            server_fault: false,
             wire: "",
         }
     }
@@ -243,6 +249,30 @@ impl Reply {
     /// True for 4xx and 5xx replies.
     pub fn is_error(&self) -> bool {
         self.code >= 400
+    }
+
+    /// Marks the reply as reporting the server's own trouble (a full disk, a store that
+    /// failed, a backend that is down) rather than a mistake of the client: it is sent as
+    /// it is, but does not count toward
+    /// [`Config::hard_error_limit`](crate::Config::hard_error_limit), so a client that
+    /// retries through the trouble is not cut off for it.
+    ///
+    /// ```
+    /// use smtp_session::{Decision, Reply};
+    /// let full = Reply::new(452, "4.3.1 Insufficient system storage").unwrap().server_fault();
+    /// assert!(full.is_server_fault());
+    /// let decision = Decision::Reject(full);
+    /// # let _ = decision;
+    /// ```
+    #[must_use]
+    pub fn server_fault(mut self) -> Reply {
+        self.server_fault = true;
+        self
+    }
+
+    /// True when [`server_fault`](Reply::server_fault) marked the reply.
+    pub fn is_server_fault(&self) -> bool {
+        self.server_fault
     }
 
     /// Appends the reply in wire format (`CODE-text` lines, a last `CODE text` line, CRLF).

@@ -885,10 +885,10 @@ impl Session {
     }
 
     /// LMTP: a reply for each recipient, in RCPT order; an error among them counts once
-    /// toward the error limit.
+    /// toward the error limit (unless each is the server's fault).
     fn per_recipient(&mut self, stage: Stage, replies: Vec<Reply>) {
         let state = stage.reply_state();
-        let any_error = replies.iter().any(Reply::is_error);
+        let any_error = replies.iter().any(|r| r.is_error() && !r.is_server_fault());
         for reply in replies {
             self.out.reply_uncounted(reply, state);
         }

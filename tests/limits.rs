@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use smtp_session::{Config, Decision, Extensions, Hooks, Output, Session};
+use smtp_session::{Config, Decision, Extensions, Hooks, Output, Reply, Session};
 
 /// The default command line limit: 512 plus the SIZE (26), SMTPUTF8 (10) and DSN (600)
 /// allowances.
@@ -318,6 +318,64 @@ fn the_error_limit_counts_hook_rejections() {
             "250 mx.example",
             "550 5.7.1 no",
             "550 5.7.1 no",
+            "500 5.5.1 Command unrecognized",
+            "421 4.7.0 mx.example Error: too many errors"
+        ]
+    );
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn replies_marked_as_the_servers_fault_do_not_count_toward_the_error_limit() {
+    // A full disk refuses every MAIL and fails every store: the client, retrying, is never
+    // cut off for it, while its own mistakes still count.
+    let config = Config {
+        hard_error_limit: 3,
+        hooks: Hooks {
+            mail_from: true,
+            message: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    };
+    let policy = |hook: &smtp_session::Hook| {
+        let (code, text) = match hook {
+            smtp_session::Hook::MailFrom { path, .. } if path.to_string().starts_with("full") => {
+                (452, "4.3.1 Insufficient system storage")
+            }
+            smtp_session::Hook::MailFrom { .. } => return Decision::Accept,
+            _ => (451, "4.3.0 Could not store the message"),
+        };
+        Decision::Reject(Reply::new(code, text).unwrap().server_fault())
+    };
+    let mut h = Harness::with_policy(config, Policy::Auto(Box::new(policy)));
+    h.transcript.clear();
+    h.send("HELO c\r\n");
+    for _ in 0..4 {
+        h.send("MAIL FROM:<full@example.org>\r\n");
+    }
+    for _ in 0..4 {
+        h.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nx\r\n.\r\n");
+    }
+    // BDAT: the refusal of the last chunk is the server's fault too.
+    h.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 1 LAST\r\nx");
+    assert_eq!(h.closes, 0);
+    let lines = h.server_lines();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("452 4.3.1")).count(),
+        4
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("451 4.3.0")).count(),
+        5
+    );
+    let before = lines.len();
+    h.send("BOGUS\r\nBOGUS\r\nBOGUS\r\n");
+    assert_eq!(
+        h.server_lines()[before..],
+        [
+            "500 5.5.1 Command unrecognized",
+            "500 5.5.1 Command unrecognized",
             "500 5.5.1 Command unrecognized",
             "421 4.7.0 mx.example Error: too many errors"
         ]

@@ -257,3 +257,45 @@ fn a_disconnect_at_the_message_hook_sends_its_reply_once_and_closes() {
     );
     assert!(h.session.is_closed());
 }
+
+#[test]
+fn per_recipient_replies_that_are_the_servers_fault_do_not_count() {
+    let config = Config {
+        hard_error_limit: 2,
+        ..lmtp()
+    };
+    let mut h = Harness::manual(config);
+    h.send("LHLO c\r\n");
+    for _ in 0..3 {
+        h.send(THREE);
+        h.send("DATA\r\nhello\r\n.\r\n");
+        let fault = Reply::new(451, "4.3.0 store failed")
+            .unwrap()
+            .server_fault();
+        h.decide(Decision::PerRecipient(vec![
+            Reply::new(250, "2.0.0 delivered to one").unwrap(),
+            fault.clone(),
+            fault,
+        ]));
+    }
+    assert_eq!(h.closes, 0);
+    // One refusal that is not the server's fault counts, whatever the others are.
+    h.send(THREE);
+    h.send("DATA\r\nhello\r\n.\r\n");
+    h.decide(Decision::PerRecipient(vec![
+        Reply::new(550, "5.1.1 no such mailbox: one").unwrap(),
+        Reply::new(451, "4.3.0 store failed")
+            .unwrap()
+            .server_fault(),
+        Reply::new(250, "2.0.0 delivered to three").unwrap(),
+    ]));
+    h.send("BOGUS\r\n");
+    assert_eq!(
+        h.server_lines()[h.server_lines().len() - 2..],
+        [
+            "500 5.5.1 Command unrecognized",
+            "421 4.7.0 mx.example Error: too many errors"
+        ]
+    );
+    assert_eq!(h.closes, 1);
+}

@@ -1,15 +1,20 @@
-//! Durable delivery into a Maildir.
+//! The Maildir: `tmp/`, `new/` and `cur/`, unique names, and the blocking file operations
+//! of a delivery.
 //!
-//! A message is written to `tmp/`, the file is fsynced, renamed into `new/`, and `new/` is
-//! fsynced: only then does [`Maildir::deliver`] return, and only then does the client get
-//! its 250. The file holds the message bytes exactly as the session received them (after
-//! dot-unstuffing); nothing is added.
+//! A message is written to `tmp/` as it arrives (see [`crate::store`]); once whole, the file
+//! is fsynced, renamed into `new/`, and `new/` is fsynced: only then is it delivered, and
+//! only then does the client get its 250. Files left in `tmp/` by a crash are removed at
+//! start once they are older than 36 hours, as the Maildir convention says.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How old a file in `tmp/` must be before it is taken for a crash's leftover (the
+/// Maildir convention: a delivery never takes this long).
+pub const STALE_TMP: Duration = Duration::from_secs(36 * 60 * 60);
 
 /// A Maildir with `tmp/`, `new/` and `cur/`.
 #[derive(Debug)]
@@ -20,8 +25,19 @@ pub struct Maildir {
     counter: AtomicU64,
 }
 
+/// The name of one message: unique, the same in `tmp/` and `new/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name {
+    /// `M<micros>P<pid>Q<n>`: the middle part of the file name, and the `id` of the
+    /// message's `Received:` field.
+    pub id: String,
+    /// `<seconds>.<id>.<host>`.
+    pub file: String,
+}
+
 impl Maildir {
-    /// Opens `root`, creating it and its three subdirectories when missing.
+    /// Opens `root`, creating it and its three subdirectories when missing, and removes the
+    /// files in `tmp/` older than [`STALE_TMP`].
     pub fn open(root: impl Into<PathBuf>, hostname: &str) -> io::Result<Maildir> {
         let root = root.into();
         for sub in ["tmp", "new", "cur"] {
@@ -30,34 +46,81 @@ impl Maildir {
         // Absolute, so the log's file names are usable from anywhere.
         let root = fs::canonicalize(&root)?;
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
-        Ok(Maildir {
+        let maildir = Maildir {
             root,
             host,
             counter: AtomicU64::new(0),
-        })
+        };
+        let removed = maildir.remove_stale(STALE_TMP, SystemTime::now())?;
+        if removed > 0 {
+            eprintln!(
+                "mailsink: removed {removed} file(s) older than 36 hours from {}",
+                maildir.root.join("tmp").display()
+            );
+        }
+        Ok(maildir)
     }
 
-    /// Stores `body` durably and returns the path of the file in `new/`. Blocking: call it
-    /// from a blocking thread.
-    pub fn deliver(&self, body: &[u8]) -> io::Result<PathBuf> {
-        let name = self.unique_name();
-        let tmp = self.root.join("tmp").join(&name);
-        let new = self.root.join("new").join(&name);
-        let written = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            file.write_all(body)?;
-            file.sync_all()
-        })();
-        if let Err(err) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(err);
+    /// Removes the files in `tmp/` last modified more than `age` before `now`; returns how
+    /// many.
+    pub fn remove_stale(&self, age: Duration, now: SystemTime) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join("tmp"))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let modified = meta.modified()?;
+            let stale = now
+                .duration_since(modified)
+                .is_ok_and(|elapsed| elapsed > age);
+            if meta.is_file() && stale {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
         }
-        if let Err(err) = fs::rename(&tmp, &new) {
-            let _ = fs::remove_file(&tmp);
-            return Err(err);
-        }
+        Ok(removed)
+    }
+
+    /// Bytes free for an unprivileged writer on the Maildir's filesystem.
+    pub fn free_space(&self) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.root)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// A new unique name: unique per process by the counter, and across processes by the
+    /// pid and the time.
+    pub fn unique_name(&self) -> Name {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("M{}P{}Q{n}", now.subsec_micros(), std::process::id());
+        let file = format!("{}.{id}.{}", now.as_secs(), self.host);
+        Name { id, file }
+    }
+
+    /// Where a message is written while it arrives.
+    pub fn tmp_path(&self, name: &Name) -> PathBuf {
+        self.root.join("tmp").join(&name.file)
+    }
+
+    /// Creates the file of a new message in `tmp/`. Blocking.
+    pub fn create(&self, name: &Name) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.tmp_path(name))
+    }
+
+    /// Delivers a message whose bytes are all in `file`: fsync, rename into `new/`, fsync
+    /// `new/`. Returns the path in `new/`. On failure nothing is left in `new/`, and the
+    /// file in `tmp/` is for the caller to remove. Blocking.
+    pub fn deliver(&self, file: File, name: &Name) -> io::Result<PathBuf> {
+        file.sync_all()?;
+        drop(file);
+        let new = self.root.join("new").join(&name.file);
+        fs::rename(self.tmp_path(name), &new)?;
         // The rename is durable only once the directory entry is.
-        if let Err(err) = File::open(self.root.join("new")).and_then(|dir| dir.sync_all()) {
+        if let Err(err) = sync_dir(&self.root.join("new")) {
             // The client is told to retry; do not leave a copy that might also survive.
             let _ = fs::remove_file(&new);
             return Err(err);
@@ -65,50 +128,89 @@ impl Maildir {
         Ok(new)
     }
 
-    /// `<seconds>.M<micros>P<pid>Q<n>.<host>`: unique per process by the counter, and
-    /// across processes by the pid and time.
-    fn unique_name(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}.M{}P{}Q{}.{}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id(),
-            n,
-            self.host
-        )
+    /// Removes a message's file from `tmp/`, if it is there. Blocking.
+    pub fn discard(&self, name: &Name) {
+        match fs::remove_file(self.tmp_path(name)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => eprintln!("mailsink: cannot remove {}: {err}", name.file),
+        }
     }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    fn write_and_deliver(maildir: &Maildir, body: &[u8]) -> io::Result<PathBuf> {
+        let name = maildir.unique_name();
+        let mut file = maildir.create(&name)?;
+        file.write_all(body)?;
+        maildir.deliver(file, &name)
+    }
 
     #[test]
-    fn delivers_exact_bytes_into_new() {
+    fn delivers_exact_bytes_into_new_under_unique_names() {
         let dir = tempfile::tempdir().unwrap();
         let maildir = Maildir::open(dir.path().join("md"), "host/with:odd").unwrap();
         let body = b"Subject: x\r\n\r\n.leading dot kept\r\nno final newline";
-        let path = maildir.deliver(body).unwrap();
+        let path = write_and_deliver(&maildir, body).unwrap();
         assert_eq!(path.parent().unwrap(), dir.path().join("md/new"));
         assert_eq!(fs::read(&path).unwrap(), body);
         assert!(path.to_str().unwrap().ends_with(".host\\057with\\072odd"));
         assert_eq!(fs::read_dir(dir.path().join("md/tmp")).unwrap().count(), 0);
-        let second = maildir.deliver(b"").unwrap();
+        let second = write_and_deliver(&maildir, b"").unwrap();
         assert_ne!(path, second);
         assert_eq!(fs::read(second).unwrap(), b"");
     }
 
     #[test]
-    fn failure_leaves_nothing_in_new() {
+    fn the_id_is_the_middle_of_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Maildir::open(dir.path(), "mx.test").unwrap();
+        let name = maildir.unique_name();
+        let parts: Vec<&str> = name.file.splitn(3, '.').collect();
+        assert_eq!(parts[1], name.id);
+        assert_eq!(parts[2], "mx.test");
+        assert!(name.id.starts_with('M') && name.id.contains('P') && name.id.contains('Q'));
+        assert_ne!(maildir.unique_name().id, name.id);
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_nothing_in_new() {
         let dir = tempfile::tempdir().unwrap();
         let maildir = Maildir::open(dir.path(), "h").unwrap();
-        fs::remove_dir(dir.path().join("tmp")).unwrap();
-        fs::write(dir.path().join("tmp"), b"not a directory").unwrap();
-        assert!(maildir.deliver(b"x").is_err());
+        let name = maildir.unique_name();
+        let file = maildir.create(&name).unwrap();
+        fs::remove_file(maildir.tmp_path(&name)).unwrap();
+        assert!(maildir.deliver(file, &name).is_err());
         assert_eq!(fs::read_dir(dir.path().join("new")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn files_in_tmp_older_than_36_hours_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let now = SystemTime::now();
+        for (name, age_hours) in [("old", 37), ("young", 35)] {
+            let file = File::create(tmp.join(name)).unwrap();
+            file.set_modified(now - Duration::from_secs(age_hours * 3600))
+                .unwrap();
+        }
+        fs::create_dir(tmp.join("a-directory")).unwrap();
+        let maildir = Maildir::open(dir.path(), "h").unwrap();
+        let mut left: Vec<String> = fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a-directory", "young"]);
+        assert_eq!(maildir.remove_stale(STALE_TMP, now).unwrap(), 0);
     }
 }

@@ -18,6 +18,7 @@ mod maildir;
 mod policy;
 mod relay;
 mod sink;
+mod store;
 mod tls;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
@@ -36,6 +37,11 @@ struct Args {
     /// (repeatable).
     #[arg(long, value_name = "ADDR")]
     tls_listen: Vec<listen::ListenAddr>,
+
+    /// Address for LMTP, RFC 2033, with STARTTLS, ADDR:PORT or unix:PATH (repeatable): each
+    /// recipient gets its own reply after the data.
+    #[arg(long, value_name = "ADDR")]
+    lmtp_listen: Vec<listen::ListenAddr>,
 
     /// Name in the greeting, the EHLO reply and synthesized 421 replies [default: this
     /// machine's host name].
@@ -183,9 +189,10 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     if sink.relay.is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;
-    } else if sink.maildir.is_none() && !sink.needs_body() {
-        // --discard: the body goes nowhere, so it is never gathered either; the message
-        // hook still logs the envelope and the size.
+    } else if sink.maildir.is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
+        // --discard they go nowhere, and the message hook still logs the envelope and the
+        // size. Only --discard with a script that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -252,6 +259,7 @@ async fn run(args: Args) -> Result<(), String> {
         lua,
         users: args.user.clone().into(),
         dns,
+        spooler: store::Spooler::default(),
     };
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {
@@ -273,12 +281,14 @@ async fn run(args: Args) -> Result<(), String> {
         .shutdown_on(shutdown.clone());
     let mut described = Vec::new();
     let kinds = [
-        (&args.listen, Transport::Plain, "smtp+starttls"),
-        (&args.tls_listen, Transport::ImplicitTls, "smtps"),
+        (&args.listen, Transport::Plain, "smtp+starttls", false),
+        (&args.tls_listen, Transport::ImplicitTls, "smtps", false),
+        (&args.lmtp_listen, Transport::Plain, "lmtp", true),
     ];
-    for (addrs, transport, label) in kinds {
+    for (addrs, transport, label, lmtp) in kinds {
         for addr in addrs {
             let (listener, local) = addr.bind(transport).await?;
+            let listener = if lmtp { listener.lmtp() } else { listener };
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);
         }

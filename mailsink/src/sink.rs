@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use smtp_session::{
-    AuthInfo, AuthRequest, ConnectionInfo, Decision, DisconnectContext, ForwardPath, HeloInfo,
-    HeloVerb, Hooks, MailParams, Message, RcptParams, ReversePath, TlsInfo,
+    AbortReason, AuthInfo, AuthRequest, ConnectionInfo, Decision, DisconnectContext, ForwardPath,
+    HeloInfo, HeloVerb, Hooks, MailParams, Message, RcptParams, Reply, ReversePath, TlsInfo,
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
@@ -14,6 +14,7 @@ use crate::log;
 use crate::maildir::Maildir;
 use crate::policy::{Event, LuaPolicy, Outcome};
 use crate::relay::Relay;
+use crate::store::{self, Spool, Spooler};
 
 /// What the policy and the log know about the connection when a hook runs, besides the
 /// hook's arguments.
@@ -53,6 +54,8 @@ pub struct Sink {
     pub users: Arc<[(String, String)]>,
     /// Looks up the client's reverse DNS name at the connect stage; `None` with `--no-dns`.
     pub dns: Option<Resolver>,
+    /// The message this connection is receiving into the Maildir.
+    pub spooler: Spooler,
 }
 
 impl Sink {
@@ -101,9 +104,125 @@ fn bad_credentials() -> Decision {
     Decision::reject(535, "5.7.8 Authentication credentials invalid").expect("valid reply")
 }
 
-fn store_failed() -> Decision {
-    Decision::reject(451, "4.3.0 Could not store the message, try again later")
-        .expect("valid reply")
+/// What the script made of a message.
+enum Verdict {
+    /// Store it; under LMTP, the recipients the script refused have their reply here (one
+    /// entry per recipient, `None` for those it accepted; empty when it refused none).
+    Store { refused: Vec<Option<Reply>> },
+    /// Store nothing and answer this.
+    Answer(Decision),
+}
+
+/// The decision for a message stored (`outcome` a 250) or not (a 451), once the script
+/// refused the recipients in `refused`.
+fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
+    if refused.iter().all(Option::is_none) {
+        return if outcome.is_error() {
+            Decision::Reject(outcome)
+        } else {
+            Decision::Accept
+        };
+    }
+    let replies = refused
+        .into_iter()
+        .map(|reply| reply.unwrap_or_else(|| outcome.clone()))
+        .collect();
+    Decision::PerRecipient(replies)
+}
+
+fn stored() -> Reply {
+    Reply::new(250, "2.0.0 Message accepted").expect("a valid reply")
+}
+
+impl Sink {
+    /// Runs `smtp_server_message_received`. Under LMTP, as in KumoMTA, each recipient gets
+    /// a call of its own with a message addressed to it alone, and a `kumo.reject` there
+    /// refuses that recipient only.
+    async fn script_verdict(&self, facts: &ConnFacts, message: Message, lmtp: bool) -> Verdict {
+        let store_all = Verdict::Store { refused: vec![] };
+        let Some(lua) = self
+            .lua
+            .as_ref()
+            .filter(|lua| lua.handles("smtp_server_message_received"))
+        else {
+            return store_all;
+        };
+        if !lmtp || message.envelope.recipients.len() < 2 {
+            let event = Event::MessageReceived(Arc::new(message));
+            return match script_decision(lua.call(facts.clone(), event).await) {
+                Some(decision) => Verdict::Answer(decision),
+                None => store_all,
+            };
+        }
+        let mut refused = Vec::with_capacity(message.envelope.recipients.len());
+        for rcpt in &message.envelope.recipients {
+            let mut one = message.clone();
+            one.envelope.recipients = vec![rcpt.clone()];
+            let event = Event::MessageReceived(Arc::new(one));
+            match lua.call(facts.clone(), event).await {
+                Outcome::Decided(Decision::Reject(reply)) if reply.code() != 421 => {
+                    refused.push(Some(reply));
+                }
+                other => match script_decision(other) {
+                    Some(decision) => return Verdict::Answer(decision),
+                    None => refused.push(None),
+                },
+            }
+        }
+        if refused.iter().all(Option::is_some) {
+            return Verdict::Answer(Decision::PerRecipient(
+                refused.into_iter().flatten().collect(),
+            ));
+        }
+        Verdict::Store { refused }
+    }
+}
+
+impl Sink {
+    /// The storing path: the script sees the message (its body read back from the spool,
+    /// one message at a time), then the spool is delivered into `new/` and the client
+    /// answered: 250 once durable, `451 4.3.0` if anything failed.
+    async fn store(
+        &self,
+        facts: ConnFacts,
+        mut message: Message,
+        summary: Message,
+        mut spool: Spool,
+        lmtp: bool,
+        max_message_size: u64,
+    ) -> Decision {
+        let mut turn = None;
+        if self.needs_body() && spool.failure().is_none() {
+            turn = self.spooler.read_back_turn().await;
+            match spool.read_body(max_message_size).await {
+                Ok(body) => message.body = body,
+                Err(err) => spool.fail(err),
+            }
+        }
+        if let Some(err) = spool.failure() {
+            eprintln!("mailsink: cannot store a message: {err}");
+            spool.discard().await;
+            return Decision::Reject(store::store_failed());
+        }
+        let refused = match self.script_verdict(&facts, message, lmtp).await {
+            Verdict::Store { refused } => refused,
+            Verdict::Answer(decision) => {
+                spool.discard().await;
+                return decision;
+            }
+        };
+        drop(turn);
+        match spool.deliver().await {
+            Ok(path) => {
+                log::emit(&log::message_line(&facts, &summary, Some(&path)));
+                per_recipient(refused, stored())
+            }
+            Err(err) => {
+                eprintln!("mailsink: cannot store a message: {err}");
+                per_recipient(refused, store::store_failed())
+            }
+        }
+    }
 }
 
 impl Handler for Sink {
@@ -115,9 +234,11 @@ impl Handler for Sink {
             connect: self.dns.is_some() || self.script_handles("smtp_server_connection_accepted"),
             helo: self.script_handles("smtp_server_ehlo"),
             auth: self.auth_enabled(),
-            mail_from: self.script_handles("smtp_server_mail_from"),
+            // With a Maildir, MAIL FROM checks the free space.
+            mail_from: self.script_handles("smtp_server_mail_from") || self.maildir.is_some(),
             rcpt_to: self.script_handles("smtp_server_rcpt_to"),
-            data: self.script_handles("smtp_server_data"),
+            // With a Maildir, DATA dates the message and makes its trace fields.
+            data: self.script_handles("smtp_server_data") || self.maildir.is_some(),
             message: true,
             vrfy: false,
         }
@@ -144,6 +265,16 @@ impl Handler for Sink {
         path: ReversePath,
         _: MailParams,
     ) -> HookResult {
+        if let Some(maildir) = &self.maildir {
+            match maildir.free_space() {
+                Ok(free) if free < store::space_needed(conn.config().max_message_size) => {
+                    return Ok(Decision::Reject(store::insufficient_storage()));
+                }
+                Ok(_) => {}
+                // The store itself will tell.
+                Err(err) => eprintln!("mailsink: cannot learn the free space: {err}"),
+            }
+        }
         self.stage(ConnFacts::of(conn), Event::MailFrom(path)).await
     }
 
@@ -157,6 +288,9 @@ impl Handler for Sink {
     }
 
     async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        if let Some(maildir) = &self.maildir {
+            self.spooler.prepare(conn, maildir);
+        }
         self.stage(ConnFacts::of(conn), Event::Data).await
     }
 
@@ -195,48 +329,63 @@ impl Handler for Sink {
         })
     }
 
-    async fn message(&mut self, conn: &mut Connection<'_>, message: Message) -> HookResult {
+    async fn message(&mut self, conn: &mut Connection<'_>, mut message: Message) -> HookResult {
         let facts = ConnFacts::of(conn);
-        let message = Arc::new(message);
-        if let Some(lua) = self
-            .lua
-            .as_ref()
-            .filter(|lua| lua.handles("smtp_server_message_received"))
-        {
-            let event = Event::MessageReceived(message.clone());
-            if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
-                return Ok(decision);
-            }
-        }
+        let lmtp = conn.config().lmtp;
         if let Some(relay) = &self.relay {
+            let message = Arc::new(message);
+            if let Some(lua) = self
+                .lua
+                .as_ref()
+                .filter(|lua| lua.handles("smtp_server_message_received"))
+            {
+                let event = Event::MessageReceived(message.clone());
+                if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
+                    return Ok(decision);
+                }
+            }
             let hostname = conn.config().hostname.clone();
-            let lmtp = conn.config().lmtp;
             let relayed = relay.deliver(&facts, &message, &hostname, lmtp).await;
             if relayed.delivered > 0 {
                 log::emit(&log::message_line(&facts, &message, None));
             }
             return Ok(relayed.decision);
         }
+        // What the log needs: the message without its body (a buffered one's, with
+        // --discard and a script that reads bodies).
+        let body = std::mem::take(&mut message.body);
+        let summary = message.clone();
+        message.body = body;
         let Some(maildir) = self.maildir.clone() else {
-            log::emit(&log::message_line(&facts, &message, None));
-            return Ok(Decision::Accept);
+            let refused = match self.script_verdict(&facts, message, lmtp).await {
+                Verdict::Store { refused } => refused,
+                Verdict::Answer(decision) => return Ok(decision),
+            };
+            log::emit(&log::message_line(&facts, &summary, None));
+            return Ok(per_recipient(refused, stored()));
         };
-        let body = message.clone();
-        let stored = tokio::task::spawn_blocking(move || maildir.deliver(&body.body)).await;
-        Ok(match stored {
-            Ok(Ok(path)) => {
-                log::emit(&log::message_line(&facts, &message, Some(&path)));
-                Decision::Accept
-            }
-            Ok(Err(err)) => {
-                eprintln!("mailsink: cannot store a message: {err}");
-                store_failed()
-            }
-            Err(err) => {
-                eprintln!("mailsink: the store task failed: {err}");
-                store_failed()
-            }
-        })
+        let spool = self.spooler.finish(conn, &maildir, &message.envelope);
+        let max = conn.config().max_message_size;
+        Ok(self.store(facts, message, summary, spool, lmtp, max).await)
+    }
+
+    async fn body_piece(
+        &mut self,
+        _: &mut Connection<'_>,
+        piece: Vec<u8>,
+    ) -> Result<(), HookError> {
+        let Some(maildir) = &self.maildir else {
+            return Ok(());
+        };
+        // A failed write is answered at the end of the message, with a 451.
+        if !self.spooler.push(maildir, piece).await {
+            return Err("a body piece before the data hook".into());
+        }
+        Ok(())
+    }
+
+    async fn body_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
+        self.spooler.abort().await;
     }
 
     async fn disconnect(&mut self, context: DisconnectContext) {
@@ -262,6 +411,8 @@ impl Handler for Sink {
     }
 
     fn hook_failed(&mut self, error: &HookError) {
+        // A message whose piece could not be written in time ends here, without its hook.
+        self.spooler.abandon();
         eprintln!("mailsink: a hook failed: {error}");
     }
 }

@@ -58,7 +58,8 @@ fn check_stored(server: &Server, n: usize, marker: &str) -> serde_json::Value {
         })
         .unwrap_or_else(|| panic!("no stored message with {marker}"))
         .clone();
-    let bytes = std::fs::read(line["file"].as_str().unwrap()).unwrap();
+    let file = std::fs::read(line["file"].as_str().unwrap()).unwrap();
+    let bytes = common::after_trace(&file).to_vec();
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(text.contains("X-Mailer: swaks"), "{text}");
     // swaks' default body, with its line ends as CRLF; the final CRLF.CRLF is not stored.

@@ -45,7 +45,7 @@ fn stored_bytes_are_the_message_after_dot_unstuffing() {
     assert_eq!(first["connection"]["helo"]["host"], "client.example");
     assert_eq!(first["connection"]["remoteip"], "127.0.0.1");
     let file = first["file"].as_str().unwrap();
-    assert_eq!(std::fs::read(file).unwrap(), body);
+    assert_eq!(common::after_trace(&std::fs::read(file).unwrap()), body);
     assert!(file.starts_with(
         std::fs::canonicalize(server.maildir())
             .unwrap()

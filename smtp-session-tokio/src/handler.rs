@@ -241,6 +241,19 @@ impl<'a> Connection<'a> {
         self.session.envelope()
     }
 
+    /// The `Received:` trace field for a message of this connection with `envelope` (see
+    /// [`Session::received`]): `id` names the message in the store, `date` is an RFC 5322
+    /// date-time. With [`trace::return_path`](smtp_session::trace::return_path), what a
+    /// final delivery prepends to the message.
+    pub fn received<'b>(
+        &'b self,
+        envelope: &'b Envelope,
+        id: &'b str,
+        date: &'b str,
+    ) -> smtp_session::trace::Received<'b> {
+        self.session.received(envelope, id, date)
+    }
+
     /// The PROXY protocol header, with its TLVs, when one was received.
     pub fn proxy_header(&self) -> Option<&ProxyHeader> {
         self.session.proxy_header()

@@ -68,6 +68,8 @@ pub struct Listener {
     /// connection's local address, with no system call per connection to learn it.
     pub(crate) local: Option<SocketAddr>,
     pub(crate) transport: Transport,
+    /// LMTP (RFC 2033) instead of SMTP.
+    pub(crate) lmtp: bool,
     pub(crate) server_id: String,
 }
 
@@ -85,6 +87,7 @@ impl Listener {
             local: specific_addr(&socket),
             socket,
             transport,
+            lmtp: false,
             server_id: server_id.into(),
         }
     }
@@ -104,6 +107,18 @@ impl Listener {
     #[cfg(unix)]
     pub fn unix(path: impl AsRef<Path>) -> io::Result<Self> {
         Ok(Listener::plain(ListenSocket::unix(path)?))
+    }
+
+    /// Serves LMTP (RFC 2033) rather than SMTP: its sessions have
+    /// [`Config::lmtp`](smtp_session::Config::lmtp) set, whatever the server's config says,
+    /// and its server id becomes `lmtp` (or `lmtps` for implicit TLS).
+    pub fn lmtp(mut self) -> Self {
+        self.lmtp = true;
+        self.server_id = match self.transport {
+            Transport::Plain => "lmtp".into(),
+            Transport::ImplicitTls => "lmtps".into(),
+        };
+        self
     }
 
     /// Names the listener in the connection info and the disconnect context.

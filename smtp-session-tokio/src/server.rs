@@ -20,6 +20,9 @@ use crate::tls::Tls;
 
 type Factory<H> = dyn Fn(&ConnectionInfo) -> H + Send + Sync;
 
+/// What a session config is made for: the handler's hooks, the transport, LMTP or not.
+type ConfigKey = (Hooks, Transport, bool);
+
 /// A complete SMTP receiver: listeners, a [`Handler`] per connection, the session
 /// [`Config`], the runtime [`Limits`], TLS, and a shutdown token.
 ///
@@ -36,7 +39,7 @@ pub struct Server<H> {
     force: CancellationToken,
     counts: Arc<Counts>,
     refusing: Arc<AtomicUsize>,
-    configs: Mutex<Vec<(Hooks, Transport, Arc<Config>)>>,
+    configs: Mutex<Vec<(ConfigKey, Arc<Config>)>>,
     ids: ConnectionIds,
 }
 
@@ -163,6 +166,14 @@ impl<H: Handler> Server<H> {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        self.serve_one(io, info, transport, self.config.lmtp).await;
+    }
+
+    /// Serves one connection, in LMTP when `lmtp`.
+    async fn serve_one<IO>(&self, io: IO, info: ConnectionInfo, transport: Transport, lmtp: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let handler = (self.make)(&info);
         let handler_hooks = handler.hooks();
         let proxy_limit = self.config.proxy_protocol && self.limits.max_connections_per_ip != 0;
@@ -170,7 +181,8 @@ impl<H: Handler> Server<H> {
             connect: handler_hooks.connect || proxy_limit,
             ..handler_hooks
         };
-        let session = Session::new(self.session_config(hooks, transport), info, Instant::now());
+        let config = self.session_config(hooks, transport, lmtp);
+        let session = Session::new(config, info, Instant::now());
         let env = Env {
             limits: &self.limits,
             #[cfg(feature = "tls")]
@@ -184,18 +196,20 @@ impl<H: Handler> Server<H> {
     }
 
     /// The session config for a handler's hooks on a kind of listener, made once.
-    fn session_config(&self, hooks: Hooks, transport: Transport) -> Arc<Config> {
+    fn session_config(&self, hooks: Hooks, transport: Transport, lmtp: bool) -> Arc<Config> {
         let mut made = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, config)) = made.iter().find(|(h, t, _)| *h == hooks && *t == transport) {
+        let key = (hooks, transport, lmtp);
+        if let Some((_, config)) = made.iter().find(|(k, _)| *k == key) {
             return config.clone();
         }
         let mut config = self.config.clone();
         config.hooks = hooks;
+        config.lmtp = lmtp;
         config.implicit_tls = transport == Transport::ImplicitTls;
         config.extensions.starttls = self.has_tls() && transport == Transport::Plain;
         let config = Arc::new(config);
         if made.len() < 16 {
-            made.push((hooks, transport, config.clone()));
+            made.push((key, config.clone()));
         }
         config
     }
@@ -241,9 +255,10 @@ impl<H: Handler> Server<H> {
             ..info
         };
         let server = self.clone();
-        let transport = listener.transport;
+        // LMTP when the listener or the whole server's config asks for it.
+        let (transport, lmtp) = (listener.transport, listener.lmtp || self.config.lmtp);
         tracker.spawn(async move {
-            server.serve_connection(stream, info, transport).await;
+            server.serve_one(stream, info, transport, lmtp).await;
             drop::<Slot>(slot);
         });
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::{config, serve, Client, Log, HOSTNAME};
 use smtp_session_tokio::{
     Connection, ConnectionInfo, Decision, DisconnectContext, Handler, HeloVerb, HookError,
-    HookResult, Hooks, MailParams, Reply, ReversePath, Server, Transport,
+    HookResult, Hooks, Listener, MailParams, Message, Reply, ReversePath, Server, Transport,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -186,4 +186,82 @@ fn serve_connection_serves_any_byte_stream() {
     let context = &log.wait(1)[0];
     assert_eq!(context["connection"]["id"], "pipe-1");
     assert_eq!(context["connection"]["helo"]["host"], "pipe.example");
+}
+
+/// Records the `Received:` field of each message and refuses recipients at `no@`.
+#[derive(Clone, Default)]
+struct Tracing {
+    received: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Tracing {
+    async fn message(&mut self, conn: &mut Connection<'_>, message: Message) -> HookResult {
+        let received = conn.received(&message.envelope, "ID1", "Sat, 28 Nov 2026 10:00:00 +0000");
+        self.received.lock().unwrap().push(received.to_string());
+        if !conn.config().lmtp {
+            return Ok(Decision::Accept);
+        }
+        let mut replies = Vec::new();
+        for rcpt in &message.envelope.recipients {
+            replies.push(if rcpt.path.to_string().starts_with("no@") {
+                Reply::new(550, "5.1.1 no such mailbox")?
+            } else {
+                Reply::new(250, "2.0.0 delivered")?
+            });
+        }
+        Ok(Decision::PerRecipient(replies))
+    }
+}
+
+#[test]
+fn an_lmtp_listener_serves_lmtp_beside_smtp_and_the_connection_builds_the_trace_field() {
+    let handler = Tracing::default();
+    let received = handler.received.clone();
+    let lmtp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    lmtp.set_nonblocking(true).unwrap();
+    let lmtp_addr = lmtp.local_addr().unwrap();
+    let running = serve(move |l| {
+        let lmtp = tokio::net::TcpListener::from_std(lmtp).unwrap();
+        Server::new(handler)
+            .config(config())
+            .listener(l)
+            .listener(Listener::plain(lmtp).lmtp())
+    });
+
+    let mut c = Client::greeted(lmtp_addr);
+    assert_eq!(
+        c.cmd("EHLO client.example"),
+        "500 5.5.1 Command unrecognized\r\n"
+    );
+    assert!(c.cmd("LHLO client.example").starts_with("250-mx.test"));
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<yes@example.net>");
+    c.cmd("RCPT TO:<no@example.net>");
+    assert_eq!(c.cmd("DATA"), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    c.send("Subject: x\r\n\r\nhello\r\n.\r\n");
+    assert_eq!(c.reply(), "250 2.0.0 delivered\r\n");
+    assert_eq!(c.reply(), "550 5.1.1 no such mailbox\r\n");
+    c.cmd("QUIT");
+
+    // The plain listener of the same server still speaks SMTP.
+    let mut c = Client::greeted(running.addr);
+    assert!(c.cmd("LHLO client.example").starts_with("500"));
+    assert!(c.cmd("EHLO client.example").starts_with("250-mx.test"));
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<yes@example.net>");
+    c.cmd("DATA");
+    c.send("Subject: x\r\n\r\nhello\r\n.\r\n");
+    assert_eq!(c.reply(), "250 2.0.0 Message accepted\r\n");
+    c.cmd("QUIT");
+
+    let received = received.lock().unwrap();
+    assert_eq!(
+        *received,
+        [
+            "Received: from client.example ([127.0.0.1]) by mx.test with LMTP id ID1;\r\n\
+             \tSat, 28 Nov 2026 10:00:00 +0000\r\n",
+            "Received: from client.example ([127.0.0.1]) by mx.test with ESMTP id ID1\r\n\
+             \tfor <yes@example.net>; Sat, 28 Nov 2026 10:00:00 +0000\r\n",
+        ]
+    );
 }

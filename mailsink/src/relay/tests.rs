@@ -35,6 +35,7 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
         lua: None,
         users: Vec::new().into(),
         dns: None,
+        spooler: Default::default(),
     };
     let config = Config {
         hostname: "mx.test".into(),

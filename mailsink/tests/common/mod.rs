@@ -114,8 +114,20 @@ impl Server {
         self.dir.path().join("maildir")
     }
 
-    /// The files in `new/`, sorted by name, with their bytes.
+    /// The files in `new/`, sorted by name, with the message each holds after the trace
+    /// fields mailsink prepends (which must be there: see [`after_trace`]).
     pub fn stored(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        self.stored_files()
+            .into_iter()
+            .map(|(path, bytes)| {
+                let message = after_trace(&bytes).to_vec();
+                (path, message)
+            })
+            .collect()
+    }
+
+    /// The files in `new/`, sorted by name, with their bytes.
+    pub fn stored_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut files: Vec<_> = std::fs::read_dir(self.maildir().join("new"))
             .map(|dir| {
                 dir.map(|e| {
@@ -416,5 +428,27 @@ pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Ou
         status,
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
+    }
+}
+
+/// The message in a stored file: what follows the `Return-Path:` and `Received:` fields
+/// mailsink prepends (checked to be there, in that order).
+pub fn after_trace(stored: &[u8]) -> &[u8] {
+    assert!(
+        stored.starts_with(b"Return-Path: <"),
+        "no Return-Path: {:?}",
+        String::from_utf8_lossy(&stored[..stored.len().min(200)])
+    );
+    let return_path_end = stored.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let rest = &stored[return_path_end..];
+    assert!(rest.starts_with(b"Received: "), "no Received: field");
+    // The Received: field ends at the first line that does not start with white space.
+    let mut at = 0;
+    loop {
+        let end = at + rest[at..].windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        at = end;
+        if !matches!(rest.get(at), Some(b' ' | b'\t')) {
+            return &rest[at..];
+        }
     }
 }

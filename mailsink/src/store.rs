@@ -1,0 +1,350 @@
+//! Messages written into the Maildir's `tmp/` as they arrive (the engine's streamed bodies),
+//! so that a connection's memory does not grow with its message.
+//!
+//! Every stored message starts with the trace fields of final delivery, `Return-Path:` and
+//! `Received:` (RFC 5321 section 4.4), built by the engine at the DATA command or the first
+//! BDAT (the envelope is complete by then, and the body's pieces may come after the
+//! session has moved on) and dated from the system clock then, as Postfix does.
+//!
+//! The head of a message (the trace fields and the first pieces of the body) is gathered in
+//! memory up to [`GATHER`] bytes; past that, the file is created in `tmp/` and each piece is
+//! written as it comes. A message smaller than that is written, synced and renamed in one
+//! trip to a blocking thread. Either way a connection holds at most [`GATHER`] bytes of its
+//! message, whatever the message's size.
+//!
+//! A write that fails marks the message failed: the rest of its body goes nowhere, and at
+//! the end the client is told `451 4.3.0` (see [`store_failed`]). A message that ends
+//! without being delivered (aborted, refused, failed) has its file removed.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use smtp_session::{trace, Envelope, Reply};
+use smtp_session_tokio::Connection;
+use time::format_description::well_known::Rfc2822;
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::maildir::{Maildir, Name};
+
+/// The most of a message kept in memory before its file is created.
+pub const GATHER: usize = 32 * 1024;
+
+/// `451 4.3.0`: the message could not be stored. It is the server's trouble, not the
+/// client's, so it does not count toward the client's error limit.
+pub fn store_failed() -> Reply {
+    Reply::new(451, "4.3.0 Could not store the message, try again later")
+        .expect("a valid reply")
+        .server_fault()
+}
+
+/// `452 4.3.1` at MAIL FROM: less free space than [`space_needed`] (Postfix's reply).
+pub fn insufficient_storage() -> Reply {
+    Reply::new(452, "4.3.1 Insufficient system storage")
+        .expect("a valid reply")
+        .server_fault()
+}
+
+/// Free space a new transaction needs: one and a half times the largest message (Postfix
+/// refuses MAIL FROM below this), so that a message accepted at MAIL can still be stored.
+pub fn space_needed(max_message_size: u64) -> u64 {
+    max_message_size.saturating_add(max_message_size / 2)
+}
+
+/// The message one connection is receiving, if any. Cloning gives a new connection's: no
+/// message, the same shared turn for reading bodies back.
+#[derive(Debug)]
+pub struct Spooler {
+    /// The name and trace fields of the message whose data starts.
+    next: Option<(Name, Vec<u8>)>,
+    current: Option<Spool>,
+    /// One body read back for the script at a time, across all connections: the script
+    /// runs on one thread anyway, and this bounds the bodies held in memory for it.
+    read_back: Arc<Semaphore>,
+}
+
+impl Default for Spooler {
+    fn default() -> Self {
+        Spooler {
+            next: None,
+            current: None,
+            read_back: Arc::new(Semaphore::new(1)),
+        }
+    }
+}
+
+impl Clone for Spooler {
+    fn clone(&self) -> Self {
+        Spooler {
+            next: None,
+            current: None,
+            read_back: self.read_back.clone(),
+        }
+    }
+}
+
+impl Spooler {
+    /// The data of a message starts (the DATA command or the first BDAT): its name and
+    /// trace fields are made now, from the transaction's envelope.
+    pub fn prepare(&mut self, conn: &Connection<'_>, maildir: &Maildir) {
+        self.next = conn.envelope().map(|envelope| {
+            let name = maildir.unique_name();
+            let head = trace_fields(conn, envelope, &name);
+            (name, head)
+        });
+    }
+
+    /// Appends a piece of the body; the first piece of a message starts its spool. False
+    /// when no message was prepared, which the data hook always does first.
+    pub async fn push(&mut self, maildir: &Arc<Maildir>, piece: Vec<u8>) -> bool {
+        if self.current.is_none() {
+            let Some((name, head)) = self.next.take() else {
+                return false;
+            };
+            self.current = Some(Spool::start(maildir, name, head));
+        }
+        if let Some(spool) = &mut self.current {
+            spool.push(piece).await;
+        }
+        true
+    }
+
+    /// The message in progress will not be accepted: its file goes.
+    pub async fn abort(&mut self) {
+        if let Some(spool) = self.current.take() {
+            spool.discard().await;
+        }
+    }
+
+    /// The message in progress ended without a message hook call (a piece could not be
+    /// written in time): its file goes now, and the next piece starts a new message.
+    pub fn abandon(&mut self) {
+        // Spool's drop removes the file.
+        self.current = None;
+    }
+
+    /// The whole body is in: the message's spool (begun now when the body is empty).
+    pub fn finish(
+        &mut self,
+        conn: &Connection<'_>,
+        maildir: &Arc<Maildir>,
+        envelope: &Envelope,
+    ) -> Spool {
+        if let Some(spool) = self.current.take() {
+            return spool;
+        }
+        let (name, head) = self.next.take().unwrap_or_else(|| {
+            let name = maildir.unique_name();
+            let head = trace_fields(conn, envelope, &name);
+            (name, head)
+        });
+        Spool::start(maildir, name, head)
+    }
+
+    /// Waits for the turn to read a body back; the turn lasts as long as the permit.
+    pub async fn read_back_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.read_back.clone().acquire_owned().await.ok()
+    }
+}
+
+/// One message on its way into the Maildir.
+#[derive(Debug)]
+pub struct Spool {
+    maildir: Arc<Maildir>,
+    name: Name,
+    /// The trace fields' length at the start of the file.
+    head_len: usize,
+    /// Bytes not written yet: the head and the first pieces, until they pass [`GATHER`].
+    pending: Vec<u8>,
+    /// The file in `tmp/`, once created.
+    file: Option<File>,
+    /// The file in `tmp/` may exist, and is removed unless delivered.
+    on_disk: bool,
+    /// Why the message can no longer be stored.
+    failed: Option<io::Error>,
+}
+
+impl Spool {
+    fn start(maildir: &Arc<Maildir>, name: Name, head: Vec<u8>) -> Spool {
+        Spool {
+            maildir: maildir.clone(),
+            name,
+            head_len: head.len(),
+            pending: head,
+            file: None,
+            on_disk: false,
+            failed: None,
+        }
+    }
+
+    async fn push(&mut self, piece: Vec<u8>) {
+        if self.failed.is_some() {
+            return;
+        }
+        if !self.on_disk {
+            if self.pending.len() + piece.len() <= GATHER {
+                self.pending.extend_from_slice(&piece);
+                return;
+            }
+            let head = std::mem::take(&mut self.pending);
+            let (maildir, name) = (self.maildir.clone(), self.name.clone());
+            self.on_disk = true;
+            let created = blocking(move || {
+                let mut file = maildir.create(&name)?;
+                file.write_all(&head)?;
+                file.write_all(&piece)?;
+                Ok(file)
+            });
+            self.keep(created.await);
+            return;
+        }
+        let Some(mut file) = self.file.take() else {
+            self.failed = Some(io::Error::other("the message's file was lost"));
+            return;
+        };
+        let written = blocking(move || file.write_all(&piece).map(|()| file));
+        self.keep(written.await);
+    }
+
+    fn keep(&mut self, file: io::Result<File>) {
+        match file {
+            Ok(file) => self.file = Some(file),
+            Err(err) => self.failed = Some(err),
+        }
+    }
+
+    /// Marks the message as one that cannot be stored.
+    pub fn fail(&mut self, err: io::Error) {
+        self.failed.get_or_insert(err);
+    }
+
+    /// Why the message cannot be stored, if a write failed.
+    pub fn failure(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+
+    /// The body as received (without the trace fields), for the script: from memory for a
+    /// small message, else read back from `tmp/`, at most `limit` bytes.
+    pub async fn read_body(&mut self, limit: u64) -> io::Result<Vec<u8>> {
+        if !self.on_disk {
+            return Ok(self.pending[self.head_len..].to_vec());
+        }
+        let path = self.maildir.tmp_path(&self.name);
+        let skip = self.head_len as u64;
+        blocking(move || {
+            let mut file = File::open(path)?;
+            file.seek(SeekFrom::Start(skip))?;
+            let mut body = Vec::new();
+            file.take(limit).read_to_end(&mut body)?;
+            Ok(body)
+        })
+        .await
+    }
+
+    /// Writes what is left, fsyncs, renames into `new/` and fsyncs `new/`: the path in
+    /// `new/` once the message is durable.
+    pub async fn deliver(mut self) -> io::Result<PathBuf> {
+        if let Some(err) = self.failed.take() {
+            self.discard().await;
+            return Err(err);
+        }
+        let file = self.file.take();
+        let rest = std::mem::take(&mut self.pending);
+        let (maildir, name) = (self.maildir.clone(), self.name.clone());
+        let fresh = !self.on_disk;
+        self.on_disk = true;
+        let delivered = blocking(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None if fresh => maildir.create(&name)?,
+                None => return Err(io::Error::other("the message's file was lost")),
+            };
+            file.write_all(&rest)?;
+            maildir.deliver(file, &name)
+        })
+        .await;
+        match delivered {
+            Ok(path) => {
+                self.on_disk = false;
+                Ok(path)
+            }
+            Err(err) => {
+                self.discard().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes the message's file, if it was created.
+    pub async fn discard(mut self) {
+        if std::mem::take(&mut self.on_disk) {
+            drop(self.file.take());
+            let (maildir, name) = (self.maildir.clone(), self.name.clone());
+            let _ = blocking(move || {
+                maildir.discard(&name);
+                Ok(())
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for Spool {
+    /// A message dropped on the way (its connection's task ended mid-write) leaves no file.
+    fn drop(&mut self) {
+        if self.on_disk {
+            self.maildir.discard(&self.name);
+        }
+    }
+}
+
+/// `Return-Path:` and `Received:`, dated now.
+fn trace_fields(conn: &Connection<'_>, envelope: &Envelope, name: &Name) -> Vec<u8> {
+    let mut head = trace::return_path(&envelope.mail_from);
+    let date = rfc5322_now();
+    head.push_str(&conn.received(envelope, &name.id, &date).to_string());
+    head.into_bytes()
+}
+
+/// Runs blocking file work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| Err(io::Error::other(format!("the store task failed: {err}"))))
+}
+
+/// Now, as an RFC 5322 date-time in UTC: `Sat, 28 Nov 2026 10:00:00 +0000`.
+fn rfc5322_now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc2822)
+        // Only years outside 1900..=9999 cannot be written; a clock that far off still
+        // gets its message stored, under the epoch.
+        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_date_is_rfc_5322() {
+        let date = rfc5322_now();
+        // `Sat, 28 Nov 2026 10:00:00 +0000`
+        let parts: Vec<&str> = date.split(' ').collect();
+        assert_eq!(parts.len(), 6, "{date}");
+        assert!(parts[0].ends_with(',') && parts[0].len() == 4, "{date}");
+        assert!(parts[1].parse::<u8>().is_ok_and(|d| (1..=31).contains(&d)));
+        assert_eq!(parts[4].len(), 8);
+        assert_eq!(parts[5], "+0000");
+    }
+
+    #[test]
+    fn free_space_needed_is_one_and_a_half_times_the_largest_message() {
+        assert_eq!(space_needed(26_214_400), 39_321_600);
+        assert_eq!(space_needed(u64::MAX), u64::MAX);
+    }
+}
