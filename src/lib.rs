@@ -279,6 +279,7 @@ mod config;
 mod context;
 pub mod data;
 mod error;
+mod held;
 mod hooks;
 mod line;
 mod offer;

@@ -17,6 +17,7 @@ use crate::context::{
 };
 use crate::data::DataReceiver;
 use crate::error::Error;
+use crate::held::HeldInput;
 use crate::hooks::{AbortReason, Decision, DisconnectMode, Envelope, Hook, HookCall, HookId};
 use crate::line::{LineLimits, LineReader, Read};
 use crate::outbox::{closing, replies::*, Outbox, Output};
@@ -81,7 +82,7 @@ pub struct Session {
     line_limits: LineLimits,
     /// Input taken while it could not be acted on (a hook pending, the greeting held back,
     /// replies not yet polled); processed first when the session goes on.
-    held: Vec<u8>,
+    held: HeldInput,
     out: Outbox,
     clock: Clock,
     eof: bool,
@@ -156,7 +157,7 @@ impl Session {
             info,
             phase: Phase::Connecting,
             line_limits,
-            held: Vec::new(),
+            held: HeldInput::default(),
             out: Outbox::new(ext.enhanced_status_codes),
             clock: Clock::new(now),
             eof: false,
@@ -623,18 +624,7 @@ impl Session {
     /// how much it kept. Before the greeting, a full buffer ends the delay: the client is an
     /// early talker already, and waiting on would refuse input with no hook to wait for.
     fn hold(&mut self, data: &[u8]) -> usize {
-        let room = self
-            .config
-            .max_pending_input
-            .saturating_sub(self.held.len());
-        let n = room.min(data.len());
-        if self.held.capacity() < self.held.len() + n {
-            // Never reserve past the limit: doubling could reserve almost twice it.
-            let target = (self.held.capacity() * 2)
-                .clamp(self.held.len() + n, self.config.max_pending_input);
-            self.held.reserve_exact(target - self.held.len());
-        }
-        self.held.extend_from_slice(&data[..n]);
+        let n = self.held.append(data, self.config.max_pending_input);
         if n < data.len() && matches!(self.phase, Phase::GreetingDelay { .. }) {
             self.connect();
             self.resume();
@@ -648,17 +638,13 @@ impl Session {
         if self.held.is_empty() || self.paused() || self.output_full() {
             return;
         }
-        let held = std::mem::take(&mut self.held);
-        let used = self.process(&held);
-        self.held = held;
+        let held = self.held.take();
+        let used = self.process(held.unused());
         if self.is_closed() || matches!(self.phase, Phase::TlsHandshake { .. }) {
-            self.held = Vec::new();
-        } else if used == self.held.len() {
-            // Release what a pause buffered, so an idle session does not hold it.
-            self.held = Vec::new();
-        } else {
-            self.held.drain(..used);
+            // Nothing read before a handshake or after the close is ever acted on.
+            return;
         }
+        self.held.give_back(held, used);
     }
 
     /// Reads `input` with the reader of each phase in turn, until it is used up or the
@@ -997,7 +983,7 @@ impl Session {
         self.out.close(self.io_error.is_some());
         self.phase = Phase::Closed;
         self.pending = None;
-        self.held = Vec::new();
+        self.held.clear();
         let context = DisconnectContext {
             arguments: DisconnectArguments {
                 close: side,
