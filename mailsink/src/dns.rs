@@ -100,7 +100,6 @@ impl Resolver {
 
     /// hickory's resolver, for lookups this module does not wrap (bound them with
     /// [`timeout`](Resolver::timeout)).
-    #[allow(dead_code)] // the way in for TXT, MX and other lookups
     pub fn hickory(&self) -> &TokioResolver {
         &self.hickory
     }

@@ -12,6 +12,7 @@ use smtp_session::{
 };
 
 use crate::sink::ConnFacts;
+use crate::verify::AuthResults;
 
 #[derive(Serialize)]
 struct DisconnectLine<'a> {
@@ -39,6 +40,9 @@ struct MessageLine<'a> {
     chunked: bool,
     /// The file in `new/`; null with `--discard`.
     file: Option<&'a Path>,
+    /// `--verify`'s results; absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'a AuthResults>,
 }
 
 /// `{"event":"disconnect","arguments":{..},"connection":{..},"transaction":{}}`.
@@ -50,8 +54,14 @@ pub fn disconnect_line(context: &DisconnectContext) -> String {
     .expect("the disconnect context serialises")
 }
 
-/// `{"event":"message","connection":{..},"envelope":{..},"size":N,"chunked":false,"file":".."}`.
-pub fn message_line(facts: &ConnFacts, message: &Message, file: Option<&Path>) -> String {
+/// `{"event":"message","connection":{..},"envelope":{..},"size":N,"chunked":false,"file":".."}`,
+/// with `"auth":{"spf":"pass",..}` after `--verify`.
+pub fn message_line(
+    facts: &ConnFacts,
+    message: &Message,
+    file: Option<&Path>,
+    auth: Option<&AuthResults>,
+) -> String {
     serde_json::to_string(&MessageLine {
         event: "message",
         connection: Connection {
@@ -64,6 +74,7 @@ pub fn message_line(facts: &ConnFacts, message: &Message, file: Option<&Path>) -
         size: message.size,
         chunked: message.chunked,
         file,
+        auth,
     })
     .expect("the message line serialises")
 }

@@ -20,6 +20,7 @@ mod relay;
 mod sink;
 mod store;
 mod tls;
+mod verify;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
 ///
@@ -127,6 +128,23 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_connections_per_ip: usize,
 
+    /// Check SPF, DKIM, DMARC, ARC and iprev for each stored message, add an
+    /// Authentication-Results field naming --hostname, and give the results to the policy
+    /// (msg:auth_results()) and the log. Needs DNS and the Maildir.
+    #[arg(long)]
+    verify: bool,
+
+    /// The longest --verify may take for one message; checks not done by then are
+    /// temperror.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    verify_timeout: u64,
+
+    /// Memory for the messages --verify reads back at once, all connections together
+    /// [default: 128 MiB].
+    #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
+    verify_memory: u64,
+
     #[command(flatten)]
     relay: relay::RelayArgs,
 }
@@ -215,16 +233,50 @@ fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
     // runs out of time: the hook is given the relay's time on top of its own.
     let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
+    // --verify runs in the message hook too, before the script.
+    let verify_time = sink
+        .verifier
+        .as_ref()
+        .map_or(Duration::ZERO, |v| v.timeout());
     Limits {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
-        hook_timeout: HOOK_TIMEOUT + relay_time,
+        hook_timeout: HOOK_TIMEOUT + relay_time + verify_time,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
         ..Limits::default()
     }
+}
+
+/// `--verify`'s checks, on the resolver of the reverse DNS names; they need it, and a
+/// Maildir to store their results in.
+fn verifier(
+    args: &Args,
+    hostname: &str,
+    dns: Option<&dns::Resolver>,
+    storing: bool,
+) -> Result<Option<verify::Verifier>, String> {
+    if !args.verify {
+        return Ok(None);
+    }
+    let Some(dns) = dns else {
+        return Err("--verify checks senders in DNS: it cannot be used with --no-dns".into());
+    };
+    if !storing {
+        return Err(
+            "--verify adds its results to stored messages: it cannot be used with --discard or --relay"
+                .into(),
+        );
+    }
+    let timeout = Duration::from_secs(args.verify_timeout);
+    Ok(Some(verify::Verifier::new(
+        dns,
+        hostname,
+        timeout,
+        args.verify_memory,
+    )))
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -253,6 +305,7 @@ async fn run(args: Args) -> Result<(), String> {
         };
         Some(dns::Resolver::new(&settings)?)
     };
+    let verifier = verifier(&args, &hostname, dns.as_ref(), maildir.is_some())?;
     let sink = sink::Sink {
         maildir,
         relay,
@@ -260,6 +313,7 @@ async fn run(args: Args) -> Result<(), String> {
         users: args.user.clone().into(),
         dns,
         spooler: store::Spooler::default(),
+        verifier,
     };
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {

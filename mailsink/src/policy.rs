@@ -46,6 +46,7 @@ use smtp_session::{Decision, DisconnectMode, ForwardPath, Message, ReversePath};
 use tokio::sync::oneshot;
 
 use crate::sink::ConnFacts;
+use crate::verify::AuthResults;
 
 /// The events mailsink knows, with KumoMTA's names.
 pub const EVENTS: [&str; 8] = [
@@ -72,8 +73,8 @@ pub enum Event {
     RcptTo(ForwardPath),
     /// `smtp_server_data(conn_meta)`
     Data,
-    /// `smtp_server_message_received(message, conn_meta)`
-    MessageReceived(Arc<Message>),
+    /// `smtp_server_message_received(message, conn_meta)`, with `--verify`'s results.
+    MessageReceived(Arc<Message>, Option<Arc<AuthResults>>),
     /// `smtp_server_auth_plain(authz, authc, password, conn_meta)`
     AuthPlain {
         /// Identity to act as (may be empty).
@@ -101,7 +102,7 @@ impl Event {
             Event::MailFrom(_) => EVENTS[2],
             Event::RcptTo(_) => EVENTS[3],
             Event::Data => EVENTS[4],
-            Event::MessageReceived(_) => EVENTS[5],
+            Event::MessageReceived(..) => EVENTS[5],
             Event::AuthPlain { .. } => EVENTS[6],
             Event::Disconnect { .. } => EVENTS[7],
         }
@@ -349,11 +350,14 @@ impl Worker {
             Event::Ehlo(domain) => vec![Value::String(lua.create_string(domain)?)],
             Event::MailFrom(path) => vec![address(&lua, EnvAddress::sender(&path))?],
             Event::RcptTo(path) => vec![address(&lua, EnvAddress::recipient(&path))?],
-            Event::MessageReceived(message) => {
+            Event::MessageReceived(message, auth) => {
                 let meta = lua.create_table()?;
-                vec![Value::UserData(
-                    lua.create_userdata(LuaMessage { message, meta })?,
-                )]
+                let message = LuaMessage {
+                    message,
+                    meta,
+                    auth,
+                };
+                vec![Value::UserData(lua.create_userdata(message)?)]
             }
             Event::AuthPlain {
                 authz,
@@ -547,6 +551,7 @@ fn address(lua: &Lua, address: EnvAddress) -> mlua::Result<Value> {
 struct LuaMessage {
     message: Arc<Message>,
     meta: Table,
+    auth: Option<Arc<AuthResults>>,
 }
 
 impl UserData for LuaMessage {
@@ -579,10 +584,28 @@ impl UserData for LuaMessage {
         methods.add_method("get_meta", |_, this, key: String| {
             this.meta.get::<Value>(key)
         });
+        methods.add_method("auth_results", |lua, this, ()| match &this.auth {
+            Some(auth) => auth_table(lua, auth),
+            None => Ok(Value::Nil),
+        });
         methods.add_method("set_meta", |_, this, (key, value): (String, Value)| {
             this.meta.set(key, value)
         });
     }
+}
+
+/// `msg:auth_results()`: `{spf="pass", spf_helo=.., dkim={{result=.., domain=..,
+/// selector=..}, ..}, dmarc=.., dmarc_policy=.., arc=.., iprev=.., timed_out=false,
+/// header="Authentication-Results: .."}`.
+fn auth_table(lua: &Lua, auth: &AuthResults) -> mlua::Result<Value> {
+    let options = mlua::SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    let table = lua.to_value_with(auth, options)?;
+    if let Value::Table(table) = &table {
+        table.set("header", auth.header.as_str())?;
+    }
+    Ok(table)
 }
 
 /// The unfolded value of the first header called `name` (any case) in the header block.

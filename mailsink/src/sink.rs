@@ -15,6 +15,7 @@ use crate::maildir::Maildir;
 use crate::policy::{Event, LuaPolicy, Outcome};
 use crate::relay::Relay;
 use crate::store::{self, Spool, Spooler};
+use crate::verify::{self, AuthResults, Verifier};
 
 /// What the policy and the log know about the connection when a hook runs, besides the
 /// hook's arguments.
@@ -56,6 +57,8 @@ pub struct Sink {
     pub dns: Option<Resolver>,
     /// The message this connection is receiving into the Maildir.
     pub spooler: Spooler,
+    /// `--verify`: SPF, DKIM, DMARC, ARC and iprev for each stored message.
+    pub verifier: Option<Verifier>,
 }
 
 impl Sink {
@@ -138,7 +141,13 @@ impl Sink {
     /// Runs `smtp_server_message_received`. Under LMTP, as in KumoMTA, each recipient gets
     /// a call of its own with a message addressed to it alone, and a `kumo.reject` there
     /// refuses that recipient only.
-    async fn script_verdict(&self, facts: &ConnFacts, message: Message, lmtp: bool) -> Verdict {
+    async fn script_verdict(
+        &self,
+        facts: &ConnFacts,
+        message: Message,
+        auth: Option<Arc<AuthResults>>,
+        lmtp: bool,
+    ) -> Verdict {
         let store_all = Verdict::Store { refused: vec![] };
         let Some(lua) = self
             .lua
@@ -148,7 +157,7 @@ impl Sink {
             return store_all;
         };
         if !lmtp || message.envelope.recipients.len() < 2 {
-            let event = Event::MessageReceived(Arc::new(message));
+            let event = Event::MessageReceived(Arc::new(message), auth);
             return match script_decision(lua.call(facts.clone(), event).await) {
                 Some(decision) => Verdict::Answer(decision),
                 None => store_all,
@@ -158,7 +167,7 @@ impl Sink {
         for rcpt in &message.envelope.recipients {
             let mut one = message.clone();
             one.envelope.recipients = vec![rcpt.clone()];
-            let event = Event::MessageReceived(Arc::new(one));
+            let event = Event::MessageReceived(Arc::new(one), auth.clone());
             match lua.call(facts.clone(), event).await {
                 Outcome::Decided(Decision::Reject(reply)) if reply.code() != 421 => {
                     refused.push(Some(reply));
@@ -191,6 +200,26 @@ impl Sink {
         lmtp: bool,
         max_message_size: u64,
     ) -> Decision {
+        let auth = match &self.verifier {
+            Some(verifier) if spool.failure().is_none() => {
+                let client = verify::Client::new(&facts, &message.envelope);
+                let size = summary.size;
+                match verifier
+                    .spooled(client, &mut spool, max_message_size, size)
+                    .await
+                {
+                    Ok(results) => {
+                        spool.add_fields(results.header.as_bytes());
+                        Some(Arc::new(results))
+                    }
+                    Err(err) => {
+                        spool.fail(err);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut turn = None;
         if self.needs_body() && spool.failure().is_none() {
             turn = self.spooler.read_back_turn().await;
@@ -204,7 +233,10 @@ impl Sink {
             spool.discard().await;
             return Decision::Reject(store::store_failed());
         }
-        let refused = match self.script_verdict(&facts, message, lmtp).await {
+        let refused = match self
+            .script_verdict(&facts, message, auth.clone(), lmtp)
+            .await
+        {
             Verdict::Store { refused } => refused,
             Verdict::Answer(decision) => {
                 spool.discard().await;
@@ -214,7 +246,8 @@ impl Sink {
         drop(turn);
         match spool.deliver().await {
             Ok(path) => {
-                log::emit(&log::message_line(&facts, &summary, Some(&path)));
+                let line = log::message_line(&facts, &summary, Some(&path), auth.as_deref());
+                log::emit(&line);
                 per_recipient(refused, stored())
             }
             Err(err) => {
@@ -339,7 +372,7 @@ impl Handler for Sink {
                 .as_ref()
                 .filter(|lua| lua.handles("smtp_server_message_received"))
             {
-                let event = Event::MessageReceived(message.clone());
+                let event = Event::MessageReceived(message.clone(), None);
                 if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
                     return Ok(decision);
                 }
@@ -347,7 +380,7 @@ impl Handler for Sink {
             let hostname = conn.config().hostname.clone();
             let relayed = relay.deliver(&facts, &message, &hostname, lmtp).await;
             if relayed.delivered > 0 {
-                log::emit(&log::message_line(&facts, &message, None));
+                log::emit(&log::message_line(&facts, &message, None, None));
             }
             return Ok(relayed.decision);
         }
@@ -357,11 +390,11 @@ impl Handler for Sink {
         let summary = message.clone();
         message.body = body;
         let Some(maildir) = self.maildir.clone() else {
-            let refused = match self.script_verdict(&facts, message, lmtp).await {
+            let refused = match self.script_verdict(&facts, message, None, lmtp).await {
                 Verdict::Store { refused } => refused,
                 Verdict::Answer(decision) => return Ok(decision),
             };
-            log::emit(&log::message_line(&facts, &summary, None));
+            log::emit(&log::message_line(&facts, &summary, None, None));
             return Ok(per_recipient(refused, stored()));
         };
         let spool = self.spooler.finish(conn, &maildir, &message.envelope);

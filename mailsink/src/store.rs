@@ -164,6 +164,8 @@ pub struct Spool {
     on_disk: bool,
     /// Why the message can no longer be stored.
     failed: Option<io::Error>,
+    /// Header fields that go below the trace fields at delivery (`Authentication-Results:`).
+    fields: Vec<u8>,
 }
 
 impl Spool {
@@ -176,6 +178,7 @@ impl Spool {
             file: None,
             on_disk: false,
             failed: None,
+            fields: Vec::new(),
         }
     }
 
@@ -243,6 +246,12 @@ impl Spool {
         .await
     }
 
+    /// Adds header fields (whole lines, each ending in CRLF) to go right below the trace
+    /// fields when the message is delivered.
+    pub fn add_fields(&mut self, fields: &[u8]) {
+        self.fields.extend_from_slice(fields);
+    }
+
     /// Writes what is left, fsyncs, renames into `new/` and fsyncs `new/`: the path in
     /// `new/` once the message is durable.
     pub async fn deliver(mut self) -> io::Result<PathBuf> {
@@ -251,9 +260,15 @@ impl Spool {
             return Err(err);
         }
         let file = self.file.take();
-        let rest = std::mem::take(&mut self.pending);
-        let (maildir, name) = (self.maildir.clone(), self.name.clone());
+        let mut rest = std::mem::take(&mut self.pending);
+        let mut fields = std::mem::take(&mut self.fields);
         let fresh = !self.on_disk;
+        if fresh {
+            // All of the message is still here: the fields go in before it is written.
+            rest.splice(self.head_len..self.head_len, fields.drain(..));
+        }
+        let (maildir, name) = (self.maildir.clone(), self.name.clone());
+        let head_len = self.head_len as u64;
         self.on_disk = true;
         let delivered = blocking(move || {
             let mut file = match file {
@@ -262,6 +277,10 @@ impl Spool {
                 None => return Err(io::Error::other("the message's file was lost")),
             };
             file.write_all(&rest)?;
+            if !fields.is_empty() {
+                let reader = File::open(maildir.tmp_path(&name))?;
+                insert_at(&reader, &file, head_len, &fields)?;
+            }
             maildir.deliver(file, &name)
         })
         .await;
@@ -298,6 +317,27 @@ impl Drop for Spool {
             self.maildir.discard(&self.name);
         }
     }
+}
+
+/// Pieces in which [`insert_at`] moves a file's bytes.
+const MOVE_PIECE: usize = 64 * 1024;
+
+/// Inserts `bytes` at offset `at` of the file read by `reader` and written by `writer`,
+/// moving what follows towards the end, a piece at a time from the end backwards (so no
+/// byte is overwritten before it is moved), in [`MOVE_PIECE`] bytes of memory.
+fn insert_at(reader: &File, writer: &File, at: u64, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let shift = bytes.len() as u64;
+    let mut end = reader.metadata()?.len();
+    let mut piece = vec![0; MOVE_PIECE.min(end.saturating_sub(at) as usize)];
+    while end > at {
+        let start = end.saturating_sub(MOVE_PIECE as u64).max(at);
+        let piece = &mut piece[..(end - start) as usize];
+        reader.read_exact_at(piece, start)?;
+        writer.write_all_at(piece, start + shift)?;
+        end = start;
+    }
+    writer.write_all_at(bytes, at)
 }
 
 /// `Return-Path:` and `Received:`, dated now.
@@ -340,6 +380,30 @@ mod tests {
         assert!(parts[1].parse::<u8>().is_ok_and(|d| (1..=31).contains(&d)));
         assert_eq!(parts[4].len(), 8);
         assert_eq!(parts[5], "+0000");
+    }
+
+    #[test]
+    fn bytes_inserted_in_a_file_move_the_rest_along_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Longer than a piece, and not a multiple of it, so pieces overlap their own move.
+        let original: Vec<u8> = (0..MOVE_PIECE * 2 + 999).map(|i| (i % 251) as u8).collect();
+        for (at, insert) in [
+            (0, &b"X-A: 1\r\n"[..]),
+            (17, b"Y"),
+            (original.len(), b"end"),
+        ] {
+            std::fs::write(&path, &original).unwrap();
+            let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let reader = File::open(&path).unwrap();
+            insert_at(&reader, &writer, at as u64, insert).unwrap();
+            let mut expected = original.clone();
+            expected.splice(at..at, insert.iter().copied());
+            assert!(
+                std::fs::read(&path).unwrap() == expected,
+                "inserted at {at}"
+            );
+        }
     }
 
     #[test]

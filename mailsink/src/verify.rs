@@ -1,0 +1,444 @@
+//! `--verify`: who sent a message, as far as DNS can tell. SPF (RFC 7208) for the HELO and
+//! the MAIL FROM identities, DKIM (RFC 6376), DMARC (RFC 7489), ARC (RFC 8617) and iprev
+//! (RFC 8601 section 3), all by mail-auth, asking the process's resolver ([`crate::dns`]).
+//!
+//! The results become an `Authentication-Results:` field (RFC 8601) naming this host, put
+//! below the trace fields of every stored message; the policy script reads them with
+//! `msg:auth_results()`, and the log line of the message carries them.
+//!
+//! Bounds:
+//! - Time: the whole verification has [`Verifier::timeout`]. The checks run side by side
+//!   (SPF twice, DKIM, ARC, iprev), then DMARC, which needs SPF's and DKIM's results; a
+//!   check not done by the deadline is a `temperror`. A DNS server that never answers costs
+//!   a message this long, never its session.
+//! - Memory: DKIM and ARC hash the whole message, so the message (at most the size limit)
+//!   is read back from its spool into memory. All messages being verified at once share a
+//!   budget ([`Verifier::new`]'s `memory`); a message waits for its share, within the same
+//!   deadline. A message larger than the budget waits for all of it.
+//! - The runtime's one thread: parsing and hashing run on a blocking thread, whose DNS
+//!   queries the runtime's thread still serves.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::common::verify::VerifySignature;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
+    DmarcResult, DnsError, Error, IprevOutput, IprevResult, MessageAuthenticator, SpfOutput,
+    SpfResult,
+};
+use serde::Serialize;
+use smtp_session::{Envelope, ReversePath};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::dns::Resolver;
+use crate::sink::ConnFacts;
+use crate::store::Spool;
+
+/// The budget is counted in pieces of this size.
+const BUDGET_UNIT: u64 = 64 * 1024;
+
+/// The client as SPF and iprev see it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// `None` over a UNIX socket: SPF and iprev are not evaluated.
+    pub ip: Option<IpAddr>,
+    /// The HELO/EHLO name.
+    pub helo: String,
+    /// The MAIL FROM address, empty for the null reverse path.
+    pub mail_from: String,
+}
+
+impl Client {
+    /// The client of the connection `facts` describes, sending `envelope`.
+    pub fn new(facts: &ConnFacts, envelope: &Envelope) -> Client {
+        Client {
+            ip: facts.info.remote_ip.map(|ip| ip.to_canonical()),
+            helo: facts
+                .helo
+                .as_ref()
+                .map(|h| h.host.clone())
+                .unwrap_or_default(),
+            mail_from: match &envelope.mail_from {
+                ReversePath::Null => String::new(),
+                path @ ReversePath::Mailbox(_) => path.to_string(),
+            },
+        }
+    }
+
+    /// The MAIL FROM domain, or the HELO name for the null reverse path (RFC 7208 section
+    /// 2.4); DMARC's RFC5321.MailFrom domain too.
+    fn mail_from_domain(&self) -> &str {
+        match self.mail_from.rsplit_once('@') {
+            Some((_, domain)) => domain,
+            None => &self.helo,
+        }
+    }
+
+    /// The HELO name when SPF can check it: a domain, not an address literal.
+    fn helo_domain(&self) -> Option<&str> {
+        let helo = self.helo.as_str();
+        (!helo.is_empty() && !helo.starts_with('[') && helo.contains('.')).then_some(helo)
+    }
+}
+
+/// One DKIM signature's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct DkimVerdict {
+    /// `pass`, `fail`, `neutral`, `permerror`, `temperror`.
+    pub result: &'static str,
+    /// The signing domain (`d=`), when the signature could be read.
+    pub domain: Option<String>,
+    /// The selector (`s=`), when the signature could be read.
+    pub selector: Option<String>,
+}
+
+/// What `--verify` found, with RFC 8601's result names (`pass`, `fail`, `softfail`,
+/// `neutral`, `none`, `temperror`, `permerror`).
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthResults {
+    /// SPF for the MAIL FROM identity (the HELO name's for `<>`).
+    pub spf: &'static str,
+    /// SPF for the HELO identity.
+    pub spf_helo: &'static str,
+    /// One entry per DKIM signature, in the message's order; empty when unsigned.
+    pub dkim: Vec<DkimVerdict>,
+    /// DMARC for the From: domain.
+    pub dmarc: &'static str,
+    /// The From: domain's published DMARC policy: `none`, `quarantine` or `reject`.
+    pub dmarc_policy: &'static str,
+    /// The ARC chain's validation.
+    pub arc: &'static str,
+    /// The client address's reverse DNS name, forward-confirmed.
+    pub iprev: &'static str,
+    /// True when the deadline cut a check short (its result is a `temperror`).
+    pub timed_out: bool,
+    /// The whole field, `Authentication-Results: ...` with its final CRLF.
+    #[serde(skip)]
+    pub header: String,
+}
+
+/// The checks, the resolver they ask, and their bounds.
+#[derive(Clone)]
+pub struct Verifier {
+    authenticator: MessageAuthenticator,
+    hostname: Arc<str>,
+    timeout: Duration,
+    budget: Arc<Semaphore>,
+    budget_units: u32,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("hostname", &self.hostname)
+            .field("timeout", &self.timeout)
+            .field("budget_units", &self.budget_units)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Checks asking `resolver` (sharing its cache), naming `hostname` in the field, each
+    /// message within `timeout`, all messages at once within `memory` bytes.
+    pub fn new(resolver: &Resolver, hostname: &str, timeout: Duration, memory: u64) -> Verifier {
+        let units = memory
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, u64::from(u32::MAX >> 3)) as u32;
+        Verifier {
+            authenticator: MessageAuthenticator(resolver.hickory().clone()),
+            hostname: hostname.into(),
+            timeout,
+            budget: Arc::new(Semaphore::new(units as usize)),
+            budget_units: units,
+        }
+    }
+
+    /// The longest a message's verification takes.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Verifies the message in `spool` (its body as received, without the trace fields),
+    /// at most `limit` bytes of it. An error reading the spool is the spool's failure.
+    pub async fn spooled(
+        &self,
+        client: Client,
+        spool: &mut Spool,
+        limit: u64,
+        size: u64,
+    ) -> std::io::Result<AuthResults> {
+        let deadline = Instant::now() + self.timeout;
+        let units = size
+            .max(1)
+            .div_ceil(BUDGET_UNIT)
+            .min(u64::from(self.budget_units)) as u32;
+        let permit =
+            tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(units));
+        let Ok(Ok(permit)) = permit.await else {
+            return Ok(self.cut_short(&client));
+        };
+        let message = spool.read_body(limit).await?;
+        let results = self.message(client, message, deadline).await;
+        drop(permit);
+        Ok(results)
+    }
+
+    /// Verifies `message` by `deadline`, on a blocking thread.
+    async fn message(&self, client: Client, message: Vec<u8>, deadline: Instant) -> AuthResults {
+        let checks = Checks {
+            authenticator: self.authenticator.clone(),
+            hostname: self.hostname.clone(),
+            deadline,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let fallback = client.clone();
+        let task =
+            tokio::task::spawn_blocking(move || runtime.block_on(checks.run(&client, &message)));
+        // Every check inside stops at the deadline; this only guards against a task that
+        // failed.
+        match tokio::time::timeout_at(deadline + Duration::from_secs(1), task).await {
+            Ok(Ok(results)) => results,
+            _ => self.cut_short(&fallback),
+        }
+    }
+
+    /// All `temperror`: nothing was checked in time.
+    fn cut_short(&self, client: &Client) -> AuthResults {
+        let checks = Checks {
+            authenticator: self.authenticator.clone(),
+            hostname: self.hostname.clone(),
+            deadline: Instant::now(),
+        };
+        let message = AuthenticatedMessage::default();
+        checks.report(
+            client,
+            &message,
+            Outputs {
+                spf_helo: None,
+                spf: None,
+                dkim: None,
+                arc: None,
+                iprev: None,
+                dmarc: None,
+            },
+        )
+    }
+}
+
+/// One message's checks.
+struct Checks {
+    authenticator: MessageAuthenticator,
+    hostname: Arc<str>,
+    deadline: Instant,
+}
+
+/// What came back by the deadline (`None`: too late), or `Some(None)` where a check does
+/// not apply.
+struct Outputs<'x> {
+    spf_helo: Option<Option<SpfOutput>>,
+    spf: Option<Option<SpfOutput>>,
+    dkim: Option<Vec<DkimOutput<'x>>>,
+    arc: Option<ArcOutput<'x>>,
+    iprev: Option<Option<IprevOutput>>,
+    dmarc: Option<DmarcOutput>,
+}
+
+fn timed_out() -> Error {
+    Error::Dns(DnsError::Resolver("verification timed out".into()))
+}
+
+impl Checks {
+    async fn within<T>(&self, check: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout_at(self.deadline, check).await.ok()
+    }
+
+    async fn run(self, client: &Client, raw: &[u8]) -> AuthResults {
+        let message = AuthenticatedMessage::parse(raw).unwrap_or_default();
+        let auth = &self.authenticator;
+        let host = &*self.hostname;
+        let spf_helo = self.within(async {
+            match (client.ip, client.helo_domain()) {
+                (Some(ip), Some(helo)) => Some(
+                    auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
+                        .await,
+                ),
+                _ => None,
+            }
+        });
+        let spf = self.within(async {
+            let ip = client.ip?;
+            let params = if client.mail_from.is_empty() {
+                SpfParameters::verify_ehlo(ip, client.helo_domain()?, host)
+            } else {
+                SpfParameters::verify_mail_from(ip, &client.helo, host, &client.mail_from)
+            };
+            Some(auth.verify_spf(params).await)
+        });
+        let dkim = self.within(auth.verify_dkim(&message));
+        let arc = self.within(auth.verify_arc(&message));
+        let iprev = self.within(async {
+            match client.ip {
+                Some(ip) => Some(auth.verify_iprev(ip).await),
+                None => None,
+            }
+        });
+        let (spf_helo, spf, dkim, arc, iprev) = tokio::join!(spf_helo, spf, dkim, arc, iprev);
+
+        let dmarc = match (&spf, &dkim) {
+            (Some(spf_out), Some(dkim_out)) => {
+                let none = SpfOutput::new(client.mail_from_domain().into());
+                let spf_out = spf_out.as_ref().unwrap_or(&none);
+                let params =
+                    DmarcParameters::new(&message, dkim_out, client.mail_from_domain(), spf_out);
+                self.within(auth.verify_dmarc(params)).await
+            }
+            _ => None,
+        };
+        let outputs = Outputs {
+            spf_helo,
+            spf,
+            dkim,
+            arc,
+            iprev,
+            dmarc,
+        };
+        self.report(client, &message, outputs)
+    }
+
+    /// The results, with a `temperror` for each check the deadline cut short.
+    fn report(
+        &self,
+        client: &Client,
+        message: &AuthenticatedMessage<'_>,
+        outputs: Outputs<'_>,
+    ) -> AuthResults {
+        let late = outputs.spf_helo.is_none()
+            || outputs.spf.is_none()
+            || outputs.dkim.is_none()
+            || outputs.arc.is_none()
+            || outputs.iprev.is_none()
+            || outputs.dmarc.is_none();
+        let spf_late = || Some(SpfOutput::new(String::new()).with_result(SpfResult::TempError));
+        let spf_helo = outputs.spf_helo.unwrap_or_else(spf_late);
+        let spf = outputs.spf.unwrap_or_else(spf_late);
+        let dkim = outputs.dkim.unwrap_or_else(|| {
+            // Only signatures can be late.
+            (0..message.dkim_headers.len())
+                .map(|_| DkimOutput::temp_err(timed_out()))
+                .collect()
+        });
+        let arc = outputs.arc.unwrap_or_else(|| {
+            let result = if message.ams_headers.is_empty() && message.as_headers.is_empty() {
+                DkimResult::None
+            } else {
+                DkimResult::TempError(timed_out())
+            };
+            ArcOutput::default().with_result(result)
+        });
+        let iprev = outputs.iprev.unwrap_or_else(|| {
+            Some(IprevOutput {
+                result: IprevResult::TempError(timed_out()),
+                ptr: None,
+            })
+        });
+        let dmarc = outputs.dmarc.unwrap_or_else(|| {
+            let from = message.from().rsplit_once('@').map_or("", |(_, d)| d);
+            DmarcOutput::new(from.to_ascii_lowercase())
+                .with_spf_result(DmarcResult::TempError(timed_out()))
+                .with_dkim_result(DmarcResult::TempError(timed_out()))
+        });
+
+        let mut field = AuthenticationResults::new(&self.hostname);
+        if let (Some(ip), Some(out)) = (client.ip, &spf_helo) {
+            field = field.with_spf_ehlo_result(out, ip, &client.helo);
+        }
+        if let (Some(ip), Some(out)) = (client.ip, &spf) {
+            field = field.with_spf_mailfrom_result(out, ip, &client.mail_from, &client.helo);
+        }
+        field = field
+            .with_dkim_results(&dkim, message.from())
+            .with_arc_result(&arc, client.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])))
+            .with_dmarc_result(&dmarc);
+        if let (Some(ip), Some(out)) = (client.ip, &iprev) {
+            field = field.with_iprev_result(out, ip);
+        }
+        let mut header = format!("Authentication-Results: {field}");
+        if dkim.is_empty() {
+            header.push_str(";\r\n\tdkim=none");
+        }
+        header.push_str("\r\n");
+
+        AuthResults {
+            spf: spf.as_ref().map_or("none", |o| spf_name(o.result())),
+            spf_helo: spf_helo.as_ref().map_or("none", |o| spf_name(o.result())),
+            dkim: dkim.iter().map(dkim_verdict).collect(),
+            dmarc: dmarc_name(&dmarc.result()),
+            dmarc_policy: match dmarc.policy() {
+                mail_auth::dmarc::Policy::Reject => "reject",
+                mail_auth::dmarc::Policy::Quarantine => "quarantine",
+                _ => "none",
+            },
+            arc: dkim_name(arc.result()),
+            iprev: iprev.as_ref().map_or("none", |o| iprev_name(&o.result)),
+            timed_out: late,
+            header,
+        }
+    }
+}
+
+fn dkim_verdict(output: &DkimOutput<'_>) -> DkimVerdict {
+    let signature = output.signature();
+    DkimVerdict {
+        result: dkim_name(output.result()),
+        domain: signature.map(|s| s.domain().to_string()),
+        selector: signature.map(|s| s.selector().to_string()),
+    }
+}
+
+fn spf_name(result: SpfResult) -> &'static str {
+    match result {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_name(result: &DkimResult) -> &'static str {
+    match result {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
+fn dmarc_name(result: &DmarcResult) -> &'static str {
+    match result {
+        DmarcResult::Pass => "pass",
+        DmarcResult::Fail(_) => "fail",
+        DmarcResult::TempError(_) => "temperror",
+        DmarcResult::PermError(_) => "permerror",
+        DmarcResult::None => "none",
+    }
+}
+
+fn iprev_name(result: &IprevResult) -> &'static str {
+    match result {
+        IprevResult::Pass => "pass",
+        IprevResult::Fail(_) => "fail",
+        IprevResult::TempError(_) => "temperror",
+        IprevResult::PermError(_) => "permerror",
+        IprevResult::None => "none",
+    }
+}
