@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mail_auth::common::verify::VerifySignature;
+use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
@@ -279,8 +280,24 @@ impl Checks {
             };
             Some(auth.verify_spf(params).await)
         });
-        let dkim = self.within(auth.verify_dkim(&message));
-        let arc = self.within(auth.verify_arc(&message));
+        let dkim = self.within(async {
+            let outputs = auth.verify_dkim(&message).await;
+            outputs
+                .into_iter()
+                .map(|output| body_hash_fails(&message, output))
+                .collect::<Vec<_>>()
+        });
+        let arc = self.within(async {
+            let output = auth.verify_arc(&message).await;
+            // RFC 8617 section 4.4: an ARC chain either validates or fails.
+            match output.result() {
+                DkimResult::Neutral(err) => {
+                    let err = err.clone();
+                    output.with_result(DkimResult::Fail(err))
+                }
+                _ => output,
+            }
+        });
         let iprev = self.within(async {
             match client.ip {
                 Some(ip) => Some(auth.verify_iprev(ip).await),
@@ -388,6 +405,30 @@ impl Checks {
             timed_out: late,
             header,
         }
+    }
+}
+
+/// A body that does not match its signature's hash is a DKIM failure: PERMFAIL "body hash
+/// did not verify" (RFC 6376 section 6.1.3), `fail` in RFC 8601 section 2.7.1 ("failed the
+/// verification tests"). mail-auth says `neutral` there, as OpenDKIM does.
+fn body_hash_fails<'x>(
+    message: &'x AuthenticatedMessage<'x>,
+    output: DkimOutput<'x>,
+) -> DkimOutput<'x> {
+    let DkimResult::Neutral(err @ Error::Dkim(DkimError::FailedBodyHashMatch)) = output.result()
+    else {
+        return output;
+    };
+    let signed = output.signature().and_then(|signature| {
+        message
+            .dkim_headers
+            .iter()
+            .find(|header| std::ptr::eq(&header.header, signature))
+    });
+    let failed = DkimOutput::fail(err.clone());
+    match signed {
+        Some(header) => failed.with_signature(&header.header),
+        None => failed,
     }
 }
 
