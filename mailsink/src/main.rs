@@ -12,6 +12,7 @@ use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Listener, Server};
 use tokio::net::TcpListener;
 
+mod limits;
 mod log;
 mod maildir;
 mod policy;
@@ -81,14 +82,8 @@ struct Args {
     #[arg(long)]
     proxy_protocol: bool,
 
-    /// Connections served at once; the next client reads 421 4.7.0. 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    max_connections: usize,
-
-    /// Connections from one client address at once (the PROXY header's address with
-    /// --proxy-protocol); 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    max_connections_per_ip: usize,
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -161,26 +156,28 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         config.command_timeout = Duration::from_secs(secs);
         config.data_timeout = Duration::from_secs(secs);
     }
+    args.limits.apply(&mut config);
     config
         .validate()
         .map_err(|e| format!("invalid setting: {e}"))?;
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config) -> Limits {
-    Limits {
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
+fn limits(args: &Args, config: &Config, files: &limits::OpenFiles) -> Limits {
+    let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
         hook_timeout: HOOK_TIMEOUT,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
         ..Limits::default()
-    }
+    };
+    args.limits.apply_runtime(&mut limits, files);
+    limits
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let files = limits::raise_open_files();
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
@@ -200,6 +197,7 @@ async fn run(args: Args) -> Result<(), String> {
         maildir,
         lua,
         users: args.user.clone().into(),
+        guard: args.limits.guard(),
     };
     let config = config(&args, &hostname, &sink)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -208,8 +206,9 @@ async fn run(args: Args) -> Result<(), String> {
     };
 
     let shutdown = CancellationToken::new();
+    let server_limits = limits(&args, &config, &files);
     let mut server = Server::new(sink)
-        .limits(limits(&args, &config))
+        .limits(server_limits.clone())
         .config(config)
         .tls(tls)
         .shutdown_on(shutdown.clone());
@@ -239,6 +238,7 @@ async fn run(args: Args) -> Result<(), String> {
         hostname,
         described.join(", ")
     );
+    limits::describe(&server_limits, &files);
 
     let mut serving = tokio::spawn(server.serve());
     tokio::select! {

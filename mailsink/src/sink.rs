@@ -9,6 +9,7 @@ use smtp_session::{
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
+use crate::limits::Guard;
 use crate::log;
 use crate::maildir::Maildir;
 use crate::policy::{Event, LuaPolicy, Outcome};
@@ -47,6 +48,8 @@ pub struct Sink {
     pub lua: Option<Arc<LuaPolicy>>,
     /// `--user NAME:PASSWORD` pairs.
     pub users: Arc<[(String, String)]>,
+    /// The AUTH failure and messages-per-connection limits.
+    pub guard: Guard,
 }
 
 impl Sink {
@@ -71,83 +74,21 @@ impl Sink {
     /// Runs a stage's script handlers: a `kumo.reject`/`kumo.disconnect` is the decision, a
     /// script error fails the hook, returning normally goes on.
     async fn stage(&self, facts: ConnFacts, event: Event) -> HookResult {
-        let Some(lua) = &self.lua else {
-            return Ok(Decision::Accept);
-        };
-        Ok(script_decision(lua.call(facts, event).await).unwrap_or(Decision::Accept))
-    }
-}
-
-/// KumoMTA semantics: a `kumo.reject`/`kumo.disconnect` is the decision; a script error is
-/// a hook failure; returning normally goes on.
-fn script_decision(outcome: Outcome) -> Option<Decision> {
-    match outcome {
-        Outcome::Continue(_) => None,
-        Outcome::Decided(decision) => Some(decision),
-        Outcome::Failed(err) => {
-            eprintln!("mailsink: policy error: {err}");
-            Some(Decision::HookFailed)
-        }
-    }
-}
-
-fn bad_credentials() -> Decision {
-    Decision::reject(535, "5.7.8 Authentication credentials invalid").expect("valid reply")
-}
-
-fn store_failed() -> Decision {
-    Decision::reject(451, "4.3.0 Could not store the message, try again later")
-        .expect("valid reply")
-}
-
-impl Handler for Sink {
-    /// The hooks worth a round trip: the message (to store and log it), AUTH when enabled,
-    /// and the stages the script has handlers for.
-    fn hooks(&self) -> Hooks {
-        Hooks {
-            connect: self.script_handles("smtp_server_connection_accepted"),
-            helo: self.script_handles("smtp_server_ehlo"),
-            auth: self.auth_enabled(),
-            mail_from: self.script_handles("smtp_server_mail_from"),
-            rcpt_to: self.script_handles("smtp_server_rcpt_to"),
-            data: self.script_handles("smtp_server_data"),
-            message: true,
-            vrfy: false,
-        }
+        Ok(self.script(facts, event).await.unwrap_or(Decision::Accept))
     }
 
-    async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::ConnectionAccepted)
-            .await
+    /// The script's decision on `event`, if it has handlers for it and they decided.
+    async fn script(&self, facts: ConnFacts, event: Event) -> Option<Decision> {
+        let lua = self.lua.as_ref().filter(|lua| lua.handles(event.name()))?;
+        script_decision(lua.call(facts, event).await)
     }
 
-    async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::Ehlo(host)).await
-    }
-
-    async fn mail_from(
-        &mut self,
+    /// AUTH PLAIN or LOGIN credentials, checked by the script or against the users.
+    async fn check_credentials(
+        &self,
         conn: &mut Connection<'_>,
-        path: ReversePath,
-        _: MailParams,
+        request: AuthRequest,
     ) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::MailFrom(path)).await
-    }
-
-    async fn rcpt_to(
-        &mut self,
-        conn: &mut Connection<'_>,
-        path: ForwardPath,
-        _: RcptParams,
-    ) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::RcptTo(path)).await
-    }
-
-    async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::Data).await
-    }
-
-    async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
         let (authz, authc, password) = match request {
             AuthRequest::Plain {
                 authzid,
@@ -181,19 +122,104 @@ impl Handler for Sink {
             bad_credentials()
         })
     }
+}
+
+/// KumoMTA semantics: a `kumo.reject`/`kumo.disconnect` is the decision; a script error is
+/// a hook failure; returning normally goes on.
+fn script_decision(outcome: Outcome) -> Option<Decision> {
+    match outcome {
+        Outcome::Continue(_) => None,
+        Outcome::Decided(decision) => Some(decision),
+        Outcome::Failed(err) => {
+            eprintln!("mailsink: policy error: {err}");
+            Some(Decision::HookFailed)
+        }
+    }
+}
+
+fn bad_credentials() -> Decision {
+    Decision::reject(535, "5.7.8 Authentication credentials invalid").expect("valid reply")
+}
+
+fn store_failed() -> Decision {
+    Decision::reject(451, "4.3.0 Could not store the message, try again later")
+        .expect("valid reply")
+}
+
+impl Handler for Sink {
+    /// The hooks worth a round trip: the message (to store and log it), AUTH when enabled,
+    /// and the stages the script has handlers for.
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            connect: self.script_handles("smtp_server_connection_accepted"),
+            helo: self.script_handles("smtp_server_ehlo"),
+            auth: self.auth_enabled(),
+            mail_from: self.script_handles("smtp_server_mail_from") || self.guard.limits_messages(),
+            rcpt_to: self.script_handles("smtp_server_rcpt_to"),
+            data: self.script_handles("smtp_server_data"),
+            message: true,
+            vrfy: false,
+        }
+    }
+
+    async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::ConnectionAccepted)
+            .await
+    }
+
+    async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::Ehlo(host)).await
+    }
+
+    async fn mail_from(
+        &mut self,
+        conn: &mut Connection<'_>,
+        path: ReversePath,
+        _: MailParams,
+    ) -> HookResult {
+        if let Some(refusal) = self.guard.mail_from(conn) {
+            return Ok(refusal);
+        }
+        self.stage(ConnFacts::of(conn), Event::MailFrom(path)).await
+    }
+
+    async fn rcpt_to(
+        &mut self,
+        conn: &mut Connection<'_>,
+        path: ForwardPath,
+        _: RcptParams,
+    ) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::RcptTo(path)).await
+    }
+
+    async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        self.stage(ConnFacts::of(conn), Event::Data).await
+    }
+
+    /// The password check, within the AUTH failure limit of the client's address.
+    async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
+        let ip = conn.info().remote_ip;
+        if let Some(refusal) = self.guard.auth_refused(ip).await {
+            return Ok(refusal);
+        }
+        let decision = self.check_credentials(conn, request).await?;
+        if decision == bad_credentials() {
+            if let Some(refusal) = self.guard.auth_failed(ip).await {
+                return Ok(refusal);
+            }
+        }
+        Ok(decision)
+    }
 
     async fn message(&mut self, conn: &mut Connection<'_>, message: Message) -> HookResult {
+        self.guard.message_received();
         let facts = ConnFacts::of(conn);
         let message = Arc::new(message);
-        if let Some(lua) = self
-            .lua
-            .as_ref()
-            .filter(|lua| lua.handles("smtp_server_message_received"))
+        if let Some(decision) = self
+            .script(facts.clone(), Event::MessageReceived(message.clone()))
+            .await
         {
-            let event = Event::MessageReceived(message.clone());
-            if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
-                return Ok(decision);
-            }
+            return Ok(decision);
         }
         let Some(maildir) = self.maildir.clone() else {
             log::emit(&log::message_line(&facts, &message, None));
