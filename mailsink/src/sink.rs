@@ -12,7 +12,7 @@ use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 use crate::limits::Guard;
 use crate::log;
 use crate::maildir::Maildir;
-use crate::policy::{Event, LuaPolicy, Outcome};
+use crate::policy::{self, Event, LuaPolicy, Outcome};
 
 /// What the policy and the log know about the connection when a hook runs, besides the
 /// hook's arguments.
@@ -58,9 +58,11 @@ impl Sink {
         !self.users.is_empty() || self.script_handles("smtp_server_auth_plain")
     }
 
-    /// True when the script reads message bodies (`smtp_server_message_received`).
+    /// True when the script reads message bodies (`smtp_server_data`,
+    /// `smtp_server_message_received`).
     pub fn needs_body(&self) -> bool {
-        self.script_handles("smtp_server_message_received")
+        self.script_handles("smtp_server_data")
+            || self.script_handles("smtp_server_message_received")
     }
 
     fn script_handles(&self, event: &str) -> bool {
@@ -128,7 +130,7 @@ impl Sink {
 /// a hook failure; returning normally goes on.
 fn script_decision(outcome: Outcome) -> Option<Decision> {
     match outcome {
-        Outcome::Continue(_) => None,
+        Outcome::Continue(_) | Outcome::Extensions(_) => None,
         Outcome::Decided(decision) => Some(decision),
         Outcome::Failed(err) => {
             eprintln!("mailsink: policy error: {err}");
@@ -156,7 +158,7 @@ impl Handler for Sink {
             auth: self.auth_enabled(),
             mail_from: self.script_handles("smtp_server_mail_from") || self.guard.limits_messages(),
             rcpt_to: self.script_handles("smtp_server_rcpt_to"),
-            data: self.script_handles("smtp_server_data"),
+            data: self.script_handles("smtp_server_data_command"),
             message: true,
             vrfy: false,
         }
@@ -168,7 +170,23 @@ impl Handler for Sink {
     }
 
     async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::Ehlo(host)).await
+        let Some(lua) = &self.lua else {
+            return Ok(Decision::Accept);
+        };
+        // KumoMTA: the handler gets the EHLO keywords and may return a new list.
+        let offered = policy::ehlo_keywords(conn);
+        let event = Event::Ehlo {
+            domain: host,
+            extensions: offered.clone(),
+        };
+        match lua.call(ConnFacts::of(conn), event).await {
+            Outcome::Extensions(list) => {
+                let extensions = policy::extensions_from(conn.extensions(), &offered, &list);
+                conn.set_extensions(extensions);
+                Ok(Decision::Accept)
+            }
+            other => Ok(script_decision(other).unwrap_or(Decision::Accept)),
+        }
     }
 
     async fn mail_from(
@@ -193,7 +211,7 @@ impl Handler for Sink {
     }
 
     async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::Data).await
+        self.stage(ConnFacts::of(conn), Event::DataCommand).await
     }
 
     /// The password check, within the AUTH failure limit of the client's address.
@@ -215,11 +233,14 @@ impl Handler for Sink {
         self.guard.message_received();
         let facts = ConnFacts::of(conn);
         let message = Arc::new(message);
-        if let Some(decision) = self
-            .script(facts.clone(), Event::MessageReceived(message.clone()))
-            .await
-        {
-            return Ok(decision);
+        // KumoMTA's order: smtp_server_data, then smtp_server_message_received.
+        for event in [
+            Event::Data(message.clone()),
+            Event::MessageReceived(message.clone()),
+        ] {
+            if let Some(decision) = self.script(facts.clone(), event).await {
+                return Ok(decision);
+            }
         }
         let Some(maildir) = self.maildir.clone() else {
             log::emit(&log::message_line(&facts, &message, None));
