@@ -469,3 +469,44 @@ pub fn after_trace(stored: &[u8]) -> &[u8] {
         }
     }
 }
+
+/// A self-signed certificate and its key in PEM files, for `--tls-cert` and `--tls-key`;
+/// the files go with it.
+pub struct Cert {
+    pub pem: PathBuf,
+    pub key: PathBuf,
+    /// The certificate in PEM, for a client to trust it.
+    pub pem_text: String,
+    /// The certificate in DER.
+    pub der: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cert {
+    /// A certificate for `names` (DNS names or IP addresses), made by rcgen.
+    pub fn self_signed(names: &[&str]) -> Cert {
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let made = rcgen::generate_simple_self_signed(names).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (pem, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&pem, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+        Cert {
+            pem,
+            key,
+            pem_text: made.cert.pem(),
+            der: made.cert.der().to_vec(),
+            _dir: dir,
+        }
+    }
+
+    /// `--tls-cert PEM --tls-key KEY`.
+    pub fn args(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.pem.to_str().unwrap(),
+            "--tls-key",
+            self.key.to_str().unwrap(),
+        ]
+    }
+}
