@@ -97,11 +97,8 @@ fn eleven_hundred_idle_connections_from_one_address_lock_no_one_out() {
         },
     );
     let start = Instant::now();
-    let limits_line = server
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l.contains("connections:"))
-        .expect("the limits are described at start-up");
+    // The limits are described at start-up, after the listeners.
+    let limits_line = server.wait_stderr_containing("connections:");
     assert!(
         limits_line.contains("connections: 352 at once, 50 per address; open files: 1024"),
         "{limits_line}"

@@ -197,6 +197,14 @@ impl Server {
         }
     }
 
+    /// Waits (bounded) for a stderr line containing `needle`; panics with all of stderr
+    /// if none comes. The reader thread may not have collected a line yet when a client's
+    /// reply is in.
+    pub fn wait_stderr_containing(&self, needle: &str) -> String {
+        self.wait_stderr(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no stderr line with {needle:?}: {:?}", self.stderr_lines()))
+    }
+
     fn wait_stderr(&self, pred: impl Fn(&str) -> bool) -> Option<String> {
         let start = Instant::now();
         while start.elapsed() < WAIT {
