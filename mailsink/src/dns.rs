@@ -1,12 +1,11 @@
 //! DNS: one resolver for the whole process, on hickory-resolver.
 //!
-//! Today it gives the client's forward-confirmed reverse DNS name (FCrDNS, Halon's
-//! `remoteptr`). It is meant to serve the other lookups a receiver makes too:
-//! [`Resolver::hickory`] is the resolver itself (TXT, MX, A... with its cache), and
+//! It gives the client's forward-confirmed reverse DNS name (FCrDNS, Halon's `remoteptr`),
+//! and serves the other lookups a receiver makes too: [`Resolver::hickory`] is the
+//! resolver itself (TXT, MX, A... with its cache), which `--verify` hands to mail-auth
+//! (mail-auth 0.13.3 is built on hickory-resolver 0.26, the version used here), and
 //! [`DnsSettings::hickory`] is the configuration, to build a resolver elsewhere that asks
-//! the same servers the same way: mail-auth's `MessageAuthenticator::new(config, options)`
-//! takes exactly this pair (mail-auth 0.15 is built on hickory-resolver 0.26, the version
-//! used here).
+//! the same servers the same way.
 //!
 //! Answers are cached by hickory: at most [`CACHE_ENTRIES`] records, each for its TTL (a
 //! negative answer for its SOA minimum), with the bounds below. A lookup is bounded by the

@@ -12,6 +12,7 @@ use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
 mod dns;
+mod limits;
 mod listen;
 mod log;
 mod maildir;
@@ -119,15 +120,6 @@ struct Args {
     #[arg(long)]
     proxy_protocol: bool,
 
-    /// Connections served at once; the next client reads 421 4.7.0. 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    max_connections: usize,
-
-    /// Connections from one client address at once (the PROXY header's address with
-    /// --proxy-protocol); 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    max_connections_per_ip: usize,
-
     /// Check SPF, DKIM, DMARC, ARC and iprev for each stored message, add an
     /// Authentication-Results field naming --hostname, and give the results to the policy
     /// (msg:auth_results()) and the log. Needs DNS and the Maildir.
@@ -147,6 +139,9 @@ struct Args {
 
     #[command(flatten)]
     relay: relay::RelayArgs,
+
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -223,13 +218,14 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         config.command_timeout = Duration::from_secs(secs);
         config.data_timeout = Duration::from_secs(secs);
     }
+    args.limits.apply(&mut config);
     config
         .validate()
         .map_err(|e| format!("invalid setting: {e}"))?;
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
+fn limits(args: &Args, config: &Config, sink: &sink::Sink, files: &limits::OpenFiles) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
     // runs out of time: the hook is given the relay's time on top of its own.
     let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
@@ -238,16 +234,16 @@ fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
         .verifier
         .as_ref()
         .map_or(Duration::ZERO, |v| v.timeout());
-    Limits {
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
+    let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
         hook_timeout: HOOK_TIMEOUT + relay_time + verify_time,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
         ..Limits::default()
-    }
+    };
+    args.limits.apply_runtime(&mut limits, files);
+    limits
 }
 
 /// `--verify`'s checks, on the resolver of the reverse DNS names; they need it, and a
@@ -280,6 +276,7 @@ fn verifier(
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let files = limits::raise_open_files();
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
@@ -313,6 +310,7 @@ async fn run(args: Args) -> Result<(), String> {
         users: args.user.clone().into(),
         dns,
         spooler: store::Spooler::default(),
+        guard: args.limits.guard(),
         verifier,
     };
     let config = config(&args, &hostname, &sink)?;
@@ -325,11 +323,11 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
-    let limits = limits(&args, &config, &sink);
     let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
+    let server_limits = limits(&args, &config, &sink, &files);
     let mut server = Server::new(sink)
-        .limits(limits)
+        .limits(server_limits.clone())
         .config(config)
         .tls(tls)
         .shutdown_on(shutdown.clone());
@@ -359,6 +357,7 @@ async fn run(args: Args) -> Result<(), String> {
         hostname,
         described.join(", ")
     );
+    limits::describe(&server_limits, &files);
 
     let mut serving = tokio::spawn(server.serve());
     tokio::select! {

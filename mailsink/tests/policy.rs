@@ -115,9 +115,8 @@ fn script_errors_are_kumos_technical_difficulties() {
             "{user}"
         );
     }
-    let stderr = server.stderr_lines().join("\n");
-    assert!(stderr.contains("unknown mode 'Sometimes'"), "{stderr}");
-    assert!(stderr.contains("a bug in the policy"), "{stderr}");
+    server.wait_stderr_containing("unknown mode 'Sometimes'");
+    server.wait_stderr_containing("a bug in the policy");
 }
 
 #[test]
@@ -132,7 +131,7 @@ fn connect_ehlo_and_data_events() {
           if domain == 'bad.example' then kumo.reject(550, '5.7.1 not you, ' .. domain) end
           if domain == 'gone.example' then kumo.disconnect(421, '4.7.0 ' .. conn_meta:get_meta('hostname') .. ' no') end
         end)
-        kumo.on('smtp_server_data', function(conn_meta)
+        kumo.on('smtp_server_data_command', function(conn_meta)
           kumo.reject(451, '4.7.1 ' .. conn_meta:get_meta('ehlo_domain') .. ' ' .. conn_meta:get_meta('note'))
         end)
         "#,
