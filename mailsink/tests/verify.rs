@@ -427,3 +427,24 @@ fn verify_needs_dns_and_a_maildir_and_says_so_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_message_larger_than_what_is_gathered_in_memory_is_verified_from_its_spool_file() {
+    let key = Key::new();
+    let dns = DnsServer::start(sender_zone(&key));
+    let server = mailsink(&dns, &[]);
+
+    // 2 MiB of body: the spool's file exists long before the end, so the field goes into
+    // the file after the trace fields, and the body is read back from it.
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let big = format!("{MESSAGE}{}", line.repeat(2 * 1024 * 1024 / line.len()));
+    let signed = key.sign("sender.example", "s1", &big);
+    let reply = send(&server, "alice@sender.example", &signed);
+    assert!(reply.starts_with("250 2.0.0 "), "{reply}");
+
+    // results_field checks that the whole message follows the field, byte for byte.
+    let (field, auth) = the_stored_message(&server, &signed);
+    assert!(field.contains("dkim=pass"), "{field}");
+    assert!(field.contains("dmarc=pass"), "{field}");
+    assert_eq!(auth["dkim"][0]["result"], "pass");
+}
