@@ -15,6 +15,7 @@ mod dns;
 mod listen;
 mod log;
 mod maildir;
+mod metrics;
 mod policy;
 mod relay;
 mod sink;
@@ -127,6 +128,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_connections_per_ip: usize,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR:PORT; plain HTTP, so keep it
+    /// on a private address).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+
     #[command(flatten)]
     relay: relay::RelayArgs,
 }
@@ -229,6 +235,9 @@ fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
 
 async fn run(args: Args) -> Result<(), String> {
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
+    if let Some(addr) = args.metrics {
+        metrics::install(addr)?;
+    }
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
             policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT)
@@ -279,6 +288,9 @@ async fn run(args: Args) -> Result<(), String> {
         .config(config)
         .tls(tls)
         .shutdown_on(shutdown.clone());
+    if args.metrics.is_some() {
+        server = server.observer(metrics::ServerMetrics);
+    }
     let mut described = Vec::new();
     let kinds = [
         (&args.listen, Transport::Plain, "smtp+starttls", false),

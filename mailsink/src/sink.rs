@@ -12,6 +12,7 @@ use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 use crate::dns::Resolver;
 use crate::log;
 use crate::maildir::Maildir;
+use crate::metrics;
 use crate::policy::{Event, LuaPolicy, Outcome};
 use crate::relay::Relay;
 use crate::store::{self, Spool, Spooler};
@@ -130,6 +131,12 @@ fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
     Decision::PerRecipient(replies)
 }
 
+/// A message was taken: its log line, and the counters.
+fn accepted(facts: &ConnFacts, message: &Message, file: Option<&std::path::Path>) {
+    log::emit(&log::message_line(facts, message, file));
+    metrics::message_accepted(message.size);
+}
+
 fn stored() -> Reply {
     Reply::new(250, "2.0.0 Message accepted").expect("a valid reply")
 }
@@ -214,7 +221,7 @@ impl Sink {
         drop(turn);
         match spool.deliver().await {
             Ok(path) => {
-                log::emit(&log::message_line(&facts, &summary, Some(&path)));
+                accepted(&facts, &summary, Some(&path));
                 per_recipient(refused, stored())
             }
             Err(err) => {
@@ -345,9 +352,11 @@ impl Handler for Sink {
                 }
             }
             let hostname = conn.config().hostname.clone();
+            let started = std::time::Instant::now();
             let relayed = relay.deliver(&facts, &message, &hostname, lmtp).await;
+            metrics::relay_duration(relayed.delivered > 0, started.elapsed());
             if relayed.delivered > 0 {
-                log::emit(&log::message_line(&facts, &message, None));
+                accepted(&facts, &message, None);
             }
             return Ok(relayed.decision);
         }
@@ -361,7 +370,7 @@ impl Handler for Sink {
                 Verdict::Store { refused } => refused,
                 Verdict::Answer(decision) => return Ok(decision),
             };
-            log::emit(&log::message_line(&facts, &summary, None));
+            accepted(&facts, &summary, None);
             return Ok(per_recipient(refused, stored()));
         };
         let spool = self.spooler.finish(conn, &maildir, &message.envelope);
