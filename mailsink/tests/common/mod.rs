@@ -313,6 +313,16 @@ impl Client {
         }
     }
 
+    /// A client over a stream the test connected itself (from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).expect("write");
     }
