@@ -42,10 +42,13 @@ def greeting(sock):
 
 def one_round(binary, n):
     command = [binary, "--discard", "--hostname", "mem.example", "--listen", "127.0.0.1:0"]
-    # Lift the connection limit where mailsink has one (older builds have none).
+    # Lift the connection limits where mailsink has them (older builds have none): every
+    # connection comes from 127.0.0.1.
     usage = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
     if "--max-connections" in usage:
         command += ["--max-connections", "0"]
+    if "--max-connections-per-ip" in usage:
+        command += ["--max-connections-per-ip", "0"]
     proc = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,

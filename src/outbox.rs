@@ -311,6 +311,11 @@ impl Outbox {
         self.errors
     }
 
+    /// The errors counted so far.
+    pub(crate) fn errors(&self) -> u32 {
+        self.errors
+    }
+
     /// Counts one error for replies written uncounted; returns the count so far.
     #[must_use]
     pub(crate) fn count_error(&mut self) -> u32 {

@@ -424,6 +424,16 @@ impl Session {
         self.pending.as_ref().map(|p| p.id)
     }
 
+    /// The errors counted toward [`Config::hard_error_limit`] so far: 4xx and 5xx replies to
+    /// the client's commands, except a 421, a reply made with
+    /// [`Reply::server_fault`](crate::Reply::server_fault), and refusals a well-behaved
+    /// client cannot avoid (recipients pipelined past the limit). A runtime can pace a
+    /// client's error replies by it, as Postfix's `smtpd_error_sleep_time` does.
+    #[must_use]
+    pub fn error_count(&self) -> u32 {
+        self.out.errors()
+    }
+
     /// True once [`Output::Close`] was queued.
     #[must_use]
     pub fn is_closed(&self) -> bool {

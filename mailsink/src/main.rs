@@ -12,6 +12,7 @@ use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
 mod dns;
+mod limits;
 mod listen;
 mod log;
 mod maildir;
@@ -119,15 +120,6 @@ struct Args {
     #[arg(long)]
     proxy_protocol: bool,
 
-    /// Connections served at once; the next client reads 421 4.7.0. 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    max_connections: usize,
-
-    /// Connections from one client address at once (the PROXY header's address with
-    /// --proxy-protocol); 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    max_connections_per_ip: usize,
-
     /// Serve Prometheus metrics at http://ADDR/metrics (ADDR:PORT; plain HTTP, so keep it
     /// on a private address).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -135,6 +127,9 @@ struct Args {
 
     #[command(flatten)]
     relay: relay::RelayArgs,
+
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -211,29 +206,31 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         config.command_timeout = Duration::from_secs(secs);
         config.data_timeout = Duration::from_secs(secs);
     }
+    args.limits.apply(&mut config);
     config
         .validate()
         .map_err(|e| format!("invalid setting: {e}"))?;
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config, sink: &sink::Sink) -> Limits {
+fn limits(args: &Args, config: &Config, sink: &sink::Sink, files: &limits::OpenFiles) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
     // runs out of time: the hook is given the relay's time on top of its own.
     let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
-    Limits {
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
+    let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
         hook_timeout: HOOK_TIMEOUT + relay_time,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         shutdown_grace: SHUTDOWN_GRACE,
         ..Limits::default()
-    }
+    };
+    args.limits.apply_runtime(&mut limits, files);
+    limits
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let files = limits::raise_open_files();
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
@@ -269,6 +266,7 @@ async fn run(args: Args) -> Result<(), String> {
         users: args.user.clone().into(),
         dns,
         spooler: store::Spooler::default(),
+        guard: args.limits.guard(),
     };
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {
@@ -280,11 +278,11 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
-    let limits = limits(&args, &config, &sink);
     let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
+    let server_limits = limits(&args, &config, &sink, &files);
     let mut server = Server::new(sink)
-        .limits(limits)
+        .limits(server_limits.clone())
         .config(config)
         .tls(tls)
         .shutdown_on(shutdown.clone());
@@ -317,6 +315,7 @@ async fn run(args: Args) -> Result<(), String> {
         hostname,
         described.join(", ")
     );
+    limits::describe(&server_limits, &files);
 
     let mut serving = tokio::spawn(server.serve());
     tokio::select! {

@@ -3,12 +3,31 @@
 //! What works as in KumoMTA:
 //!
 //! - `kumo.on(EVENT, FUNCTION)` for `smtp_server_connection_accepted(conn_meta)`,
-//!   `smtp_server_ehlo(domain, conn_meta)` (HELO too), `smtp_server_mail_from(sender,
-//!   conn_meta)`, `smtp_server_rcpt_to(recipient, conn_meta)`, `smtp_server_data(conn_meta)`,
-//!   `smtp_server_message_received(message, conn_meta)`, `smtp_server_auth_plain(authz,
-//!   authc, password, conn_meta)` returning true or false (AUTH LOGIN is checked by the same
-//!   handler with an empty authz), and `smtp_server_disconnect(arguments, connection)` with
-//!   the Halon-shaped tables of the disconnect log line (null parts are nil).
+//!   `smtp_server_ehlo(domain, conn_meta, extensions)` (HELO too; see below),
+//!   `smtp_server_mail_from(sender, conn_meta)`, `smtp_server_rcpt_to(recipient,
+//!   conn_meta)`, `smtp_server_data(message, conn_meta)` once the message data is in, then
+//!   `smtp_server_message_received(message, conn_meta)` (the same message, its meta carried
+//!   over), `smtp_server_auth_plain(authz, authc, password, conn_meta)` returning true or
+//!   false (AUTH LOGIN is checked by the same handler with an empty authz), and
+//!   `smtp_server_disconnect(arguments, connection)` with the Halon-shaped tables of the
+//!   disconnect log line (null parts are nil).
+//! - `smtp_server_ehlo` gets the keywords the EHLO reply will list (`SIZE 26214400`,
+//!   `STARTTLS`, `AUTH PLAIN LOGIN`...) and may return a new list, as in KumoMTA. Here the
+//!   list is what the session offers *and accepts*: a keyword left out switches its extension
+//!   off, a known one added switches it on (STARTTLS and AUTH can only be left out: they
+//!   follow the configuration); a string mailsink does not know is not advertised (said once
+//!   on stderr). Handlers for the event run in turn, each given the list the one before
+//!   returned.
+//! - mailsink's own event at the DATA command, before any message byte, is
+//!   `smtp_server_data_command(conn_meta)` (KumoMTA has none: its `smtp_server_data` is the
+//!   one after the data).
+//! - `kumo.make_throttle(NAME, SPEC)` with SPEC in KumoMTA's form
+//!   (`[local:]N/PERIOD[,max_burst=B]`), and `throttle:throttle()` returning KumoMTA's table
+//!   `{throttled, limit, remaining, reset_after, retry_after}` (durations as `{secs, nanos}`,
+//!   as KumoMTA serialises them; `retry_after` nil when allowed). Throttles are local to the
+//!   process (governor's GCRA); the same NAME and SPEC count together.
+//!   `throttle:sleep_if_throttled()` is an error: sleeping would stall every connection's
+//!   policy on the one Lua thread; reject with `kumo.reject` instead.
 //! - `kumo.reject(CODE, MESSAGE)` and `kumo.disconnect(CODE, MESSAGE [, MODE])`, MODE one
 //!   of `"ForceDisconnect"` (default), `"FollowWith421"`, `"If421"`. Both raise a Lua error
 //!   that ends the handler; the message is sent verbatim. An unknown MODE, or a code outside
@@ -42,13 +61,16 @@ use mlua::{
     AnyUserData, Function, HookTriggers, Lua, LuaSerdeExt, MetaMethod, MultiValue, Table, UserData,
     UserDataFields, UserDataMethods, Value, VmState,
 };
-use smtp_session::{Decision, DisconnectMode, ForwardPath, Message, ReversePath};
+use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, ReversePath};
+use smtp_session_tokio::Connection;
 use tokio::sync::oneshot;
 
 use crate::sink::ConnFacts;
 
-/// The events mailsink knows, with KumoMTA's names.
-pub const EVENTS: [&str; 8] = [
+mod throttle;
+
+/// The events mailsink knows, with KumoMTA's names (and one of its own, the DATA command).
+pub const EVENTS: [&str; 9] = [
     "smtp_server_connection_accepted",
     "smtp_server_ehlo",
     "smtp_server_mail_from",
@@ -57,6 +79,7 @@ pub const EVENTS: [&str; 8] = [
     "smtp_server_message_received",
     "smtp_server_auth_plain",
     "smtp_server_disconnect",
+    "smtp_server_data_command",
 ];
 
 /// One event for the script, with its arguments.
@@ -64,15 +87,22 @@ pub const EVENTS: [&str; 8] = [
 pub enum Event {
     /// `smtp_server_connection_accepted(conn_meta)`
     ConnectionAccepted,
-    /// `smtp_server_ehlo(domain, conn_meta)`
-    Ehlo(String),
+    /// `smtp_server_ehlo(domain, conn_meta, extensions)`
+    Ehlo {
+        /// The HELO or EHLO argument.
+        domain: String,
+        /// The EHLO keywords offered.
+        extensions: Vec<String>,
+    },
     /// `smtp_server_mail_from(sender, conn_meta)`
     MailFrom(ReversePath),
     /// `smtp_server_rcpt_to(recipient, conn_meta)`
     RcptTo(ForwardPath),
-    /// `smtp_server_data(conn_meta)`
-    Data,
-    /// `smtp_server_message_received(message, conn_meta)`
+    /// `smtp_server_data_command(conn_meta)`, at the DATA command (mailsink's own).
+    DataCommand,
+    /// `smtp_server_data(message, conn_meta)`, once the data is in.
+    Data(Arc<Message>),
+    /// `smtp_server_message_received(message, conn_meta)`, after `smtp_server_data`.
     MessageReceived(Arc<Message>),
     /// `smtp_server_auth_plain(authz, authc, password, conn_meta)`
     AuthPlain {
@@ -97,13 +127,14 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::ConnectionAccepted => EVENTS[0],
-            Event::Ehlo(_) => EVENTS[1],
+            Event::Ehlo { .. } => EVENTS[1],
             Event::MailFrom(_) => EVENTS[2],
             Event::RcptTo(_) => EVENTS[3],
-            Event::Data => EVENTS[4],
+            Event::Data(_) => EVENTS[4],
             Event::MessageReceived(_) => EVENTS[5],
             Event::AuthPlain { .. } => EVENTS[6],
             Event::Disconnect { .. } => EVENTS[7],
+            Event::DataCommand => EVENTS[8],
         }
     }
 }
@@ -114,6 +145,8 @@ pub enum Outcome {
     /// They returned normally (or none is registered). For `smtp_server_auth_plain`, the
     /// value is whether every handler returned `true`.
     Continue(bool),
+    /// `smtp_server_ehlo` handlers returned a list of EHLO keywords (the last one returned).
+    Extensions(Vec<String>),
     /// `kumo.reject` or `kumo.disconnect`.
     Decided(Decision),
     /// Any other error: the hook failed.
@@ -247,6 +280,9 @@ struct Worker {
     handlers: Handlers,
     /// Per-connection `conn_meta` tables, dropped at disconnect.
     metas: HashMap<String, Table>,
+    /// Per connection, the meta table of the message between `smtp_server_data` and
+    /// `smtp_server_message_received`.
+    message_metas: HashMap<String, Table>,
     hostname: String,
     deadline: Rc<Cell<Option<Instant>>>,
     time_limit: Duration,
@@ -263,6 +299,7 @@ impl Worker {
         let handlers: Handlers = Rc::default();
         let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
         install_kumo(&lua, handlers.clone()).map_err(|e| e.to_string())?;
+        throttle::install(&lua).map_err(|e| e.to_string())?;
         let hook_deadline = deadline.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(10_000),
@@ -282,6 +319,7 @@ impl Worker {
             lua,
             handlers,
             metas: HashMap::new(),
+            message_metas: HashMap::new(),
             hostname,
             deadline,
             time_limit,
@@ -301,28 +339,44 @@ impl Worker {
             .get(name)
             .cloned()
             .unwrap_or_default();
+        // smtp_server_ehlo's third argument is the list each handler may replace.
+        let chained = matches!(event, Event::Ehlo { .. }).then_some(2);
         let outcome = if handlers.is_empty() {
             Outcome::Continue(true)
         } else {
             match self.arguments(facts, event) {
-                Ok(args) => self.call_all(name, &handlers, args),
+                Ok(args) => self.call_all(name, &handlers, args, chained),
                 Err(err) => Outcome::Failed(format!("{name}: {err}")),
             }
         };
         if disconnect {
             self.metas.remove(&facts.info.id);
+            self.message_metas.remove(&facts.info.id);
         }
         outcome
     }
 
-    fn call_all(&self, name: &str, handlers: &[Function], args: MultiValue) -> Outcome {
+    /// Runs `handlers` in turn. With `chained`, a handler that returns a table replaces that
+    /// argument for the next ones, and the last table returned is the outcome.
+    fn call_all(
+        &self,
+        name: &str,
+        handlers: &[Function],
+        mut args: MultiValue,
+        chained: Option<usize>,
+    ) -> Outcome {
         let mut all_true = true;
+        let mut replaced = None;
         self.deadline.set(Some(Instant::now() + self.time_limit));
         let mut outcome = None;
         for handler in handlers {
-            match handler.call::<Value>(args.clone()) {
-                Ok(value) => all_true &= matches!(value, Value::Boolean(true)),
-                Err(err) => {
+            match (chained, handler.call::<Value>(args.clone())) {
+                (Some(at), Ok(Value::Table(list))) => {
+                    args[at] = Value::Table(list.clone());
+                    replaced = Some(list);
+                }
+                (_, Ok(value)) => all_true &= matches!(value, Value::Boolean(true)),
+                (_, Err(err)) => {
                     outcome = Some(match find_action(&err) {
                         Some(decision) => Outcome::Decided(decision.clone()),
                         None => Outcome::Failed(format!("{name}: {err}")),
@@ -332,6 +386,12 @@ impl Worker {
             }
         }
         self.deadline.set(None);
+        if let (None, Some(list)) = (&outcome, replaced) {
+            return match list.sequence_values::<String>().collect() {
+                Ok(list) => Outcome::Extensions(list),
+                Err(err) => Outcome::Failed(format!("{name}: the returned list: {err}")),
+            };
+        }
         outcome.unwrap_or(Outcome::Continue(all_true))
     }
 
@@ -352,13 +412,33 @@ impl Worker {
         }
         let meta = self.conn_meta(facts)?;
         let meta = Value::UserData(lua.create_userdata(ConnMeta(meta.clone()))?);
+        let id = &facts.info.id;
         let mut args = match event {
-            Event::ConnectionAccepted | Event::Data => vec![],
-            Event::Ehlo(domain) => vec![Value::String(lua.create_string(domain)?)],
+            Event::ConnectionAccepted | Event::DataCommand => vec![],
+            Event::Ehlo { domain, extensions } => {
+                let list = lua.create_sequence_from(extensions)?;
+                let args = [
+                    Value::String(lua.create_string(domain)?),
+                    meta,
+                    Value::Table(list),
+                ];
+                return Ok(MultiValue::from_iter(args));
+            }
             Event::MailFrom(path) => vec![address(&lua, EnvAddress::sender(&path))?],
             Event::RcptTo(path) => vec![address(&lua, EnvAddress::recipient(&path))?],
-            Event::MessageReceived(message) => {
+            Event::Data(message) => {
+                // A new message: its meta lives on to smtp_server_message_received.
                 let meta = lua.create_table()?;
+                self.message_metas.insert(id.clone(), meta.clone());
+                vec![Value::UserData(
+                    lua.create_userdata(LuaMessage { message, meta })?,
+                )]
+            }
+            Event::MessageReceived(message) => {
+                let meta = match self.message_metas.remove(id) {
+                    Some(meta) => meta,
+                    None => lua.create_table()?,
+                };
                 vec![Value::UserData(
                     lua.create_userdata(LuaMessage { message, meta })?,
                 )]
@@ -619,6 +699,93 @@ fn first_header(body: &[u8], name: &str) -> Option<Vec<u8>> {
     found.map(|v| v.trim_ascii().to_vec())
 }
 
+/// The keywords the EHLO reply will list now, as `smtp_server_ehlo` gets them: what the
+/// session offers (SIZE with its value, AUTH with its mechanisms), in the reply's order.
+pub fn ehlo_keywords(conn: &Connection<'_>) -> Vec<String> {
+    let ext = conn.extensions();
+    let config = conn.config();
+    let tls = conn.tls().is_some();
+    let auth = ext.auth && (tls || config.auth_without_tls) && conn.auth().is_none();
+    let keywords = [
+        (ext.pipelining, "PIPELINING".to_string()),
+        (ext.size, format!("SIZE {}", config.max_message_size)),
+        (ext.eight_bit_mime, "8BITMIME".into()),
+        (ext.enhanced_status_codes, "ENHANCEDSTATUSCODES".into()),
+        (ext.smtputf8, "SMTPUTF8".into()),
+        (ext.chunking, "CHUNKING".into()),
+        (ext.chunking && ext.binary_mime, "BINARYMIME".into()),
+        (ext.dsn, "DSN".into()),
+        (ext.starttls && !tls, "STARTTLS".into()),
+        (ext.require_tls && tls, "REQUIRETLS".into()),
+        (ext.mt_priority, "MT-PRIORITY".into()),
+        (ext.deliver_by, "DELIVERBY".into()),
+        (ext.rrvs, "RRVS".into()),
+        (auth, format!("AUTH {}", config.auth_mechanisms.join(" "))),
+    ];
+    keywords
+        .into_iter()
+        .filter_map(|(on, keyword)| on.then_some(keyword))
+        .collect()
+}
+
+/// The extensions a handler's `returned` list asks for, from those in force (`current`,
+/// which listed `offered`): a keyword offered and left out is switched off, a known one
+/// added is switched on, except STARTTLS and AUTH, which follow the configuration. Keywords
+/// not offered now and not added (AUTH before TLS) stay as they are. The arguments of a
+/// keyword (SIZE's value) are the configuration's.
+pub fn extensions_from(current: Extensions, offered: &[String], returned: &[String]) -> Extensions {
+    fn flag<'a>(ext: &'a mut Extensions, keyword: &str) -> Option<&'a mut bool> {
+        Some(match keyword {
+            "PIPELINING" => &mut ext.pipelining,
+            "SIZE" => &mut ext.size,
+            "8BITMIME" => &mut ext.eight_bit_mime,
+            "ENHANCEDSTATUSCODES" => &mut ext.enhanced_status_codes,
+            "SMTPUTF8" => &mut ext.smtputf8,
+            "CHUNKING" => &mut ext.chunking,
+            "BINARYMIME" => &mut ext.binary_mime,
+            "DSN" => &mut ext.dsn,
+            "STARTTLS" => &mut ext.starttls,
+            "REQUIRETLS" => &mut ext.require_tls,
+            "MT-PRIORITY" => &mut ext.mt_priority,
+            "DELIVERBY" => &mut ext.deliver_by,
+            "RRVS" => &mut ext.rrvs,
+            "AUTH" => &mut ext.auth,
+            _ => return None,
+        })
+    }
+    let keyword = |entry: &String| {
+        let word = entry.split_whitespace().next().unwrap_or_default();
+        word.to_ascii_uppercase()
+    };
+    let offered: BTreeSet<String> = offered.iter().map(keyword).collect();
+    let returned: BTreeSet<String> = returned.iter().map(keyword).collect();
+    let mut ext = current;
+    for word in offered.difference(&returned) {
+        if let Some(on) = flag(&mut ext, word) {
+            *on = false;
+        }
+    }
+    for word in returned.difference(&offered) {
+        match flag(&mut ext, word) {
+            Some(_) if matches!(word.as_str(), "STARTTLS" | "AUTH") => {}
+            Some(on) => *on = true,
+            None => unknown_keyword(word),
+        }
+    }
+    ext
+}
+
+/// Says once per process that a returned keyword cannot be advertised.
+fn unknown_keyword(word: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "mailsink: policy: smtp_server_ehlo returned '{word}', an extension mailsink cannot \
+             offer; it is not advertised (said once)"
+        )
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,6 +824,28 @@ mod tests {
     }
 
     #[test]
+    fn a_returned_ehlo_list_switches_extensions_off_and_on_but_not_starttls_or_auth() {
+        let list = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let current = Extensions {
+            auth: true,
+            starttls: false,
+            ..Extensions::default()
+        };
+        // Before TLS: AUTH is not offered yet, so leaving it out does not switch it off.
+        let offered = list(&["PIPELINING", "SIZE 100", "8BITMIME", "DSN"]);
+        let returned = list(&["size 5", "8BITMIME", "DSN", "RRVS", "STARTTLS", "X-NEW"]);
+        let ext = extensions_from(current, &offered, &returned);
+        assert!(!ext.pipelining && ext.size && ext.eight_bit_mime && ext.dsn && ext.rrvs);
+        assert!(
+            ext.auth,
+            "AUTH was not offered and stays on for after STARTTLS"
+        );
+        assert!(!ext.starttls, "STARTTLS follows the configuration");
+        let ext = extensions_from(current, &list(&["AUTH PLAIN"]), &list(&[]));
+        assert!(!ext.auth, "offered and left out: off");
+    }
+
+    #[test]
     fn headers_are_found_and_unfolded() {
         let body = b"From: a\r\nSubject: hello\r\n  world\r\nX: y\r\n\r\nSubject: body";
         assert_eq!(first_header(body, "subject").unwrap(), b"hello  world");
@@ -685,7 +874,7 @@ mod tests {
               if sender.user == 'l' then while true do end end
               meta:set_meta('seen', sender.domain)
             end)
-            kumo.on('smtp_server_data', function(meta)
+            kumo.on('smtp_server_data_command', function(meta)
               kumo.reject(451, meta:get_meta('seen'))
             end)
             "#,
@@ -716,7 +905,7 @@ mod tests {
             run(&p, Event::MailFrom(sender("<ok@dom.example>"))),
             Outcome::Continue(_)
         ));
-        match run(&p, Event::Data) {
+        match run(&p, Event::DataCommand) {
             Outcome::Decided(d) => assert_eq!(d, Decision::reject(451, "dom.example").unwrap()),
             other => panic!("{other:?}"),
         }

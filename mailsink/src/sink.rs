@@ -10,10 +10,11 @@ use smtp_session::{
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
 use crate::dns::Resolver;
+use crate::limits::Guard;
 use crate::log;
 use crate::maildir::Maildir;
 use crate::metrics;
-use crate::policy::{Event, LuaPolicy, Outcome};
+use crate::policy::{self, Event, LuaPolicy, Outcome};
 use crate::relay::Relay;
 use crate::store::{self, Spool, Spooler};
 
@@ -57,6 +58,8 @@ pub struct Sink {
     pub dns: Option<Resolver>,
     /// The message this connection is receiving into the Maildir.
     pub spooler: Spooler,
+    /// The AUTH failure and messages-per-connection limits.
+    pub guard: Guard,
 }
 
 impl Sink {
@@ -65,9 +68,11 @@ impl Sink {
         !self.users.is_empty() || self.script_handles("smtp_server_auth_plain")
     }
 
-    /// True when the script reads message bodies (`smtp_server_message_received`).
+    /// True when the script reads message bodies (`smtp_server_data`,
+    /// `smtp_server_message_received`).
     pub fn needs_body(&self) -> bool {
-        self.script_handles("smtp_server_message_received")
+        self.script_handles("smtp_server_data")
+            || self.script_handles("smtp_server_message_received")
     }
 
     fn script_handles(&self, event: &str) -> bool {
@@ -81,10 +86,13 @@ impl Sink {
     /// Runs a stage's script handlers: a `kumo.reject`/`kumo.disconnect` is the decision, a
     /// script error fails the hook, returning normally goes on.
     async fn stage(&self, facts: ConnFacts, event: Event) -> HookResult {
-        let Some(lua) = &self.lua else {
-            return Ok(Decision::Accept);
-        };
-        Ok(script_decision(lua.call(facts, event).await).unwrap_or(Decision::Accept))
+        Ok(self.script(facts, event).await.unwrap_or(Decision::Accept))
+    }
+
+    /// The script's decision on `event`, if it has handlers for it and they decided.
+    async fn script(&self, facts: ConnFacts, event: Event) -> Option<Decision> {
+        let lua = self.lua.as_ref().filter(|lua| lua.handles(event.name()))?;
+        script_decision(lua.call(facts, event).await)
     }
 }
 
@@ -92,7 +100,7 @@ impl Sink {
 /// a hook failure; returning normally goes on.
 fn script_decision(outcome: Outcome) -> Option<Decision> {
     match outcome {
-        Outcome::Continue(_) => None,
+        Outcome::Continue(_) | Outcome::Extensions(_) => None,
         Outcome::Decided(decision) => Some(decision),
         Outcome::Failed(err) => {
             eprintln!("mailsink: policy error: {err}");
@@ -142,10 +150,21 @@ fn stored() -> Reply {
 }
 
 impl Sink {
-    /// Runs `smtp_server_message_received`. Under LMTP, as in KumoMTA, each recipient gets
-    /// a call of its own with a message addressed to it alone, and a `kumo.reject` there
-    /// refuses that recipient only.
+    /// Runs `smtp_server_data`, then `smtp_server_message_received` (KumoMTA's order).
+    /// Under LMTP, as in KumoMTA, each recipient gets a `smtp_server_message_received` call
+    /// of its own with a message addressed to it alone, and a `kumo.reject` there refuses
+    /// that recipient only.
     async fn script_verdict(&self, facts: &ConnFacts, message: Message, lmtp: bool) -> Verdict {
+        let message = if self.script_handles("smtp_server_data") {
+            let message = Arc::new(message);
+            let event = Event::Data(message.clone());
+            if let Some(decision) = self.script(facts.clone(), event).await {
+                return Verdict::Answer(decision);
+            }
+            Arc::try_unwrap(message).unwrap_or_else(|shared| (*shared).clone())
+        } else {
+            message
+        };
         let store_all = Verdict::Store { refused: vec![] };
         let Some(lua) = self
             .lua
@@ -241,11 +260,14 @@ impl Handler for Sink {
             connect: self.dns.is_some() || self.script_handles("smtp_server_connection_accepted"),
             helo: self.script_handles("smtp_server_ehlo"),
             auth: self.auth_enabled(),
-            // With a Maildir, MAIL FROM checks the free space.
-            mail_from: self.script_handles("smtp_server_mail_from") || self.maildir.is_some(),
+            // With a Maildir, MAIL FROM checks the free space; it also counts the messages
+            // of a connection when they are limited.
+            mail_from: self.script_handles("smtp_server_mail_from")
+                || self.maildir.is_some()
+                || self.guard.limits_messages(),
             rcpt_to: self.script_handles("smtp_server_rcpt_to"),
             // With a Maildir, DATA dates the message and makes its trace fields.
-            data: self.script_handles("smtp_server_data") || self.maildir.is_some(),
+            data: self.script_handles("smtp_server_data_command") || self.maildir.is_some(),
             message: true,
             vrfy: false,
         }
@@ -263,7 +285,23 @@ impl Handler for Sink {
     }
 
     async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::Ehlo(host)).await
+        let Some(lua) = &self.lua else {
+            return Ok(Decision::Accept);
+        };
+        // KumoMTA: the handler gets the EHLO keywords and may return a new list.
+        let offered = policy::ehlo_keywords(conn);
+        let event = Event::Ehlo {
+            domain: host,
+            extensions: offered.clone(),
+        };
+        match lua.call(ConnFacts::of(conn), event).await {
+            Outcome::Extensions(list) => {
+                let extensions = policy::extensions_from(conn.extensions(), &offered, &list);
+                conn.set_extensions(extensions);
+                Ok(Decision::Accept)
+            }
+            other => Ok(script_decision(other).unwrap_or(Decision::Accept)),
+        }
     }
 
     async fn mail_from(
@@ -272,6 +310,9 @@ impl Handler for Sink {
         path: ReversePath,
         _: MailParams,
     ) -> HookResult {
+        if let Some(refusal) = self.guard.mail_from(conn) {
+            return Ok(refusal);
+        }
         if let Some(maildir) = &self.maildir {
             match maildir.free_space() {
                 Ok(free) if free < store::space_needed(conn.config().max_message_size) => {
@@ -298,56 +339,36 @@ impl Handler for Sink {
         if let Some(maildir) = &self.maildir {
             self.spooler.prepare(conn, maildir);
         }
-        self.stage(ConnFacts::of(conn), Event::Data).await
+        self.stage(ConnFacts::of(conn), Event::DataCommand).await
     }
 
+    /// The password check, within the AUTH failure limit of the client's address.
     async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
-        let (authz, authc, password) = match request {
-            AuthRequest::Plain {
-                authzid,
-                authcid,
-                password,
-            } => (authzid, authcid, password),
-            AuthRequest::Login { username, password } => (String::new(), username, password),
-            // Only PLAIN and LOGIN are offered, and the session decodes both.
-            _ => return Ok(bad_credentials()),
-        };
-        if let Some(lua) = self
-            .lua
-            .as_ref()
-            .filter(|lua| lua.handles("smtp_server_auth_plain"))
-        {
-            let event = Event::AuthPlain {
-                authz,
-                authc,
-                password,
-            };
-            return Ok(match lua.call(ConnFacts::of(conn), event).await {
-                Outcome::Continue(true) => Decision::Accept,
-                Outcome::Continue(false) => bad_credentials(),
-                other => script_decision(other).unwrap_or_else(bad_credentials),
-            });
+        let ip = conn.info().remote_ip;
+        if let Some(refusal) = self.guard.auth_refused(ip).await {
+            return Ok(refusal);
         }
-        let ok = (authz.is_empty() || authz == authc) && self.check_user(&authc, &password);
-        Ok(if ok {
-            Decision::Accept
-        } else {
-            bad_credentials()
-        })
+        let decision = self.check_credentials(conn, request).await?;
+        if decision == bad_credentials() {
+            if let Some(refusal) = self.guard.auth_failed(ip).await {
+                return Ok(refusal);
+            }
+        }
+        Ok(decision)
     }
 
     async fn message(&mut self, conn: &mut Connection<'_>, mut message: Message) -> HookResult {
+        self.guard.message_received();
         let facts = ConnFacts::of(conn);
         let lmtp = conn.config().lmtp;
         if let Some(relay) = &self.relay {
             let message = Arc::new(message);
-            if let Some(lua) = self
-                .lua
-                .as_ref()
-                .filter(|lua| lua.handles("smtp_server_message_received"))
-            {
-                let event = Event::MessageReceived(message.clone());
-                if let Some(decision) = script_decision(lua.call(facts.clone(), event).await) {
+            // KumoMTA's order: smtp_server_data, then smtp_server_message_received.
+            for event in [
+                Event::Data(message.clone()),
+                Event::MessageReceived(message.clone()),
+            ] {
+                if let Some(decision) = self.script(facts.clone(), event).await {
                     return Ok(decision);
                 }
             }
@@ -396,7 +417,6 @@ impl Handler for Sink {
     async fn body_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
         self.spooler.abort().await;
     }
-
     async fn disconnect(&mut self, context: DisconnectContext) {
         log::emit(&log::disconnect_line(&context));
         let Some(lua) = &self.lua else {
@@ -423,5 +443,47 @@ impl Handler for Sink {
         // A message whose piece could not be written in time ends here, without its hook.
         self.spooler.abandon();
         eprintln!("mailsink: a hook failed: {error}");
+    }
+}
+
+impl Sink {
+    /// AUTH PLAIN or LOGIN credentials, checked by the script or against the users.
+    async fn check_credentials(
+        &self,
+        conn: &mut Connection<'_>,
+        request: AuthRequest,
+    ) -> HookResult {
+        let (authz, authc, password) = match request {
+            AuthRequest::Plain {
+                authzid,
+                authcid,
+                password,
+            } => (authzid, authcid, password),
+            AuthRequest::Login { username, password } => (String::new(), username, password),
+            // Only PLAIN and LOGIN are offered, and the session decodes both.
+            _ => return Ok(bad_credentials()),
+        };
+        if let Some(lua) = self
+            .lua
+            .as_ref()
+            .filter(|lua| lua.handles("smtp_server_auth_plain"))
+        {
+            let event = Event::AuthPlain {
+                authz,
+                authc,
+                password,
+            };
+            return Ok(match lua.call(ConnFacts::of(conn), event).await {
+                Outcome::Continue(true) => Decision::Accept,
+                Outcome::Continue(false) => bad_credentials(),
+                other => script_decision(other).unwrap_or_else(bad_credentials),
+            });
+        }
+        let ok = (authz.is_empty() || authz == authc) && self.check_user(&authc, &password);
+        Ok(if ok {
+            Decision::Accept
+        } else {
+            bad_credentials()
+        })
     }
 }

@@ -132,7 +132,7 @@ fn connect_ehlo_and_data_events() {
           if domain == 'bad.example' then kumo.reject(550, '5.7.1 not you, ' .. domain) end
           if domain == 'gone.example' then kumo.disconnect(421, '4.7.0 ' .. conn_meta:get_meta('hostname') .. ' no') end
         end)
-        kumo.on('smtp_server_data', function(conn_meta)
+        kumo.on('smtp_server_data_command', function(conn_meta)
           kumo.reject(451, '4.7.1 ' .. conn_meta:get_meta('ehlo_domain') .. ' ' .. conn_meta:get_meta('note'))
         end)
         "#,

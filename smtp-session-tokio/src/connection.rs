@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{Connection, Handler, HookError, HookResult};
-use crate::limits::{Counts, Limits, Slot};
+use crate::limits::{Counts, ErrorDelay, Limits, Slot};
 use crate::observer::{observe_replies, Observer, Refusal};
 use crate::stream::{io_error, tls_error, Stream};
 
@@ -61,6 +61,11 @@ where
         kept: Vec::new(),
         read_eof: false,
         broken: false,
+        pacing: Pacing {
+            errors: 0,
+            owed: Duration::ZERO,
+            force: env.force.clone(),
+        },
     };
     // Held until the end: the PROXY client's place under the per-address limit.
     let mut proxied_slot: Option<Slot> = None;
@@ -91,7 +96,7 @@ where
                     if let Some(observer) = env.observer {
                         observe_replies(observer, &bytes);
                     }
-                    conn.queue(bytes);
+                    conn.queue(bytes, session.error_count(), &env.limits.error_delay);
                     if conn.wbuf.len() >= session.config().max_pending_output {
                         // Draining lets the session go on with commands it held back for a
                         // full output buffer: send as we go rather than gather without bound.
@@ -405,16 +410,50 @@ struct Conn<IO> {
     read_eof: bool,
     /// A read or write failed: nothing more is written or drained.
     broken: bool,
+    pacing: Pacing,
+}
+
+/// [`ErrorDelay`]: the connection's errors so far, and the delay owed before the gathered
+/// replies go out.
+struct Pacing {
+    errors: u32,
+    owed: Duration,
+    /// Cut short by the end of the shutdown grace period.
+    force: CancellationToken,
+}
+
+impl Pacing {
+    /// Owes the delay of each error the session counted since the last call (`errors` is
+    /// [`Session::error_count`]).
+    fn count(&mut self, errors: u32, delay: &ErrorDelay) {
+        while self.errors < errors {
+            self.errors += 1;
+            self.owed = self.owed.saturating_add(delay.delay(self.errors));
+        }
+    }
+
+    /// Waits what is owed, on a timer.
+    async fn wait(&mut self) {
+        let owed = std::mem::take(&mut self.owed);
+        tokio::select! {
+            biased;
+            _ = self.force.cancelled() => {}
+            _ = tokio::time::sleep(owed) => {}
+        }
+    }
 }
 
 impl<IO> Conn<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    fn queue(&mut self, bytes: Vec<u8>) {
+    /// Gathers replies to send, and owes the delay under `delay` of the session's errors
+    /// so far (`errors`).
+    fn queue(&mut self, bytes: Vec<u8>, errors: u32, delay: &ErrorDelay) {
         if self.broken {
             return;
         }
+        self.pacing.count(errors, delay);
         if self.wbuf.is_empty() {
             // Usually one write per input: taken as it is, not copied.
             self.wbuf = bytes;
@@ -428,6 +467,12 @@ where
     async fn flush(&mut self, limit: Duration) -> io::Result<()> {
         if self.wbuf.is_empty() || self.broken {
             return Ok(());
+        }
+        if !self.pacing.owed.is_zero() {
+            // A client past the soft error limit waits before it reads its error replies.
+            // Boxed: inline, the timer would enlarge every connection's task, and few
+            // connections ever wait.
+            Box::pin(self.pacing.wait()).await;
         }
         let buf = std::mem::take(&mut self.wbuf);
         let stream = &mut self.stream;

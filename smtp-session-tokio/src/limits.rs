@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 /// | `drain_time`, `drain_bytes` | 2 seconds, 256 KiB | after the last reply and the half-close, unread input is read and dropped this long at most, so the kernel does not answer it with a reset that destroys the last reply |
 /// | `shutdown_grace` | 30 seconds | sessions still open after a shutdown request are closed |
 /// | `accept_backoff` | 1 second | the longest pause after an accept error (EMFILE...), starting at 5 ms and doubling; a connection that ends cuts it short |
+/// | `error_delay` | past 10 errors, 1 s more for each, at most 10 s (Postfix's `smtpd_soft_error_limit` and `smtpd_error_sleep_time`) | each error reply waits before it is sent; see [`ErrorDelay`] |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Connections served at once by the server's listeners; 0 means no limit.
@@ -44,6 +45,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// The longest pause of an accept loop after an accept error.
     pub accept_backoff: Duration,
+    /// How error replies are slowed down once a connection has drawn many of them.
+    pub error_delay: ErrorDelay,
 }
 
 impl Default for Limits {
@@ -58,6 +61,71 @@ impl Default for Limits {
             drain_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(30),
             accept_backoff: Duration::from_secs(1),
+            error_delay: ErrorDelay::default(),
+        }
+    }
+}
+
+/// A growing delay before the error replies of a client that keeps making errors: Postfix's
+/// `smtpd_soft_error_limit` and `smtpd_error_sleep_time`, growing as Postfix's did before 2.1.
+///
+/// The errors are those the session counts toward its hard error limit
+/// ([`Session::error_count`](smtp_session::Session::error_count)): 4xx and 5xx replies to
+/// the client's commands, except `421` (the connection closes anyway), replies made with
+/// [`Reply::server_fault`](smtp_session::Reply::server_fault) (a full disk, a failed
+/// store: the client did nothing wrong) and recipients pipelined past the limit. Once a connection has drawn more than
+/// `soft_limit` errors, the write carrying its n-th error reply is held back
+/// `step × (n − soft_limit)`, at most `max` per reply, before it is sent. The connection's
+/// task waits on a timer meanwhile: no thread is blocked, and nothing is read from that
+/// client. Replies other than errors are never delayed. The session's
+/// [`hard_error_limit`](smtp_session::Config::hard_error_limit) still closes the
+/// connection; with both defaults, a client that does nothing but errors spends 55 seconds
+/// on its last ten replies before it is disconnected.
+///
+/// ```
+/// use std::time::Duration;
+/// use smtp_session_tokio::ErrorDelay;
+/// let delay = ErrorDelay::default();
+/// assert_eq!(delay.delay(10), Duration::ZERO);
+/// assert_eq!(delay.delay(11), Duration::from_secs(1));
+/// assert_eq!(delay.delay(13), Duration::from_secs(3));
+/// assert_eq!(delay.delay(40), Duration::from_secs(10));
+/// assert_eq!(ErrorDelay::NONE.delay(1000), Duration::ZERO);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ErrorDelay {
+    /// Errors a connection may draw with no delay (Postfix's default is 10).
+    pub soft_limit: u32,
+    /// The delay of the first error past the soft limit; each further error waits this much
+    /// longer than the one before (Postfix's `smtpd_error_sleep_time`, default 1 second).
+    pub step: Duration,
+    /// The longest delay of one error reply.
+    pub max: Duration,
+}
+
+impl ErrorDelay {
+    /// No delay ever.
+    pub const NONE: ErrorDelay = ErrorDelay {
+        soft_limit: u32::MAX,
+        step: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    /// How long the reply carrying a connection's `errors`-th error waits.
+    pub fn delay(&self, errors: u32) -> Duration {
+        match errors.checked_sub(self.soft_limit) {
+            Some(past @ 1..) => self.step.saturating_mul(past).min(self.max),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+impl Default for ErrorDelay {
+    fn default() -> Self {
+        ErrorDelay {
+            soft_limit: 10,
+            step: Duration::from_secs(1),
+            max: Duration::from_secs(10),
         }
     }
 }
@@ -225,6 +293,23 @@ mod tests {
         assert_eq!(counts.total(), 5000);
         drop(slots);
         assert_eq!(counts.total(), 0);
+    }
+
+    #[test]
+    fn the_error_delay_grows_by_one_step_per_error_up_to_its_maximum() {
+        let delay = ErrorDelay {
+            soft_limit: 2,
+            step: Duration::from_millis(100),
+            max: Duration::from_millis(250),
+        };
+        let delays: Vec<_> = (0..=6).map(|n| delay.delay(n).as_millis()).collect();
+        assert_eq!(delays, [0, 0, 0, 100, 200, 250, 250]);
+        let huge = ErrorDelay {
+            soft_limit: 0,
+            step: Duration::MAX,
+            max: Duration::from_secs(5),
+        };
+        assert_eq!(huge.delay(u32::MAX), Duration::from_secs(5));
     }
 
     #[test]

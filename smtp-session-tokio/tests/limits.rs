@@ -1,6 +1,7 @@
 //! Connection limits: the client over the global limit or over its address's limit reads
 //! `421 4.7.0` and is closed, while the others are served; a freed place is taken again. With
-//! the PROXY protocol the address counted is the one in the header.
+//! the PROXY protocol the address counted is the one in the header. A client that keeps
+//! making errors gets its error replies later and later.
 
 mod common;
 
@@ -8,7 +9,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{config, serve, Client, HOSTNAME, WAIT};
-use smtp_session_tokio::{Handler, Hooks, Limits, Server};
+use smtp_session_tokio::{
+    Config, ConnectionInfo, ErrorDelay, Handler, Hooks, Limits, Server, Transport,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Clone)]
 struct Sink;
@@ -132,4 +136,65 @@ fn behind_a_proxy_the_address_in_the_header_is_counted() {
     );
     assert_eq!(a.cmd("NOOP"), "250 2.0.0 OK\r\n");
     assert_eq!(b.cmd("NOOP"), "250 2.0.0 OK\r\n");
+}
+
+/// Past the soft limit every error reply waits one step longer than the one before, up to
+/// the maximum; a reply that is no error goes out at once; the hard error limit still closes
+/// the connection. On tokio's paused clock the delays are exact.
+#[tokio::test(start_paused = true)]
+async fn error_replies_past_the_soft_limit_wait_longer_each_time() {
+    let limits = Limits {
+        error_delay: ErrorDelay {
+            soft_limit: 2,
+            step: Duration::from_secs(1),
+            max: Duration::from_secs(3),
+        },
+        ..Limits::default()
+    };
+    let config = Config {
+        hard_error_limit: 6,
+        ..config()
+    };
+    let server = Server::new(Sink).config(config).limits(limits);
+    let (io, client) = tokio::io::duplex(4096);
+    let serving = tokio::spawn(async move {
+        server
+            .serve_connection(io, ConnectionInfo::default(), Transport::Plain)
+            .await
+    });
+    let (read, mut write) = tokio::io::split(client);
+    let mut lines = BufReader::new(read).lines();
+    let mut transcript = Vec::new();
+    let mut sent_at = tokio::time::Instant::now();
+    for command in ["", "FOO", "FOO", "FOO", "NOOP", "FOO", "FOO", "FOO"] {
+        if !command.is_empty() {
+            write
+                .write_all(format!("{command}\r\n").as_bytes())
+                .await
+                .unwrap();
+            sent_at = tokio::time::Instant::now();
+        }
+        let reply = lines.next_line().await.unwrap().expect("a reply");
+        transcript.push((command, reply, sent_at.elapsed().as_secs_f64()));
+    }
+    // The sixth error reached the hard limit: its 421 came in the same write, then the end.
+    let closing = lines.next_line().await.unwrap().expect("the 421");
+    assert_eq!(lines.next_line().await.unwrap(), None);
+    serving.await.unwrap();
+    let unknown = "500 5.5.1 Command unrecognized";
+    let expected = [
+        ("", format!("220 {HOSTNAME} ESMTP"), 0.0),
+        ("FOO", unknown.into(), 0.0),
+        ("FOO", unknown.into(), 0.0),
+        ("FOO", unknown.into(), 1.0),
+        ("NOOP", "250 2.0.0 OK".into(), 0.0),
+        ("FOO", unknown.into(), 2.0),
+        ("FOO", unknown.into(), 3.0),
+        ("FOO", unknown.into(), 3.0),
+    ];
+    assert_eq!(transcript, expected);
+    assert_eq!(
+        closing,
+        format!("421 4.7.0 {HOSTNAME} Error: too many errors")
+    );
 }

@@ -36,6 +36,7 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
         users: Vec::new().into(),
         dns: None,
         spooler: Default::default(),
+        guard: Default::default(),
     };
     let config = Config {
         hostname: "mx.test".into(),

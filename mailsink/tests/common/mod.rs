@@ -50,8 +50,21 @@ impl Server {
     }
 
     pub fn start_with(options: Options) -> Server {
+        Server::start_wrapped(&[], options)
+    }
+
+    /// [`Server::start_with`], with mailsink run by `wrapper`, a command that takes a program
+    /// and its arguments (`prlimit --nofile=1024:1024 --`).
+    pub fn start_wrapped(wrapper: &[&str], options: Options) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mailsink"));
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_mailsink"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_mailsink")),
+        };
         command
             .args([
                 "--listen",
@@ -304,16 +317,10 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        Client::from_stream(TcpStream::connect_timeout(&addr, WAIT).expect("connect"))
     }
 
-    /// A client over a stream the test connected itself (from a chosen source address).
+    /// A client over a stream connected elsewhere (from another source address).
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();

@@ -1,0 +1,622 @@
+//! What mailsink bounds so that it can face the Internet: connections (globally, per client
+//! address, sized to the open-file limit), messages per connection, errors (a growing reply
+//! delay), AUTH failures per client address, slow clients (the command deadline and a
+//! minimum data rate), and early talkers and unauthorised pipelining.
+//!
+//! The defaults follow Postfix where Postfix has one, so that mailsink withstands what an
+//! operator expects a Postfix on the same port to withstand.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use smtp_session::{Config, Decision, DisconnectMode, MinDataRate};
+use smtp_session_tokio::{Connection, ErrorDelay, Limits};
+
+/// The command-line flags of this module, flattened into mailsink's arguments.
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Connections served at once; the next client reads 421 4.7.0. 0 for no limit
+    /// [default: what the open-file limit leaves room for, at most 1000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Connections from one client address at once (the PROXY header's address with
+    /// --proxy-protocol); the next one reads 421 4.7.0. 0 for no limit (Postfix's
+    /// smtpd_client_connection_count_limit).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_connections_per_ip: usize,
+
+    /// Messages one connection may send; the next MAIL reads `421 4.7.0` and the connection
+    /// closes (Exim's smtp_accept_max_per_connection). 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_messages_per_connection: u32,
+
+    /// Error replies a connection may draw before each further one is delayed (Postfix's
+    /// smtpd_soft_error_limit).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub soft_error_limit: u32,
+
+    /// Error replies after which the connection is closed with 421 4.7.0 (Postfix's
+    /// smtpd_hard_error_limit).
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub hard_error_limit: u32,
+
+    /// Delay of the first error reply past --soft-error-limit; each further one waits this
+    /// much longer (Postfix's smtpd_error_sleep_time). Also the delay before an AUTH refused
+    /// by --auth-failure-limit is answered. 0 for none.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub error_sleep_time: Duration,
+
+    /// The longest delay of one error reply.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub max_error_sleep_time: Duration,
+
+    /// AUTH failures allowed per client address (IPv6: per /64), KumoMTA's throttle form
+    /// N/PERIOD (30/hour, 10/5min, 100/day,max_burst=10). Past it, AUTH from that address
+    /// is answered 454 4.7.0 after --error-sleep-time, right password or not, until the
+    /// rate allows another attempt. "off" for no limit.
+    #[arg(long, value_name = "RATE", default_value = "30/hour", value_parser = parse_optional_rate)]
+    pub auth_failure_limit: OptionalRate,
+
+    /// The longest one command line may take to arrive from its first byte, however it
+    /// trickles in (Postfix's smtpd_per_request_deadline); then 421 4.4.2.
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_seconds)]
+    pub command_deadline: Duration,
+
+    /// The slowest message data accepted, in bytes per second after the grace period
+    /// (Postfix's smtpd_min_data_rate); a slower client reads 421 4.4.2. 0 turns it off.
+    #[arg(long, value_name = "BYTES_PER_SECOND", default_value_t = 500)]
+    pub min_data_rate: u32,
+
+    /// How long message data may arrive at any rate before --min-data-rate applies.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    pub min_data_rate_grace: Duration,
+
+    /// Refuse a client that pipelines without being offered PIPELINING, or sends more after
+    /// EHLO, HELO or DATA in the same packet, with 554 5.5.0 (Postfix's
+    /// reject_unauth_pipelining).
+    #[arg(long)]
+    pub reject_unauth_pipelining: bool,
+
+    /// Hold the greeting back this long (Postfix postscreen's greet pause): a client that
+    /// talks first is an early talker, recorded in the disconnect log.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    pub greeting_delay: Duration,
+
+    /// Refuse early talkers with 554 5.5.1 instead of greeting them (needs
+    /// --greeting-delay).
+    #[arg(long, requires = "greeting_delay")]
+    pub reject_early_talkers: bool,
+}
+
+/// A number of seconds, fractions allowed.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a number of seconds"))
+}
+
+/// A [`Rate`], or none (`off`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionalRate(pub Option<Rate>);
+
+fn parse_optional_rate(s: &str) -> Result<OptionalRate, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalRate(None));
+    }
+    s.parse().map(|rate| OptionalRate(Some(rate)))
+}
+
+impl LimitArgs {
+    /// Puts the session's share of these limits into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        config.hard_error_limit = self.hard_error_limit;
+        config.command_deadline = self.command_deadline;
+        config.min_data_rate = (self.min_data_rate > 0).then_some(MinDataRate {
+            bytes_per_second: self.min_data_rate,
+            grace: self.min_data_rate_grace,
+        });
+        config.reject_unauth_pipelining = self.reject_unauth_pipelining;
+        config.greeting_delay = self.greeting_delay;
+        config.reject_early_talkers = self.reject_early_talkers;
+    }
+
+    /// Puts the runtime's share into `limits`, the connection limits sized to `files`.
+    pub fn apply_runtime(&self, limits: &mut Limits, files: &OpenFiles) {
+        limits.max_connections = self
+            .max_connections
+            .unwrap_or_else(|| default_max_connections(files.now));
+        limits.max_connections_per_ip = self.max_connections_per_ip;
+        limits.error_delay = ErrorDelay {
+            soft_limit: self.soft_error_limit,
+            step: self.error_sleep_time,
+            max: self.max_error_sleep_time,
+        };
+    }
+
+    /// The per-connection guard each connection's handler starts with.
+    pub fn guard(&self) -> Guard {
+        Guard {
+            auth: self
+                .auth_failure_limit
+                .0
+                .as_ref()
+                .map(|rate| Arc::new(AuthFailures::new(rate))),
+            refusal_delay: self.error_sleep_time,
+            max_messages: self.max_messages_per_connection,
+            messages: 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Open files and the connection limit
+
+/// The open-file limit (soft) before and after [`raise_open_files`].
+#[derive(Clone, Copy, Debug)]
+pub struct OpenFiles {
+    /// The soft limit mailsink was started with.
+    pub before: u64,
+    /// The soft limit in force.
+    pub now: u64,
+}
+
+/// Raises the soft open-file limit to the hard one: the usual soft limit of 1024 is what a
+/// few hundred connections and their stored files exhaust, while the hard limit is usually
+/// far higher. A failure is reported on stderr and leaves the limit as it was.
+pub fn raise_open_files() -> OpenFiles {
+    let before = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) => soft,
+        Err(err) => {
+            eprintln!("mailsink: warning: cannot read the open-file limit ({err}); assuming 1024");
+            1024
+        }
+    };
+    let now = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|err| {
+        eprintln!("mailsink: warning: cannot raise the open-file limit: {err}");
+        before
+    });
+    OpenFiles { before, now }
+}
+
+/// Descriptors kept out of the connections' share: the listeners, stdio, the Lua script's
+/// files, and the clients over a limit being answered their 421 (the runtime answers up to
+/// 256 at once, each for at most a second).
+const RESERVED_FILES: u64 = 64 + 256;
+
+/// The default global connection limit for an open-file limit of `files`: each connection
+/// holds its socket, and while a message is stored, its file and its directory too, so two
+/// descriptors are counted per connection after the reserve; at most 1000 (the runtime's
+/// default, which memory rather than descriptors bounds), at least 16.
+pub fn default_max_connections(files: u64) -> usize {
+    let share = files.saturating_sub(RESERVED_FILES) / 2;
+    usize::try_from(share.clamp(16, 1000)).unwrap_or(1000)
+}
+
+/// The descriptors `connections` connections may need, with the reserve.
+pub fn files_needed(connections: usize) -> u64 {
+    (connections as u64).saturating_mul(2) + RESERVED_FILES
+}
+
+/// One line on stderr with the connection limits and the open-file limit they fit in.
+pub fn describe(limits: &Limits, files: &OpenFiles) {
+    let per_ip = match limits.max_connections_per_ip {
+        0 => "no limit per address".to_string(),
+        n => format!("{n} per address"),
+    };
+    let total = match limits.max_connections {
+        0 => "no limit".to_string(),
+        n => n.to_string(),
+    };
+    eprintln!(
+        "mailsink: connections: {total} at once, {per_ip}; open files: {} (was {})",
+        files.now, files.before
+    );
+    let needed = files_needed(limits.max_connections);
+    if limits.max_connections == 0 || needed > files.now {
+        eprintln!(
+            "mailsink: warning: {total} connections may need {needed} open files, over the \
+             limit of {}: clients past it wait unanswered",
+            files.now
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rates: KumoMTA's throttle specification
+
+/// A rate in KumoMTA's throttle form, `[local:]QUANTITY/PERIOD[,max_burst=BURST]`: at most
+/// QUANTITY per PERIOD, in bursts of at most BURST (default QUANTITY), by the generic cell
+/// rate algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Operations per period.
+    pub quantity: u32,
+    /// The period.
+    pub period: Duration,
+    /// The largest burst, when smaller (or larger) than the quantity.
+    pub max_burst: Option<u32>,
+}
+
+impl Rate {
+    /// Operations allowed at once from a full bucket.
+    pub fn burst(&self) -> u32 {
+        self.max_burst.unwrap_or(self.quantity)
+    }
+
+    /// The time one operation's allowance takes to come back.
+    pub fn interval(&self) -> Duration {
+        self.period / self.quantity
+    }
+
+    /// The rate as a governor quota.
+    pub fn quota(&self) -> Quota {
+        let burst = NonZeroU32::new(self.burst()).unwrap_or(NonZeroU32::MIN);
+        Quota::with_period(self.interval())
+            .expect("a parsed rate has a non-zero interval")
+            .allow_burst(burst)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Rate, String> {
+        let bad = |why: &str| format!("invalid rate '{spec}': {why}");
+        let body = spec.trim();
+        let body = body.strip_prefix("local:").unwrap_or(body);
+        let (quantity, rest) = body
+            .split_once('/')
+            .ok_or_else(|| bad("expected QUANTITY/PERIOD"))?;
+        let (period, max_burst) = match rest.split_once(",max_burst=") {
+            Some((period, burst)) => (period, Some(burst)),
+            None => (rest, None),
+        };
+        let number = |text: &str, what: &str| -> Result<u32, String> {
+            let digits: String = text.chars().filter(|c| !matches!(c, ',' | '_')).collect();
+            match digits.trim().parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(bad(&format!("{what} must be a whole number above 0"))),
+            }
+        };
+        let quantity = number(quantity, "the quantity")?;
+        let max_burst = max_burst.map(|b| number(b, "max_burst")).transpose()?;
+        let period = parse_period(period.trim()).ok_or_else(|| {
+            bad("the period is [N]day, [N]hour, [N]minute or [N]second (d, h, hr, m, min, s, sec)")
+        })?;
+        let rate = Rate {
+            quantity,
+            period,
+            max_burst,
+        };
+        if rate.interval().is_zero() {
+            return Err(bad("more than one operation per nanosecond"));
+        }
+        Ok(rate)
+    }
+}
+
+/// `[N]unit`: `30min`, `hour`, `2d`.
+fn parse_period(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (count, unit) = text.split_at(split);
+    let count: u64 = if count.is_empty() {
+        1
+    } else {
+        count.parse().ok().filter(|&n| n > 0)?
+    };
+    let seconds = match unit {
+        "d" | "day" | "days" => 86_400,
+        "h" | "hr" | "hour" | "hours" => 3_600,
+        "m" | "min" | "minute" | "minutes" => 60,
+        "s" | "sec" | "second" | "seconds" => 1,
+        _ => return None,
+    };
+    Some(Duration::from_secs(count.checked_mul(seconds)?))
+}
+
+// ---------------------------------------------------------------------------------------
+// AUTH failures per client address
+
+/// AUTH failures counted per client address under a [`Rate`]; an address over it is
+/// refused AUTH until the rate allows another attempt.
+///
+/// The counting is governor's keyed GCRA limiter. It cannot be asked without counting, so
+/// the refusal it gives is remembered here, with the instant it ends: until then every AUTH
+/// from the address is refused before its password is looked at, or a guesser would learn
+/// the right password from the one reply that differs.
+#[derive(Debug)]
+pub struct AuthFailures {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    refused_until: Mutex<HashMap<IpAddr, Instant>>,
+    failures: AtomicU32,
+}
+
+/// Forget addresses whose allowance is whole again after this many failures.
+const FORGET_EVERY: u32 = 1024;
+
+impl AuthFailures {
+    /// Failures allowed at `rate` per address.
+    pub fn new(rate: &Rate) -> AuthFailures {
+        AuthFailures {
+            limiter: RateLimiter::keyed(rate.quota()),
+            refused_until: Mutex::default(),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    /// True while AUTH from `ip` is refused.
+    pub fn refuses(&self, ip: IpAddr) -> bool {
+        let refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
+        refused
+            .get(&client_key(ip))
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Counts a failure from `ip`; false when it was one too many, and AUTH from `ip` is
+    /// refused from now on, until the rate allows another attempt.
+    pub fn failed(&self, ip: IpAddr) -> bool {
+        let key = client_key(ip);
+        if self.failures.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        let Err(not_until) = self.limiter.check_key(&key) else {
+            return true;
+        };
+        let wait = not_until.wait_time_from(self.limiter.clock().now());
+        let now = Instant::now();
+        let mut refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.len() >= FORGET_EVERY as usize {
+            refused.retain(|_, until| now < *until);
+        }
+        refused.insert(key, now + wait);
+        false
+    }
+}
+
+/// The key of a client address: IPv4 as it is, IPv6 by its /64 (one subscriber's usual
+/// share; counting each address of it would count nothing), IPv4-mapped IPv6 as IPv4.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// One connection's guard
+
+/// What one connection's handler enforces: the AUTH failure limit (shared by all
+/// connections) and the messages per connection (its own count).
+#[derive(Clone, Debug)]
+pub struct Guard {
+    auth: Option<Arc<AuthFailures>>,
+    refusal_delay: Duration,
+    max_messages: u32,
+    messages: u32,
+}
+
+impl Default for Guard {
+    /// A guard that limits nothing: no AUTH failure limit, no message limit.
+    fn default() -> Self {
+        Guard {
+            auth: None,
+            refusal_delay: Duration::ZERO,
+            max_messages: 0,
+            messages: 0,
+        }
+    }
+}
+
+impl Guard {
+    /// True when MAIL must be seen to apply the message limit.
+    pub fn limits_messages(&self) -> bool {
+        self.max_messages != 0
+    }
+
+    /// At MAIL: `421 4.7.0` and close once the connection sent its messages.
+    pub fn mail_from(&self, conn: &Connection<'_>) -> Option<Decision> {
+        if self.max_messages == 0 || self.messages < self.max_messages {
+            return None;
+        }
+        let text = format!(
+            "4.7.0 {} Error: too many messages in one connection",
+            conn.config().hostname
+        );
+        Some(
+            Decision::disconnect(421, &text, DisconnectMode::ForceDisconnect)
+                .unwrap_or(Decision::HookFailed),
+        )
+    }
+
+    /// A message came to its end (the message hook runs).
+    pub fn message_received(&mut self) {
+        self.messages = self.messages.saturating_add(1);
+    }
+
+    /// Before an AUTH step from `ip` is checked: the refusal, after the delay, of a client
+    /// address over the failure limit.
+    pub async fn auth_refused(&self, ip: Option<IpAddr>) -> Option<Decision> {
+        let (auth, ip) = (self.auth.as_ref()?, ip?);
+        if !auth.refuses(ip) {
+            return None;
+        }
+        Some(self.refusal(ip).await)
+    }
+
+    /// After a wrong password from `ip`: the refusal, after the delay, when it was one too
+    /// many.
+    pub async fn auth_failed(&self, ip: Option<IpAddr>) -> Option<Decision> {
+        let (auth, ip) = (self.auth.as_ref()?, ip?);
+        if auth.failed(ip) {
+            return None;
+        }
+        Some(self.refusal(ip).await)
+    }
+
+    async fn refusal(&self, ip: IpAddr) -> Decision {
+        tokio::time::sleep(self.refusal_delay).await;
+        let text = format!("4.7.0 Too many authentication failures from {ip}, try again later");
+        Decision::reject(454, &text).unwrap_or(Decision::HookFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn without_flags_the_limits_are_postfixs_and_on() {
+        let flags = Flags::parse_from(["mailsink"]).limits;
+        let mut config = Config::default();
+        flags.apply(&mut config);
+        assert_eq!(
+            config.min_data_rate,
+            Some(MinDataRate {
+                bytes_per_second: 500,
+                grace: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(config.command_deadline, Duration::from_secs(300));
+        assert_eq!(config.hard_error_limit, 20);
+        assert!(!config.reject_unauth_pipelining && !config.reject_early_talkers);
+        assert!(config.validate().is_ok());
+        let mut limits = Limits::default();
+        let files = OpenFiles {
+            before: 1024,
+            now: 1024,
+        };
+        flags.apply_runtime(&mut limits, &files);
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_ip),
+            (352, 50)
+        );
+        assert_eq!(limits.error_delay, ErrorDelay::default());
+        let guard = flags.guard();
+        assert!(guard.auth.is_some() && guard.limits_messages());
+        assert_eq!(guard.max_messages, 1000);
+    }
+
+    #[test]
+    fn flags_change_them_and_early_talkers_need_a_greeting_delay() {
+        let flags = Flags::parse_from([
+            "mailsink",
+            "--min-data-rate",
+            "0",
+            "--auth-failure-limit",
+            "off",
+            "--max-messages-per-connection",
+            "0",
+            "--greeting-delay",
+            "6",
+            "--reject-early-talkers",
+        ])
+        .limits;
+        let mut config = Config::default();
+        flags.apply(&mut config);
+        assert_eq!(config.min_data_rate, None);
+        assert_eq!(config.greeting_delay, Duration::from_secs(6));
+        assert!(config.reject_early_talkers);
+        let guard = flags.guard();
+        assert!(guard.auth.is_none() && !guard.limits_messages());
+        assert!(Flags::try_parse_from(["mailsink", "--reject-early-talkers"]).is_err());
+        assert!(Flags::try_parse_from(["mailsink", "--auth-failure-limit", "5"]).is_err());
+    }
+
+    #[test]
+    fn rates_are_read_in_kumomtas_forms() {
+        let rate = |s: &str| s.parse::<Rate>().unwrap();
+        let per = |quantity, secs, max_burst| Rate {
+            quantity,
+            period: Duration::from_secs(secs),
+            max_burst,
+        };
+        assert_eq!(rate("10/s"), per(10, 1, None));
+        assert_eq!(rate("10/second"), per(10, 1, None));
+        assert_eq!(rate("local:10/sec"), per(10, 1, None));
+        assert_eq!(rate("50/min"), per(50, 60, None));
+        assert_eq!(rate("60/minute,max_burst=1"), per(60, 60, Some(1)));
+        assert_eq!(rate("20/30minute"), per(20, 1800, None));
+        assert_eq!(rate("1,000/hr"), per(1000, 3600, None));
+        assert_eq!(rate("1_000/h"), per(1000, 3600, None));
+        assert_eq!(rate("10,000/day"), per(10_000, 86_400, None));
+        assert_eq!(
+            rate("60/minute,max_burst=1").interval(),
+            Duration::from_secs(1)
+        );
+        for bad in [
+            "",
+            "10",
+            "0/s",
+            "10/",
+            "10/fortnight",
+            "10/0min",
+            "x/s",
+            "5/s,max_burst=0",
+        ] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seconds_may_have_fractions() {
+        assert_eq!(parse_seconds("1").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_seconds("0.25").unwrap(), Duration::from_millis(250));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn the_connection_limit_leaves_room_in_the_open_file_limit() {
+        assert_eq!(default_max_connections(1024), 352);
+        assert!(files_needed(default_max_connections(1024)) <= 1024);
+        assert_eq!(default_max_connections(1 << 20), 1000);
+        assert_eq!(default_max_connections(100), 16);
+    }
+
+    #[test]
+    fn auth_failures_past_the_rate_refuse_the_address_and_no_other() {
+        let failures = AuthFailures::new(&"3/hour".parse().unwrap());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(failures.failed(a) && failures.failed(a) && failures.failed(a));
+        assert!(!failures.refuses(a));
+        assert!(!failures.failed(a));
+        assert!(failures.refuses(a));
+        assert!(!failures.refuses(b));
+        assert!(failures.failed(b));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+    }
+}
