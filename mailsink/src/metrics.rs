@@ -4,14 +4,15 @@
 //! Every metric is recorded with the `metrics` crate's macros; without `--metrics` no
 //! recorder is installed and they cost next to nothing. What the server sees (connections,
 //! refusals at the connection limits, replies) comes from smtp-session-tokio's
-//! [`Observer`]; the rest from the handler, the policy, the relay and the resolver.
+//! [`Observer`]; the rest from the handler, the limits, the policy, the relay and the
+//! resolver.
 //!
 //! | metric | type | labels | counts |
 //! |---|---|---|---|
 //! | `mailsink_connections_open` | gauge | `listener` | connections being served |
 //! | `mailsink_connections_total` | counter | `listener` (`smtp`, `smtps`, `lmtp`) | connections admitted |
-//! | `mailsink_connections_refused_total` | counter | `limit` (`max_connections`, `max_connections_per_ip`) | clients answered `421 4.7.0` for being over a limit |
-//! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (a refusal at accept time is not one) |
+//! | `mailsink_refusals_total` | counter | `limit`: see [`RefusedBy`] | what a limit refused: a connection, a MAIL, an AUTH |
+//! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (a connection refused at accept time gets no session: its 421 is not one) |
 //! | `mailsink_messages_accepted_total` | counter | | messages accepted: stored, relayed or discarded, and answered 250 (under LMTP, for at least one recipient) |
 //! | `mailsink_message_bytes_accepted_total` | counter | | their sizes as received, before the trace fields |
 //! | `mailsink_policy_duration_seconds` | histogram | `event` (`smtp_server_rcpt_to`...) | a Lua policy event's handlers, queueing for the script's thread included |
@@ -49,8 +50,8 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
 /// Series that would otherwise appear only at their first event start at zero, so that
 /// rates and alerts work from the first scrape.
 fn zero_known_series() {
-    for limit in [Refusal::MaxConnections, Refusal::MaxConnectionsPerIp] {
-        counter!("mailsink_connections_refused_total", "limit" => limit.name()).absolute(0);
+    for limit in RefusedBy::ALL {
+        counter!("mailsink_refusals_total", "limit" => limit.name()).absolute(0);
     }
     for class in ["2xx", "3xx", "4xx", "5xx"] {
         counter!("mailsink_replies_total", "class" => class).absolute(0);
@@ -82,7 +83,11 @@ impl Observer for ServerMetrics {
     }
 
     fn connection_refused(&self, refusal: Refusal) {
-        counter!("mailsink_connections_refused_total", "limit" => refusal.name()).increment(1);
+        refused(match refusal {
+            Refusal::MaxConnectionsPerIp => RefusedBy::MaxConnectionsPerIp,
+            // And any limit a later version adds.
+            _ => RefusedBy::MaxConnections,
+        });
     }
 
     fn reply(&self, code: u16) {
@@ -96,6 +101,43 @@ impl Observer for ServerMetrics {
         };
         counter!("mailsink_replies_total", "class" => class).increment(1);
     }
+}
+
+/// The limits whose refusals are counted, by the `limit` label they go under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// `--max-connections`: a connection answered `421 4.7.0` on arrival.
+    MaxConnections,
+    /// `--max-connections-per-ip`: the same, for its address's share.
+    MaxConnectionsPerIp,
+    /// `--max-messages-per-connection`: a MAIL answered `421 4.7.0`, the connection closed.
+    MaxMessagesPerConnection,
+    /// `--auth-failure-limit`: an AUTH answered `454 4.7.0`.
+    AuthFailureLimit,
+}
+
+impl RefusedBy {
+    const ALL: [RefusedBy; 4] = [
+        RefusedBy::MaxConnections,
+        RefusedBy::MaxConnectionsPerIp,
+        RefusedBy::MaxMessagesPerConnection,
+        RefusedBy::AuthFailureLimit,
+    ];
+
+    /// The label: the flag's name with underscores.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusedBy::MaxConnections => "max_connections",
+            RefusedBy::MaxConnectionsPerIp => "max_connections_per_ip",
+            RefusedBy::MaxMessagesPerConnection => "max_messages_per_connection",
+            RefusedBy::AuthFailureLimit => "auth_failure_limit",
+        }
+    }
+}
+
+/// A limit refused a connection, a MAIL or an AUTH.
+pub fn refused(limit: RefusedBy) {
+    counter!("mailsink_refusals_total", "limit" => limit.name()).increment(1);
 }
 
 /// A message was accepted (stored, relayed or discarded, and answered 250).

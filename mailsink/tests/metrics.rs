@@ -8,6 +8,7 @@ mod dns;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Client, Server, WAIT};
@@ -70,7 +71,7 @@ end)
 
 /// One client, one connection: five messages, two of them with a recipient the policy
 /// refuses besides the one it takes; meanwhile a second connection from the same address
-/// is over --max-connections-per-ip 1.
+/// is over --max-connections-per-ip 1; a sixth MAIL is over --max-messages-per-connection 5.
 #[test]
 fn a_known_workload_gives_exact_counts() {
     let port = free_port();
@@ -83,6 +84,8 @@ fn a_known_workload_gives_exact_counts() {
         &metrics_addr,
         "--max-connections-per-ip",
         "1",
+        "--max-messages-per-connection",
+        "5",
         "--policy",
         policy.to_str().unwrap(),
     ]);
@@ -94,7 +97,7 @@ fn a_known_workload_gives_exact_counts() {
             ("mailsink_messages_accepted_total", 0.0),
             ("mailsink_replies_total{class=\"2xx\"}", 0.0),
             (
-                "mailsink_connections_refused_total{limit=\"max_connections_per_ip\"}",
+                "mailsink_refusals_total{limit=\"max_connections_per_ip\"}",
                 0.0,
             ),
             ("mailsink_dns_ptr_lookups_total{outcome=\"timeout\"}", 0.0),
@@ -129,9 +132,12 @@ fn a_known_workload_gives_exact_counts() {
         &[("mailsink_connections_open{listener=\"smtp\"}", 1.0)],
     );
 
-    // 221.
-    assert!(client.cmd("QUIT").starts_with("221 "));
-    drop(client);
+    // 421, and the connection closes.
+    assert_eq!(
+        client.cmd("MAIL FROM:<sender@example.org>"),
+        "421 4.7.0 mx.test Error: too many messages in one connection\r\n"
+    );
+    assert!(client.read_to_close().is_empty());
     assert_eq!(server.stored().len(), 5);
 
     let metrics = scrape_until(port, "mailsink_connections_open{listener=\"smtp\"}", 0.0);
@@ -141,20 +147,22 @@ fn a_known_workload_gives_exact_counts() {
             ("mailsink_connections_open{listener=\"smtp\"}", 0.0),
             ("mailsink_connections_total{listener=\"smtp\"}", 1.0),
             (
-                "mailsink_connections_refused_total{limit=\"max_connections_per_ip\"}",
+                "mailsink_refusals_total{limit=\"max_connections_per_ip\"}",
                 1.0,
             ),
+            ("mailsink_refusals_total{limit=\"max_connections\"}", 0.0),
             (
-                "mailsink_connections_refused_total{limit=\"max_connections\"}",
-                0.0,
+                "mailsink_refusals_total{limit=\"max_messages_per_connection\"}",
+                1.0,
             ),
+            ("mailsink_refusals_total{limit=\"auth_failure_limit\"}", 0.0),
             ("mailsink_messages_accepted_total", 5.0),
             ("mailsink_message_bytes_accepted_total", sizes as f64),
-            // 220, EHLO, 5 x (MAIL, RCPT, the data), QUIT.
-            ("mailsink_replies_total{class=\"2xx\"}", 18.0),
+            // 220, EHLO, 5 x (MAIL, RCPT, the data).
+            ("mailsink_replies_total{class=\"2xx\"}", 17.0),
             ("mailsink_replies_total{class=\"3xx\"}", 5.0),
-            // The refusal at accept time is counted above, not as a reply.
-            ("mailsink_replies_total{class=\"4xx\"}", 0.0),
+            // The sixth MAIL's; the refusal at accept time is counted above, not as a reply.
+            ("mailsink_replies_total{class=\"4xx\"}", 1.0),
             ("mailsink_replies_total{class=\"5xx\"}", 2.0),
             // --no-dns: no lookup.
             ("mailsink_dns_ptr_lookups_total{outcome=\"confirmed\"}", 0.0),
@@ -268,6 +276,127 @@ fn a_dns_server_that_never_answers_counts_a_timeout() {
         ],
     );
     assert!(!silent.queries().is_empty(), "the server was asked");
+}
+
+/// SMTP over STARTTLS, for AUTH: mailsink's self-signed certificate is taken unchecked.
+struct TlsClient(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl TlsClient {
+    fn start(mut plain: Client) -> TlsClient {
+        assert!(plain.cmd("STARTTLS").starts_with("220 "));
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+        .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("mx.test").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut client = TlsClient(rustls::StreamOwned::new(conn, plain.stream));
+        assert!(client.cmd("EHLO client.example").contains("AUTH PLAIN"));
+        client
+    }
+
+    /// Sends a command and returns its whole reply.
+    fn cmd(&mut self, line: &str) -> String {
+        self.0.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            self.0.read_exact(&mut byte).expect("a reply");
+            reply.push(byte[0]);
+            let last_line = reply.rsplit(|&b| b == b'\n').nth(1).unwrap_or_default();
+            if byte[0] == b'\n' && last_line.get(3) != Some(&b'-') {
+                return String::from_utf8(reply).unwrap();
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `AUTH PLAIN` with a wrong password, three times under --auth-failure-limit 2/hour: two
+/// 535s, then the limit's 454.
+#[test]
+fn an_auth_refused_by_the_failure_limit_is_counted() {
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let server = Server::start(&[
+        "--metrics",
+        &metrics_addr,
+        "--user",
+        "user:right",
+        "--auth-failure-limit",
+        "2/hour",
+        "--error-sleep-time",
+        "0",
+    ]);
+    let mut client = TlsClient::start(Client::hello(server.addr));
+    // "\0user\0wrong"
+    let wrong = "AUTH PLAIN AHVzZXIAd3Jvbmc=";
+    let replies: Vec<String> = (0..3).map(|_| client.cmd(wrong)).collect();
+    assert_eq!(
+        replies,
+        [
+            "535 5.7.8 Authentication credentials invalid\r\n",
+            "535 5.7.8 Authentication credentials invalid\r\n",
+            "454 4.7.0 Too many authentication failures from 127.0.0.1, try again later\r\n",
+        ]
+    );
+    assert!(client.cmd("QUIT").starts_with("221 "));
+    let metrics = scrape_until(port, "mailsink_connections_open{listener=\"smtp\"}", 0.0);
+    assert_samples(
+        &metrics,
+        &[
+            ("mailsink_refusals_total{limit=\"auth_failure_limit\"}", 1.0),
+            // 220, EHLO, STARTTLS, EHLO, QUIT.
+            ("mailsink_replies_total{class=\"2xx\"}", 5.0),
+            ("mailsink_replies_total{class=\"4xx\"}", 1.0),
+            ("mailsink_replies_total{class=\"5xx\"}", 2.0),
+        ],
+    );
 }
 
 #[test]
