@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, Server};
+use common::{Cert, Options, Server};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
@@ -68,22 +68,11 @@ fn lettre_plain() {
 
 #[test]
 fn lettre_starttls_verified_and_auth() {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
-    let server = Server::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--user",
-        "dave:pa55:word",
-    ]);
+    let cert = Cert::self_signed(&["localhost"]);
+    let server = Server::start(&[&cert.args()[..], &["--user", "dave:pa55:word"]].concat());
     let params = TlsParameters::builder("localhost".into())
         .certificate_store(CertificateStore::None)
-        .add_root_certificate(Certificate::from_pem(made.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(Certificate::from_pem(cert.pem_text.as_bytes()).unwrap())
         .build_rustls()
         .unwrap();
     for (mechanism, subject) in [

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{have_tool, output_within, Options, Server};
+use common::{have_tool, output_within, Cert, Options, Server};
 use serde_json::Value;
 
 fn python(scenario: &str, addr: std::net::SocketAddr, extra: &[&str]) -> Value {
@@ -162,23 +162,12 @@ fn tls_cert_and_key_from_pem_files_are_used() {
         return;
     }
     // smtplib checks the name it connected to: 127.0.0.1.
-    let made =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
-    let server = Server::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let cert = Cert::self_signed(&["localhost", "127.0.0.1"]);
+    let server = Server::start(&cert.args());
     // Verification against exactly this certificate succeeds.
-    let out = python("verify_cert", server.addr, &[cert.to_str().unwrap()]);
+    let out = python("verify_cert", server.addr, &[cert.pem.to_str().unwrap()]);
     assert_eq!(out["verified"], true);
-    assert_eq!(out["peer_der_len"], made.cert.der().len());
+    assert_eq!(out["peer_der_len"], cert.der.len());
     assert_eq!(
         stored_with(&server, "verified"),
         b"Subject: verified\r\n\r\nok\r\n"

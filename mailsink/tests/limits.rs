@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Client, Options, Server, HOSTNAME, WAIT};
+use common::{Cert, Client, Options, Server, HOSTNAME, WAIT};
 
 /// A plaintext client whose connection comes from `source` (any address of 127.0.0.0/8).
 fn connect_from(source: &str, to: SocketAddr) -> Client {
@@ -97,11 +97,8 @@ fn eleven_hundred_idle_connections_from_one_address_lock_no_one_out() {
         },
     );
     let start = Instant::now();
-    let limits_line = server
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l.contains("connections:"))
-        .expect("the limits are described at start-up");
+    // The limits are described at start-up, after the listeners.
+    let limits_line = server.wait_stderr_containing("connections:");
     assert!(
         limits_line.contains("connections: 352 at once, 50 per address; open files: 1024"),
         "{limits_line}"
@@ -225,16 +222,13 @@ fn two_hundred_wrong_passwords_take_measurably_long_and_lock_only_their_address(
     const ALLOWED: usize = 40; // --auth-failure-limit
     let sleep = Duration::from_millis(20); // --error-sleep-time
     let max_sleep = Duration::from_millis(100); // --max-error-sleep-time
-    let made = rcgen::generate_simple_self_signed(vec![HOSTNAME.to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let cert = Cert::self_signed(&[HOSTNAME]);
+    let [tls_cert, cert_path, tls_key, key_path] = cert.args();
     let server = Server::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
+        tls_cert,
+        cert_path,
+        tls_key,
+        key_path,
         "--user",
         "user:right",
         "--auth-failure-limit",
@@ -245,7 +239,7 @@ fn two_hundred_wrong_passwords_take_measurably_long_and_lock_only_their_address(
         "0.1",
     ]);
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(made.cert.der().clone()).unwrap();
+    roots.add(cert.der.clone().into()).unwrap();
     let tls = Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

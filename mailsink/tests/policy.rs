@@ -115,9 +115,8 @@ fn script_errors_are_kumos_technical_difficulties() {
             "{user}"
         );
     }
-    let stderr = server.stderr_lines().join("\n");
-    assert!(stderr.contains("unknown mode 'Sometimes'"), "{stderr}");
-    assert!(stderr.contains("a bug in the policy"), "{stderr}");
+    server.wait_stderr_containing("unknown mode 'Sometimes'");
+    server.wait_stderr_containing("a bug in the policy");
 }
 
 #[test]

@@ -5,31 +5,13 @@
 mod common;
 mod relay_servers;
 
-use std::path::PathBuf;
-
-use common::{Client, Options, Server};
+use common::{Cert, Client, Options, Server};
 use relay_servers::{eventually_contains, SmtpSink};
 
 const TLS_FAILED: &str = "451 4.7.5 No secure connection to the next hop, try again later\r\n";
 
-/// A certificate for `localhost`, its key, and the directory holding both.
-struct Cert {
-    pem: PathBuf,
-    key: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
 fn localhost_cert() -> Cert {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (pem, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&pem, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
-    Cert {
-        pem,
-        key,
-        _dir: dir,
-    }
+    Cert::self_signed(&["localhost"])
 }
 
 /// A downstream mailsink presenting `cert`, with an implicit TLS listener too.

@@ -197,6 +197,14 @@ impl Server {
         }
     }
 
+    /// Waits (bounded) for a stderr line containing `needle`; panics with all of stderr
+    /// if none comes. The reader thread may not have collected a line yet when a client's
+    /// reply is in.
+    pub fn wait_stderr_containing(&self, needle: &str) -> String {
+        self.wait_stderr(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no stderr line with {needle:?}: {:?}", self.stderr_lines()))
+    }
+
     fn wait_stderr(&self, pred: impl Fn(&str) -> bool) -> Option<String> {
         let start = Instant::now();
         while start.elapsed() < WAIT {
@@ -473,5 +481,46 @@ pub fn after_trace(stored: &[u8]) -> &[u8] {
         if !matches!(rest.get(at), Some(b' ' | b'\t')) {
             return &rest[at..];
         }
+    }
+}
+
+/// A self-signed certificate and its key in PEM files, for `--tls-cert` and `--tls-key`;
+/// the files go with it.
+pub struct Cert {
+    pub pem: PathBuf,
+    pub key: PathBuf,
+    /// The certificate in PEM, for a client to trust it.
+    pub pem_text: String,
+    /// The certificate in DER.
+    pub der: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cert {
+    /// A certificate for `names` (DNS names or IP addresses), made by rcgen.
+    pub fn self_signed(names: &[&str]) -> Cert {
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let made = rcgen::generate_simple_self_signed(names).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (pem, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&pem, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+        Cert {
+            pem,
+            key,
+            pem_text: made.cert.pem(),
+            der: made.cert.der().to_vec(),
+            _dir: dir,
+        }
+    }
+
+    /// `--tls-cert PEM --tls-key KEY`.
+    pub fn args(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.pem.to_str().unwrap(),
+            "--tls-key",
+            self.key.to_str().unwrap(),
+        ]
     }
 }
