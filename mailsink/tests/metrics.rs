@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, WAIT};
+use common::{Cert, Client, Server, HOSTNAME, WAIT};
 use dns::{DnsServer, Zone};
 
 fn free_port() -> u16 {
@@ -278,21 +278,24 @@ fn a_dns_server_that_never_answers_counts_a_timeout() {
     assert!(!silent.queries().is_empty(), "the server was asked");
 }
 
-/// SMTP over STARTTLS, for AUTH: mailsink's self-signed certificate is taken unchecked.
+/// SMTP over STARTTLS, for AUTH, trusting `cert`.
 struct TlsClient(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
 
 impl TlsClient {
-    fn start(mut plain: Client) -> TlsClient {
+    fn start(mut plain: Client, cert: &Cert) -> TlsClient {
         assert!(plain.cmd("STARTTLS").starts_with("220 "));
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from(cert.der.clone()))
+            .unwrap();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+        .with_root_certificates(roots)
         .with_no_client_auth();
-        let name = rustls_pki_types::ServerName::try_from("mx.test").unwrap();
+        let name = rustls_pki_types::ServerName::try_from(HOSTNAME).unwrap();
         let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
         let mut client = TlsClient(rustls::StreamOwned::new(conn, plain.stream));
         assert!(client.cmd("EHLO client.example").contains("AUTH PLAIN"));
@@ -315,55 +318,14 @@ impl TlsClient {
     }
 }
 
-#[derive(Debug)]
-struct AnyCertificate;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// `AUTH PLAIN` with a wrong password, three times under --auth-failure-limit 2/hour: two
 /// 535s, then the limit's 454.
 #[test]
 fn an_auth_refused_by_the_failure_limit_is_counted() {
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let server = Server::start(&[
+    let cert = Cert::self_signed(&[HOSTNAME]);
+    let limits = [
         "--metrics",
         &metrics_addr,
         "--user",
@@ -372,8 +334,9 @@ fn an_auth_refused_by_the_failure_limit_is_counted() {
         "2/hour",
         "--error-sleep-time",
         "0",
-    ]);
-    let mut client = TlsClient::start(Client::hello(server.addr));
+    ];
+    let server = Server::start(&[&cert.args()[..], &limits].concat());
+    let mut client = TlsClient::start(Client::hello(server.addr), &cert);
     // "\0user\0wrong"
     let wrong = "AUTH PLAIN AHVzZXIAd3Jvbmc=";
     let replies: Vec<String> = (0..3).map(|_| client.cmd(wrong)).collect();
