@@ -70,7 +70,6 @@ impl DnsSettings {
     }
 }
 
-/// The process's resolver; clones share it and its cache.
 /// How a client's reverse DNS lookup ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PtrOutcome {
@@ -82,6 +81,7 @@ pub enum PtrOutcome {
     Timeout,
 }
 
+/// The process's resolver; clones share it and its cache.
 #[derive(Clone)]
 pub struct Resolver {
     hickory: TokioResolver,

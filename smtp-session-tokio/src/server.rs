@@ -193,10 +193,7 @@ impl<H: Handler> Server<H> {
         };
         let config = self.session_config(hooks, transport, lmtp);
         let observer = self.observer.as_deref();
-        let opened = observer.map(|observer| {
-            observer.connection_opened(&info);
-            info.clone()
-        });
+        let _watched = observer.map(|observer| Watched::open(observer, &info));
         let session = Session::new(config, info, Instant::now());
         let env = Env {
             limits: &self.limits,
@@ -209,9 +206,6 @@ impl<H: Handler> Server<H> {
             observer,
         };
         drive(io, session, handler, env).await;
-        if let (Some(observer), Some(info)) = (observer, opened) {
-            observer.connection_closed(&info);
-        }
     }
 
     /// The session config for a handler's hooks on a kind of listener, made once.
@@ -326,6 +320,28 @@ impl<H: Handler> Server<H> {
                 }
             }
         });
+    }
+}
+
+/// A connection the observer was told of: told again when it ends, however its task ends.
+struct Watched<'a> {
+    observer: &'a dyn Observer,
+    info: ConnectionInfo,
+}
+
+impl<'a> Watched<'a> {
+    fn open(observer: &'a dyn Observer, info: &ConnectionInfo) -> Self {
+        observer.connection_opened(info);
+        Watched {
+            observer,
+            info: info.clone(),
+        }
+    }
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.observer.connection_closed(&self.info);
     }
 }
 
