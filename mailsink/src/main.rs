@@ -287,7 +287,7 @@ async fn run(args: Args) -> Result<(), String> {
         .tls(tls)
         .shutdown_on(shutdown.clone());
     if args.metrics.is_some() {
-        server = server.observer(metrics::ServerMetrics);
+        server = server.observer(metrics::ServerMetrics::new());
     }
     let mut described = Vec::new();
     let kinds = [

@@ -23,7 +23,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use smtp_session_tokio::{ConnectionInfo, Observer, Refusal};
 
@@ -53,7 +53,7 @@ fn zero_known_series() {
     for limit in RefusedBy::ALL {
         counter!("mailsink_refusals_total", "limit" => limit.name()).absolute(0);
     }
-    for class in ["2xx", "3xx", "4xx", "5xx"] {
+    for class in REPLY_CLASSES {
         counter!("mailsink_replies_total", "class" => class).absolute(0);
     }
     counter!("mailsink_messages_accepted_total").absolute(0);
@@ -64,8 +64,24 @@ fn zero_known_series() {
 }
 
 /// The server's events, for [`Server::observer`](smtp_session_tokio::Server::observer).
-#[derive(Clone, Copy, Debug)]
-pub struct ServerMetrics;
+/// The reply counters, counted several times per message, are looked up once.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    /// 2xx, 3xx, 4xx, 5xx.
+    replies: [Counter; 4],
+}
+
+impl ServerMetrics {
+    /// Made after [`install`], so that its counters are the recorder's.
+    pub fn new() -> Self {
+        ServerMetrics {
+            replies: REPLY_CLASSES
+                .map(|class| counter!("mailsink_replies_total", "class" => class)),
+        }
+    }
+}
+
+const REPLY_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 fn listener(info: &ConnectionInfo) -> String {
     info.server_id.clone().unwrap_or_default()
@@ -91,15 +107,13 @@ impl Observer for ServerMetrics {
     }
 
     fn reply(&self, code: u16) {
-        let class = match code / 100 {
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            5 => "5xx",
-            // The engine validates every reply it sends; nothing else reaches here.
-            _ => return,
-        };
-        counter!("mailsink_replies_total", "class" => class).increment(1);
+        // The engine validates every reply it sends: 200..=599.
+        if let Some(counter) = usize::from(code / 100)
+            .checked_sub(2)
+            .and_then(|class| self.replies.get(class))
+        {
+            counter.increment(1);
+        }
     }
 }
 
