@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::TokioResolver;
 
@@ -68,6 +69,17 @@ impl DnsSettings {
     }
 }
 
+/// How a client's reverse DNS lookup ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PtrOutcome {
+    /// A PTR name whose address records contain the client's address.
+    Confirmed,
+    /// No PTR name (NXDOMAIN, no records, a server failure), or none that confirms.
+    Failed,
+    /// No answer within `--dns-timeout`, or the resolver gave up waiting for one.
+    Timeout,
+}
+
 /// The process's resolver; clones share it and its cache.
 #[derive(Clone)]
 pub struct Resolver {
@@ -112,17 +124,23 @@ impl Resolver {
     /// The client's forward-confirmed reverse DNS name: the first of its PTR names whose
     /// A (IPv4) or AAAA (IPv6) records contain `ip`, lower case, without the final dot.
     /// `None` when there is none, when a name is not a plain host name, or when the
-    /// lookups took longer than the timeout.
+    /// lookups took longer than the timeout. Each lookup's outcome is counted (metrics.rs).
     pub async fn verified_ptr(&self, ip: IpAddr) -> Option<String> {
         let ip = ip.to_canonical();
-        tokio::time::timeout(self.timeout, self.forward_confirmed(ip))
-            .await
-            .ok()
-            .flatten()
+        let (outcome, name) =
+            match tokio::time::timeout(self.timeout, self.forward_confirmed(ip)).await {
+                Ok(Ok(Some(name))) => (PtrOutcome::Confirmed, Some(name)),
+                Ok(Ok(None)) => (PtrOutcome::Failed, None),
+                Ok(Err(NetError::Timeout)) | Err(_) => (PtrOutcome::Timeout, None),
+                Ok(Err(_)) => (PtrOutcome::Failed, None),
+            };
+        crate::metrics::ptr_lookup(outcome);
+        name
     }
 
-    async fn forward_confirmed(&self, ip: IpAddr) -> Option<String> {
-        let ptr = self.hickory.reverse_lookup(ip).await.ok()?;
+    /// `Err` when the PTR query itself failed; a name that does not confirm is `Ok(None)`.
+    async fn forward_confirmed(&self, ip: IpAddr) -> Result<Option<String>, NetError> {
+        let ptr = self.hickory.reverse_lookup(ip).await?;
         let names = ptr
             .answers()
             .iter()
@@ -132,10 +150,10 @@ impl Resolver {
             });
         for name in names.take(MAX_PTR_NAMES) {
             if self.resolves_to(&name, ip).await {
-                return host_name(&name);
+                return Ok(host_name(&name));
             }
         }
-        None
+        Ok(None)
     }
 
     async fn resolves_to(&self, name: &Name, ip: IpAddr) -> bool {

@@ -19,6 +19,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use smtp_session::{Config, Decision, DisconnectMode, MinDataRate};
 use smtp_session_tokio::{Connection, ErrorDelay, Limits};
 
+use crate::metrics::{self, RefusedBy};
+
 /// The command-line flags of this module, flattened into mailsink's arguments.
 #[derive(Debug, clap::Args)]
 pub struct LimitArgs {
@@ -437,6 +439,7 @@ impl Guard {
         if self.max_messages == 0 || self.messages < self.max_messages {
             return None;
         }
+        metrics::refused(RefusedBy::MaxMessagesPerConnection);
         let text = format!(
             "4.7.0 {} Error: too many messages in one connection",
             conn.config().hostname
@@ -473,6 +476,7 @@ impl Guard {
     }
 
     async fn refusal(&self, ip: IpAddr) -> Decision {
+        metrics::refused(RefusedBy::AuthFailureLimit);
         tokio::time::sleep(self.refusal_delay).await;
         let text = format!("4.7.0 Too many authentication failures from {ip}, try again later");
         Decision::reject(454, &text).unwrap_or(Decision::HookFailed)

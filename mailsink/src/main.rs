@@ -16,6 +16,7 @@ mod limits;
 mod listen;
 mod log;
 mod maildir;
+mod metrics;
 mod policy;
 mod relay;
 mod sink;
@@ -136,6 +137,10 @@ struct Args {
     /// [default: 128 MiB].
     #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
     verify_memory: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR:PORT; plain HTTP, so keep it
+    /// on a private address).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
 
     #[command(flatten)]
     relay: relay::RelayArgs,
@@ -278,6 +283,9 @@ fn verifier(
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
+    if let Some(addr) = args.metrics {
+        metrics::install(addr)?;
+    }
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
             policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT)
@@ -331,6 +339,9 @@ async fn run(args: Args) -> Result<(), String> {
         .config(config)
         .tls(tls)
         .shutdown_on(shutdown.clone());
+    if args.metrics.is_some() {
+        server = server.observer(metrics::ServerMetrics::new());
+    }
     let mut described = Vec::new();
     let kinds = [
         (&args.listen, Transport::Plain, "smtp+starttls", false),

@@ -221,6 +221,10 @@ impl LuaPolicy {
         facts: ConnFacts,
         event: Event,
     ) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+        // Timed only where the script has handlers (the disconnect event always runs, to
+        // forget the connection).
+        let timed = self.handles(event.name()).then_some(event.name());
+        let started = std::time::Instant::now();
         let (reply, outcome) = oneshot::channel();
         let sent = self.jobs.send(Job {
             facts,
@@ -231,9 +235,13 @@ impl LuaPolicy {
             if sent.is_err() {
                 return Outcome::Failed("the Lua thread is gone".into());
             }
-            outcome
+            let outcome = outcome
                 .await
-                .unwrap_or_else(|_| Outcome::Failed("the Lua thread is gone".into()))
+                .unwrap_or_else(|_| Outcome::Failed("the Lua thread is gone".into()));
+            if let Some(event) = timed {
+                crate::metrics::policy_duration(event, started.elapsed());
+            }
+            outcome
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::dns::Resolver;
 use crate::limits::Guard;
 use crate::log;
 use crate::maildir::Maildir;
+use crate::metrics;
 use crate::policy::{self, Event, LuaPolicy, Outcome};
 use crate::relay::Relay;
 use crate::store::{self, Spool, Spooler};
@@ -141,6 +142,17 @@ fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
     Decision::PerRecipient(replies)
 }
 
+/// A message was taken: its log line, and the counters.
+fn accepted(
+    facts: &ConnFacts,
+    message: &Message,
+    file: Option<&std::path::Path>,
+    auth: Option<&AuthResults>,
+) {
+    log::emit(&log::message_line(facts, message, file, auth));
+    metrics::message_accepted(message.size);
+}
+
 fn stored() -> Reply {
     Reply::new(250, "2.0.0 Message accepted").expect("a valid reply")
 }
@@ -265,8 +277,7 @@ impl Sink {
         drop(turn);
         match spool.deliver().await {
             Ok(path) => {
-                let line = log::message_line(&facts, &summary, Some(&path), auth.as_deref());
-                log::emit(&line);
+                accepted(&facts, &summary, Some(&path), auth.as_deref());
                 per_recipient(refused, stored())
             }
             Err(err) => {
@@ -399,9 +410,11 @@ impl Handler for Sink {
                 }
             }
             let hostname = conn.config().hostname.clone();
+            let started = std::time::Instant::now();
             let relayed = relay.deliver(&facts, &message, &hostname, lmtp).await;
+            metrics::relay_duration(relayed.delivered > 0, started.elapsed());
             if relayed.delivered > 0 {
-                log::emit(&log::message_line(&facts, &message, None, None));
+                accepted(&facts, &message, None, None);
             }
             return Ok(relayed.decision);
         }
@@ -415,7 +428,7 @@ impl Handler for Sink {
                 Verdict::Store { refused } => refused,
                 Verdict::Answer(decision) => return Ok(decision),
             };
-            log::emit(&log::message_line(&facts, &summary, None, None));
+            accepted(&facts, &summary, None, None);
             return Ok(per_recipient(refused, stored()));
         };
         let spool = self.spooler.finish(conn, &maildir, &message.envelope);

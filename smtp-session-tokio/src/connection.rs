@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::{Connection, Handler, HookError, HookResult};
 use crate::limits::{Counts, ErrorDelay, Limits, Slot};
+use crate::observer::{observe_replies, Observer, Refusal};
 use crate::stream::{io_error, tls_error, Stream};
 
 /// How much one read takes from the socket. It lives on the stack only while a read is
@@ -44,6 +45,8 @@ pub(crate) struct Env<'a> {
     /// Whether the handler itself wants the connect hook (it may be subscribed only for
     /// the limit above).
     pub(crate) handler_connect: bool,
+    /// Told of every reply, and of a refusal under the per-address limit.
+    pub(crate) observer: Option<&'a dyn Observer>,
 }
 
 /// Runs one session over `io` to its end, the disconnect hook included.
@@ -90,6 +93,9 @@ where
             spins = 0;
             match output {
                 Output::Write(bytes) => {
+                    if let Some(observer) = env.observer {
+                        observe_replies(observer, &bytes);
+                    }
                     conn.queue(bytes, session.error_count(), &env.limits.error_delay);
                     if conn.wbuf.len() >= session.config().max_pending_output {
                         // Draining lets the session go on with commands it held back for a
@@ -242,7 +248,12 @@ fn decided_here(
             if let Some(counts) = env.proxy_ip_limit {
                 match admit_proxied(session, counts, env.limits) {
                     Ok(admitted) => *slot = admitted,
-                    Err(refusal) => return Some(HookEnd::Decided(refusal)),
+                    Err(refusal) => {
+                        if let Some(observer) = env.observer {
+                            observer.connection_refused(Refusal::MaxConnectionsPerIp);
+                        }
+                        return Some(HookEnd::Decided(refusal));
+                    }
                 }
             }
             (!env.handler_connect).then_some(HookEnd::Decided(Decision::Accept))

@@ -129,6 +129,13 @@
 //! its credentials, as [`ConnectionInfo::remote_uid`] (Halon's `remoteuid`), count against
 //! the global connection limit only, and have no addresses.
 //!
+//! # Metrics
+//!
+//! [`Server::observer`] takes an [`Observer`]: it hears of every connection opened, ended
+//! or refused over a limit ([`Refusal`]), and the code of every reply sent, so that
+//! connection gauges and reply counters need no parsing of logs. Its methods run on the
+//! connection's task and must return at once.
+//!
 //! # Your own accept loop or stream type
 //!
 //! [`Server::serve_connection`] serves one connection over anything that is
@@ -155,6 +162,7 @@ mod connection;
 mod handler;
 mod limits;
 mod listener;
+mod observer;
 mod server;
 mod stream;
 #[cfg(feature = "tls")]
@@ -163,6 +171,7 @@ mod tls;
 pub use handler::{Connection, Handler, HookError, HookResult};
 pub use limits::{ErrorDelay, Limits};
 pub use listener::{ListenSocket, Listener, Transport};
+pub use observer::{Observer, Refusal};
 pub use server::Server;
 
 pub use smtp_session;

@@ -15,6 +15,7 @@ use crate::connection::{drive, refuse, Env};
 use crate::handler::Handler;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
 use crate::listener::{Accepted, AcceptedStream, Listener, Transport};
+use crate::observer::{Observer, Refusal};
 #[cfg(feature = "tls")]
 use crate::tls::Tls;
 
@@ -41,6 +42,7 @@ pub struct Server<H> {
     refusing: Arc<AtomicUsize>,
     configs: Mutex<Vec<(ConfigKey, Arc<Config>)>>,
     ids: ConnectionIds,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
@@ -82,6 +84,7 @@ impl<H: Handler> Server<H> {
             refusing: Arc::new(AtomicUsize::new(0)),
             configs: Mutex::new(Vec::new()),
             ids: ConnectionIds::new(),
+            observer: None,
         }
     }
 
@@ -114,6 +117,13 @@ impl<H: Handler> Server<H> {
     /// [`UnixListener`](tokio::net::UnixListener) for plaintext SMTP.
     pub fn listener(mut self, listener: impl Into<Listener>) -> Self {
         self.listeners.push(listener.into());
+        self
+    }
+
+    /// Reports connections opened, ended and refused, and every reply's code, to
+    /// `observer` (for metrics; see [`Observer`]).
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 
@@ -182,6 +192,8 @@ impl<H: Handler> Server<H> {
             ..handler_hooks
         };
         let config = self.session_config(hooks, transport, lmtp);
+        let observer = self.observer.as_deref();
+        let _watched = observer.map(|observer| Watched::open(observer, &info));
         let session = Session::new(config, info, Instant::now());
         let env = Env {
             limits: &self.limits,
@@ -191,6 +203,7 @@ impl<H: Handler> Server<H> {
             force: &self.force,
             proxy_ip_limit: proxy_limit.then_some(&self.counts),
             handler_connect: handler_hooks.connect,
+            observer,
         };
         drive(io, session, handler, env).await;
     }
@@ -271,6 +284,12 @@ impl<H: Handler> Server<H> {
         transport: Transport,
         tracker: &TaskTracker,
     ) {
+        if let Some(observer) = &self.observer {
+            observer.connection_refused(match over {
+                OverLimit::Total => Refusal::MaxConnections,
+                OverLimit::PerIp(_) => Refusal::MaxConnectionsPerIp,
+            });
+        }
         let line = over.reply(&self.config.hostname);
         let Some(guard) = Refusing::enter(&self.refusing) else {
             if transport == Transport::Plain {
@@ -301,6 +320,28 @@ impl<H: Handler> Server<H> {
                 }
             }
         });
+    }
+}
+
+/// A connection the observer was told of: told again when it ends, however its task ends.
+struct Watched<'a> {
+    observer: &'a dyn Observer,
+    info: ConnectionInfo,
+}
+
+impl<'a> Watched<'a> {
+    fn open(observer: &'a dyn Observer, info: &ConnectionInfo) -> Self {
+        observer.connection_opened(info);
+        Watched {
+            observer,
+            info: info.clone(),
+        }
+    }
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.observer.connection_closed(&self.info);
     }
 }
 

@@ -344,7 +344,13 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+        // A signal handled in the test process (a child's exit) interrupts a blocking read.
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => break read.expect("read (timed out?)"),
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         n
     }

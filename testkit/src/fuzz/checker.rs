@@ -11,24 +11,9 @@ use smtp_session::{
 
 use crate::drive::{self, Runtime, Then};
 use crate::fuzz::config::{extensions_from_bits, fuzz_config, fuzz_info, Knobs, STREAMED_PIECE};
-use crate::fuzz::decisions::{auto_decision, build_decision};
+use crate::fuzz::decisions::{auto_decision, build_decision, HookKind};
 use crate::fuzz::ops::DecisionKind;
 use crate::fuzz::Rng;
-
-/// The hooks, as far as the decisions for them differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HookKind {
-    Connect,
-    Helo,
-    AuthDecoded,
-    AuthStep,
-    MailFrom,
-    RcptTo,
-    Data,
-    Message,
-    /// VRFY or EXPN.
-    Verify,
-}
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Outstanding {

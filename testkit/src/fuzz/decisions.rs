@@ -2,9 +2,23 @@
 
 use smtp_session::{Decision, DisconnectMode, Reply};
 
-use crate::fuzz::checker::HookKind;
 use crate::fuzz::ops::{DecisionKind, ReplyCode};
 use crate::fuzz::Rng;
+
+/// The hooks, as far as the decisions for them differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HookKind {
+    Connect,
+    Helo,
+    AuthDecoded,
+    AuthStep,
+    MailFrom,
+    RcptTo,
+    Data,
+    Message,
+    /// VRFY or EXPN.
+    Verify,
+}
 
 /// What a decision is expected to do.
 pub(crate) struct Expect {

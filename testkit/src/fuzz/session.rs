@@ -134,7 +134,7 @@ pub fn run_ops(knobs: &Knobs, ops: &[Op]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzz::checker::HookKind;
+    use crate::fuzz::decisions::HookKind;
     use crate::fuzz::tests::{any_bytes, random_bytes};
 
     fn generated_script(rng: &mut Rng) -> Vec<u8> {
