@@ -351,7 +351,13 @@ fn a_policy_rejects_a_dmarc_failure_with_550_and_stores_nothing_of_it() {
         &policy,
         r#"
         local kumo = require 'kumo'
+        -- The results are there at smtp_server_data already (an error here would be a
+        -- 421 for the client).
+        kumo.on('smtp_server_data', function(msg)
+          msg:set_meta('iprev', msg:auth_results().iprev)
+        end)
         kumo.on('smtp_server_message_received', function(msg)
+          assert(msg:get_meta('iprev') == 'pass', msg:get_meta('iprev'))
           local auth = msg:auth_results()
           if auth.dmarc == 'fail' and auth.dmarc_policy == 'reject' then
             kumo.reject(550, '5.7.1 DMARC policy of the sender domain (dkim=' ..
