@@ -190,7 +190,6 @@ pub fn ptr_lookup(outcome: PtrOutcome) {
 /// or `iprev`, `result` the RFC 8601 result keyword (`pass`, `fail`, `softfail`, `neutral`,
 /// `none`, `temperror`, `permerror`, `policy`). One call per check and message; a message
 /// with two DKIM signatures makes two `dkim` calls.
-#[allow(dead_code)] // called by message authentication (--verify) once it is built in
 pub fn authentication_result(method: &'static str, result: &'static str) {
     counter!(
         "mailsink_authentication_results_total",

@@ -123,6 +123,31 @@ pub struct AuthResults {
     pub header: String,
 }
 
+impl AuthResults {
+    /// Counts each check's result in the metrics (`--metrics`); an unsigned message counts
+    /// as `dkim` `none`.
+    fn count(&self) {
+        let checks = [
+            ("spf", self.spf),
+            ("spf_helo", self.spf_helo),
+            ("dmarc", self.dmarc),
+            ("arc", self.arc),
+            ("iprev", self.iprev),
+        ];
+        for (method, result) in checks {
+            if !result.is_empty() {
+                crate::metrics::authentication_result(method, result);
+            }
+        }
+        if self.dkim.is_empty() {
+            crate::metrics::authentication_result("dkim", "none");
+        }
+        for signature in &self.dkim {
+            crate::metrics::authentication_result("dkim", signature.result);
+        }
+    }
+}
+
 /// The checks, the resolver they ask, and their bounds.
 #[derive(Clone)]
 pub struct Verifier {
@@ -181,11 +206,14 @@ impl Verifier {
         let permit =
             tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(units));
         let Ok(Ok(permit)) = permit.await else {
-            return Ok(self.cut_short(&client));
+            let results = self.cut_short(&client);
+            results.count();
+            return Ok(results);
         };
         let message = spool.read_body(limit).await?;
         let results = self.message(client, message, deadline).await;
         drop(permit);
+        results.count();
         Ok(results)
     }
 

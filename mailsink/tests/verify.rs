@@ -10,6 +10,8 @@
 mod common;
 #[path = "common/dns.rs"]
 mod dns;
+#[path = "common/scrape.rs"]
+mod scrape;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutp
 
 use common::{after_trace, run_to_exit, Client, Server, HOSTNAME};
 use dns::{DnsServer, Zone};
+use scrape::{free_port, scrape_until};
 
 const CLIENT_IP: &str = "192.0.2.10";
 const HELO: &str = "mail.sender.example";
@@ -176,7 +179,8 @@ fn the_stored_message(server: &Server, message: &str) -> (String, serde_json::Va
 fn a_message_signed_and_sent_by_its_domain_passes_everything() {
     let key = Key::new();
     let dns = DnsServer::start(sender_zone(&key));
-    let server = mailsink(&dns, &[]);
+    let metrics = free_port();
+    let server = mailsink(&dns, &["--metrics", &format!("127.0.0.1:{metrics}")]);
 
     let signed = key.sign("sender.example", "s1", MESSAGE);
     let reply = send(&server, "alice@sender.example", &signed);
@@ -217,6 +221,19 @@ fn a_message_signed_and_sent_by_its_domain_passes_everything() {
             "timed_out": false,
         })
     );
+    // Each check's result is counted for the operator's dashboards.
+    let result = |method: &str, result: &str| {
+        format!("mailsink_authentication_results_total{{method=\"{method}\",result=\"{result}\"}}")
+    };
+    let samples = scrape_until(metrics, &result("iprev", "pass"), 1.0);
+    for method in ["spf", "spf_helo", "dkim", "dmarc", "iprev"] {
+        assert_eq!(
+            samples.get(&result(method, "pass")),
+            Some(&1.0),
+            "{method}: {samples:#?}"
+        );
+    }
+    assert_eq!(samples.get(&result("arc", "none")), Some(&1.0));
 }
 
 #[test]
