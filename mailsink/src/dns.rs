@@ -80,6 +80,17 @@ pub enum PtrOutcome {
     Timeout,
 }
 
+impl PtrOutcome {
+    /// Its name in the metrics and the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            PtrOutcome::Confirmed => "confirmed",
+            PtrOutcome::Failed => "failed",
+            PtrOutcome::Timeout => "timeout",
+        }
+    }
+}
+
 /// The process's resolver; clones share it and its cache.
 #[derive(Clone)]
 pub struct Resolver {
@@ -134,7 +145,7 @@ impl Resolver {
                 Ok(Err(NetError::Timeout)) | Err(_) => (PtrOutcome::Timeout, None),
                 Ok(Err(_)) => (PtrOutcome::Failed, None),
             };
-        crate::metrics::ptr_lookup(outcome);
+        crate::metrics::ptr_lookup(outcome.name());
         name
     }
 

@@ -11,7 +11,7 @@ use smtp_session::{
     AuthInfo, ConnectionInfo, DisconnectContext, Envelope, HeloInfo, Message, TlsInfo,
 };
 
-use crate::sink::ConnFacts;
+use crate::facts::ConnFacts;
 use crate::verify::AuthResults;
 
 #[derive(Serialize)]

@@ -65,7 +65,7 @@ use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, R
 use smtp_session_tokio::Connection;
 use tokio::sync::oneshot;
 
-use crate::sink::ConnFacts;
+use crate::facts::ConnFacts;
 use crate::verify::AuthResults;
 
 mod throttle;

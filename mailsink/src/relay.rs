@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::sink::ConnFacts;
+use crate::facts::ConnFacts;
 
 mod body;
 mod envelope;

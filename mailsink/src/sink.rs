@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use smtp_session::{
-    AbortReason, AuthInfo, AuthRequest, ConnectionInfo, Decision, DisconnectContext, ForwardPath,
-    HeloInfo, HeloVerb, Hooks, MailParams, Message, RcptParams, Reply, ReversePath, TlsInfo,
+    AbortReason, AuthRequest, Decision, DisconnectContext, ForwardPath, HeloVerb, Hooks,
+    MailParams, Message, RcptParams, Reply, ReversePath,
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
 use crate::dns::Resolver;
+use crate::facts::ConnFacts;
 use crate::limits::Guard;
 use crate::log;
 use crate::maildir::Maildir;
@@ -18,31 +19,6 @@ use crate::policy::{self, Event, LuaPolicy, Outcome};
 use crate::relay::Relay;
 use crate::store::{self, Spool, Spooler};
 use crate::verify::{self, AuthResults, Verifier};
-
-/// What the policy and the log know about the connection when a hook runs, besides the
-/// hook's arguments.
-#[derive(Clone, Debug)]
-pub struct ConnFacts {
-    /// Addresses and ids (after PROXY/XCLIENT).
-    pub info: ConnectionInfo,
-    /// The accepted HELO/EHLO.
-    pub helo: Option<HeloInfo>,
-    /// The TLS layer, once active.
-    pub tls: Option<TlsInfo>,
-    /// The successful AUTH.
-    pub auth: Option<AuthInfo>,
-}
-
-impl ConnFacts {
-    fn of(conn: &Connection<'_>) -> Self {
-        ConnFacts {
-            info: conn.info().clone(),
-            helo: conn.helo().cloned(),
-            tls: conn.tls().cloned(),
-            auth: conn.auth().cloned(),
-        }
-    }
-}
 
 /// The receiver's policy; cloned for every connection (it is a few `Arc`s).
 #[derive(Clone, Debug)]

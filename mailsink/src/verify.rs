@@ -37,7 +37,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::dns::Resolver;
-use crate::sink::ConnFacts;
+use crate::facts::ConnFacts;
 use crate::store::Spool;
 
 /// The budget is counted in pieces of this size.
