@@ -26,42 +26,20 @@ LENGTH=${LENGTH:-4096}
 MAILSINK_PORT=${MAILSINK_PORT:-22535}
 POSTFIX_PORT=${POSTFIX_PORT:-22536}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-PATH=$PATH:/usr/sbin:/usr/lib/postfix/sbin
+. "$(dirname "$0")/bench-lib.sh"
 postfix_daemons=/usr/lib/postfix/sbin
 
 if [ "$(id -u)" != 0 ]; then
     echo "Postfix's master must start as root: run $0 as root" >&2
     exit 1
 fi
-for tool in smtp-source "$postfix_daemons/master"; do
-    [ -x "$(command -v "$tool")" ] || {
-        echo "$tool not found: install the Debian postfix package (see the top of $0)" >&2
-        exit 1
-    }
-done
-
-if [ -n "${MAILSINK_BIN:-}" ]; then
-    mailsink_bin=$MAILSINK_BIN
-else
-    echo "building mailsink (release)..." >&2
-    cargo build --quiet --release -p mailsink --manifest-path "$root/Cargo.toml"
-    mailsink_bin=$CARGO_TARGET_DIR/release/mailsink
-fi
+need smtp-source "$postfix_daemons/master"
+build_mailsink
 
 work=$(mktemp -d "${SPOOL_DIR:-${TMPDIR:-/tmp}}/bench-durable.XXXXXX")
 # Postfix's daemons run as the postfix user and must reach their queue under it.
 chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+cleanup_extra() { rm -rf "$work"; }
 
 # --- mailsink, storing into a Maildir (its JSON log goes nowhere) ---
 "$mailsink_bin" --hostname bench.example --listen "127.0.0.1:$MAILSINK_PORT" \
@@ -164,7 +142,6 @@ run() {
     echo "$MESSAGES $start $end" | awk '{ printf "%.0f\n", $1 / ($3 - $2) }'
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "storage: $(df -T "$work" | awk 'NR == 2 { print $2 " on " $1 }'), $work"

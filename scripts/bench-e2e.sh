@@ -22,36 +22,12 @@ LENGTH=${LENGTH:-4096}
 MAILSINK_PORT=${MAILSINK_PORT:-22525}
 SINK_PORT=${SINK_PORT:-22526}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-PATH=$PATH:/usr/sbin:/usr/lib/postfix/sbin
-
-for tool in smtp-source smtp-sink; do
-    command -v "$tool" >/dev/null || {
-        echo "$tool not found: install the Debian postfix package (see the top of $0)" >&2
-        exit 1
-    }
-done
-
-# MAILSINK_BIN runs another build (an older one, to compare) instead of building this one.
-if [ -n "${MAILSINK_BIN:-}" ]; then
-    mailsink_bin=$MAILSINK_BIN
-else
-    echo "building mailsink (release)..." >&2
-    cargo build --quiet --release -p mailsink --manifest-path "$root/Cargo.toml"
-    mailsink_bin=$CARGO_TARGET_DIR/release/mailsink
-fi
+. "$(dirname "$0")/bench-lib.sh"
+need smtp-source smtp-sink
+build_mailsink
 
 logdir=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$logdir"
-}
-trap cleanup EXIT
+cleanup_extra() { rm -rf "$logdir"; }
 
 # mailsink logs one JSON line per message and per connection on stdout: it goes nowhere.
 "$mailsink_bin" --discard --hostname bench.example --listen "127.0.0.1:$MAILSINK_PORT" \
@@ -121,7 +97,6 @@ run() {
         awk '{ printf "%.0f %.1f %d\n", $1 / ($3 - $2), $4 * 1000 / $1, $5 }'
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "client:  smtp-source -s $SESSIONS -m $MESSAGES -l $LENGTH (a new connection per message)"

@@ -20,24 +20,10 @@ PLAIN_PORT=${PLAIN_PORT:-24101}
 METRICS_SMTP_PORT=${METRICS_SMTP_PORT:-24102}
 METRICS_PORT=${METRICS_PORT:-24103}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-PATH=$PATH:/usr/sbin:/usr/lib/postfix/sbin
-for tool in smtp-source bc curl; do
-    command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 1; }
-done
-echo "building mailsink (release)..." >&2
-cargo build --quiet --release -p mailsink --manifest-path "$root/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release/mailsink
-
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
+. "$(dirname "$0")/bench-lib.sh"
+need smtp-source bc curl
+build_mailsink
+bin=$mailsink_bin
 
 common=(--hostname bench.example --discard --no-dns --max-connections 0
     --max-connections-per-ip 0 --max-messages-per-connection 0)
@@ -57,7 +43,6 @@ rate() {
     end=$(date +%s.%N)
     echo "$MESSAGES / ($end - $start)" | bc
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -a plain metrics ratios
 echo "round plain metrics metrics/plain"

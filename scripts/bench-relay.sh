@@ -20,24 +20,10 @@ SINK_PORT=${SINK_PORT:-24001}
 RELAY_PORT=${RELAY_PORT:-24003}
 FRESH_PORT=${FRESH_PORT:-24004}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-PATH=$PATH:/usr/sbin:/usr/lib/postfix/sbin
-for tool in smtp-source smtp-sink bc; do
-    command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 1; }
-done
-echo "building mailsink (release)..." >&2
-cargo build --quiet --release -p mailsink --manifest-path "$root/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release/mailsink
-
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
+. "$(dirname "$0")/bench-lib.sh"
+need smtp-source smtp-sink bc
+build_mailsink
+bin=$mailsink_bin
 
 user=()
 [ "$(id -u)" = 0 ] && user=(-u nobody)
@@ -61,7 +47,6 @@ rate() {
     end=$(date +%s.%N)
     echo "$MESSAGES / ($end - $start)" | bc
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -a sink relay fresh r1 r2
 echo "round sink relay fresh sink/relay relay/fresh"
