@@ -217,6 +217,8 @@ impl Sink {
                 {
                     Ok(results) => {
                         spool.add_fields(results.header.as_bytes());
+                        // RFC 8601 section 5: a field in this host's name came from outside.
+                        spool.remove(results.forged.clone());
                         Some(Arc::new(results))
                     }
                     Err(err) => {

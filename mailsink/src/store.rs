@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -166,6 +167,9 @@ pub struct Spool {
     failed: Option<io::Error>,
     /// Header fields that go below the trace fields at delivery (`Authentication-Results:`).
     fields: Vec<u8>,
+    /// Ranges of the message as received (offsets from its first byte, in order, apart)
+    /// left out at delivery: header fields it must not keep.
+    cuts: Vec<Range<u64>>,
 }
 
 impl Spool {
@@ -179,6 +183,7 @@ impl Spool {
             on_disk: false,
             failed: None,
             fields: Vec::new(),
+            cuts: Vec::new(),
         }
     }
 
@@ -252,6 +257,12 @@ impl Spool {
         self.fields.extend_from_slice(fields);
     }
 
+    /// Leaves `ranges` of the message as received (offsets from its first byte, in order,
+    /// apart, within what was received) out of the message when it is delivered.
+    pub fn remove(&mut self, ranges: Vec<Range<u64>>) {
+        self.cuts = ranges;
+    }
+
     /// Writes what is left, fsyncs, renames into `new/` and fsyncs `new/`: the path in
     /// `new/` once the message is durable.
     pub async fn deliver(mut self) -> io::Result<PathBuf> {
@@ -262,10 +273,15 @@ impl Spool {
         let file = self.file.take();
         let mut rest = std::mem::take(&mut self.pending);
         let mut fields = std::mem::take(&mut self.fields);
+        let mut cuts = std::mem::take(&mut self.cuts);
         let fresh = !self.on_disk;
         if fresh {
-            // All of the message is still here: the fields go in before it is written.
-            rest.splice(self.head_len..self.head_len, fields.drain(..));
+            // All of the message is still here: it is put right before it is written.
+            let body = self.head_len;
+            for cut in cuts.drain(..).rev() {
+                rest.drain(body + cut.start as usize..body + cut.end as usize);
+            }
+            rest.splice(body..body, fields.drain(..));
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
@@ -277,9 +293,9 @@ impl Spool {
                 None => return Err(io::Error::other("the message's file was lost")),
             };
             file.write_all(&rest)?;
-            if !fields.is_empty() {
+            if !fields.is_empty() || !cuts.is_empty() {
                 let reader = File::open(maildir.tmp_path(&name))?;
-                insert_at(&reader, &file, head_len, &fields)?;
+                rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
             maildir.deliver(file, &name)
         })
@@ -319,25 +335,74 @@ impl Drop for Spool {
     }
 }
 
-/// Pieces in which [`insert_at`] moves a file's bytes.
+/// Pieces in which [`move_bytes`] moves a file's bytes.
 const MOVE_PIECE: usize = 64 * 1024;
 
-/// Inserts `bytes` at offset `at` of the file read by `reader` and written by `writer`,
-/// moving what follows towards the end, a piece at a time from the end backwards (so no
-/// byte is overwritten before it is moved), in [`MOVE_PIECE`] bytes of memory.
-fn insert_at(reader: &File, writer: &File, at: u64, bytes: &[u8]) -> io::Result<()> {
+/// Rewrites the file read by `reader` and written by `writer` from offset `at`: `bytes` go
+/// in at `at`, and the `cuts` (offsets from `at`, in order, apart) go out. The bytes up to
+/// the last cut are rewritten in memory; everything after it moves along in
+/// [`MOVE_PIECE`] pieces, and a file that shrank is cut to its new length.
+fn rewrite_front(
+    reader: &File,
+    writer: &File,
+    at: u64,
+    bytes: &[u8],
+    cuts: &[Range<u64>],
+) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let shift = bytes.len() as u64;
-    let mut end = reader.metadata()?.len();
-    let mut piece = vec![0; MOVE_PIECE.min(end.saturating_sub(at) as usize)];
-    while end > at {
-        let start = end.saturating_sub(MOVE_PIECE as u64).max(at);
-        let piece = &mut piece[..(end - start) as usize];
-        reader.read_exact_at(piece, start)?;
-        writer.write_all_at(piece, start + shift)?;
-        end = start;
+    let len = reader.metadata()?.len();
+    let old_end = at + cuts.last().map_or(0, |cut| cut.end);
+    if old_end > len {
+        return Err(io::Error::other(
+            "a header field to remove lies past the message's end",
+        ));
     }
-    writer.write_all_at(bytes, at)
+    let mut front = vec![0; (old_end - at) as usize];
+    reader.read_exact_at(&mut front, at)?;
+    for cut in cuts.iter().rev() {
+        front.drain(cut.start as usize..cut.end as usize);
+    }
+    front.splice(0..0, bytes.iter().copied());
+    let new_end = at + front.len() as u64;
+    move_bytes(reader, writer, old_end..len, new_end)?;
+    writer.write_all_at(&front, at)?;
+    if new_end < old_end {
+        writer.set_len(len - (old_end - new_end))?;
+    }
+    Ok(())
+}
+
+/// Moves the bytes of `range` to start at `to`, a piece at a time in the order that never
+/// overwrites a byte before it has moved: from the end backwards when they move towards
+/// the end, from the start when they move towards the start.
+fn move_bytes(reader: &File, writer: &File, range: Range<u64>, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (from, end) = (range.start, range.end);
+    if to == from || from == end {
+        return Ok(());
+    }
+    let mut buf = vec![0; MOVE_PIECE.min((end - from) as usize)];
+    let mut move_piece = |start: u64, stop: u64| -> io::Result<()> {
+        let piece = &mut buf[..(stop - start) as usize];
+        reader.read_exact_at(piece, start)?;
+        writer.write_all_at(piece, start - from + to)
+    };
+    if to > from {
+        let mut stop = end;
+        while stop > from {
+            let start = stop.saturating_sub(MOVE_PIECE as u64).max(from);
+            move_piece(start, stop)?;
+            stop = start;
+        }
+    } else {
+        let mut start = from;
+        while start < end {
+            let stop = (start + MOVE_PIECE as u64).min(end);
+            move_piece(start, stop)?;
+            start = stop;
+        }
+    }
+    Ok(())
 }
 
 /// `Return-Path:` and `Received:`, dated now.
@@ -382,28 +447,58 @@ mod tests {
         assert_eq!(parts[5], "+0000");
     }
 
+    /// Where bytes go in, what goes in, and the ranges cut out.
+    type Rewrite<'a> = (u64, &'a [u8], Vec<Range<u64>>);
+
     #[test]
-    fn bytes_inserted_in_a_file_move_the_rest_along_intact() {
+    #[allow(clippy::single_range_in_vec_init)] // one cut is a list of one range
+    fn a_files_front_is_rewritten_and_the_rest_moves_along_intact() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         // Longer than a piece, and not a multiple of it, so pieces overlap their own move.
         let original: Vec<u8> = (0..MOVE_PIECE * 2 + 999).map(|i| (i % 251) as u8).collect();
-        for (at, insert) in [
-            (0, &b"X-A: 1\r\n"[..]),
-            (17, b"Y"),
-            (original.len(), b"end"),
-        ] {
+        let n = original.len() as u64;
+        let long = vec![b'L'; MOVE_PIECE + 7];
+        let cases: [Rewrite; 7] = [
+            // Only inserted: the rest moves towards the end.
+            (0, b"X-A: 1\r\n", vec![]),
+            (17, b"Y", vec![]),
+            (n, b"end", vec![]),
+            // Inserted and cut, growing, shrinking, or neither.
+            (10, b"X-B: 2\r\n", vec![3..5, 40..41]),
+            (10, b"Z", vec![0..100, 200..MOVE_PIECE as u64 + 300]),
+            (0, b"", vec![5..10]),
+            (3, &long, vec![0..7]),
+        ];
+        for (at, insert, cuts) in cases {
             std::fs::write(&path, &original).unwrap();
             let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             let reader = File::open(&path).unwrap();
-            insert_at(&reader, &writer, at as u64, insert).unwrap();
+            rewrite_front(&reader, &writer, at, insert, &cuts).unwrap();
             let mut expected = original.clone();
-            expected.splice(at..at, insert.iter().copied());
+            for cut in cuts.iter().rev() {
+                expected.drain((at + cut.start) as usize..(at + cut.end) as usize);
+            }
+            expected.splice(at as usize..at as usize, insert.iter().copied());
             assert!(
                 std::fs::read(&path).unwrap() == expected,
-                "inserted at {at}"
+                "at {at}, {} bytes in, cuts {cuts:?}",
+                insert.len()
             );
         }
+    }
+
+    #[test]
+    fn a_cut_past_the_end_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"short").unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let reader = File::open(&path).unwrap();
+        let past_the_end = 1..10;
+        let cuts = std::slice::from_ref(&past_the_end);
+        assert!(rewrite_front(&reader, &writer, 2, b"", cuts).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
     }
 
     #[test]

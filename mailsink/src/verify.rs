@@ -19,6 +19,7 @@
 //!   queries the runtime's thread still serves.
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,10 @@ pub struct AuthResults {
     /// The whole field, `Authentication-Results: ...` with its final CRLF.
     #[serde(skip)]
     pub header: String,
+    /// Where the message carries `Authentication-Results:` fields in this host's name,
+    /// which no one outside could have added: RFC 8601 section 5 has them deleted.
+    #[serde(skip)]
+    pub forged: Vec<Range<u64>>,
 }
 
 impl AuthResults {
@@ -211,7 +216,9 @@ impl Verifier {
             return Ok(results);
         };
         let message = spool.read_body(limit).await?;
-        let results = self.message(client, message, deadline).await;
+        let forged = forged_fields(&message, &self.hostname);
+        let mut results = self.message(client, message, deadline).await;
+        results.forged = forged;
         drop(permit);
         results.count();
         Ok(results)
@@ -432,6 +439,7 @@ impl Checks {
             iprev: iprev.as_ref().map_or("none", |o| iprev_name(&o.result)),
             timed_out: late,
             header,
+            forged: Vec::new(),
         }
     }
 }
@@ -481,6 +489,58 @@ fn spf_name(result: SpfResult) -> &'static str {
     }
 }
 
+/// The `Authentication-Results:` fields in the header section of `message` whose
+/// authentication service identifier is `authserv_id` (case aside): each field's byte
+/// range, with its folded lines and its line end.
+pub fn forged_fields(message: &[u8], authserv_id: &str) -> Vec<Range<u64>> {
+    let line_end = |from: usize| {
+        message[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |i| from + i + 1)
+    };
+    let mut forged = Vec::new();
+    let mut pos = 0;
+    while pos < message.len() && !matches!(message[pos], b'\r' | b'\n') {
+        let mut end = line_end(pos);
+        while end < message.len() && matches!(message[end], b' ' | b'\t') {
+            end = line_end(end);
+        }
+        if claims(&message[pos..end], authserv_id) {
+            forged.push(pos as u64..end as u64);
+        }
+        pos = end;
+    }
+    forged
+}
+
+/// True when `field` is an `Authentication-Results:` field naming `authserv_id` (RFC 8601
+/// section 2.2: the identifier comes first, after optional white space and comments).
+fn claims(field: &[u8], authserv_id: &str) -> bool {
+    let Some(colon) = field.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    if !field[..colon]
+        .trim_ascii_end()
+        .eq_ignore_ascii_case(b"Authentication-Results")
+    {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut id = Vec::new();
+    for &b in &field[colon + 1..] {
+        match b {
+            b'(' => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            b' ' | b'\t' | b'\r' | b'\n' if id.is_empty() => {}
+            b' ' | b'\t' | b'\r' | b'\n' | b';' => break,
+            _ => id.push(b),
+        }
+    }
+    id.eq_ignore_ascii_case(authserv_id.as_bytes())
+}
+
 fn dkim_name(result: &DkimResult) -> &'static str {
     match result {
         DkimResult::Pass => "pass",
@@ -509,5 +569,63 @@ fn iprev_name(result: &IprevResult) -> &'static str {
         IprevResult::TempError(_) => "temperror",
         IprevResult::PermError(_) => "permerror",
         IprevResult::None => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(message: &str, id: &str) -> String {
+        let mut out = message.as_bytes().to_vec();
+        for range in forged_fields(message.as_bytes(), id).into_iter().rev() {
+            out.drain(range.start as usize..range.end as usize);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fields_in_this_hosts_name_are_found_with_their_folded_lines() {
+        let message = "Received: from a\r\n\
+            Authentication-Results: MX.test;\r\n\tdkim=pass header.d=bank.example\r\n\
+            authentication-results : (a comment) mx.test (another); spf=pass\r\n\
+            Authentication-Results: other.example; spf=fail\r\n\
+            Authentication-Results: mx.test.evil; spf=pass\r\n\
+            X-Authentication-Results: mx.test; spf=pass\r\n\
+            Subject: hi\r\n\
+            \r\n\
+            Authentication-Results: mx.test; spf=pass\r\n";
+        assert_eq!(
+            cut(message, "mx.test"),
+            "Received: from a\r\n\
+             Authentication-Results: other.example; spf=fail\r\n\
+             Authentication-Results: mx.test.evil; spf=pass\r\n\
+             X-Authentication-Results: mx.test; spf=pass\r\n\
+             Subject: hi\r\n\
+             \r\n\
+             Authentication-Results: mx.test; spf=pass\r\n",
+            "the body is not the header"
+        );
+    }
+
+    #[test]
+    fn a_message_without_them_or_without_a_header_loses_nothing() {
+        for message in [
+            "",
+            "\r\nbody",
+            "Subject: x\r\n\r\n",
+            "Subject: x",
+            "no colon\n\n",
+        ] {
+            assert!(
+                forged_fields(message.as_bytes(), "mx.test").is_empty(),
+                "{message:?}"
+            );
+        }
+        assert_eq!(
+            forged_fields(b"Authentication-Results: mx.test", "mx.test").pop(),
+            Some(0..31),
+            "a last field without its line end"
+        );
     }
 }

@@ -237,6 +237,36 @@ fn a_message_signed_and_sent_by_its_domain_passes_everything() {
 }
 
 #[test]
+fn fields_in_this_hosts_name_that_came_with_the_message_are_removed() {
+    // RFC 8601 section 5: only this host writes Authentication-Results in its own name, so
+    // one that arrives with the message is a forgery meant to vouch for it further in.
+    // Another host's field stays. Small messages are put right in memory; a large one was
+    // already written to tmp/ when the field is found.
+    let key = Key::new();
+    let dns = DnsServer::start(sender_zone(&key));
+    let forged = format!(
+        "Authentication-Results: {HOSTNAME};\r\n\tdkim=pass header.d=bank.example;\r\n\tdmarc=pass\r\n"
+    );
+    let forged_again = format!("authentication-results: (spoofed) {HOSTNAME}; spf=pass\r\n");
+    let kept = "Authentication-Results: relay.example; spf=pass\r\n";
+    for filler_lines in [0, 2_000] {
+        let server = mailsink(&dns, &[]);
+        let filler = "0123456789".repeat(7).to_string() + "\r\n";
+        let body = MESSAGE.to_string() + &filler.repeat(filler_lines);
+        let message = format!("{forged}{kept}{forged_again}{body}");
+        let reply = send(&server, "alice@sender.example", &message);
+        assert!(reply.starts_with("250 2.0.0 "), "{reply}");
+        let (field, _) = the_stored_message(&server, &format!("{kept}{body}"));
+        // The message's own verdict is this host's, made from what it checked.
+        assert!(
+            methods(&field).contains(&"dkim=none".to_string()),
+            "{field}"
+        );
+        assert!(!field.contains("bank.example"), "{field}");
+    }
+}
+
+#[test]
 fn a_body_changed_after_signing_fails_dkim_and_dmarc_when_spf_is_not_aligned() {
     let key = Key::new();
     let dns = DnsServer::start(sender_zone(&key));
