@@ -176,6 +176,12 @@ impl Sink {
             one.envelope.recipients = vec![rcpt.clone()];
             let event = Event::MessageReceived(Arc::new(one), auth.clone());
             match lua.call(facts.clone(), event).await {
+                // A refusal is an error reply; `kumo.reject(250, ..)` is no refusal, and
+                // fails the hook as it does over SMTP.
+                Outcome::Decided(Decision::Reject(reply)) if !reply.is_error() => {
+                    eprintln!("mailsink: policy error: a rejection with {}", reply.code());
+                    return Verdict::Answer(Decision::HookFailed);
+                }
                 Outcome::Decided(Decision::Reject(reply)) if reply.code() != 421 => {
                     refused.push(Some(reply));
                 }
