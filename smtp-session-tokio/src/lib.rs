@@ -160,12 +160,14 @@
 #![deny(missing_docs)]
 
 mod client;
-mod connection;
+mod driver;
 mod handler;
+mod hooks;
 mod limits;
 mod listener;
 mod observer;
 mod server;
+mod socket;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
