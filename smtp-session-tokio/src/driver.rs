@@ -69,18 +69,24 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'e,
     H: Handler,
 {
+    let conn = Conn::new(io, env.force.clone(), &session);
     let mut driver = Driver {
         session,
         handler,
-        conn: Conn::new(io, env.force.clone()),
+        conn,
         env,
         proxied_slot: None,
         body: Body::default(),
         shutdown_seen: false,
         spins: 0,
     };
+    #[cfg(feature = "tracing")]
+    let span = driver.conn.trace.span().clone();
     // Used in place: an `async fn` taking it by value would hold it twice.
-    async move { driver.run().await }
+    let run = async move { driver.run().await };
+    #[cfg(feature = "tracing")]
+    let run = tracing::Instrument::instrument(run, span);
+    run
 }
 
 /// One connection between its steps: the session, the handler, the socket, and what the

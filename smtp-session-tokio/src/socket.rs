@@ -35,6 +35,9 @@ pub(crate) struct Conn<IO> {
     /// A read or write failed: nothing more is written or drained.
     broken: bool,
     pacing: Pacing,
+    /// The dialogue, for a `tracing` subscriber.
+    #[cfg(feature = "tracing")]
+    pub(crate) trace: crate::trace::Trace,
 }
 
 /// [`ErrorDelay`]: the connection's errors so far, and the delay owed before the gathered
@@ -81,8 +84,12 @@ where
 {
     /// A plaintext connection over `io`; `force` cuts its waits short at the end of the
     /// shutdown grace period.
-    pub(crate) fn new(io: IO, force: CancellationToken) -> Self {
+    pub(crate) fn new(io: IO, force: CancellationToken, session: &Session) -> Self {
+        #[cfg(not(feature = "tracing"))]
+        let _ = session;
         Conn {
+            #[cfg(feature = "tracing")]
+            trace: crate::trace::Trace::new(session),
             stream: Stream::Plain(io),
             wbuf: Vec::new(),
             kept: Vec::new(),
@@ -147,12 +154,15 @@ where
             }
         }
     }
+
     /// Gathers replies to send, and owes the error delay of the session's errors so far
     /// (none for a client exempt from per-client limits).
     pub(crate) fn queue(&mut self, bytes: Vec<u8>, session: &Session, limits: &Limits) {
         if self.broken {
             return;
         }
+        #[cfg(feature = "tracing")]
+        self.trace.output(session, &bytes);
         let exempt = || {
             let ip = session.info().remote_ip;
             ip.is_some_and(|ip| limits.clients.client(ip).exempt)
@@ -219,6 +229,8 @@ where
                 Poll::Ready(Ok(())) => {}
             }
             let data = buf.filled();
+            #[cfg(feature = "tracing")]
+            self.trace.input(session, data);
             if !data.is_empty() {
                 let taken = session
                     .handle_input(data, Instant::now())
@@ -295,6 +307,8 @@ where
             match bounded(accept, env.limits.handshake_timeout).await {
                 Some(Ok(stream)) => {
                     let info = tls.info(stream.get_ref().1);
+                    #[cfg(feature = "tracing")]
+                    self.trace.tls(&info);
                     self.stream = Stream::Tls(Box::new(stream));
                     let _ = session.handle_tls_established(info, now());
                 }
