@@ -4,32 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Client, Server, HOSTNAME, WAIT};
-
-/// A plaintext client whose connection comes from `source` (any address of 127.0.0.0/8).
-fn connect_from(source: &str, to: SocketAddr) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = runtime.block_on(async {
-        tokio::time::timeout(WAIT, socket.connect(to))
-            .await
-            .expect("connect in time")
-            .expect("connect")
-            .into_std()
-            .unwrap()
-    });
-    stream.set_nonblocking(false).unwrap();
-    Client::from_stream(stream)
-}
 
 /// `mailsink trace` running, its stdout collected line by line; killed on drop.
 struct Watcher {
@@ -90,14 +69,14 @@ fn a_second_process_watches_one_clients_dialogue_live() {
     let server = Server::start(&["--trace-socket", "trace.sock"]);
     let socket = server.dir.path().join("trace.sock");
     // Open before the watcher comes: its later lines are traced all the same.
-    let mut early = connect_from("127.0.0.2", server.addr);
+    let mut early = Client::connect_from("127.0.0.2", server.addr);
     assert_eq!(early.reply(), format!("220 {HOSTNAME} ESMTP\r\n"));
     let mut expected = Vec::new();
 
     let watcher = Watcher::start(&socket, "127.0.0.2");
     watcher.wait_for("tracing the SMTP dialogue of 127.0.0.2/32");
 
-    let mut other = connect_from("127.0.0.3", server.addr);
+    let mut other = Client::connect_from("127.0.0.3", server.addr);
     other.reply();
     assert!(other.cmd("EHLO other.example").starts_with("250"));
     for (command, shown) in [
