@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub use crate::data::BareLineEndings;
+pub use crate::data::{BareLineEndings, LeadingWhitespace};
 
 /// The ESMTP extensions a session advertises in its EHLO reply and accepts.
 ///
@@ -290,6 +290,12 @@ pub struct Config {
     /// `BODY=BINARYMIME`, and at the end of command lines (with `Reject`, a command line
     /// ended by a bare LF is answered `550 5.5.2` and not executed).
     pub bare_line_endings: BareLineEndings,
+    /// What to do with message content (DATA or BDAT) whose first byte is a space or a
+    /// tab, which would fold into the last field the receiver prepends
+    /// ([`Session::received`](crate::Session::received)): refused with `550 5.6.0` by
+    /// default, or stored after an empty line. [`Message::leading_whitespace`](crate::Message::leading_whitespace)
+    /// says when it happened.
+    pub leading_whitespace: LeadingWhitespace,
     /// Hold the greeting back this long (Postfix postscreen's greet pause): a client that
     /// talks first is an early talker, recorded in the disconnect context. Default zero.
     pub greeting_delay: Duration,
@@ -341,6 +347,7 @@ impl Default for Config {
             min_data_rate: None,
             body_delivery: BodyDelivery::Buffered,
             bare_line_endings: BareLineEndings::default(),
+            leading_whitespace: LeadingWhitespace::default(),
             greeting_delay: Duration::ZERO,
             reject_early_talkers: false,
             reject_unauth_pipelining: false,

@@ -598,6 +598,13 @@ impl Runtime for Checker {
                     self.outstanding.is_none(),
                     "a piece while a hook is pending"
                 );
+                if self.spool.is_none() {
+                    assert!(
+                        !piece.starts_with(b" ") && !piece.starts_with(b"\t"),
+                        "a message handed out beginning with a space or tab would continue the receiver's fields: {:?}",
+                        piece.escape_ascii().to_string()
+                    );
+                }
                 *self.spool.get_or_insert(0) += piece.len() as u64;
             }
             Output::BodyAborted(_) => {
@@ -626,12 +633,27 @@ impl Checker {
             self.max_message_size
         );
         assert_eq!(message.streamed, self.knobs.streamed);
+        assert!(
+            !message.leading_whitespace || self.knobs.insert_empty_line,
+            "content beginning with a space or tab accepted under LeadingWhitespace::Reject"
+        );
         if message.streamed {
             assert!(message.body.is_empty(), "a streamed message carries a body");
             let streamed = self.spool.take().unwrap_or(0);
             assert_eq!(streamed, message.size, "the pieces are not the message");
         } else {
             assert_eq!(message.body.len() as u64, message.size);
+            assert!(
+                !message.body.starts_with(b" ") && !message.body.starts_with(b"\t"),
+                "a message beginning with a space or tab reached its hook: {:?}",
+                message.body.escape_ascii().to_string()
+            );
+            if message.leading_whitespace {
+                assert!(
+                    message.body.starts_with(b"\r\n\t") || message.body.starts_with(b"\r\n "),
+                    "the content that began with a space or tab follows an empty line"
+                );
+            }
             let binary = message.envelope.mail_params.body == Some(Body::BinaryMime);
             let policy = fuzz_config(&self.knobs).bare_line_endings;
             if !binary && policy != BareLineEndings::Allow {

@@ -112,6 +112,8 @@ pub const LINES: &[&[u8]] = &[
     b"hello\n.\nMAIL FROM:<spoof@evil.example>\r\n",
     b"MAIL FROM:<a@b.c> REQUIRETLS MT-PRIORITY=3 BY=60;R\r\n",
     b"RCPT TO:<d@e.f> RRVS=2014-04-03T23:01:00Z\r\n",
+    b"\t; dkim=pass header.d=bank.example\r\n",
+    b" x\r\n",
 ];
 
 /// A proxy-protocol v2 header (LOCAL command) for the seed corpus.
@@ -214,7 +216,7 @@ const MODES: [DisconnectMode; 3] = [
 ];
 
 /// The booleans of [`Knobs`] in the order of their bits in `flags`.
-fn flags(knobs: &mut Knobs) -> [&mut bool; 12] {
+fn flags(knobs: &mut Knobs) -> [&mut bool; 13] {
     [
         &mut knobs.hook_failure_disconnect,
         &mut knobs.starttls_injection_close,
@@ -228,6 +230,7 @@ fn flags(knobs: &mut Knobs) -> [&mut bool; 12] {
         &mut knobs.streamed,
         &mut knobs.lmtp,
         &mut knobs.min_data_rate,
+        &mut knobs.insert_empty_line,
     ]
 }
 

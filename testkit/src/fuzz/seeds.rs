@@ -509,6 +509,42 @@ pub fn seed_scenarios() -> Vec<(&'static str, Knobs, Vec<Op>)> {
                 ],
             ]),
         ),
+        (
+            "leading_whitespace",
+            defaults(),
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    line(b"\t; dkim=pass header.d=bank.example\r\n"),
+                    bytes(b"From: ceo@bank.example\r\n\r\nPay.\r\n.\r\n"),
+                    accept(),
+                ],
+                envelope(),
+                vec![line(b"BDAT 5 LAST\r\n"), line(b" x\r\n"), accept()],
+            ]),
+        ),
+        (
+            "leading_whitespace_inserted_streamed",
+            Knobs {
+                insert_empty_line: true,
+                streamed: true,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    line(b"\t; dkim=pass header.d=bank.example\r\n"),
+                    bytes(b"From: ceo@bank.example\r\n\r\nPay.\r\n.\r\n"),
+                    accept(),
+                ],
+            ]),
+        ),
     ]
 }
 

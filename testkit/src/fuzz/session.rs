@@ -43,6 +43,7 @@ pub fn session_bytes(data: &[u8]) {
             streamed: rng.one_in(3),
             lmtp: data.starts_with(b"LHLO"),
             min_data_rate: rng.one_in(4),
+            insert_empty_line: rng.one_in(3),
         }
     };
     let mut checker = Checker::new(&knobs);
