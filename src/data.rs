@@ -50,6 +50,7 @@ fn dot_line_finder() -> &'static Finder<'static> {
 /// dot-unstuffing or end-of-data detection, and
 /// [`DataReceiver::saw_bare_line_ending`] reports that one was seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum BareLineEndings {
     /// Store the byte unchanged; the caller is expected to reject the message
     /// once the data is complete (RFC 5321 section 2.3.8 forbids bare CR and LF).

@@ -245,6 +245,7 @@ impl DisconnectMode {
 
 /// The caller's answer to a hook call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Decision {
     /// Go on with the default success reply.

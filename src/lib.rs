@@ -268,6 +268,18 @@
 //! | bodies | `body_delivery` ([`BodyDelivery::Buffered`], or streamed in pieces) |
 //! | defences | `bare_line_endings` ([`BareLineEndings::Reject`]), `leading_whitespace` ([`LeadingWhitespace::Reject`]), `reject_early_talkers`, `reject_unauth_pipelining` (off) |
 //!
+//! # Features
+//!
+//! - `serde`: the disconnect context and the envelope serialise
+//!   (the context with Halon's key names).
+//! - `arbitrary`: [`arbitrary::Arbitrary`](https://docs.rs/arbitrary) for the session's
+//!   inputs, to fuzz a session or the runtime and policy code around it: [`Config`] and its
+//!   parts, [`ConnectionInfo`], [`TlsInfo`], [`IoError`], [`Decision`], [`Reply`],
+//!   [`EnhancedCode`], [`DisconnectMode`]. Every value is one the API accepts: a reply has a
+//!   code in 200..=599 and an enhanced code of its class, and a config out of range is
+//!   brought into range by [`Session::new`]. The repository's `session_ops` fuzz target
+//!   builds its decisions, TLS details and I/O errors with them.
+//!
 //! # Errors
 //!
 //! Bad client bytes become SMTP replies, never an `Err` and never a panic. [`Error`] is only
