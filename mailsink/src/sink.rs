@@ -391,13 +391,13 @@ impl Handler for Sink {
 
     /// The password check, within the AUTH failure limit of the client's address.
     async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
-        let ip = conn.info().remote_ip;
-        if let Some(refusal) = self.guard.auth_refused(ip).await {
+        let client = conn.client();
+        if let Some(refusal) = self.guard.auth_refused(client).await {
             return Ok(refusal);
         }
         let decision = self.check_credentials(conn, request).await?;
         if decision == bad_credentials() {
-            if let Some(refusal) = self.guard.auth_failed(ip).await {
+            if let Some(refusal) = self.guard.auth_failed(client).await {
                 return Ok(refusal);
             }
         }
