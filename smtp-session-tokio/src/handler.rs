@@ -266,7 +266,8 @@ impl<'a> Connection<'a> {
     /// The `Received:` trace field for a message of this connection with `envelope` (see
     /// [`Session::received`]): `id` names the message in the store, `date` is an RFC 5322
     /// date-time. With [`trace::return_path`](smtp_session::trace::return_path), what a
-    /// final delivery prepends to the message.
+    /// final delivery prepends to the message; the message's content never continues them
+    /// ([`Config::leading_whitespace`]).
     pub fn received<'b>(
         &'b self,
         envelope: &'b Envelope,

@@ -84,6 +84,16 @@
 //! client rather than filling memory; an error writing a piece fails the message with the
 //! hook-failure reply.
 //!
+//! # Trace fields
+//!
+//! A final delivery prepends `Return-Path:` ([`trace::return_path`](smtp_session::trace::return_path))
+//! and `Received:` ([`Connection::received`]) to what it stores, and a checker may prepend
+//! `Authentication-Results:`. No client byte can continue those fields: content that begins
+//! with a space or a tab is refused with `550 5.6.0` by default, or stored after an empty
+//! line with [`LeadingWhitespace::InsertEmptyLine`](smtp_session::LeadingWhitespace) in
+//! [`Config::leading_whitespace`](smtp_session::Config::leading_whitespace)
+//! ([`Message::leading_whitespace`] says so). `examples/trace_fields.rs` is such a receiver.
+//!
 //! # What the server does for you
 //!
 //! Each duty of the engine's adapter contract (SPEC 15), and where it is configured:
