@@ -10,7 +10,7 @@ use smtp_session_tokio::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -22,6 +22,8 @@ struct Recorded {
     messages: Arc<Mutex<Vec<String>>>,
     events: Arc<Mutex<Vec<String>>>,
     spans: Arc<Mutex<Vec<String>>>,
+    /// Fields recorded into a span after it was made.
+    records: Arc<Mutex<Vec<String>>>,
 }
 
 /// Fields as `name=value` words, the message apart.
@@ -48,6 +50,12 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorded {
             .lock()
             .unwrap()
             .push(format!("{name}{{{}}}", fields.0));
+    }
+
+    fn on_record(&self, _: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        self.records.lock().unwrap().push(fields.0);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -200,4 +208,64 @@ async fn a_sessions_dialogue_is_traced_with_credentials_redacted_and_data_summar
         ]
     );
     assert!(!events.iter().any(|e| e.contains("secret")), "{events:#?}");
+}
+
+/// Over implicit TLS the connection's span gets the protocol and the cipher suite once the
+/// handshake is done, and the dialogue inside TLS is traced in clear.
+#[tokio::test]
+async fn the_connection_span_records_its_tls() {
+    use smtp_session_tokio::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+    use smtp_session_tokio::rustls::{self, ClientConfig, RootCertStore};
+
+    let recorded = Recorded::default();
+    let subscriber = tracing_subscriber::registry().with(recorded.clone());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = made.cert.der().clone();
+    let key = PrivatePkcs8KeyDer::from(made.key_pair.serialize_der());
+    let tls = smtp_session_tokio::tls_config(vec![cert.clone()], key.into()).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(cert.to_vec())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+
+    let config = Config {
+        hostname: "mx.test".into(),
+        ..Config::default()
+    };
+    let server = Server::new(Accepting).config(config).tls(tls);
+    let (io, client) = tokio::io::duplex(64 * 1024);
+    let serving = tokio::spawn(async move {
+        let info = ConnectionInfo::default();
+        server
+            .serve_connection(io, info, Transport::ImplicitTls)
+            .await
+    });
+    let name = ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, client).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    let mut greeting = String::new();
+    stream.read_line(&mut greeting).await.unwrap();
+    assert_eq!(greeting, "220 mx.test ESMTP\r\n");
+    stream.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    let mut bye = String::new();
+    stream.read_line(&mut bye).await.unwrap();
+    stream.get_mut().shutdown().await.unwrap();
+    serving.await.unwrap();
+
+    let records = recorded.records.lock().unwrap().clone();
+    assert!(
+        records.iter().any(|r| r.starts_with("tls=TLSv1.3 TLS_")),
+        "{records:?}"
+    );
+    let messages = recorded.messages.lock().unwrap().clone();
+    assert_eq!(
+        messages,
+        ["> 220 mx.test ESMTP", "< QUIT", "> 221 2.0.0 Bye"]
+    );
 }
