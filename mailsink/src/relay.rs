@@ -181,32 +181,28 @@ impl Relay {
         self.timeout
     }
 
-    /// Relays `message`. `hostname` is ours (the `by` of the Received: field) and
-    /// `lmtp_client` says the session is LMTP: its client is then answered per recipient,
-    /// else with one reply for the message (see [`reply::summary`]).
+    /// Relays `message`, whose body is `body`. `hostname` is ours (the `by` of the
+    /// Received: field) and `lmtp_client` says the session is LMTP: its client is then
+    /// answered per recipient, else with one reply for the message (see
+    /// [`reply::summary`]).
     pub async fn deliver(
         &self,
         facts: &ConnFacts,
         message: &Message,
+        body: &[u8],
         hostname: &str,
         lmtp_client: bool,
     ) -> Relayed {
         let envelope = &message.envelope;
-        let replies = if message.streamed {
-            // The configuration keeps bodies buffered while relaying; nothing to send.
-            debug_assert!(false, "a streamed body reached the relay");
-            vec![reply::local_error(); envelope.recipients.len()]
-        } else {
-            let trace = received_field(facts, envelope, hostname, lmtp_client);
-            let outgoing = Outgoing::new(trace, &message.body, message.bare_line_endings);
-            let body = BodyFacts {
-                size: outgoing.size(),
-                eight_bit: message.eight_bit,
-            };
-            // An SMTP client has one reply for all recipients: a downstream that refuses
-            // some of them before the data gets no data (see docs/relay.md).
-            self.relay(envelope, &outgoing, body, !lmtp_client).await
+        let trace = received_field(facts, envelope, hostname, lmtp_client);
+        let outgoing = Outgoing::new(trace, body, message.bare_line_endings);
+        let body = BodyFacts {
+            size: outgoing.size(),
+            eight_bit: message.eight_bit,
         };
+        // An SMTP client has one reply for all recipients: a downstream that refuses
+        // some of them before the data gets no data (see docs/relay.md).
+        let replies = self.relay(envelope, &outgoing, body, !lmtp_client).await;
         let delivered = replies.iter().filter(|r| !r.is_error()).count();
         let decision = if lmtp_client {
             Decision::PerRecipient(replies)

@@ -26,7 +26,6 @@ use smtp_session::{trace, Envelope, Reply};
 use smtp_session_tokio::Connection;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::maildir::{Maildir, Name};
 
@@ -55,34 +54,17 @@ pub fn space_needed(max_message_size: u64) -> u64 {
 }
 
 /// The message one connection is receiving, if any. Cloning gives a new connection's: no
-/// message, the same shared turn for reading bodies back.
-#[derive(Debug)]
+/// message.
+#[derive(Debug, Default)]
 pub struct Spooler {
     /// The name and trace fields of the message whose data starts.
     next: Option<(Name, Vec<u8>)>,
     current: Option<Spool>,
-    /// One body read back for the script at a time, across all connections: the script
-    /// runs on one thread anyway, and this bounds the bodies held in memory for it.
-    read_back: Arc<Semaphore>,
-}
-
-impl Default for Spooler {
-    fn default() -> Self {
-        Spooler {
-            next: None,
-            current: None,
-            read_back: Arc::new(Semaphore::new(1)),
-        }
-    }
 }
 
 impl Clone for Spooler {
     fn clone(&self) -> Self {
-        Spooler {
-            next: None,
-            current: None,
-            read_back: self.read_back.clone(),
-        }
+        Spooler::default()
     }
 }
 
@@ -143,11 +125,6 @@ impl Spooler {
         });
         Spool::start(maildir, name, head)
     }
-
-    /// Waits for the turn to read a body back; the turn lasts as long as the permit.
-    pub async fn read_back_turn(&self) -> Option<OwnedSemaphorePermit> {
-        self.read_back.clone().acquire_owned().await.ok()
-    }
 }
 
 /// One message on its way into the Maildir.
@@ -170,6 +147,8 @@ pub struct Spool {
     /// Ranges of the message as received (offsets from its first byte, in order, apart)
     /// left out at delivery: header fields it must not keep.
     cuts: Vec<Range<u64>>,
+    /// Delivered into the quarantine folder instead of `new/`.
+    quarantine: bool,
 }
 
 impl Spool {
@@ -185,6 +164,7 @@ impl Spool {
             failed: None,
             fields: Vec::new(),
             cuts: Vec::new(),
+            quarantine: false,
         }
     }
 
@@ -225,11 +205,6 @@ impl Spool {
         }
     }
 
-    /// Marks the message as one that cannot be stored.
-    pub fn fail(&mut self, err: io::Error) {
-        self.failed.get_or_insert(err);
-    }
-
     /// Why the message cannot be stored, if a write failed.
     pub fn failure(&self) -> Option<&io::Error> {
         self.failed.as_ref()
@@ -237,7 +212,7 @@ impl Spool {
 
     /// The body as received (without the trace fields), for the script: from memory for a
     /// small message, else read back from `tmp/`, at most `limit` bytes.
-    pub async fn read_body(&mut self, limit: u64) -> io::Result<Vec<u8>> {
+    pub async fn read_body(&self, limit: u64) -> io::Result<Vec<u8>> {
         if !self.on_disk {
             return Ok(self.pending[self.head_len..].to_vec());
         }
@@ -265,8 +240,13 @@ impl Spool {
         self.cuts = ranges;
     }
 
-    /// Writes what is left, fsyncs, renames into `new/` and fsyncs `new/`: the path in
-    /// `new/` once the message is durable.
+    /// Has the message delivered into the quarantine folder instead of `new/`.
+    pub fn to_quarantine(&mut self) {
+        self.quarantine = true;
+    }
+
+    /// Writes what is left, fsyncs, renames into `new/` (or the quarantine's) and fsyncs
+    /// the directory: the path there once the message is durable.
     pub async fn deliver(mut self) -> io::Result<PathBuf> {
         if let Some(err) = self.failed.take() {
             self.discard().await;
@@ -287,6 +267,7 @@ impl Spool {
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
+        let quarantine = self.quarantine;
         self.on_disk = true;
         let delivered = blocking(move || {
             let mut file = match file {
@@ -299,7 +280,11 @@ impl Spool {
                 let reader = File::open(maildir.tmp_path(&name))?;
                 rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
-            maildir.deliver(file, &name)
+            if quarantine {
+                maildir.quarantine(file, &name)
+            } else {
+                maildir.deliver(file, &name)
+            }
         })
         .await;
         match delivered {

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Relay, RelayArgs, Target};
+use crate::delivery::Delivery;
 use crate::sink::Sink;
 
 #[path = "../../tests/relay_servers/mod.rs"]
@@ -29,16 +30,7 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
         relay_tls_ca: None,
     };
     let relay = Relay::from_args(&args, "mx.test").unwrap().unwrap();
-    let sink = Sink {
-        maildir: None,
-        relay: Some(Arc::new(relay)),
-        lua: None,
-        users: Vec::new().into(),
-        dns: None,
-        spooler: Default::default(),
-        guard: Default::default(),
-        verifier: None,
-    };
+    let sink = Sink::new(Vec::new(), Delivery::Relay(Arc::new(relay)));
     let config = Config {
         hostname: "mx.test".into(),
         lmtp: true,
