@@ -11,7 +11,7 @@ use smtp_session::{Decision, Message, Reply};
 use crate::check::{Edits, Facts};
 use crate::maildir::Maildir;
 use crate::metrics;
-use crate::relay::Relay;
+use crate::relay::{Content, Relay, Text};
 use crate::store;
 pub use crate::store::{store_failed, Spool, Spooler};
 
@@ -21,8 +21,9 @@ pub enum Delivery {
     /// Into a Maildir, each message streamed into `tmp/` as it arrives, then synced and
     /// renamed into `new/` (or the quarantine folder's).
     Maildir(Arc<Maildir>),
-    /// To a downstream server, answering the client with what it answered.
-    Relay(Arc<Relay>),
+    /// To a downstream server, answering the client with what it answered; each message
+    /// streamed into the Maildir's `tmp/` as it arrives, relayed from there, and removed.
+    Relay(Arc<Relay>, Arc<Maildir>),
     /// Nowhere: accepted and dropped (`--discard`, for benchmarks).
     Discard,
 }
@@ -51,25 +52,29 @@ impl Delivery {
     /// The Maildir messages are spooled into while they arrive, if any.
     pub fn spool_dir(&self) -> Option<&Arc<Maildir>> {
         match self {
-            Delivery::Maildir(maildir) => Some(maildir),
-            Delivery::Relay(_) | Delivery::Discard => None,
+            Delivery::Maildir(maildir) | Delivery::Relay(_, maildir) => Some(maildir),
+            Delivery::Discard => None,
         }
     }
 
     /// The relay, if messages go to one.
     pub fn relay(&self) -> Option<&Arc<Relay>> {
         match self {
-            Delivery::Relay(relay) => Some(relay),
+            Delivery::Relay(relay, _) => Some(relay),
             Delivery::Maildir(_) | Delivery::Discard => None,
         }
     }
 
-    /// At MAIL FROM: `452 4.3.1` when the Maildir's file system has less room than a
+    /// True when messages start with the trace fields of final delivery (a relayed one
+    /// gets the relay's `Received:` field instead).
+    pub fn writes_trace(&self) -> bool {
+        matches!(self, Delivery::Maildir(_))
+    }
+
+    /// At MAIL FROM: `452 4.3.1` when the spool's file system has less room than a
     /// message of `max_message_size` needs.
     pub fn refuses_mail(&self, max_message_size: u64) -> Option<Decision> {
-        let Delivery::Maildir(maildir) = self else {
-            return None;
-        };
+        let maildir = self.spool_dir()?;
         match maildir.free_space() {
             Ok(free) if free < store::space_needed(max_message_size) => {
                 Some(Decision::Reject(store::insufficient_storage()))
@@ -95,7 +100,9 @@ impl Delivery {
     ) -> Delivered {
         match self {
             Delivery::Maildir(_) => store_spool(spool, edits, false).await,
-            Delivery::Relay(relay) => relay_message(relay, facts, message, body).await,
+            Delivery::Relay(relay, _) => {
+                relay_message(relay, facts, message, spool, body, edits).await
+            }
             Delivery::Discard => Delivered {
                 answer: Answer::Same(stored()),
                 file: None,
@@ -104,12 +111,14 @@ impl Delivery {
         }
     }
 
-    /// Stores `spool` in the quarantine folder, with the checks' `edits` applied: the
-    /// Maildir's, also under `--relay` when there is one. Without a Maildir the message
-    /// is dropped (and logged as quarantined).
+    /// Stores `spool` in the Maildir's quarantine folder, with the checks' `edits`
+    /// applied (under `--relay`, without trace fields: the relay writes its own). With
+    /// `--discard` the message is dropped (and logged as quarantined).
     pub async fn quarantine(&self, spool: Option<Spool>, edits: Edits) -> Delivered {
         match (self, spool) {
-            (Delivery::Maildir(_), spool) => store_spool(spool, edits, true).await,
+            (Delivery::Maildir(_) | Delivery::Relay(..), spool) => {
+                store_spool(spool, edits, true).await
+            }
             (_, spool) => {
                 if let Some(spool) = spool {
                     spool.discard().await;
@@ -158,13 +167,38 @@ async fn store_spool(spool: Option<Spool>, edits: Edits, quarantine: bool) -> De
     }
 }
 
-/// Relays `message` (its body gathered by the session), timed for the metrics.
-async fn relay_message(relay: &Relay, facts: &Facts, message: &Message, body: &[u8]) -> Delivered {
+/// Relays `message` (its body in `spool`, or in `body` when the session gathered it) with
+/// the checks' `edits`, timed for the metrics; the spool goes afterwards.
+async fn relay_message(
+    relay: &Relay,
+    facts: &Facts,
+    message: &Message,
+    spool: Option<Spool>,
+    body: &[u8],
+    edits: Edits,
+) -> Delivered {
+    let text = match spool.as_ref().map(Spool::stored) {
+        Some(store::Stored::File { path, offset }) => Text::File {
+            path,
+            offset,
+            len: message.size,
+        },
+        Some(store::Stored::Memory(bytes)) => Text::Memory(bytes),
+        None => Text::Memory(body),
+    };
+    let content = Content {
+        text,
+        fields: &edits.add_fields,
+        cuts: &edits.remove,
+    };
     let started = Instant::now();
     let relayed = relay
-        .deliver(&facts.conn, message, body, &facts.hostname, facts.lmtp)
+        .deliver(&facts.conn, message, content, &facts.hostname, facts.lmtp)
         .await;
     metrics::relay_duration(relayed.delivered > 0, started.elapsed());
+    if let Some(spool) = spool {
+        spool.discard().await;
+    }
     Delivered {
         answer: Answer::Relayed(relayed.decision),
         file: None,

@@ -219,10 +219,12 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     if sink.delivery.relay().is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;
-    } else if sink.delivery.spool_dir().is_some() || !sink.needs_body() {
-        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
-        // --discard they go nowhere, and the message hook still logs the envelope and the
-        // size. Only --discard with a script that reads bodies gathers them in memory.
+    }
+    if sink.delivery.spool_dir().is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs), also
+        // when they are relayed from there; with --discard they go nowhere, and the
+        // message hook still logs the envelope and the size. Only --discard with a script
+        // that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -366,7 +368,13 @@ async fn run(args: Args) -> Result<(), String> {
         (None, None) => "discarding messages".to_string(),
     };
     let delivery = match (relay, maildir) {
-        (Some(relay), _) => delivery::Delivery::Relay(relay),
+        (Some(relay), _) => {
+            // Relayed bodies are spooled while they arrive, then relayed from the file.
+            let dir = args.relay.spool_dir();
+            let spool = maildir::Maildir::open(&dir, &hostname)
+                .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
+            delivery::Delivery::Relay(relay, Arc::new(spool))
+        }
         (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
         (None, None) => delivery::Delivery::Discard,
     };

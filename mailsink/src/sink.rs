@@ -41,8 +41,8 @@ impl Sink {
     pub fn new(checks: Vec<Arc<dyn Check>>, delivery: Delivery) -> Sink {
         Sink {
             checks: checks.into(),
+            spooler: delivery::Spooler::new(delivery.writes_trace()),
             delivery: Arc::new(delivery),
-            spooler: Default::default(),
             messages: 0,
         }
     }
@@ -103,7 +103,7 @@ fn apply(conn: &mut Connection<'_>, edits: Edits) {
 
 impl Handler for Sink {
     /// The stages the checks want, the message (to deliver and log it), and MAIL and DATA
-    /// for a Maildir (the free space, the trace fields).
+    /// for a spool (the free space, the message's name and trace fields).
     fn hooks(&self) -> Hooks {
         let stages = self.stages();
         let spooling = self.delivery.spool_dir().is_some();
@@ -171,7 +171,15 @@ impl Handler for Sink {
         let facts = self.facts(conn);
         self.messages = self.messages.saturating_add(1);
         let spool = match self.delivery.spool_dir() {
-            Some(dir) => Some(self.spooler.finish(conn, dir, &message.envelope)),
+            Some(dir) => {
+                if !message.streamed && !message.body.is_empty() {
+                    // A body the session gathered (its configuration said so) goes the
+                    // way of streamed ones.
+                    let body = std::mem::take(&mut message.body);
+                    self.spooler.push(dir, body).await;
+                }
+                Some(self.spooler.finish(conn, dir, &message.envelope))
+            }
             None => None,
         };
         if let Some(err) = spool.as_ref().and_then(|spool| spool.failure()) {

@@ -60,23 +60,50 @@ pub struct Spooler {
     /// The name and trace fields of the message whose data starts.
     next: Option<(Name, Vec<u8>)>,
     current: Option<Spool>,
+    /// Messages start with the trace fields of final delivery (not when they are relayed:
+    /// the relay writes its own `Received:` field).
+    trace: bool,
 }
 
 impl Clone for Spooler {
     fn clone(&self) -> Self {
-        Spooler::default()
+        Spooler::new(self.trace)
     }
 }
 
 impl Spooler {
+    /// A connection's spooler; `trace`: its messages start with `Return-Path:` and
+    /// `Received:`.
+    pub fn new(trace: bool) -> Spooler {
+        Spooler {
+            next: None,
+            current: None,
+            trace,
+        }
+    }
+
+    /// The name and the head of a new message.
+    fn head(
+        &self,
+        conn: &Connection<'_>,
+        maildir: &Maildir,
+        envelope: &Envelope,
+    ) -> (Name, Vec<u8>) {
+        let name = maildir.unique_name();
+        let head = if self.trace {
+            trace_fields(conn, envelope, &name)
+        } else {
+            Vec::new()
+        };
+        (name, head)
+    }
+
     /// The data of a message starts (the DATA command or the first BDAT): its name and
     /// trace fields are made now, from the transaction's envelope.
     pub fn prepare(&mut self, conn: &Connection<'_>, maildir: &Maildir) {
-        self.next = conn.envelope().map(|envelope| {
-            let name = maildir.unique_name();
-            let head = trace_fields(conn, envelope, &name);
-            (name, head)
-        });
+        self.next = conn
+            .envelope()
+            .map(|envelope| self.head(conn, maildir, envelope));
     }
 
     /// Appends a piece of the body; the first piece of a message starts its spool. False
@@ -118,13 +145,26 @@ impl Spooler {
         if let Some(spool) = self.current.take() {
             return spool;
         }
-        let (name, head) = self.next.take().unwrap_or_else(|| {
-            let name = maildir.unique_name();
-            let head = trace_fields(conn, envelope, &name);
-            (name, head)
-        });
+        let (name, head) = match self.next.take() {
+            Some(next) => next,
+            None => self.head(conn, maildir, envelope),
+        };
         Spool::start(maildir, name, head)
     }
+}
+
+/// Where a spool's body is.
+#[derive(Debug)]
+pub enum Stored<'a> {
+    /// Still in memory, all of it.
+    Memory(&'a [u8]),
+    /// In the file at `path`, from `offset` to its end.
+    File {
+        /// The file in `tmp/`.
+        path: PathBuf,
+        /// Where the body starts, past the trace fields.
+        offset: u64,
+    },
 }
 
 /// One message on its way into the Maildir.
@@ -226,6 +266,18 @@ impl Spool {
             Ok(body)
         })
         .await
+    }
+
+    /// Where the body as received is: in memory, or in the file at an offset.
+    pub fn stored(&self) -> Stored<'_> {
+        if self.on_disk {
+            Stored::File {
+                path: self.maildir.tmp_path(&self.name),
+                offset: self.head_len as u64,
+            }
+        } else {
+            Stored::Memory(&self.pending[self.head_len..])
+        }
     }
 
     /// Adds header fields (whole lines, each ending in CRLF) to go right below the trace
