@@ -297,9 +297,13 @@ impl Spool {
                 let reader = File::open(maildir.tmp_path(&name))?;
                 rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
-            maildir.deliver(file, &name)
+            maildir.place(file, &name)
         })
         .await;
+        let delivered = match delivered {
+            Ok(placed) => self.maildir.commit(placed).await,
+            Err(err) => Err(err),
+        };
         match delivered {
             Ok(path) => {
                 self.on_disk = false;
