@@ -16,6 +16,7 @@ mod checks;
 mod delivery;
 mod dns;
 mod facts;
+mod group_commit;
 mod limits;
 mod listen;
 mod log;
@@ -58,6 +59,17 @@ struct Args {
     /// Maildir to store messages in; created when missing.
     #[arg(long, value_name = "DIR", default_value = "./maildir")]
     maildir: PathBuf,
+
+    /// Connections a TCP listener queues before they are accepted (the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    listen_backlog: u32,
+
+    /// How long a message stored in the Maildir waits for others to share the sync of
+    /// new/ that makes it durable, in microseconds. Messages that finish while a sync runs
+    /// always share the next one; 0 adds no wait.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    group_commit_window: u64,
 
     /// Accept messages and drop them instead of storing them (for benchmarks).
     #[arg(long)]
@@ -347,7 +359,8 @@ async fn run(args: Args) -> Result<(), String> {
     let maildir = if args.discard || relay.is_some() {
         None
     } else {
-        let dir = maildir::Maildir::open(&args.maildir, &hostname)
+        let window = Duration::from_micros(args.group_commit_window);
+        let dir = maildir::Maildir::open(&args.maildir, &hostname, window)
             .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
         Some(Arc::new(dir))
     };
@@ -371,7 +384,7 @@ async fn run(args: Args) -> Result<(), String> {
         (Some(relay), _) => {
             // Relayed bodies are spooled while they arrive, then relayed from the file.
             let dir = args.relay.spool_dir();
-            let spool = maildir::Maildir::open(&dir, &hostname)
+            let spool = maildir::Maildir::open(&dir, &hostname, Duration::ZERO)
                 .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
             delivery::Delivery::Relay(relay, Arc::new(spool))
         }
@@ -408,7 +421,7 @@ async fn run(args: Args) -> Result<(), String> {
     ];
     for (addrs, transport, label, lmtp) in kinds {
         for addr in addrs {
-            let (listener, local) = addr.bind(transport).await?;
+            let (listener, local) = addr.bind(transport, args.listen_backlog).await?;
             let listener = if lmtp { listener.lmtp() } else { listener };
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);
