@@ -27,6 +27,7 @@ mod relay;
 mod sink;
 mod store;
 mod tls;
+mod trace;
 mod verify;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
@@ -35,7 +36,7 @@ mod verify;
 /// fsynced before the client gets its 250. stdout carries one JSON line per accepted message
 /// and one per connection end (Halon's disconnect script fields); stderr is for humans.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Address for SMTP with STARTTLS, ADDR:PORT or unix:PATH (repeatable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
@@ -171,6 +172,21 @@ struct Args {
 
     #[command(flatten)]
     limits: limits::LimitArgs,
+
+    /// Serve watchers of the live SMTP dialogue on this UNIX socket (made for mailsink's
+    /// user only): `mailsink trace --socket PATH [ADDR|CIDR]` in another terminal.
+    #[arg(long, value_name = "PATH")]
+    trace_socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Watch the live SMTP dialogue of a running mailsink's connections from an address or
+    /// network (its --trace-socket), until interrupted.
+    Trace(trace::TraceArgs),
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -189,6 +205,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Trace(trace)) = &args.command {
+        return match trace::run_client(trace) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("mailsink trace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // One thread: a connection never blocks it (storage runs on blocking threads, the
     // policy on its own), and no task ever moves between threads or wakes another one.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -344,6 +369,9 @@ fn checks(
 
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
+    if let Some(path) = &args.trace_socket {
+        trace::serve(path, trace::install()?)?;
+    }
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
