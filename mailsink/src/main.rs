@@ -20,6 +20,7 @@ mod maildir;
 mod metrics;
 mod policy;
 mod relay;
+mod shared;
 mod sink;
 mod store;
 mod tls;
