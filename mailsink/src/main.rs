@@ -19,6 +19,7 @@ mod log;
 mod maildir;
 mod metrics;
 mod policy;
+mod rates;
 mod relay;
 mod shared;
 mod sink;
