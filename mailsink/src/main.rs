@@ -150,6 +150,12 @@ struct Args {
 
     #[command(flatten)]
     limits: limits::LimitArgs,
+
+    #[command(flatten)]
+    rates: rates::RateArgs,
+
+    #[command(flatten)]
+    redis: shared::RedisArgs,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -289,9 +295,14 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
     }
+    let shared = shared::Shared::from_args(&args.redis)?.map(Arc::new);
+    let throttles = shared.clone().map(|store| policy::SharedThrottles {
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    });
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
-            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT)
+            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT, throttles)
                 .map_err(|e| format!("policy {}: {e}", path.display()))?,
         )),
         None => None,
@@ -321,7 +332,7 @@ async fn run(args: Args) -> Result<(), String> {
         users: args.user.clone().into(),
         dns,
         spooler: store::Spooler::default(),
-        guard: args.limits.guard(),
+        guard: args.limits.guard(shared.clone()),
         verifier,
     };
     let config = config(&args, &hostname, &sink)?;
