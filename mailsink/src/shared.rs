@@ -15,7 +15,7 @@
 //! refuses with a 4xx.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -76,7 +76,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Redis's clock; ARGV: the emission interval in microseconds, the burst, the cost, and 1
 /// to peek (decide without counting). Returns {allowed, remaining, retry_after_ms,
 /// reset_after_ms}. The key expires when its allowance is whole again.
-const GCRA: &str = r#"
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SOURCE));
+const GCRA_SOURCE: &str = r#"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
@@ -96,6 +97,23 @@ if not peek then
 end
 return {1, math.floor((now - allow_at) / interval), 0, reset_ms}
 "#;
+
+/// A Lua script run in Redis by its SHA1 (`EVALSHA`), loaded when Redis does not know it.
+#[derive(Debug)]
+pub struct Script {
+    source: &'static str,
+    hash: String,
+}
+
+impl Script {
+    /// The script `source`.
+    pub fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            hash: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+}
 
 /// One key to check against a rate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,7 +151,6 @@ pub struct Shared {
     prefix: String,
     timeout: Duration,
     failure: FailurePolicy,
-    script: redis::Script,
     connection: Mutex<Connection>,
     down: AtomicBool,
 }
@@ -170,7 +187,6 @@ impl Shared {
             prefix: args.redis_prefix.clone(),
             timeout: args.redis_timeout,
             failure: args.redis_failure,
-            script: redis::Script::new(GCRA),
             connection: Mutex::default(),
             down: AtomicBool::new(false),
         }))
@@ -197,49 +213,63 @@ impl Shared {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let outcome = tokio::time::timeout(self.timeout, self.check_now(keys)).await;
+        let values = self
+            .query(&[&GCRA], |pipe| {
+                for key in keys {
+                    let interval = u64::try_from(key.rate.interval().as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1);
+                    evalsha(pipe, &GCRA, &[self.key(&key.key)])
+                        .arg(interval)
+                        .arg(key.rate.burst())
+                        .arg(1)
+                        .arg(u8::from(key.peek));
+                }
+            })
+            .await?;
+        values.iter().map(answer).collect()
+    }
+
+    /// Runs the commands `build` puts in a pipeline, in one round trip, within
+    /// `--redis-timeout`: their answers in order (an error answer is a `Value` too). When
+    /// Redis has forgotten one of `scripts` (a restart, a flush), they are loaded and the
+    /// commands sent again, in one more round trip.
+    pub async fn query(
+        &self,
+        scripts: &[&Script],
+        build: impl Fn(&mut Pipeline),
+    ) -> Result<Vec<Value>, Unavailable> {
+        let outcome = tokio::time::timeout(self.timeout, self.query_now(scripts, build)).await;
         let outcome = outcome
             .unwrap_or_else(|_| Err(Unavailable(format!("no answer within {:?}", self.timeout))));
         self.record(outcome.as_ref().err());
         outcome
     }
 
-    async fn check_now(&self, keys: &[RateKey]) -> Result<Vec<RateAnswer>, Unavailable> {
+    async fn query_now(
+        &self,
+        scripts: &[&Script],
+        build: impl Fn(&mut Pipeline),
+    ) -> Result<Vec<Value>, Unavailable> {
         let mut connection = self.connection().await?;
-        let pipe = self.pipeline(keys, false);
-        let values = match pipe.query_async::<Vec<Value>>(&mut connection).await {
-            // A Redis restarted or flushed has forgotten the script: load it and go again,
-            // in the same round trip.
-            Err(err) if err.kind() == ServerErrorKind::NoScript.into() => self
-                .pipeline(keys, true)
-                .query_async::<Vec<Value>>(&mut connection)
-                .await
-                .map(|mut values| values.split_off(1)),
-            other => other,
-        };
-        let values = values.map_err(|err| self.broken(err))?;
-        values.iter().map(answer).collect()
-    }
-
-    fn pipeline(&self, keys: &[RateKey], load: bool) -> Pipeline {
         let mut pipe = redis::pipe();
-        if load {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
-        }
-        for key in keys {
-            let interval = u64::try_from(key.rate.interval().as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(1)
-                .arg(self.key(&key.key))
-                .arg(interval)
-                .arg(key.rate.burst())
-                .arg(1)
-                .arg(u8::from(key.peek));
-        }
-        pipe
+        build(&mut pipe);
+        let values = pipe.query_async::<Vec<Value>>(&mut connection).await;
+        let values = match values {
+            Ok(values) if !values.iter().any(is_no_script) => Ok(values),
+            Err(err) if err.kind() != ServerErrorKind::NoScript.into() => Err(err),
+            _ => {
+                let mut pipe = redis::pipe();
+                for script in scripts {
+                    pipe.cmd("SCRIPT").arg("LOAD").arg(script.source);
+                }
+                build(&mut pipe);
+                pipe.query_async::<Vec<Value>>(&mut connection)
+                    .await
+                    .map(|mut values| values.split_off(scripts.len()))
+            }
+        };
+        values.map_err(|err| self.broken(err))
     }
 
     /// The connection, made when there is none and the pause after a failure is over.
@@ -321,6 +351,18 @@ impl Shared {
         state.current = None;
         state.not_before = None;
     }
+}
+
+/// `EVALSHA script KEYS...` added to `pipe`, for the caller to add the arguments.
+pub fn evalsha<'a>(pipe: &'a mut Pipeline, script: &Script, keys: &[String]) -> &'a mut Pipeline {
+    pipe.cmd("EVALSHA")
+        .arg(&script.hash)
+        .arg(keys.len())
+        .arg(keys)
+}
+
+fn is_no_script(value: &Value) -> bool {
+    matches!(value, Value::ServerError(err) if err.code() == "NOSCRIPT")
 }
 
 /// The script's `{allowed, remaining, retry_after_ms, reset_after_ms}`.
