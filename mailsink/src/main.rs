@@ -12,6 +12,7 @@ use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
 mod dns;
+mod dnsbl;
 mod facts;
 mod limits;
 mod listen;
