@@ -14,6 +14,7 @@ use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 mod dns;
 mod dnsbl;
 mod facts;
+mod greylist;
 mod limits;
 mod listen;
 mod log;
