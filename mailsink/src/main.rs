@@ -336,6 +336,7 @@ async fn run(args: Args) -> Result<(), String> {
         spooler: store::Spooler::default(),
         guard: args.limits.guard(shared.clone()),
         verifier,
+        rates: Arc::new(rates::Rates::new(&args.rates, shared.clone())?),
     };
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {

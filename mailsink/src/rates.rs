@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use smtp_session::{Decision, DisconnectMode};
+use smtp_session::{Decision, DisconnectMode, ReversePath};
 
 use crate::limits::Rate;
 use crate::shared::{FailurePolicy, RateKey, Shared};
@@ -167,6 +167,55 @@ impl Rates {
     /// True when some rate is checked at `kind`'s stage.
     pub fn counts(&self, kind: RateKind) -> bool {
         self.counted.iter().any(|c| c.rule.kind == kind)
+    }
+
+    /// True when some rate is checked at MAIL.
+    pub fn counts_at_mail(&self) -> bool {
+        [
+            RateKind::Messages,
+            RateKind::UserMessages,
+            RateKind::DomainMessages,
+        ]
+        .into_iter()
+        .any(|kind| self.counts(kind))
+    }
+
+    /// At the connect stage: the connection rate of the client.
+    pub async fn at_connect(&self, client: Option<IpAddr>) -> Option<Decision> {
+        if !self.counts(RateKind::Connections) {
+            return None;
+        }
+        self.check(client?, Stage::Connect).await
+    }
+
+    /// At MAIL: the message rates of the client, its authenticated `user` and the domain
+    /// of `path`.
+    pub async fn at_mail(
+        &self,
+        client: Option<IpAddr>,
+        user: Option<String>,
+        path: &ReversePath,
+    ) -> Option<Decision> {
+        if !self.counts_at_mail() {
+            return None;
+        }
+        let domain = match path {
+            ReversePath::Mailbox(mailbox) => Some(mailbox.domain.to_string()),
+            ReversePath::Null => None,
+        };
+        let stage = Stage::Mail {
+            sender_domain: domain.as_deref(),
+            user: user.as_deref(),
+        };
+        self.check(client?, stage).await
+    }
+
+    /// At RCPT: the recipient rate of the client.
+    pub async fn at_rcpt(&self, client: Option<IpAddr>) -> Option<Decision> {
+        if !self.counts(RateKind::Recipients) {
+            return None;
+        }
+        self.check(client?, Stage::Rcpt).await
     }
 
     /// Checks the rates of `stage` for `client`: `None` within them, else the refusal.

@@ -16,6 +16,7 @@ use crate::log;
 use crate::maildir::Maildir;
 use crate::metrics;
 use crate::policy::{self, Event, LuaPolicy, Outcome};
+use crate::rates::{RateKind, Rates};
 use crate::relay::Relay;
 use crate::store::{self, Spool, Spooler};
 use crate::verify::{self, AuthResults, Verifier};
@@ -39,6 +40,8 @@ pub struct Sink {
     pub guard: Guard,
     /// `--verify`: SPF, DKIM, DMARC, ARC and iprev for each stored message.
     pub verifier: Option<Verifier>,
+    /// `--rate`: connections, messages and recipients per client, per user, per domain.
+    pub rates: Arc<Rates>,
 }
 
 impl Sink {
@@ -86,6 +89,10 @@ fn script_decision(outcome: Outcome) -> Option<Decision> {
             Some(Decision::HookFailed)
         }
     }
+}
+
+fn auth_user(conn: &Connection<'_>) -> Option<String> {
+    conn.auth().and_then(|auth| auth.username.clone())
 }
 
 fn bad_credentials() -> Decision {
@@ -272,15 +279,19 @@ impl Handler for Sink {
     /// for.
     fn hooks(&self) -> Hooks {
         Hooks {
-            connect: self.dns.is_some() || self.script_handles("smtp_server_connection_accepted"),
+            connect: self.dns.is_some()
+                || self.script_handles("smtp_server_connection_accepted")
+                || self.rates.counts(RateKind::Connections),
             helo: self.script_handles("smtp_server_ehlo"),
             auth: self.auth_enabled(),
             // With a Maildir, MAIL FROM checks the free space; it also counts the messages
             // of a connection when they are limited.
             mail_from: self.script_handles("smtp_server_mail_from")
                 || self.maildir.is_some()
-                || self.guard.limits_messages(),
-            rcpt_to: self.script_handles("smtp_server_rcpt_to"),
+                || self.guard.limits_messages()
+                || self.rates.counts_at_mail(),
+            rcpt_to: self.script_handles("smtp_server_rcpt_to")
+                || self.rates.counts(RateKind::Recipients),
             // With a Maildir, DATA dates the message and makes its trace fields.
             data: self.script_handles("smtp_server_data_command") || self.maildir.is_some(),
             message: true,
@@ -292,6 +303,9 @@ impl Handler for Sink {
     /// it. The greeting waits for it, at most the DNS timeout; with a PROXY header the name
     /// is the client's, not the proxy's.
     async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        if let Some(refusal) = self.rates.at_connect(conn.info().remote_ip).await {
+            return Ok(refusal);
+        }
         if let (Some(dns), Some(ip)) = (&self.dns, conn.info().remote_ip) {
             conn.set_remote_ptr(dns.verified_ptr(ip).await);
         }
@@ -328,6 +342,13 @@ impl Handler for Sink {
         if let Some(refusal) = self.guard.mail_from(conn) {
             return Ok(refusal);
         }
+        if let Some(refusal) = self
+            .rates
+            .at_mail(conn.info().remote_ip, auth_user(conn), &path)
+            .await
+        {
+            return Ok(refusal);
+        }
         if let Some(maildir) = &self.maildir {
             match maildir.free_space() {
                 Ok(free) if free < store::space_needed(conn.config().max_message_size) => {
@@ -347,6 +368,9 @@ impl Handler for Sink {
         path: ForwardPath,
         _: RcptParams,
     ) -> HookResult {
+        if let Some(refusal) = self.rates.at_rcpt(conn.info().remote_ip).await {
+            return Ok(refusal);
+        }
         self.stage(ConnFacts::of(conn), Event::RcptTo(path)).await
     }
 
