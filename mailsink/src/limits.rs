@@ -437,7 +437,7 @@ impl AuthFailures {
 
 /// The key of a client address: IPv4 as it is, IPv6 by its /64 (one subscriber's usual
 /// share; counting each address of it would count nothing), IPv4-mapped IPv6 as IPv4.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -123,7 +123,8 @@ struct Counted {
     local: DefaultKeyedRateLimiter<String>,
 }
 
-/// The rates in force; one per process, shared by the connections.
+/// The rates in force; one per process, shared by the connections. The default has none.
+#[derive(Default)]
 pub struct Rates {
     counted: Vec<Counted>,
     shared: Option<Arc<Shared>>,
@@ -255,7 +256,7 @@ impl Rates {
     }
 
     fn keys(&self, client: IpAddr, stage: Stage<'_>) -> Vec<(&Counted, RateKey)> {
-        let client = client.to_string();
+        let client = crate::limits::client_key(client).to_string();
         self.counted
             .iter()
             .filter_map(|counted| {

@@ -38,6 +38,7 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
         spooler: Default::default(),
         guard: Default::default(),
         verifier: None,
+        rates: Default::default(),
     };
     let config = Config {
         hostname: "mx.test".into(),
