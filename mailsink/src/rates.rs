@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use smtp_session::{Decision, DisconnectMode, ReversePath};
+use smtp_session_tokio::{Client, ClientKey};
 
 use crate::limits::Rate;
 use crate::shared::{FailurePolicy, RateKey, Shared};
@@ -182,7 +183,7 @@ impl Rates {
     }
 
     /// At the connect stage: the connection rate of the client.
-    pub async fn at_connect(&self, client: Option<IpAddr>) -> Option<Decision> {
+    pub async fn at_connect(&self, client: Option<Client>) -> Option<Decision> {
         if !self.counts(RateKind::Connections) {
             return None;
         }
@@ -193,7 +194,7 @@ impl Rates {
     /// of `path`.
     pub async fn at_mail(
         &self,
-        client: Option<IpAddr>,
+        client: Option<Client>,
         user: Option<String>,
         path: &ReversePath,
     ) -> Option<Decision> {
@@ -212,16 +213,20 @@ impl Rates {
     }
 
     /// At RCPT: the recipient rate of the client.
-    pub async fn at_rcpt(&self, client: Option<IpAddr>) -> Option<Decision> {
+    pub async fn at_rcpt(&self, client: Option<Client>) -> Option<Decision> {
         if !self.counts(RateKind::Recipients) {
             return None;
         }
         self.check(client?, Stage::Rcpt).await
     }
 
-    /// Checks the rates of `stage` for `client`: `None` within them, else the refusal.
-    pub async fn check(&self, client: IpAddr, stage: Stage<'_>) -> Option<Decision> {
-        let keys = self.keys(client, stage);
+    /// Checks the rates of `stage` for `client`: `None` within them, else the refusal. A
+    /// client in a trusted network (`--limit-exceptions`) is exempt.
+    pub async fn check(&self, client: Client, stage: Stage<'_>) -> Option<Decision> {
+        if client.exempt {
+            return None;
+        }
+        let keys = self.keys(client.key, stage);
         if keys.is_empty() {
             return None;
         }
@@ -252,11 +257,11 @@ impl Rates {
             .find_map(|((counted, _), ok)| (!ok).then_some(counted.rule))?;
         ::metrics::counter!("mailsink_rate_refusals_total", "rate" => over.kind.name())
             .increment(1);
-        Some(refusal(over, client))
+        Some(refusal(over, client.ip))
     }
 
-    fn keys(&self, client: IpAddr, stage: Stage<'_>) -> Vec<(&Counted, RateKey)> {
-        let client = crate::limits::client_key(client).to_string();
+    fn keys(&self, client: ClientKey, stage: Stage<'_>) -> Vec<(&Counted, RateKey)> {
+        let client = client.to_string();
         self.counted
             .iter()
             .filter_map(|counted| {
@@ -320,6 +325,7 @@ mod tests {
     use super::*;
     use crate::shared::tests::{shared, TestRedis};
     use smtp_session::Reply;
+    use smtp_session_tokio::ClientRules;
 
     fn rates(specs: &[&str], shared: Option<Shared>) -> Rates {
         let args = RateArgs {
@@ -352,6 +358,11 @@ mod tests {
 
     const A: &str = "192.0.2.1";
 
+    /// A client as the server makes it, loopback exempt.
+    fn client(ip: &str) -> Client {
+        ClientRules::default().client(ip.parse().unwrap())
+    }
+
     #[test]
     fn flags_name_a_kind_and_a_rate() {
         let rule: RateRule = "messages=100/hour,max_burst=5".parse().unwrap();
@@ -376,8 +387,8 @@ mod tests {
             ],
             None,
         );
-        let client: IpAddr = A.parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let client = client(A);
+        let other = super::tests::client("192.0.2.2");
         let mail = |domain| Stage::Mail {
             sender_domain: Some(domain),
             user: None,
@@ -405,6 +416,27 @@ mod tests {
     }
 
     #[test]
+    fn trusted_networks_are_exempt_and_an_ipv6_client_is_its_64() {
+        let rates = rates(&["recipients=1/hour"], None);
+        runtime().block_on(async {
+            for _ in 0..3 {
+                assert_eq!(
+                    reply(rates.check(client("127.0.0.1"), Stage::Rcpt).await),
+                    "ok"
+                );
+            }
+            assert_eq!(
+                reply(rates.check(client("2001:db8:1:2::1"), Stage::Rcpt).await),
+                "ok"
+            );
+            assert_eq!(
+                reply(rates.check(client("2001:db8:1:2::99"), Stage::Rcpt).await),
+                "450 4.7.1 Error: too many recipients from 2001:db8:1:2::99, try again later"
+            );
+        });
+    }
+
+    #[test]
     fn with_redis_two_processes_count_together() {
         let redis = TestRedis::start();
         let a = rates(
@@ -415,7 +447,7 @@ mod tests {
             &["messages=2/hour"],
             Some(shared(&redis.url(), FailurePolicy::Open)),
         );
-        let client: IpAddr = A.parse().unwrap();
+        let client = client(A);
         let mail = Stage::Mail {
             sender_domain: None,
             user: None,
@@ -441,7 +473,7 @@ mod tests {
             &["recipients=2/hour"],
             Some(shared(&redis.url(), FailurePolicy::Closed)),
         );
-        let client: IpAddr = A.parse().unwrap();
+        let client = client(A);
         redis.stop();
         runtime().block_on(async {
             assert_eq!(reply(open.check(client, Stage::Rcpt).await), "ok");

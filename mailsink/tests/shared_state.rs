@@ -15,7 +15,7 @@ use redis::Redis;
 /// mailsink with `--redis` and `args`; loopback counts as a client like any other.
 fn instance(redis: &Redis, args: &[&str]) -> Server {
     let url = redis.url();
-    let mut all = vec!["--redis", url.as_str()];
+    let mut all = vec!["--redis", url.as_str(), "--limit-exceptions", "none"];
     all.extend_from_slice(args);
     Server::start(&all)
 }
@@ -162,6 +162,8 @@ fn a_redis_that_never_answers_holds_no_connection_up_past_the_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}/", silent.local_addr().unwrap());
     let a = Server::start(&[
+        "--limit-exceptions",
+        "none",
         "--redis",
         &url,
         "--redis-timeout",
