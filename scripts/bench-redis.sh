@@ -7,7 +7,8 @@
 #          messages and domain-messages in one pipeline, RCPT recipients), plus one per
 #          connection (smtp-source sends several messages per connection)
 # The rates are high enough never to refuse. Prints messages per second for every run, the
-# medians, and per round the ratio redis/local.
+# medians, and per round the ratio redis/local; and, since a shared two-core machine makes
+# wall-clock figures vary widely, the CPU time per message of the serving processes.
 #
 #   scripts/bench-redis.sh                   # 5 rounds of smtp-source -s 10 -d -m 20000 -l 2000
 #   ROUNDS=3 MESSAGES=5000 scripts/bench-redis.sh
@@ -31,6 +32,7 @@ bin=$mailsink_bin
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
     --daemonize no >/dev/null 2>&1 &
 pids+=($!)
+redis_pid=$!
 
 rates=(--rate connections=1000000/s --rate messages=1000000/s
     --rate domain-messages=1000000/s --rate recipients=1000000/s)
@@ -42,38 +44,60 @@ if "$bin" --help | grep -q -- --limit-exceptions; then
 fi
 "$bin" --listen "127.0.0.1:$LOCAL_PORT" "${common[@]}" >/dev/null 2>&1 &
 pids+=($!)
+local_pid=$!
 "$bin" --listen "127.0.0.1:$REDIS_SMTP_PORT" "${common[@]}" \
     --redis "redis://127.0.0.1:$REDIS_PORT/" >/dev/null 2>&1 &
 pids+=($!)
+redis_mailsink_pid=$!
 sleep 1
 
-# Messages per second for one run against a port.
+# CPU time (user + system) of the processes given, in clock ticks.
+ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+# One run against a port: messages per second, then the CPU microseconds per message of
+# mailsink, and of redis-server (0 for the local one).
 rate() {
-    local start end
+    local port=$1 start end before after redis_before=0 redis_after=0
+    before=$(ticks "$2")
+    [ -n "${3:-}" ] && redis_before=$(ticks "$3")
     start=$(date +%s.%N)
     smtp-source -s "$SESSIONS" -d -m "$MESSAGES" -l "$LENGTH" -M client.example \
-        -f a@client.example -t b@bench.example "127.0.0.1:$1" >/dev/null
+        -f a@client.example -t b@bench.example "127.0.0.1:$port" >/dev/null
     end=$(date +%s.%N)
-    echo "$MESSAGES / ($end - $start)" | bc
+    after=$(ticks "$2")
+    [ -n "${3:-}" ] && redis_after=$(ticks "$3")
+    echo "$(echo "$MESSAGES / ($end - $start)" | bc)" \
+        "$(echo "($after - $before) * 1000000 / $hz / $MESSAGES" | bc)" \
+        "$(echo "($redis_after - $redis_before) * 1000000 / $hz / $MESSAGES" | bc)"
 }
 
-declare -a own redis ratios
+declare -a own redis ratios own_cpu redis_cpu server_cpu
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "round local redis redis/local"
+echo "round local_msg/s redis_msg/s redis/local local_us/msg redis_mailsink_us/msg redis_server_us/msg"
 for round in $(seq "$ROUNDS"); do
     # Which goes first alternates too, so neither always runs on a warmer machine.
     if [ $((round % 2)) = 1 ]; then
-        l=$(rate "$LOCAL_PORT"); r=$(rate "$REDIS_SMTP_PORT")
+        read -r l lc _ < <(rate "$LOCAL_PORT" "$local_pid")
+        read -r r rc sc < <(rate "$REDIS_SMTP_PORT" "$redis_mailsink_pid" "$redis_pid")
     else
-        r=$(rate "$REDIS_SMTP_PORT"); l=$(rate "$LOCAL_PORT")
+        read -r r rc sc < <(rate "$REDIS_SMTP_PORT" "$redis_mailsink_pid" "$redis_pid")
+        read -r l lc _ < <(rate "$LOCAL_PORT" "$local_pid")
     fi
-    own+=("$l"); redis+=("$r")
+    own+=("$l"); redis+=("$r"); own_cpu+=("$lc"); redis_cpu+=("$rc"); server_cpu+=("$sc")
     q=$(echo "scale=3; $r / $l" | bc)
     ratios+=("$q")
-    echo "$round $l $r $q"
+    echo "$round $l $r $q $lc $rc $sc"
 done
-echo "median $(printf "%s\n" "${own[@]}" | median) $(printf '%s\n' "${redis[@]}" | median)" \
-    "$(printf '%s\n' "${ratios[@]}" | median)"
+med() { printf '%s\n' "$@" | median; }
+echo "median $(med "${own[@]}") $(med "${redis[@]}") $(med "${ratios[@]}")" \
+    "$(med "${own_cpu[@]}") $(med "${redis_cpu[@]}") $(med "${server_cpu[@]}")"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The checks did go to Redis: three scripts per message, one per connection.
 echo "rate scripts run by Redis: $(redis-cli -p "$REDIS_PORT" info commandstats |

@@ -19,7 +19,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Pipeline, ServerErrorKind, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Pipeline, ServerErrorKind, Value};
 
 use crate::limits::{parse_seconds, Rate};
 
@@ -180,7 +181,15 @@ impl Shared {
         let Some(url) = &args.redis else {
             return Ok(None);
         };
-        let client = Client::open(url.as_str()).map_err(|e| format!("--redis: {e}"))?;
+        // Checks are small requests that wait for their answers: Nagle's algorithm would hold
+        // each one back behind the acknowledgement of the one before.
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("--redis: {e}"))?;
+        let tcp = TcpSettings::default().set_nodelay(true);
+        let client =
+            Client::open(info.set_tcp_settings(tcp)).map_err(|e| format!("--redis: {e}"))?;
         Ok(Some(Shared {
             client,
             name: redacted(url),
