@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use smtp_session::{Config, Decision, DisconnectMode, MinDataRate};
-use smtp_session_tokio::{Client, ClientKey, ClientRules, Connection, ErrorDelay, IpNet, Limits};
+use smtp_session_tokio::{Client, ClientKey, ClientRules, ErrorDelay, IpNet, Limits};
 
 use crate::metrics::{self, RefusedBy};
 use crate::shared::{FailurePolicy, RateKey, Shared};
@@ -203,7 +203,6 @@ impl LimitArgs {
                 .map(|rate| Arc::new(AuthFailures::shared(rate, shared))),
             refusal_delay: self.error_sleep_time,
             max_messages: self.max_messages_per_connection,
-            messages: 0,
         }
     }
 }
@@ -491,14 +490,13 @@ impl AuthFailures {
 // ---------------------------------------------------------------------------------------
 // One connection's guard
 
-/// What one connection's handler enforces: the AUTH failure limit (shared by all
-/// connections) and the messages per connection (its own count).
+/// What the handler enforces: the AUTH failure limit (shared by all connections) and the
+/// messages per connection (each connection counts its own).
 #[derive(Clone, Debug)]
 pub struct Guard {
     auth: Option<Arc<AuthFailures>>,
     refusal_delay: Duration,
     max_messages: u32,
-    messages: u32,
 }
 
 impl Default for Guard {
@@ -508,7 +506,6 @@ impl Default for Guard {
             auth: None,
             refusal_delay: Duration::ZERO,
             max_messages: 0,
-            messages: 0,
         }
     }
 }
@@ -519,25 +516,23 @@ impl Guard {
         self.max_messages != 0
     }
 
-    /// At MAIL: `421 4.7.0` and close once the connection sent its messages.
-    pub fn mail_from(&self, conn: &Connection<'_>) -> Option<Decision> {
-        if self.max_messages == 0 || self.messages < self.max_messages {
+    /// True when AUTH must be seen to apply the failure limit.
+    pub fn limits_auth(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// At MAIL of a connection that sent `messages` before: `421 4.7.0` and close once
+    /// that is the limit. `hostname` is this server's.
+    pub fn mail_from(&self, hostname: &str, messages: u32) -> Option<Decision> {
+        if self.max_messages == 0 || messages < self.max_messages {
             return None;
         }
         metrics::refused(RefusedBy::MaxMessagesPerConnection);
-        let text = format!(
-            "4.7.0 {} Error: too many messages in one connection",
-            conn.config().hostname
-        );
+        let text = format!("4.7.0 {hostname} Error: too many messages in one connection");
         Some(
             Decision::disconnect(421, &text, DisconnectMode::ForceDisconnect)
                 .unwrap_or(Decision::HookFailed),
         )
-    }
-
-    /// A message came to its end (the message hook runs).
-    pub fn message_received(&mut self) {
-        self.messages = self.messages.saturating_add(1);
     }
 
     /// Before an AUTH step from `client` is checked: the refusal, after the delay, of a

@@ -16,7 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Maildir convention: a delivery never takes this long).
 pub const STALE_TMP: Duration = Duration::from_secs(36 * 60 * 60);
 
-/// A Maildir with `tmp/`, `new/` and `cur/`.
+/// The Maildir++ folder quarantined messages go to.
+pub const QUARANTINE: &str = ".Quarantine";
+
+/// A Maildir with `tmp/`, `new/` and `cur/`, and its quarantine folder.
 #[derive(Debug)]
 pub struct Maildir {
     root: PathBuf,
@@ -42,6 +45,7 @@ impl Maildir {
         let root = root.into();
         for sub in ["tmp", "new", "cur"] {
             fs::create_dir_all(root.join(sub))?;
+            fs::create_dir_all(root.join(QUARANTINE).join(sub))?;
         }
         // Absolute, so the log's file names are usable from anywhere.
         let root = fs::canonicalize(&root)?;
@@ -111,16 +115,30 @@ impl Maildir {
             .open(self.tmp_path(name))
     }
 
+    /// Where delivered messages appear.
+    pub fn new_dir(&self) -> PathBuf {
+        self.root.join("new")
+    }
+
     /// Delivers a message whose bytes are all in `file`: fsync, rename into `new/`, fsync
     /// `new/`. Returns the path in `new/`. On failure nothing is left in `new/`, and the
     /// file in `tmp/` is for the caller to remove. Blocking.
     pub fn deliver(&self, file: File, name: &Name) -> io::Result<PathBuf> {
+        self.deliver_into(file, name, &self.new_dir())
+    }
+
+    /// [`Maildir::deliver`] into the quarantine folder's `new/`. Blocking.
+    pub fn quarantine(&self, file: File, name: &Name) -> io::Result<PathBuf> {
+        self.deliver_into(file, name, &self.root.join(QUARANTINE).join("new"))
+    }
+
+    fn deliver_into(&self, file: File, name: &Name, dir: &Path) -> io::Result<PathBuf> {
         file.sync_all()?;
         drop(file);
-        let new = self.root.join("new").join(&name.file);
+        let new = dir.join(&name.file);
         fs::rename(self.tmp_path(name), &new)?;
         // The rename is durable only once the directory entry is.
-        if let Err(err) = sync_dir(&self.root.join("new")) {
+        if let Err(err) = sync_dir(dir) {
             // The client is told to retry; do not leave a copy that might also survive.
             let _ = fs::remove_file(&new);
             return Err(err);

@@ -11,6 +11,9 @@ use clap::Parser;
 use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
+mod check;
+mod checks;
+mod delivery;
 mod dns;
 mod dnsbl;
 mod facts;
@@ -223,13 +226,15 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
-    if sink.relay.is_some() {
+    if sink.delivery.relay().is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;
-    } else if sink.maildir.is_some() || !sink.needs_body() {
-        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
-        // --discard they go nowhere, and the message hook still logs the envelope and the
-        // size. Only --discard with a script that reads bodies gathers them in memory.
+    }
+    if sink.delivery.spool_dir().is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs), also
+        // when they are relayed from there; with --discard they go nowhere, and the
+        // message hook still logs the envelope and the size. Only --discard with a script
+        // that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -249,15 +254,20 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config, sink: &sink::Sink, files: &limits::OpenFiles) -> Limits {
+fn limits(
+    args: &Args,
+    config: &Config,
+    sink: &sink::Sink,
+    verify_time: Duration,
+    files: &limits::OpenFiles,
+) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
-    // runs out of time: the hook is given the relay's time on top of its own.
-    let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
-    // --verify runs in the message hook too, before the script.
-    let verify_time = sink
-        .verifier
-        .as_ref()
-        .map_or(Duration::ZERO, |v| v.timeout());
+    // runs out of time: the hook is given the relay's time on top of its own; --verify
+    // runs in the message hook too, before the script.
+    let relay_time = sink
+        .delivery
+        .relay()
+        .map_or(Duration::ZERO, |r| r.timeout());
     let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
@@ -300,6 +310,41 @@ fn verifier(
     )))
 }
 
+/// The checks, in the order they are asked at each stage: the reverse DNS name first (the
+/// others see it), the limits, `--verify` (the policy sees its results), the policy, the
+/// users for AUTH (unless the policy checks passwords).
+fn checks(
+    args: &Args,
+    dns: Option<dns::Resolver>,
+    verifier: Option<verify::Verifier>,
+    lua: Option<Arc<policy::LuaPolicy>>,
+    shared: Option<Arc<shared::Shared>>,
+) -> Result<Vec<Arc<dyn check::Check>>, String> {
+    let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(resolver) = dns {
+        list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
+    }
+    list.push(Arc::new(checks::limits::Limits {
+        guard: args.limits.guard(shared.clone()),
+    }));
+    let rates = rates::Rates::new(&args.rates, shared.clone())?;
+    list.push(Arc::new(checks::rates::RateLimits {
+        rates: Arc::new(rates),
+    }));
+    if let Some(verifier) = verifier {
+        list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    if let Some(lua) = lua {
+        list.push(Arc::new(checks::policy::Policy::new(lua)));
+    }
+    if !args.user.is_empty() {
+        list.push(Arc::new(checks::users::Users {
+            users: args.user.clone(),
+        }));
+    }
+    Ok(list)
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
@@ -336,17 +381,25 @@ async fn run(args: Args) -> Result<(), String> {
         Some(dns::Resolver::new(&settings)?)
     };
     let verifier = verifier(&args, &hostname, dns.as_ref(), maildir.is_some())?;
-    let sink = sink::Sink {
-        maildir,
-        relay,
-        lua,
-        users: args.user.clone().into(),
-        dns,
-        spooler: store::Spooler::default(),
-        guard: args.limits.guard(shared.clone()),
-        verifier,
-        rates: Arc::new(rates::Rates::new(&args.rates, shared.clone())?),
+    let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
+    let storage = match (&relay, &maildir) {
+        (Some(relay), _) => format!("relaying to {}", relay.target()),
+        (None, Some(_)) => format!("storing into {}", args.maildir.join("new").display()),
+        (None, None) => "discarding messages".to_string(),
     };
+    let delivery = match (relay, maildir) {
+        (Some(relay), _) => {
+            // Relayed bodies are spooled while they arrive, then relayed from the file.
+            let dir = args.relay.spool_dir();
+            let spool = maildir::Maildir::open(&dir, &hostname)
+                .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
+            delivery::Delivery::Relay(relay, Arc::new(spool))
+        }
+        (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
+        (None, None) => delivery::Delivery::Discard,
+    };
+    let checks = checks(&args, dns, verifier, lua, shared)?;
+    let sink = sink::Sink::new(checks, delivery);
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {
         Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
@@ -357,9 +410,8 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
-    let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
-    let server_limits = limits(&args, &config, &sink, &files);
+    let server_limits = limits(&args, &config, &sink, verify_time, &files);
     let mut server = Server::new(sink)
         .limits(server_limits.clone())
         .config(config)
@@ -382,13 +434,6 @@ async fn run(args: Args) -> Result<(), String> {
             server = server.listener(listener);
         }
     }
-    let storage = if let Some(target) = relaying {
-        format!("relaying to {target}")
-    } else if args.discard {
-        "discarding messages".to_string()
-    } else {
-        format!("storing into {}", args.maildir.join("new").display())
-    };
     eprintln!(
         "mailsink {}: listening on {}; {storage}",
         hostname,
