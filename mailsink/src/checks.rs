@@ -2,6 +2,8 @@
 //! their order: the reverse DNS name, the limits, `--verify`, the Lua policy, the users for
 //! AUTH.
 
+pub mod dnsbl;
+pub mod greylist;
 pub mod limits;
 pub mod policy;
 pub mod rates;

@@ -169,6 +169,12 @@ struct Args {
 
     #[command(flatten)]
     redis: shared::RedisArgs,
+
+    #[command(flatten)]
+    dnsbl: dnsbl::DnsblArgs,
+
+    #[command(flatten)]
+    greylist: greylist::GreylistArgs,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -321,6 +327,9 @@ fn checks(
     shared: Option<Arc<shared::Shared>>,
 ) -> Result<Vec<Arc<dyn check::Check>>, String> {
     let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(dnsbl) = dnsbl::Dnsbl::new(&args.dnsbl, dns.as_ref(), shared.clone())? {
+        list.push(Arc::new(checks::dnsbl::Screen { dnsbl }));
+    }
     if let Some(resolver) = dns {
         list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
     }
@@ -331,8 +340,16 @@ fn checks(
     list.push(Arc::new(checks::rates::RateLimits {
         rates: Arc::new(rates),
     }));
+    let verifying = verifier.is_some();
     if let Some(verifier) = verifier {
         list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    // After --verify, whose results vouch for senders.
+    if let Some(greylist) = greylist::Greylist::new(&args.greylist, shared.clone()) {
+        list.push(Arc::new(checks::greylist::Greylisting {
+            greylist,
+            at_message: verifying,
+        }));
     }
     if let Some(lua) = lua {
         list.push(Arc::new(checks::policy::Policy::new(lua)));

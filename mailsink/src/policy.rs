@@ -807,6 +807,8 @@ mod tests {
             tls: None,
             auth: None,
             client: None,
+            mail_from: None,
+            screening: None,
         }
     }
 

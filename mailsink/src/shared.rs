@@ -201,11 +201,6 @@ impl Shared {
         }))
     }
 
-    /// The URL without its password.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// What a failed check means.
     pub fn failure_policy(&self) -> FailurePolicy {
         self.failure
