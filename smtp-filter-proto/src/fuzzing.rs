@@ -155,6 +155,12 @@ fn milter_run(data: &[u8], cut: Cut) -> Vec<String> {
     log
 }
 
+/// The outputs of [`milter_session`]'s run over `data`, fed whole, as text (writes left
+/// out): to see what an input does.
+pub fn milter_outputs(data: &[u8]) -> Vec<String> {
+    milter_run(data, Cut::Whole)
+}
+
 /// A milter session whose filter sends the input's bytes: see the [module docs](self).
 pub fn milter_session(data: &[u8]) {
     let whole = milter_run(data, Cut::Whole);
@@ -204,6 +210,11 @@ fn policy_run(data: &[u8], cut: Cut) -> Vec<String> {
         });
     }
     log
+}
+
+/// The outputs of [`policy_session`]'s run over `data`, fed whole, as text (writes left out).
+pub fn policy_outputs(data: &[u8]) -> Vec<String> {
+    policy_run(data, Cut::Whole)
 }
 
 /// A policy client whose service sends the input's bytes: see the [module docs](self).

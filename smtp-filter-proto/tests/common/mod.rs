@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use smtp_filter_proto::milter::{Milter, MilterConfig, Modification, Output};
 
 /// One packet: length, code, data.
