@@ -11,7 +11,7 @@ use smtp_filter_proto::milter::{Milter, MilterConfig, Output};
 use smtp_filter_proto::policy::{PolicyClient, PolicyOutput, PolicyRequest, PolicyResponse};
 
 /// How long a daemon may take to listen, and a filter to answer.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -72,7 +72,18 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first, so a daemon with worker processes (rspamd) stops them; SIGKILL after
+    /// five seconds.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
