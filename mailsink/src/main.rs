@@ -138,6 +138,14 @@ struct Args {
     /// [default: 128 MiB].
     #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
     verify_memory: u64,
+
+    /// The longest header section --verify looks through for Authentication-Results fields
+    /// in this host's name (read outside --verify-memory); a message with a longer one is
+    /// refused with 552 5.3.4.
+    #[arg(long, value_name = "BYTES", default_value_t = 128 << 10,
+          value_parser = clap::value_parser!(u64).range(1024..=store::MAX_FRONT))]
+    verify_max_header: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (ADDR:PORT; plain HTTP, so keep it
     /// on a private address).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -278,6 +286,7 @@ fn verifier(
         hostname,
         timeout,
         args.verify_memory,
+        args.verify_max_header,
     )))
 }
 

@@ -176,6 +176,12 @@ impl Sink {
             one.envelope.recipients = vec![rcpt.clone()];
             let event = Event::MessageReceived(Arc::new(one), auth.clone());
             match lua.call(facts.clone(), event).await {
+                // A refusal is an error reply; `kumo.reject(250, ..)` is no refusal, and
+                // fails the hook as it does over SMTP.
+                Outcome::Decided(Decision::Reject(reply)) if !reply.is_error() => {
+                    eprintln!("mailsink: policy error: a rejection with {}", reply.code());
+                    return Verdict::Answer(Decision::HookFailed);
+                }
                 Outcome::Decided(Decision::Reject(reply)) if reply.code() != 421 => {
                     refused.push(Some(reply));
                 }
@@ -191,6 +197,41 @@ impl Sink {
             ));
         }
         Verdict::Store { refused }
+    }
+}
+
+/// `--verify` on the message in `spool`: forged fields in this host's name removed (RFC
+/// 8601 section 5), whatever the budget; the results added below the trace fields. A
+/// header section too long to look through refuses the message; a spool that cannot be
+/// read is the spool's failure.
+async fn verified(
+    verifier: &Verifier,
+    client: verify::Client,
+    spool: &mut Spool,
+    limit: u64,
+    size: u64,
+) -> Result<Option<AuthResults>, Decision> {
+    let forged = match verifier.forged(spool, size).await {
+        Ok(Some(forged)) => forged,
+        Ok(None) => {
+            let max = verifier.max_header();
+            return Err(Decision::Reject(verify::header_too_large(max)));
+        }
+        Err(err) => {
+            spool.fail(err);
+            return Ok(None);
+        }
+    };
+    spool.remove(forged);
+    match verifier.spooled(client, spool, limit, size).await {
+        Ok(results) => {
+            spool.add_fields(results.header.as_bytes());
+            Ok(Some(results))
+        }
+        Err(err) => {
+            spool.fail(err);
+            Ok(None)
+        }
     }
 }
 
@@ -210,20 +251,11 @@ impl Sink {
         let auth = match &self.verifier {
             Some(verifier) if spool.failure().is_none() => {
                 let client = verify::Client::new(&facts, &message.envelope);
-                let size = summary.size;
-                match verifier
-                    .spooled(client, &mut spool, max_message_size, size)
-                    .await
-                {
-                    Ok(results) => {
-                        spool.add_fields(results.header.as_bytes());
-                        // RFC 8601 section 5: a field in this host's name came from outside.
-                        spool.remove(results.forged.clone());
-                        Some(Arc::new(results))
-                    }
-                    Err(err) => {
-                        spool.fail(err);
-                        None
+                match verified(verifier, client, &mut spool, max_message_size, summary.size).await {
+                    Ok(results) => results.map(Arc::new),
+                    Err(refusal) => {
+                        spool.discard().await;
+                        return refusal;
                     }
                 }
             }
@@ -359,13 +391,13 @@ impl Handler for Sink {
 
     /// The password check, within the AUTH failure limit of the client's address.
     async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
-        let ip = conn.info().remote_ip;
-        if let Some(refusal) = self.guard.auth_refused(ip).await {
+        let client = conn.client();
+        if let Some(refusal) = self.guard.auth_refused(client).await {
             return Ok(refusal);
         }
         let decision = self.check_credentials(conn, request).await?;
         if decision == bad_credentials() {
-            if let Some(refusal) = self.guard.auth_failed(ip).await {
+            if let Some(refusal) = self.guard.auth_failed(client).await {
                 return Ok(refusal);
             }
         }
@@ -500,5 +532,57 @@ impl Sink {
         } else {
             bad_credentials()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::DnsSettings;
+    use crate::maildir::Maildir;
+    use std::time::Duration;
+
+    /// RFC 8601 section 5's removal needs only the header section: a message that finds no
+    /// room in `--verify-memory` within `--verify-timeout` is stored with its checks
+    /// `temperror`, and still without the fields in this host's name.
+    #[tokio::test]
+    async fn forged_fields_go_even_when_the_verify_budget_has_no_room_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Arc::new(Maildir::open(dir.path(), "mx.test").unwrap());
+        let settings = DnsSettings {
+            servers: vec!["127.0.0.1:9".parse().unwrap()],
+            timeout: Duration::from_secs(1),
+        };
+        let resolver = Resolver::new(&settings).unwrap();
+        let verifier = Verifier::new(&resolver, "mx.test", Duration::from_secs(1), 1, 4096);
+        let _all_of_it = verifier.take_budget();
+
+        let message = "Authentication-Results: \"mx.test\"; dkim=pass\r\n\
+            Authentication-Results: (a \\) b) mx.test; dmarc=pass\r\n\
+            Authentication-Results: relay.example; spf=pass\r\n\
+            Subject: hi\r\n\r\nbody\r\n";
+        let head = b"Received: by mx.test\r\n".to_vec();
+        let mut spool = Spool::start(&maildir, maildir.unique_name(), head);
+        spool.push(message.as_bytes().to_vec()).await;
+        let client = verify::Client {
+            ip: None,
+            helo: "mail.sender.example".into(),
+            mail_from: "alice@sender.example".into(),
+        };
+        let size = message.len() as u64;
+        let results = verified(&verifier, client, &mut spool, 1 << 20, size).await;
+        let results = results.ok().flatten().expect("results");
+        assert!(results.timed_out);
+        let path = spool.deliver().await.unwrap();
+        let stored = String::from_utf8(std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(
+            stored,
+            format!(
+                "Received: by mx.test\r\n{}\
+                 Authentication-Results: relay.example; spf=pass\r\n\
+                 Subject: hi\r\n\r\nbody\r\n",
+                results.header
+            )
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! Every stored message starts with the trace fields of final delivery, `Return-Path:` and
 //! `Received:` (RFC 5321 section 4.4), built by the engine at the DATA command or the first
 //! BDAT (the envelope is complete by then, and the body's pieces may come after the
-//! session has moved on) and dated from the system clock then, as Postfix does.
+//! session has moved on) and dated from the system clock then, as Postfix does. No body
+//! byte can continue them: the engine refuses content that begins with a space or a tab
+//! (its default `LeadingWhitespace::Reject`) before any piece of it comes here.
 //!
 //! The head of a message (the trace fields and the first pieces of the body) is gathered in
 //! memory up to [`GATHER`] bytes; past that, the file is created in `tmp/` and each piece is
@@ -173,7 +175,8 @@ pub struct Spool {
 }
 
 impl Spool {
-    fn start(maildir: &Arc<Maildir>, name: Name, head: Vec<u8>) -> Spool {
+    /// A new message named `name`, starting with the trace fields `head`.
+    pub fn start(maildir: &Arc<Maildir>, name: Name, head: Vec<u8>) -> Spool {
         Spool {
             maildir: maildir.clone(),
             name,
@@ -187,7 +190,8 @@ impl Spool {
         }
     }
 
-    async fn push(&mut self, piece: Vec<u8>) {
+    /// Appends a piece of the body: in memory up to [`GATHER`], then to the file.
+    pub async fn push(&mut self, piece: Vec<u8>) {
         if self.failed.is_some() {
             return;
         }
@@ -335,13 +339,18 @@ impl Drop for Spool {
     }
 }
 
+/// The most of a file's front [`rewrite_front`] holds in memory: the header section whose
+/// fields it removes is read at most this long (`--verify-max-header`).
+pub const MAX_FRONT: u64 = 1 << 20;
+
 /// Pieces in which [`move_bytes`] moves a file's bytes.
 const MOVE_PIECE: usize = 64 * 1024;
 
 /// Rewrites the file read by `reader` and written by `writer` from offset `at`: `bytes` go
 /// in at `at`, and the `cuts` (offsets from `at`, in order, apart) go out. The bytes up to
-/// the last cut are rewritten in memory; everything after it moves along in
-/// [`MOVE_PIECE`] pieces, and a file that shrank is cut to its new length.
+/// the last cut are rewritten in memory, at most [`MAX_FRONT`] of them (else an error);
+/// everything after it moves along in [`MOVE_PIECE`] pieces, and a file that shrank is cut
+/// to its new length.
 fn rewrite_front(
     reader: &File,
     writer: &File,
@@ -355,6 +364,11 @@ fn rewrite_front(
     if old_end > len {
         return Err(io::Error::other(
             "a header field to remove lies past the message's end",
+        ));
+    }
+    if old_end - at > MAX_FRONT {
+        return Err(io::Error::other(
+            "a header field to remove lies past the header section's limit",
         ));
     }
     let mut front = vec![0; (old_end - at) as usize];
@@ -499,6 +513,20 @@ mod tests {
         let cuts = std::slice::from_ref(&past_the_end);
         assert!(rewrite_front(&reader, &writer, 2, b"", cuts).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    }
+
+    #[test]
+    fn a_front_longer_than_the_limit_is_an_error_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        file.set_len(MAX_FRONT + 10).unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let reader = File::open(&path).unwrap();
+        let beyond = MAX_FRONT..MAX_FRONT + 1;
+        let cuts = std::slice::from_ref(&beyond);
+        assert!(rewrite_front(&reader, &writer, 5, b"", cuts).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAX_FRONT + 10);
     }
 
     #[test]
