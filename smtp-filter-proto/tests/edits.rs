@@ -242,3 +242,50 @@ fn header_sections_parse_into_fields_or_not_at_all() {
     assert_eq!(parse_header_section(b" leading fold\r\n\r\n"), None);
     assert_eq!(parse_header_section(b"no colon\r\n\r\n"), None);
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use smtp_filter_proto::edits::{Header, HeaderList, MessageEdits};
+    use smtp_filter_proto::milter::Modification;
+
+    fn modification() -> impl Strategy<Value = Modification> {
+        let name = prop::sample::select(vec!["Received", "Subject", "X-A", "x-a", "From"]);
+        let value = prop::sample::select(vec!["", " v", " w"]);
+        prop_oneof![
+            (name.clone(), value.clone()).prop_map(|(n, v)| Modification::AddHeader {
+                name: n.into(),
+                value: v.into()
+            }),
+            (0u32..12, name.clone(), value.clone()).prop_map(|(i, n, v)| {
+                Modification::InsertHeader {
+                    index: i,
+                    name: n.into(),
+                    value: v.into(),
+                }
+            }),
+            (0u32..5, name, value).prop_map(|(i, n, v)| Modification::ChangeHeader {
+                index: i,
+                name: n.into(),
+                value: v.into()
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever filters ask, the receiver's fields stay first and unchanged.
+        #[test]
+        fn the_trace_fields_stay_on_top_unchanged(mods in prop::collection::vec(modification(), 0..30)) {
+            let trace = vec![
+                Header::new("Received", " from a by b"),
+                Header::new("Authentication-Results", " mx; spf=pass"),
+            ];
+            let message = vec![Header::new("Subject", " s"), Header::new("X-A", " 1"), Header::new("Received", " older")];
+            let mut m = MessageEdits::new(HeaderList::new(trace.clone(), message), Default::default());
+            for modification in &mods {
+                let _ = m.apply(modification);
+            }
+            prop_assert_eq!(&m.headers.fields()[..2], &trace[..]);
+            prop_assert_eq!(m.headers.trace_len(), 2);
+        }
+    }
+}
