@@ -11,8 +11,12 @@ use clap::Parser;
 use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
+mod check;
+mod checks;
+mod delivery;
 mod dns;
 mod facts;
+mod group_commit;
 mod limits;
 mod listen;
 mod log;
@@ -55,6 +59,17 @@ struct Args {
     /// Maildir to store messages in; created when missing.
     #[arg(long, value_name = "DIR", default_value = "./maildir")]
     maildir: PathBuf,
+
+    /// Connections a TCP listener queues before they are accepted (the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    listen_backlog: u32,
+
+    /// How long a message stored in the Maildir waits for others to share the sync of
+    /// new/ that makes it durable, in microseconds. Messages that finish while a sync runs
+    /// always share the next one; 0 adds no wait.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    group_commit_window: u64,
 
     /// Accept messages and drop them instead of storing them (for benchmarks).
     #[arg(long)]
@@ -138,6 +153,14 @@ struct Args {
     /// [default: 128 MiB].
     #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
     verify_memory: u64,
+
+    /// The longest header section --verify looks through for Authentication-Results fields
+    /// in this host's name (read outside --verify-memory); a message with a longer one is
+    /// refused with 552 5.3.4.
+    #[arg(long, value_name = "BYTES", default_value_t = 128 << 10,
+          value_parser = clap::value_parser!(u64).range(1024..=store::MAX_FRONT))]
+    verify_max_header: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (ADDR:PORT; plain HTTP, so keep it
     /// on a private address).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -205,13 +228,15 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
-    if sink.relay.is_some() {
+    if sink.delivery.relay().is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;
-    } else if sink.maildir.is_some() || !sink.needs_body() {
-        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
-        // --discard they go nowhere, and the message hook still logs the envelope and the
-        // size. Only --discard with a script that reads bodies gathers them in memory.
+    }
+    if sink.delivery.spool_dir().is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs), also
+        // when they are relayed from there; with --discard they go nowhere, and the
+        // message hook still logs the envelope and the size. Only --discard with a script
+        // that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -231,15 +256,20 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config, sink: &sink::Sink, files: &limits::OpenFiles) -> Limits {
+fn limits(
+    args: &Args,
+    config: &Config,
+    sink: &sink::Sink,
+    verify_time: Duration,
+    files: &limits::OpenFiles,
+) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
-    // runs out of time: the hook is given the relay's time on top of its own.
-    let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
-    // --verify runs in the message hook too, before the script.
-    let verify_time = sink
-        .verifier
-        .as_ref()
-        .map_or(Duration::ZERO, |v| v.timeout());
+    // runs out of time: the hook is given the relay's time on top of its own; --verify
+    // runs in the message hook too, before the script.
+    let relay_time = sink
+        .delivery
+        .relay()
+        .map_or(Duration::ZERO, |r| r.timeout());
     let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
@@ -278,7 +308,38 @@ fn verifier(
         hostname,
         timeout,
         args.verify_memory,
+        args.verify_max_header,
     )))
+}
+
+/// The checks, in the order they are asked at each stage: the reverse DNS name first (the
+/// others see it), the limits, `--verify` (the policy sees its results), the policy, the
+/// users for AUTH (unless the policy checks passwords).
+fn checks(
+    args: &Args,
+    dns: Option<dns::Resolver>,
+    verifier: Option<verify::Verifier>,
+    lua: Option<Arc<policy::LuaPolicy>>,
+) -> Vec<Arc<dyn check::Check>> {
+    let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(resolver) = dns {
+        list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
+    }
+    list.push(Arc::new(checks::limits::Limits {
+        guard: args.limits.guard(),
+    }));
+    if let Some(verifier) = verifier {
+        list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    if let Some(lua) = lua {
+        list.push(Arc::new(checks::policy::Policy::new(lua)));
+    }
+    if !args.user.is_empty() {
+        list.push(Arc::new(checks::users::Users {
+            users: args.user.clone(),
+        }));
+    }
+    list
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -298,7 +359,8 @@ async fn run(args: Args) -> Result<(), String> {
     let maildir = if args.discard || relay.is_some() {
         None
     } else {
-        let dir = maildir::Maildir::open(&args.maildir, &hostname)
+        let window = Duration::from_micros(args.group_commit_window);
+        let dir = maildir::Maildir::open(&args.maildir, &hostname, window)
             .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
         Some(Arc::new(dir))
     };
@@ -312,16 +374,25 @@ async fn run(args: Args) -> Result<(), String> {
         Some(dns::Resolver::new(&settings)?)
     };
     let verifier = verifier(&args, &hostname, dns.as_ref(), maildir.is_some())?;
-    let sink = sink::Sink {
-        maildir,
-        relay,
-        lua,
-        users: args.user.clone().into(),
-        dns,
-        spooler: store::Spooler::default(),
-        guard: args.limits.guard(),
-        verifier,
+    let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
+    let storage = match (&relay, &maildir) {
+        (Some(relay), _) => format!("relaying to {}", relay.target()),
+        (None, Some(_)) => format!("storing into {}", args.maildir.join("new").display()),
+        (None, None) => "discarding messages".to_string(),
     };
+    let delivery = match (relay, maildir) {
+        (Some(relay), _) => {
+            // Relayed bodies are spooled while they arrive, then relayed from the file.
+            let dir = args.relay.spool_dir();
+            let spool = maildir::Maildir::open(&dir, &hostname, Duration::ZERO)
+                .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
+            delivery::Delivery::Relay(relay, Arc::new(spool))
+        }
+        (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
+        (None, None) => delivery::Delivery::Discard,
+    };
+    let checks = checks(&args, dns, verifier, lua);
+    let sink = sink::Sink::new(checks, delivery);
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {
         Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
@@ -332,9 +403,8 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
-    let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
-    let server_limits = limits(&args, &config, &sink, &files);
+    let server_limits = limits(&args, &config, &sink, verify_time, &files);
     let mut server = Server::new(sink)
         .limits(server_limits.clone())
         .config(config)
@@ -351,19 +421,12 @@ async fn run(args: Args) -> Result<(), String> {
     ];
     for (addrs, transport, label, lmtp) in kinds {
         for addr in addrs {
-            let (listener, local) = addr.bind(transport).await?;
+            let (listener, local) = addr.bind(transport, args.listen_backlog).await?;
             let listener = if lmtp { listener.lmtp() } else { listener };
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);
         }
     }
-    let storage = if let Some(target) = relaying {
-        format!("relaying to {target}")
-    } else if args.discard {
-        "discarding messages".to_string()
-    } else {
-        format!("storing into {}", args.maildir.join("new").display())
-    };
     eprintln!(
         "mailsink {}: listening on {}; {storage}",
         hostname,
