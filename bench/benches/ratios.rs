@@ -2,7 +2,8 @@
 //! load change on a shared machine hits all of them alike; the table gives each one's median
 //! over the rounds and its speed relative to the references, all from this one run.
 //!
-//! `cargo bench -p smtp-session-bench --bench ratios` (about a minute). The criterion benches
+//! `cargo bench -p smtp-session-bench --bench ratios` (about a minute); `-- DATA` (or any part
+//! of a bench's name) runs only the benches whose name holds it. The criterion benches
 //! `data_ingest` and `command_stream` time the same closures with confidence intervals.
 
 use std::hint::black_box;
@@ -48,9 +49,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn run(mut bench: Bench<'_>) {
-    // `cargo bench --bench ratios -- WORD` runs only the benchmarks whose name has WORD.
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if only.is_some_and(|word| !bench.name.contains(&word)) {
+    // `cargo bench --bench ratios -- DATA` runs only the benches whose name holds "DATA".
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|f| bench.name.contains(f.as_str())) {
         return;
     }
     // One untimed round to warm caches, page in the inputs and grow the allocator's pools.
@@ -132,7 +136,11 @@ fn main() {
         name: "DATA, 10 MiB body in 16 KiB reads",
         unit: Unit::Bytes(wire.len()),
         rounds: 31,
-        references: &["memcpy (fresh Vec)", "smtp-proto DataReceiver"],
+        references: &[
+            "memcpy (fresh Vec)",
+            "memcpy (reused Vec)",
+            "smtp-proto DataReceiver",
+        ],
         contenders: vec![
             (
                 "memcpy (fresh Vec)",
@@ -182,15 +190,26 @@ fn main() {
     drop(reused);
 
     let chunks = bdat_wire(&big, 16 * 1024);
+    let mut reused = Vec::with_capacity(chunks.len());
     run(Bench {
         name: "BDAT, 10 MiB body in 16 KiB chunks and 16 KiB reads",
         unit: Unit::Bytes(chunks.len()),
         rounds: 31,
-        references: &["memcpy (fresh Vec)", "smtp-proto BdatReceiver"],
+        references: &[
+            "memcpy (fresh Vec)",
+            "memcpy (reused Vec)",
+            "smtp-proto BdatReceiver",
+        ],
         contenders: vec![
             (
                 "memcpy (fresh Vec)",
                 Box::new(|| timed(|| drop(peers::memcpy_fresh(black_box(&chunks), READ_SIZE))).0),
+            ),
+            (
+                "memcpy (reused Vec)",
+                Box::new(|| {
+                    timed(|| peers::memcpy_into(black_box(&chunks), READ_SIZE, &mut reused)).0
+                }),
             ),
             (
                 "session, message hook (stores)",
@@ -219,7 +238,7 @@ fn main() {
             ),
         ],
     });
-    drop((big, wire, chunks));
+    drop((big, wire, chunks, reused));
 
     const TRANSACTIONS: usize = 10_000;
     let stream = command_stream(TRANSACTIONS, &body(1024));

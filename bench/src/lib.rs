@@ -191,6 +191,9 @@ pub struct Runtime {
     pub hooks: usize,
     /// True once the session closed.
     pub closed: bool,
+    /// When set, the streamed pieces are kept here, in order (for the tests that check the
+    /// contenders agree); the benches leave it off.
+    pub spool: Option<Vec<u8>>,
 }
 
 impl Runtime {
@@ -258,6 +261,10 @@ impl drive::Runtime for Connection<'_> {
             Output::BodyPiece(piece) => {
                 counts.pieces += 1;
                 counts.body_bytes += piece.len();
+                if let Some(spool) = &mut counts.spool {
+                    spool.extend_from_slice(&piece);
+                }
+                self.session.recycle_piece(piece);
             }
             Output::HookCall(call) => {
                 match call.hook {
