@@ -11,15 +11,23 @@ use clap::Parser;
 use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
+mod check;
+mod checks;
+mod delivery;
 mod dns;
+mod dnsbl;
 mod facts;
+mod greylist;
+mod group_commit;
 mod limits;
 mod listen;
 mod log;
 mod maildir;
 mod metrics;
 mod policy;
+mod rates;
 mod relay;
+mod shared;
 mod sink;
 mod store;
 mod tls;
@@ -56,6 +64,17 @@ struct Args {
     /// Maildir to store messages in; created when missing.
     #[arg(long, value_name = "DIR", default_value = "./maildir")]
     maildir: PathBuf,
+
+    /// Connections a TCP listener queues before they are accepted (the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    listen_backlog: u32,
+
+    /// How long a message stored in the Maildir waits for others to share the sync of
+    /// new/ that makes it durable, in microseconds. Messages that finish while a sync runs
+    /// always share the next one; 0 adds no wait.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    group_commit_window: u64,
 
     /// Accept messages and drop them instead of storing them (for benchmarks).
     #[arg(long)]
@@ -158,6 +177,18 @@ struct Args {
     #[command(flatten)]
     limits: limits::LimitArgs,
 
+    #[command(flatten)]
+    rates: rates::RateArgs,
+
+    #[command(flatten)]
+    redis: shared::RedisArgs,
+
+    #[command(flatten)]
+    dnsbl: dnsbl::DnsblArgs,
+
+    #[command(flatten)]
+    greylist: greylist::GreylistArgs,
+
     /// Serve watchers of the live SMTP dialogue on this UNIX socket (made for mailsink's
     /// user only): `mailsink trace --socket PATH [ADDR|CIDR]` in another terminal.
     #[arg(long, value_name = "PATH")]
@@ -238,13 +269,15 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
-    if sink.relay.is_some() {
+    if sink.delivery.relay().is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;
-    } else if sink.maildir.is_some() || !sink.needs_body() {
-        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
-        // --discard they go nowhere, and the message hook still logs the envelope and the
-        // size. Only --discard with a script that reads bodies gathers them in memory.
+    }
+    if sink.delivery.spool_dir().is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs), also
+        // when they are relayed from there; with --discard they go nowhere, and the
+        // message hook still logs the envelope and the size. Only --discard with a script
+        // that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -264,15 +297,20 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config, sink: &sink::Sink, files: &limits::OpenFiles) -> Limits {
+fn limits(
+    args: &Args,
+    config: &Config,
+    sink: &sink::Sink,
+    verify_time: Duration,
+    files: &limits::OpenFiles,
+) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
-    // runs out of time: the hook is given the relay's time on top of its own.
-    let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
-    // --verify runs in the message hook too, before the script.
-    let verify_time = sink
-        .verifier
-        .as_ref()
-        .map_or(Duration::ZERO, |v| v.timeout());
+    // runs out of time: the hook is given the relay's time on top of its own; --verify
+    // runs in the message hook too, before the script.
+    let relay_time = sink
+        .delivery
+        .relay()
+        .map_or(Duration::ZERO, |r| r.timeout());
     let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
@@ -315,6 +353,52 @@ fn verifier(
     )))
 }
 
+/// The checks, in the order they are asked at each stage: the reverse DNS name first (the
+/// others see it), the limits, `--verify` (the policy sees its results), the policy, the
+/// users for AUTH (unless the policy checks passwords).
+fn checks(
+    args: &Args,
+    dns: Option<dns::Resolver>,
+    verifier: Option<verify::Verifier>,
+    lua: Option<Arc<policy::LuaPolicy>>,
+    shared: Option<Arc<shared::Shared>>,
+) -> Result<Vec<Arc<dyn check::Check>>, String> {
+    let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(dnsbl) = dnsbl::Dnsbl::new(&args.dnsbl, dns.as_ref(), shared.clone())? {
+        list.push(Arc::new(checks::dnsbl::Screen { dnsbl }));
+    }
+    if let Some(resolver) = dns {
+        list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
+    }
+    list.push(Arc::new(checks::limits::Limits {
+        guard: args.limits.guard(shared.clone()),
+    }));
+    let rates = rates::Rates::new(&args.rates, shared.clone())?;
+    list.push(Arc::new(checks::rates::RateLimits {
+        rates: Arc::new(rates),
+    }));
+    let verifying = verifier.is_some();
+    if let Some(verifier) = verifier {
+        list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    // After --verify, whose results vouch for senders.
+    if let Some(greylist) = greylist::Greylist::new(&args.greylist, shared.clone()) {
+        list.push(Arc::new(checks::greylist::Greylisting {
+            greylist,
+            at_message: verifying,
+        }));
+    }
+    if let Some(lua) = lua {
+        list.push(Arc::new(checks::policy::Policy::new(lua)));
+    }
+    if !args.user.is_empty() {
+        list.push(Arc::new(checks::users::Users {
+            users: args.user.clone(),
+        }));
+    }
+    Ok(list)
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
     if let Some(path) = &args.trace_socket {
@@ -324,9 +408,14 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
     }
+    let shared = shared::Shared::from_args(&args.redis)?.map(Arc::new);
+    let throttles = shared.clone().map(|store| policy::SharedThrottles {
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    });
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
-            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT)
+            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT, throttles)
                 .map_err(|e| format!("policy {}: {e}", path.display()))?,
         )),
         None => None,
@@ -335,7 +424,8 @@ async fn run(args: Args) -> Result<(), String> {
     let maildir = if args.discard || relay.is_some() {
         None
     } else {
-        let dir = maildir::Maildir::open(&args.maildir, &hostname)
+        let window = Duration::from_micros(args.group_commit_window);
+        let dir = maildir::Maildir::open(&args.maildir, &hostname, window)
             .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
         Some(Arc::new(dir))
     };
@@ -349,16 +439,25 @@ async fn run(args: Args) -> Result<(), String> {
         Some(dns::Resolver::new(&settings)?)
     };
     let verifier = verifier(&args, &hostname, dns.as_ref(), maildir.is_some())?;
-    let sink = sink::Sink {
-        maildir,
-        relay,
-        lua,
-        users: args.user.clone().into(),
-        dns,
-        spooler: store::Spooler::default(),
-        guard: args.limits.guard(),
-        verifier,
+    let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
+    let storage = match (&relay, &maildir) {
+        (Some(relay), _) => format!("relaying to {}", relay.target()),
+        (None, Some(_)) => format!("storing into {}", args.maildir.join("new").display()),
+        (None, None) => "discarding messages".to_string(),
     };
+    let delivery = match (relay, maildir) {
+        (Some(relay), _) => {
+            // Relayed bodies are spooled while they arrive, then relayed from the file.
+            let dir = args.relay.spool_dir();
+            let spool = maildir::Maildir::open(&dir, &hostname, Duration::ZERO)
+                .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
+            delivery::Delivery::Relay(relay, Arc::new(spool))
+        }
+        (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
+        (None, None) => delivery::Delivery::Discard,
+    };
+    let checks = checks(&args, dns, verifier, lua, shared)?;
+    let sink = sink::Sink::new(checks, delivery);
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {
         Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
@@ -369,9 +468,8 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
-    let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
-    let server_limits = limits(&args, &config, &sink, &files);
+    let server_limits = limits(&args, &config, &sink, verify_time, &files);
     let mut server = Server::new(sink)
         .limits(server_limits.clone())
         .config(config)
@@ -388,19 +486,12 @@ async fn run(args: Args) -> Result<(), String> {
     ];
     for (addrs, transport, label, lmtp) in kinds {
         for addr in addrs {
-            let (listener, local) = addr.bind(transport).await?;
+            let (listener, local) = addr.bind(transport, args.listen_backlog).await?;
             let listener = if lmtp { listener.lmtp() } else { listener };
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);
         }
     }
-    let storage = if let Some(target) = relaying {
-        format!("relaying to {target}")
-    } else if args.discard {
-        "discarding messages".to_string()
-    } else {
-        format!("storing into {}", args.maildir.join("new").display())
-    };
     eprintln!(
         "mailsink {}: listening on {}; {storage}",
         hostname,

@@ -62,13 +62,13 @@ use mlua::{
     UserDataFields, UserDataMethods, Value, VmState,
 };
 use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, ReversePath};
-use smtp_session_tokio::Connection;
 use tokio::sync::oneshot;
 
 use crate::facts::ConnFacts;
 use crate::verify::AuthResults;
 
 mod throttle;
+pub use throttle::SharedThrottles;
 
 /// The events mailsink knows, with KumoMTA's names (and one of its own, the DATA command).
 pub const EVENTS: [&str; 9] = [
@@ -180,7 +180,13 @@ impl LuaPolicy {
     /// top level, `kumo.on` misuse) come back as a message for the operator.
     ///
     /// `hostname` fills `conn_meta`'s `hostname`; `time_limit` bounds each handler.
-    pub fn start(path: &Path, hostname: &str, time_limit: Duration) -> Result<LuaPolicy, String> {
+    /// `shared`: `--redis`, for `kumo.make_throttle`.
+    pub fn start(
+        path: &Path,
+        hostname: &str,
+        time_limit: Duration,
+        shared: Option<SharedThrottles>,
+    ) -> Result<LuaPolicy, String> {
         let source =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let name = format!("@{}", path.display());
@@ -190,7 +196,7 @@ impl LuaPolicy {
         std::thread::Builder::new()
             .name("mailsink-lua".into())
             .spawn(move || {
-                let mut worker = match Worker::load(&source, &name, hostname, time_limit) {
+                let mut worker = match Worker::load(&source, &name, hostname, time_limit, shared) {
                     Ok(worker) => worker,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
@@ -296,12 +302,13 @@ impl Worker {
         name: &str,
         hostname: String,
         time_limit: Duration,
+        shared: Option<SharedThrottles>,
     ) -> Result<Worker, String> {
         let lua = Lua::new();
         let handlers: Handlers = Rc::default();
         let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
         install_kumo(&lua, handlers.clone()).map_err(|e| e.to_string())?;
-        throttle::install(&lua).map_err(|e| e.to_string())?;
+        throttle::install(&lua, shared).map_err(|e| e.to_string())?;
         let hook_deadline = deadline.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(10_000),
@@ -727,35 +734,6 @@ fn first_header(body: &[u8], name: &str) -> Option<Vec<u8>> {
     found.map(|v| v.trim_ascii().to_vec())
 }
 
-/// The keywords the EHLO reply will list now, as `smtp_server_ehlo` gets them: what the
-/// session offers (SIZE with its value, AUTH with its mechanisms), in the reply's order.
-pub fn ehlo_keywords(conn: &Connection<'_>) -> Vec<String> {
-    let ext = conn.extensions();
-    let config = conn.config();
-    let tls = conn.tls().is_some();
-    let auth = ext.auth && (tls || config.auth_without_tls) && conn.auth().is_none();
-    let keywords = [
-        (ext.pipelining, "PIPELINING".to_string()),
-        (ext.size, format!("SIZE {}", config.max_message_size)),
-        (ext.eight_bit_mime, "8BITMIME".into()),
-        (ext.enhanced_status_codes, "ENHANCEDSTATUSCODES".into()),
-        (ext.smtputf8, "SMTPUTF8".into()),
-        (ext.chunking, "CHUNKING".into()),
-        (ext.chunking && ext.binary_mime, "BINARYMIME".into()),
-        (ext.dsn, "DSN".into()),
-        (ext.starttls && !tls, "STARTTLS".into()),
-        (ext.require_tls && tls, "REQUIRETLS".into()),
-        (ext.mt_priority, "MT-PRIORITY".into()),
-        (ext.deliver_by, "DELIVERBY".into()),
-        (ext.rrvs, "RRVS".into()),
-        (auth, format!("AUTH {}", config.auth_mechanisms.join(" "))),
-    ];
-    keywords
-        .into_iter()
-        .filter_map(|(on, keyword)| on.then_some(keyword))
-        .collect()
-}
-
 /// The extensions a handler's `returned` list asks for, from those in force (`current`,
 /// which listed `offered`): a keyword offered and left out is switched off, a known one
 /// added is switched on, except STARTTLS and AUTH, which follow the configuration. Keywords
@@ -828,6 +806,9 @@ mod tests {
             helo: None,
             tls: None,
             auth: None,
+            client: None,
+            mail_from: None,
+            screening: None,
         }
     }
 
@@ -835,7 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.lua");
         std::fs::write(&path, source).unwrap();
-        LuaPolicy::start(&path, "mx.test", Duration::from_secs(1))
+        LuaPolicy::start(&path, "mx.test", Duration::from_secs(1), None)
     }
 
     fn run(policy: &LuaPolicy, event: Event) -> Outcome {

@@ -28,7 +28,6 @@ use smtp_session::{trace, Envelope, Reply};
 use smtp_session_tokio::Connection;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::maildir::{Maildir, Name};
 
@@ -57,46 +56,56 @@ pub fn space_needed(max_message_size: u64) -> u64 {
 }
 
 /// The message one connection is receiving, if any. Cloning gives a new connection's: no
-/// message, the same shared turn for reading bodies back.
-#[derive(Debug)]
+/// message.
+#[derive(Debug, Default)]
 pub struct Spooler {
     /// The name and trace fields of the message whose data starts.
     next: Option<(Name, Vec<u8>)>,
     current: Option<Spool>,
-    /// One body read back for the script at a time, across all connections: the script
-    /// runs on one thread anyway, and this bounds the bodies held in memory for it.
-    read_back: Arc<Semaphore>,
-}
-
-impl Default for Spooler {
-    fn default() -> Self {
-        Spooler {
-            next: None,
-            current: None,
-            read_back: Arc::new(Semaphore::new(1)),
-        }
-    }
+    /// Messages start with the trace fields of final delivery (not when they are relayed:
+    /// the relay writes its own `Received:` field).
+    trace: bool,
 }
 
 impl Clone for Spooler {
     fn clone(&self) -> Self {
-        Spooler {
-            next: None,
-            current: None,
-            read_back: self.read_back.clone(),
-        }
+        Spooler::new(self.trace)
     }
 }
 
 impl Spooler {
+    /// A connection's spooler; `trace`: its messages start with `Return-Path:` and
+    /// `Received:`.
+    pub fn new(trace: bool) -> Spooler {
+        Spooler {
+            next: None,
+            current: None,
+            trace,
+        }
+    }
+
+    /// The name and the head of a new message.
+    fn head(
+        &self,
+        conn: &Connection<'_>,
+        maildir: &Maildir,
+        envelope: &Envelope,
+    ) -> (Name, Vec<u8>) {
+        let name = maildir.unique_name();
+        let head = if self.trace {
+            trace_fields(conn, envelope, &name)
+        } else {
+            Vec::new()
+        };
+        (name, head)
+    }
+
     /// The data of a message starts (the DATA command or the first BDAT): its name and
     /// trace fields are made now, from the transaction's envelope.
     pub fn prepare(&mut self, conn: &Connection<'_>, maildir: &Maildir) {
-        self.next = conn.envelope().map(|envelope| {
-            let name = maildir.unique_name();
-            let head = trace_fields(conn, envelope, &name);
-            (name, head)
-        });
+        self.next = conn
+            .envelope()
+            .map(|envelope| self.head(conn, maildir, envelope));
     }
 
     /// Appends a piece of the body; the first piece of a message starts its spool. False
@@ -138,18 +147,26 @@ impl Spooler {
         if let Some(spool) = self.current.take() {
             return spool;
         }
-        let (name, head) = self.next.take().unwrap_or_else(|| {
-            let name = maildir.unique_name();
-            let head = trace_fields(conn, envelope, &name);
-            (name, head)
-        });
+        let (name, head) = match self.next.take() {
+            Some(next) => next,
+            None => self.head(conn, maildir, envelope),
+        };
         Spool::start(maildir, name, head)
     }
+}
 
-    /// Waits for the turn to read a body back; the turn lasts as long as the permit.
-    pub async fn read_back_turn(&self) -> Option<OwnedSemaphorePermit> {
-        self.read_back.clone().acquire_owned().await.ok()
-    }
+/// Where a spool's body is.
+#[derive(Debug)]
+pub enum Stored<'a> {
+    /// Still in memory, all of it.
+    Memory(&'a [u8]),
+    /// In the file at `path`, from `offset` to its end.
+    File {
+        /// The file in `tmp/`.
+        path: PathBuf,
+        /// Where the body starts, past the trace fields.
+        offset: u64,
+    },
 }
 
 /// One message on its way into the Maildir.
@@ -172,6 +189,8 @@ pub struct Spool {
     /// Ranges of the message as received (offsets from its first byte, in order, apart)
     /// left out at delivery: header fields it must not keep.
     cuts: Vec<Range<u64>>,
+    /// Delivered into the quarantine folder instead of `new/`.
+    quarantine: bool,
 }
 
 impl Spool {
@@ -187,6 +206,7 @@ impl Spool {
             failed: None,
             fields: Vec::new(),
             cuts: Vec::new(),
+            quarantine: false,
         }
     }
 
@@ -227,11 +247,6 @@ impl Spool {
         }
     }
 
-    /// Marks the message as one that cannot be stored.
-    pub fn fail(&mut self, err: io::Error) {
-        self.failed.get_or_insert(err);
-    }
-
     /// Why the message cannot be stored, if a write failed.
     pub fn failure(&self) -> Option<&io::Error> {
         self.failed.as_ref()
@@ -239,7 +254,7 @@ impl Spool {
 
     /// The body as received (without the trace fields), for the script: from memory for a
     /// small message, else read back from `tmp/`, at most `limit` bytes.
-    pub async fn read_body(&mut self, limit: u64) -> io::Result<Vec<u8>> {
+    pub async fn read_body(&self, limit: u64) -> io::Result<Vec<u8>> {
         if !self.on_disk {
             return Ok(self.pending[self.head_len..].to_vec());
         }
@@ -255,6 +270,18 @@ impl Spool {
         .await
     }
 
+    /// Where the body as received is: in memory, or in the file at an offset.
+    pub fn stored(&self) -> Stored<'_> {
+        if self.on_disk {
+            Stored::File {
+                path: self.maildir.tmp_path(&self.name),
+                offset: self.head_len as u64,
+            }
+        } else {
+            Stored::Memory(&self.pending[self.head_len..])
+        }
+    }
+
     /// Adds header fields (whole lines, each ending in CRLF) to go right below the trace
     /// fields when the message is delivered.
     pub fn add_fields(&mut self, fields: &[u8]) {
@@ -267,8 +294,13 @@ impl Spool {
         self.cuts = ranges;
     }
 
-    /// Writes what is left, fsyncs, renames into `new/` and fsyncs `new/`: the path in
-    /// `new/` once the message is durable.
+    /// Has the message delivered into the quarantine folder instead of `new/`.
+    pub fn to_quarantine(&mut self) {
+        self.quarantine = true;
+    }
+
+    /// Writes what is left, fsyncs, renames into `new/` (or the quarantine's) and fsyncs
+    /// the directory: the path there once the message is durable.
     pub async fn deliver(mut self) -> io::Result<PathBuf> {
         if let Some(err) = self.failed.take() {
             self.discard().await;
@@ -289,6 +321,7 @@ impl Spool {
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
+        let quarantine = self.quarantine;
         self.on_disk = true;
         let delivered = blocking(move || {
             let mut file = match file {
@@ -301,9 +334,13 @@ impl Spool {
                 let reader = File::open(maildir.tmp_path(&name))?;
                 rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
-            maildir.deliver(file, &name)
+            maildir.place(file, &name, quarantine)
         })
         .await;
+        let delivered = match delivered {
+            Ok(placed) => self.maildir.commit(placed).await,
+            Err(err) => Err(err),
+        };
         match delivered {
             Ok(path) => {
                 self.on_disk = false;

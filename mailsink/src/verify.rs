@@ -222,7 +222,7 @@ impl Verifier {
     /// at most `max_header` bytes, outside the memory budget: `None` when it is longer.
     pub async fn forged(
         &self,
-        spool: &mut Spool,
+        spool: &Spool,
         size: u64,
     ) -> std::io::Result<Option<Vec<Range<u64>>>> {
         let front = spool.read_body(self.max_header).await?;
@@ -253,7 +253,7 @@ impl Verifier {
     pub async fn spooled(
         &self,
         client: Client,
-        spool: &mut Spool,
+        spool: &Spool,
         limit: u64,
         size: u64,
     ) -> std::io::Result<AuthResults> {

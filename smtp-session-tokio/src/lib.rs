@@ -156,7 +156,8 @@
 //! # Features
 //!
 //! `tls` (default): STARTTLS and implicit TLS with tokio-rustls and the ring provider
-//! ([`Server::tls`], [`Tls`], [`tls_config`]). `serde`: the engine's `serde` feature, to serialise
+//! ([`Server::tls`], [`Tls`], [`tls_config`]); the configurations they make resume
+//! sessions from stateless tickets. `serde`: the engine's `serde` feature, to serialise
 //! the disconnect context and the envelope. `tracing`: a `tracing` span per connection
 //! (`smtp_connection`, with `id`, `client`, `listener` and, once up, `tls`) and per
 //! transaction (`smtp_transaction`, with `mail_from`), and a `DEBUG` event per line of the
