@@ -3,6 +3,7 @@
 //! AUTH.
 
 pub mod limits;
+pub mod milter;
 pub mod policy;
 pub mod reverse_dns;
 pub mod users;

@@ -16,6 +16,7 @@ mod checks;
 mod delivery;
 mod dns;
 mod facts;
+mod filter_socket;
 mod limits;
 mod listen;
 mod log;
@@ -153,6 +154,9 @@ struct Args {
     /// on a private address).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+
+    #[command(flatten)]
+    milter: checks::milter::MilterArgs,
 
     #[command(flatten)]
     relay: relay::RelayArgs,
@@ -316,6 +320,13 @@ fn checks(
     }));
     if let Some(verifier) = verifier {
         list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    if !args.milter.milters.is_empty() {
+        list.push(Arc::new(checks::milter::Milters {
+            addrs: args.milter.milters.clone(),
+            timeout: Duration::from_secs(args.milter.milter_timeout),
+            default_action: args.milter.milter_default_action,
+        }));
     }
     if let Some(lua) = lua {
         list.push(Arc::new(checks::policy::Policy::new(lua)));

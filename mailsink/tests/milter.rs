@@ -1,0 +1,218 @@
+//! `--milter`: a real OpenDKIM signing what mailsink stores, and filters that hang, close
+//! mid-message or answer garbage, which take `--milter-default-action` while mailsink
+//! keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{after_trace, Client, Server, WAIT};
+
+const MESSAGE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n\
+Subject: through a milter\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\
+Message-ID: <1@example.com>\r\n\r\nHello Bob.\r\n";
+
+/// A daemon started by a test, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `command` and waits until it listens on `port`; fails the test if it cannot.
+fn start(mut command: Command, port: u16) -> Daemon {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut daemon = Daemon(child.unwrap_or_else(|e| panic!("cannot start {command:?}: {e}")));
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("{command:?} exited ({status}): {err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{command:?} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+fn opendkim(dir: &std::path::Path) -> (Daemon, u16) {
+    let genkey = Command::new("/usr/sbin/opendkim-genkey")
+        .args([
+            "-D",
+            dir.to_str().unwrap(),
+            "-d",
+            "example.com",
+            "-s",
+            "test",
+        ])
+        .status()
+        .expect("opendkim-genkey (Debian package opendkim-tools; .ci/run installs it)");
+    assert!(genkey.success());
+    let port = free_port();
+    let conf = format!(
+        "Syslog no\nBackground no\nMode sv\nDomain example.com\nSelector test\n\
+         KeyFile {dir}/test.private\nSocket inet:{port}@127.0.0.1\nPidFile {dir}/pid\n\
+         RequireSafeKeys false\nInternalHosts 127.0.0.1\nUserID root\n",
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("opendkim.conf"), conf).unwrap();
+    let mut command = Command::new("/usr/sbin/opendkim");
+    command.args(["-f", "-x"]).arg(dir.join("opendkim.conf"));
+    (start(command, port), port)
+}
+
+#[test]
+fn opendkim_signs_what_mailsink_stores_below_its_trace_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_opendkim, port) = opendkim(dir.path());
+    let milter = format!("inet:127.0.0.1:{port}");
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    // The file starts with mailsink's Return-Path and Received (checked by after_trace);
+    // the signature comes right below them.
+    let stored = server.stored_files();
+    assert_eq!(stored.len(), 1);
+    let message = String::from_utf8_lossy(after_trace(&stored[0].1)).into_owned();
+    assert!(message.starts_with("DKIM-Signature: v=1;"), "{message}");
+    assert!(
+        message.contains(" d=example.com;") && message.contains(" s=test;"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("\n\t") || message.contains("\r\n\t"),
+        "folds end in CRLF"
+    );
+    assert!(message.ends_with("\r\nFrom: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>\r\nSubject: through a milter\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nHello Bob.\r\n"), "{message}");
+}
+
+/// A fake filter on a free port: each connection is handled by `serve` in a thread.
+fn broken_filter(serve: fn(TcpStream)) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    port
+}
+
+/// Reads one packet; `None` at the end.
+fn packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut data).ok()?;
+    Some((data[0], data[1..].to_vec()))
+}
+
+/// Negotiates like a filter that wants every step and no change.
+fn negotiate(stream: &mut TcpStream) {
+    let _ = packet(stream);
+    let _ = stream.write_all(&[0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+fn hangs(mut stream: TcpStream) {
+    negotiate(&mut stream);
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+/// Answers "continue" until the body, then closes.
+fn closes_mid_message(mut stream: TcpStream) {
+    negotiate(&mut stream);
+    while let Some((code, _)) = packet(&mut stream) {
+        match code {
+            b'B' => return,
+            b'D' => {}
+            _ => {
+                let _ = stream.write_all(&[0, 0, 0, 1, b'c']);
+            }
+        }
+    }
+}
+
+fn garbage(mut stream: TcpStream) {
+    negotiate(&mut stream);
+    let _ = packet(&mut stream);
+    let _ = stream.write_all(b"\0\0\0\x05Zjunk and more junk");
+}
+
+#[test]
+fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
+    for (name, serve) in [
+        ("hangs", hangs as fn(TcpStream)),
+        ("closes", closes_mid_message),
+        ("garbage", garbage),
+    ] {
+        let milter = format!("inet:127.0.0.1:{}", broken_filter(serve));
+        let server = Server::start(&["--milter", &milter, "--milter-timeout", "1"]);
+        let mut client = Client::hello(server.addr);
+        for _ in 0..2 {
+            let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+            assert!(reply.starts_with("451 4.7.1 "), "{name}: {reply}");
+        }
+        assert!(server.stored().is_empty(), "{name}");
+        assert!(client.cmd("NOOP").starts_with("250"), "{name}");
+        let stderr = server.wait_stderr_containing("milter inet:127.0.0.1");
+        assert!(stderr.contains("error"), "{name}: {stderr}");
+
+        let server = Server::start(&[
+            "--milter",
+            &milter,
+            "--milter-timeout",
+            "1",
+            "--milter-default-action",
+            "accept",
+        ]);
+        let mut client = Client::hello(server.addr);
+        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+        assert!(reply.starts_with("250 "), "{name}: {reply}");
+        assert_eq!(server.stored().len(), 1, "{name}: stored once");
+
+        let server = Server::start(&[
+            "--milter",
+            &milter,
+            "--milter-timeout",
+            "1",
+            "--milter-default-action",
+            "reject",
+        ]);
+        let mut client = Client::hello(server.addr);
+        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+        assert!(reply.starts_with("550 5.7.1 "), "{name}: {reply}");
+    }
+}
