@@ -5,6 +5,7 @@
 pub mod limits;
 pub mod milter;
 pub mod policy;
+pub mod policy_service;
 pub mod reverse_dns;
 pub mod users;
 pub mod verify;

@@ -159,6 +159,9 @@ struct Args {
     milter: checks::milter::MilterArgs,
 
     #[command(flatten)]
+    policy_service: checks::policy_service::PolicyServiceArgs,
+
+    #[command(flatten)]
     relay: relay::RelayArgs,
 
     #[command(flatten)]
@@ -320,6 +323,9 @@ fn checks(
     }));
     if let Some(verifier) = verifier {
         list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    if let Some(service) = checks::policy_service::PolicyService::from_args(&args.policy_service) {
+        list.push(Arc::new(service));
     }
     if !args.milter.milters.is_empty() {
         list.push(Arc::new(checks::milter::Milters {
