@@ -1,6 +1,7 @@
-//! `--milter`: a real OpenDKIM signing what mailsink stores, and filters that hang, close
-//! mid-message or answer garbage, which take `--milter-default-action` while mailsink
-//! keeps serving.
+//! `--milter`: a real OpenDKIM signing what mailsink stores, a real rspamd refusing the
+//! GTUBE test message with its reply and adding its headers to a clean one, and filters
+//! that hang, close mid-message or answer garbage, which take `--milter-default-action`
+//! while mailsink keeps serving.
 
 mod common;
 
@@ -44,14 +45,19 @@ fn free_port() -> u16 {
 }
 
 /// Starts `command` and waits until it listens on `port`; fails the test if it cannot.
-fn start(mut command: Command, port: u16) -> Daemon {
+fn start(command: Command, port: u16) -> Daemon {
+    start_within(command, port, WAIT)
+}
+
+/// [`start`], waiting up to `limit` for the port.
+fn start_within(mut command: Command, port: u16, limit: Duration) -> Daemon {
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn();
     let mut daemon = Daemon(child.unwrap_or_else(|e| panic!("cannot start {command:?}: {e}")));
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + limit;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(status) = daemon.0.try_wait().unwrap() {
             let mut err = String::new();
@@ -215,4 +221,101 @@ fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
         let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
         assert!(reply.starts_with("550 5.7.1 "), "{name}: {reply}");
     }
+}
+
+/// rspamd's proxy worker as a milter (`milter = yes`, scanning itself), over the
+/// distribution's configuration with overrides of the test's own; ports all free ones.
+fn rspamd(dir: &std::path::Path) -> (Daemon, u16) {
+    let (normal, controller, proxy) = (free_port(), free_port(), free_port());
+    let over = dir.join("override.d");
+    for sub in ["override.d", "db", "run", "log"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let write = |name: &str, text: String| std::fs::write(over.join(name), text).unwrap();
+    write(
+        "worker-normal.inc",
+        format!("bind_socket = \"127.0.0.1:{normal}\";\n"),
+    );
+    write(
+        "worker-controller.inc",
+        format!("bind_socket = \"127.0.0.1:{controller}\";\n"),
+    );
+    write(
+        "worker-proxy.inc",
+        format!(
+            "bind_socket = \"127.0.0.1:{proxy}\";\nmilter = yes;\ntimeout = 120s;\n\
+             upstream \"local\" {{ default = yes; self_scan = yes; }}\n"
+        ),
+    );
+    // Its verdict in headers also for a client on loopback (skipped by default as local).
+    write(
+        "milter_headers.conf",
+        "use = [\"x-spamd-result\", \"x-spam-status\"];\nskip_local = false;\nskip_authenticated = false;\n".to_string(),
+    );
+    let log = dir.join("log/rspamd.log");
+    write(
+        "logging.inc",
+        format!(
+            "type = \"file\";\nfilename = \"{}\";\nlevel = \"warning\";\n",
+            log.display()
+        ),
+    );
+    let var = |name: &str, path: &std::path::Path| format!("--var={name}={}", path.display());
+    let mut command = Command::new("/usr/bin/rspamd");
+    command
+        .args([
+            "-f",
+            "-u",
+            "root",
+            "-g",
+            "root",
+            "-c",
+            "/etc/rspamd/rspamd.conf",
+        ])
+        .arg(var("LOCAL_CONFDIR", dir))
+        .arg(var("DBDIR", &dir.join("db")))
+        .arg(var("RUNDIR", &dir.join("run")))
+        .arg(var("LOGDIR", &dir.join("log")));
+    // Loading its rules takes rspamd a while on a busy machine.
+    (
+        start_within(command, proxy, Duration::from_secs(120)),
+        proxy,
+    )
+}
+
+#[test]
+fn rspamd_refuses_gtube_with_its_reply_and_passes_a_clean_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rspamd, port) = rspamd(dir.path());
+    let milter = format!("inet:127.0.0.1:{port}");
+    let server = Server::start(&["--milter", &milter, "--milter-timeout", "30"]);
+    let mut client = Client::hello(server.addr);
+    let gtube = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: test\r\n\
+Message-ID: <gtube@example.org>\r\n\r\n\
+XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
+    let reply = client.send_message("alice@example.org", &["bob@example.com"], gtube);
+    assert_eq!(reply, "554 5.7.1 Gtube pattern\r\n");
+    assert!(server.stored().is_empty());
+
+    let clean = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: lunch\r\n\
+Message-ID: <clean@example.org>\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\r\n\
+Shall we have lunch on Tuesday?\r\n";
+    let reply = client.send_message("alice@example.org", &["bob@example.com"], clean);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let stored = server.stored();
+    assert_eq!(stored.len(), 1);
+    let message = String::from_utf8_lossy(&stored[0].1).into_owned();
+    assert!(
+        message.ends_with("\r\n\r\nShall we have lunch on Tuesday?\r\n"),
+        "{message}"
+    );
+    // rspamd's headers, below mailsink's trace fields (stored() starts after them).
+    assert!(
+        message.contains("\r\nX-Spam-Status: No, score="),
+        "{message}"
+    );
+    assert!(
+        message.contains("X-Spamd-Result: default: False ["),
+        "{message}"
+    );
 }
