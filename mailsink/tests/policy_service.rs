@@ -80,7 +80,79 @@ fn postgrey_defers_the_first_attempt_and_lets_the_retry_through() {
     std::thread::sleep(Duration::from_secs(DELAY + 1));
     let reply = client.send_message("alice@example.org", &["bob@example.com"], MESSAGE);
     assert!(reply.starts_with("250 "), "{reply}");
-    assert_eq!(server.stored().len(), 1);
+    let stored = server.stored();
+    assert_eq!(stored.len(), 1);
+    // postgrey's PREPEND, right below mailsink's trace fields.
+    let message = String::from_utf8_lossy(&stored[0].1).into_owned();
+    assert!(message.starts_with("X-Greylist: delayed "), "{message}");
+    assert!(
+        message.ends_with("\r\nFrom: alice@example.org\r\nSubject: greylisted\r\n\r\nHello.\r\n"),
+        "{message}"
+    );
+}
+
+/// A service answering every request with `action`, on one connection after another.
+fn answering(action: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    request.extend_from_slice(&buf[..n]);
+                    if request.ends_with(b"\n\n") {
+                        request.clear();
+                        let _ = stream.write_all(format!("action={action}\n\n").as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    format!("inet:127.0.0.1:{port}")
+}
+
+#[test]
+fn discard_hold_and_reject_act_on_the_message_or_the_recipient() {
+    let server = Server::start(&["--policy-service", &answering("DISCARD spam trap")]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.org", &["bob@example.com"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(server.stored_files().is_empty());
+
+    let server = Server::start(&["--policy-service", &answering("HOLD look at this")]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.org", &["bob@example.com"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(server.stored_files().is_empty());
+    let held = std::fs::read_dir(server.maildir().join(".Quarantine/new"))
+        .unwrap()
+        .count();
+    assert_eq!(held, 1);
+
+    let server = Server::start(&[
+        "--policy-service",
+        &answering("REJECT 5.7.1 no such user here"),
+    ]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.org>")
+        .starts_with("250"));
+    assert_eq!(
+        client.cmd("RCPT TO:<bob@example.com>"),
+        "554 5.7.1 no such user here\r\n"
+    );
+
+    let server = Server::start(&["--policy-service", &answering("REDIRECT carol@example.com")]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.org>")
+        .starts_with("250"));
+    assert_eq!(
+        client.cmd("RCPT TO:<bob@example.com>"),
+        "451 4.3.5 Server configuration problem\r\n"
+    );
 }
 
 /// A fake service: each connection is handled by `serve` in a thread.

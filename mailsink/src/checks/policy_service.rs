@@ -72,9 +72,22 @@ pub struct PolicyService {
     default_action: DefaultAction,
     /// Connections kept for the next requests.
     idle: Mutex<Vec<Box<dyn FilterIo>>>,
-    /// Per SMTP connection (by its id): the sender and the recipients asked about so far,
-    /// which the RCPT stage's requests carry.
-    envelopes: Mutex<HashMap<String, (String, u32)>>,
+    /// Per SMTP connection (by its id): the transaction so far.
+    envelopes: Mutex<HashMap<String, Transaction>>,
+}
+
+/// What a transaction's requests carry, and what the answers leave for its message.
+#[derive(Debug, Default)]
+struct Transaction {
+    /// The sender, without angle brackets.
+    sender: String,
+    /// Recipients accepted so far.
+    recipients: u32,
+    /// Header fields to prepend (`PREPEND`).
+    prepend: Vec<u8>,
+    /// Why the message is to be dropped (`DISCARD`) or held (`HOLD`).
+    discard: Option<String>,
+    hold: Option<String>,
 }
 
 impl std::fmt::Debug for PolicyService {
@@ -110,6 +123,7 @@ impl Check for PolicyService {
             mail: matches!(s, PolicyStage::Mail | PolicyStage::Rcpt | PolicyStage::Data),
             rcpt: matches!(s, PolicyStage::Rcpt | PolicyStage::Data),
             data: s == PolicyStage::Data,
+            message: true,
             disconnect: true,
             ..Stages::default()
         }
@@ -122,10 +136,14 @@ impl Check for PolicyService {
                 Stage::Connect => ProtocolState::Connect,
                 Stage::Helo { .. } => ProtocolState::Ehlo,
                 Stage::Mail(path) => {
+                    let transaction = Transaction {
+                        sender: path.to_string(),
+                        ..Transaction::default()
+                    };
                     self.envelopes
                         .lock()
                         .expect("lock")
-                        .insert(id.clone(), (path.to_string(), 0));
+                        .insert(id.clone(), transaction);
                     if self.stage != PolicyStage::Mail {
                         return Verdict::go_on();
                     }
@@ -141,11 +159,12 @@ impl Check for PolicyService {
                     self.envelopes.lock().expect("lock").remove(&id);
                     return Verdict::go_on();
                 }
+                Stage::Message { .. } => return self.for_the_message(&id),
                 _ => return Verdict::go_on(),
             };
             let request = self.request(facts, stage, state);
             let verdict = match self.ask(&request).await {
-                Ok(response) => verdict(response.action),
+                Ok(response) => self.keep_for_the_message(&id, response.action),
                 Err(err) => self.failed(err),
             };
             if let Stage::Rcpt(_) = stage {
@@ -160,9 +179,50 @@ impl Check for PolicyService {
 
 impl PolicyService {
     fn count_recipient(&self, id: &str) {
-        if let Some((_, count)) = self.envelopes.lock().expect("lock").get_mut(id) {
-            *count += 1;
+        if let Some(transaction) = self.envelopes.lock().expect("lock").get_mut(id) {
+            transaction.recipients += 1;
         }
+    }
+
+    /// PREPEND, DISCARD and HOLD act on the message: kept for its stage. The rest is the
+    /// stage's verdict.
+    fn keep_for_the_message(&self, id: &str, action: PolicyAction) -> Verdict {
+        let mut envelopes = self.envelopes.lock().expect("lock");
+        let Some(transaction) = envelopes.get_mut(id) else {
+            return verdict(action);
+        };
+        let why =
+            |text: Option<String>| text.unwrap_or_else(|| format!("policy service {}", self.addr));
+        match action {
+            PolicyAction::Prepend { name, value } => {
+                transaction
+                    .prepend
+                    .extend_from_slice(format!("{name}:{value}\r\n").as_bytes());
+            }
+            PolicyAction::Discard(text) => transaction.discard = Some(why(text)),
+            PolicyAction::Hold(text) => transaction.hold = Some(why(text)),
+            other => return verdict(other),
+        }
+        Verdict::go_on()
+    }
+
+    /// The message stage: what the transaction's answers left for it.
+    fn for_the_message(&self, id: &str) -> Verdict {
+        let mut envelopes = self.envelopes.lock().expect("lock");
+        let Some(transaction) = envelopes.get_mut(id) else {
+            return Verdict::go_on();
+        };
+        let transaction = std::mem::take(transaction);
+        if let Some(why) = transaction.discard {
+            return Verdict::Discard(why);
+        }
+        if let Some(why) = transaction.hold {
+            return Verdict::Quarantine(why);
+        }
+        Verdict::Continue(Edits {
+            add_fields: transaction.prepend,
+            ..Edits::default()
+        })
     }
 
     /// The request Postfix would send at `state`.
@@ -183,9 +243,9 @@ impl PolicyService {
         r.server_address = info.local_ip.map(|ip| ip.to_string()).unwrap_or_default();
         r.server_port = info.local_port.map(|p| p.to_string()).unwrap_or_default();
         r.instance = format!("{}.{}", info.id, facts.messages);
-        if let Some((sender, count)) = self.envelopes.lock().expect("lock").get(&info.id) {
-            r.sender = sender.clone();
-            r.recipient_count = *count;
+        if let Some(transaction) = self.envelopes.lock().expect("lock").get(&info.id) {
+            r.sender = transaction.sender.clone();
+            r.recipient_count = transaction.recipients;
         }
         if let Stage::Rcpt(path) = stage {
             r.recipient = path.to_string();
@@ -301,8 +361,8 @@ fn verdict(action: PolicyAction) -> Verdict {
             eprintln!("mailsink: policy service: {text}");
             Verdict::go_on()
         }
-        // DUNNO, DEFER_IF_REJECT (nothing after it rejects), PREPEND, DISCARD and HOLD
-        // before the message stage are not applied yet.
+        // DUNNO, DEFER_IF_REJECT (nothing after it rejects); PREPEND, DISCARD and HOLD
+        // outside a transaction (at connect or HELO) have no message to act on.
         _ => Verdict::go_on(),
     }
 }
