@@ -4,6 +4,8 @@
 //! while mailsink keeps serving.
 
 mod common;
+#[path = "common/scrape.rs"]
+mod scrape;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -185,12 +187,24 @@ fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
         ("garbage", garbage),
     ] {
         let milter = format!("inet:127.0.0.1:{}", broken_filter(serve));
-        let server = Server::start(&["--milter", &milter, "--milter-timeout", "1"]);
+        let metrics = scrape::free_port();
+        let listen = format!("127.0.0.1:{metrics}");
+        let server = Server::start(&[
+            "--milter",
+            &milter,
+            "--milter-timeout",
+            "1",
+            "--metrics",
+            &listen,
+        ]);
         let mut client = Client::hello(server.addr);
         for _ in 0..2 {
             let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
             assert!(reply.starts_with("451 4.7.1 "), "{name}: {reply}");
         }
+        let failed = scrape::scrape(metrics)
+            ["mailsink_filter_verdicts_total{filter=\"milter\",verdict=\"failed\"}"];
+        assert_eq!(failed, 2.0, "{name}");
         assert!(server.stored().is_empty(), "{name}");
         assert!(client.cmd("NOOP").starts_with("250"), "{name}");
         let stderr = server.wait_stderr_containing("milter inet:127.0.0.1");

@@ -3,6 +3,8 @@
 //! `--policy-service-default-action` while mailsink keeps serving.
 
 mod common;
+#[path = "common/scrape.rs"]
+mod scrape;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

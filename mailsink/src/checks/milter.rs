@@ -19,6 +19,7 @@ use smtp_session::{Decision, ForwardPath, Message, Reply};
 
 use crate::check::{Body, Check, CheckFuture, Edits, Facts, Stage, Stages, Verdict};
 use crate::filter_socket::{self, FilterAddr, FilterIo};
+use crate::metrics;
 use crate::store::Spool;
 
 /// The most of a message's header section read to send its fields.
@@ -68,6 +69,7 @@ pub struct Milters {
 type Failure = String;
 
 /// One filter's say on the message.
+#[derive(Debug)]
 enum Said {
     /// Go on, with the message's fields and envelope as changed.
     Continue,
@@ -77,6 +79,19 @@ enum Said {
     Quarantine(String),
     /// Answer 250 and drop it.
     Discard,
+}
+
+impl Said {
+    /// For the metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Said::Continue => "continue",
+            Said::Refuse(reply) if reply.code() < 500 => "tempfail",
+            Said::Refuse(_) => "reject",
+            Said::Quarantine(_) => "quarantine",
+            Said::Discard => "discard",
+        }
+    }
 }
 
 impl Check for Milters {
@@ -133,6 +148,7 @@ impl Milters {
                 .consult(addr, facts, &mut edits, spool, body_at as u64)
                 .await;
             edits.next_filter();
+            metrics::filter_verdict("milter", said.as_ref().map_or("failed", Said::name));
             match said {
                 Ok(Said::Continue) => {}
                 Ok(Said::Refuse(reply)) => return Verdict::Refuse(refusal(facts, message, reply)),

@@ -15,6 +15,7 @@ use smtp_session::{Decision, Reply};
 
 use crate::check::{Check, CheckFuture, Edits, Facts, Stage, Stages, Verdict};
 use crate::filter_socket::{self, FilterAddr, FilterIo};
+use crate::metrics;
 
 /// The largest response accepted.
 const MAX_RESPONSE: usize = 4096;
@@ -164,8 +165,14 @@ impl Check for PolicyService {
             };
             let request = self.request(facts, stage, state);
             let verdict = match self.ask(&request).await {
-                Ok(response) => self.keep_for_the_message(&id, response.action),
-                Err(err) => self.failed(err),
+                Ok(response) => {
+                    metrics::filter_verdict("policy_service", action_name(&response.action));
+                    self.keep_for_the_message(&id, response.action)
+                }
+                Err(err) => {
+                    metrics::filter_verdict("policy_service", "failed");
+                    self.failed(err)
+                }
             };
             if let Stage::Rcpt(_) = stage {
                 if matches!(verdict, Verdict::Continue(_) | Verdict::Accept(_)) {
@@ -364,5 +371,25 @@ fn verdict(action: PolicyAction) -> Verdict {
         // DUNNO, DEFER_IF_REJECT (nothing after it rejects); PREPEND, DISCARD and HOLD
         // outside a transaction (at connect or HELO) have no message to act on.
         _ => Verdict::go_on(),
+    }
+}
+
+/// The action's name, for the metrics.
+fn action_name(action: &PolicyAction) -> &'static str {
+    match action {
+        PolicyAction::Ok => "ok",
+        PolicyAction::Dunno => "dunno",
+        PolicyAction::Reject(_) => "reject",
+        PolicyAction::Defer(_) => "defer",
+        PolicyAction::DeferIfReject(_) => "defer_if_reject",
+        PolicyAction::DeferIfPermit(_) => "defer_if_permit",
+        PolicyAction::Reply { code, .. } if *code < 500 => "defer",
+        PolicyAction::Reply { .. } => "reject",
+        PolicyAction::Prepend { .. } => "prepend",
+        PolicyAction::Discard(_) => "discard",
+        PolicyAction::Warn(_) => "warn",
+        PolicyAction::Hold(_) => "hold",
+        PolicyAction::Info(_) => "info",
+        _ => "unsupported",
     }
 }
