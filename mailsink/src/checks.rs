@@ -5,7 +5,9 @@
 pub mod dnsbl;
 pub mod greylist;
 pub mod limits;
+pub mod milter;
 pub mod policy;
+pub mod policy_service;
 pub mod rates;
 pub mod reverse_dns;
 pub mod users;

@@ -17,6 +17,7 @@ mod delivery;
 mod dns;
 mod dnsbl;
 mod facts;
+mod filter_socket;
 mod greylist;
 mod group_commit;
 mod limits;
@@ -170,6 +171,12 @@ struct Args {
     /// on a private address).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+
+    #[command(flatten)]
+    milter: checks::milter::MilterArgs,
+
+    #[command(flatten)]
+    policy_service: checks::policy_service::PolicyServiceArgs,
 
     #[command(flatten)]
     relay: relay::RelayArgs,
@@ -386,6 +393,16 @@ fn checks(
         list.push(Arc::new(checks::greylist::Greylisting {
             greylist,
             at_message: verifying,
+        }));
+    }
+    if let Some(service) = checks::policy_service::PolicyService::from_args(&args.policy_service) {
+        list.push(Arc::new(service));
+    }
+    if !args.milter.milters.is_empty() {
+        list.push(Arc::new(checks::milter::Milters {
+            addrs: args.milter.milters.clone(),
+            timeout: Duration::from_secs(args.milter.milter_timeout),
+            default_action: args.milter.milter_default_action,
         }));
     }
     if let Some(lua) = lua {

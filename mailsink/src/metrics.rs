@@ -198,3 +198,11 @@ pub fn authentication_result(method: &'static str, result: &'static str) {
     )
     .increment(1);
 }
+
+/// A filter answered: `filter` is `milter` or `policy_service`, `verdict` what it said
+/// (`continue`, `accept`, `reject`, `tempfail`, `reply`, `discard`, `quarantine`, `hold`,
+/// `prepend`, `failed`...). One call per filter consulted.
+pub fn filter_verdict(filter: &'static str, verdict: &'static str) {
+    counter!("mailsink_filter_verdicts_total", "filter" => filter, "verdict" => verdict)
+        .increment(1);
+}

@@ -282,6 +282,28 @@ impl Spool {
         }
     }
 
+    /// At most `max` bytes of the body as received (without the trace fields) from
+    /// `offset` on: a filter reads the body piece by piece. Empty at the end.
+    pub async fn read_at(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        if !self.on_disk {
+            let body = &self.pending[self.head_len..];
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(body.len());
+            return Ok(body[start..(start + max).min(body.len())].to_vec());
+        }
+        let path = self.maildir.tmp_path(&self.name);
+        let skip = self.head_len as u64 + offset;
+        blocking(move || {
+            let mut file = File::open(path)?;
+            file.seek(SeekFrom::Start(skip))?;
+            let mut piece = Vec::with_capacity(max.min(1 << 16));
+            file.take(max as u64).read_to_end(&mut piece)?;
+            Ok(piece)
+        })
+        .await
+    }
+
     /// Adds header fields (whole lines, each ending in CRLF) to go right below the trace
     /// fields when the message is delivered.
     pub fn add_fields(&mut self, fields: &[u8]) {
