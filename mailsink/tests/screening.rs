@@ -184,3 +184,29 @@ fn connect_from(source: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
     stream.set_nonblocking(false).unwrap();
     stream
 }
+
+#[test]
+fn with_verify_mail_whose_domain_vouches_for_it_passes_on_its_first_attempt() {
+    let lists = DnsServer::start(Zone::new().txt("vouched.example", "v=spf1 ip4:127.0.0.1 -all"));
+    let dns = lists.arg();
+    let server = Server::start(&[
+        "--dns-server",
+        &dns,
+        "--verify",
+        "--limit-exceptions",
+        "none",
+        "--greylist",
+    ]);
+    let mut client = Client::hello(server.addr);
+    // SPF pass for the MAIL FROM domain: through at once, decided at the end of the data.
+    assert_eq!(
+        message(&mut client, "a@vouched.example", "u@example.net"),
+        ACCEPTED
+    );
+    // The same client for a domain that does not vouch: greylisted, at the end of the data.
+    assert_eq!(
+        message(&mut client, "a@unknown.example", "u@example.net"),
+        "450 4.2.0 Greylisted, please try again in 300 seconds\r\n"
+    );
+    assert_eq!(server.stored().len(), 1);
+}
