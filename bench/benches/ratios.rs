@@ -9,9 +9,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use smtp_session::Hooks;
+use smtp_session_bench::milter::milter_messages;
 use smtp_session_bench::{
     bdat_wire, body, command_stream, config, data_wire, greeted, in_data, streamed_config,
-    with_envelope, READ_SIZE,
+    transaction, with_envelope, READ_SIZE,
 };
 
 #[path = "../common/peers.rs"]
@@ -47,6 +48,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn run(mut bench: Bench<'_>) {
+    // `cargo bench --bench ratios -- WORD` runs only the benchmarks whose name has WORD.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if only.is_some_and(|word| !bench.name.contains(&word)) {
+        return;
+    }
     // One untimed round to warm caches, page in the inputs and grow the allocator's pools.
     for (_, f) in &mut bench.contenders {
         f();
@@ -115,6 +121,7 @@ fn main() {
         ..Hooks::NONE
     });
     let all = config(Hooks::ALL);
+
     let streamed = streamed_config();
 
     let big = body(10 << 20);
@@ -258,6 +265,51 @@ fn main() {
                     })
                     .0
                 }),
+            ),
+        ],
+    });
+
+    drop(stream);
+
+    const MESSAGES: usize = 2_000;
+    let small = body(4096);
+    let mut stream = b"EHLO client.example\r\n".to_vec();
+    for i in 0..MESSAGES {
+        stream.extend_from_slice(&transaction(i, 1, &small));
+    }
+    stream.extend_from_slice(b"QUIT\r\n");
+    run(Bench {
+        name: "Milter, 2,000 messages of 4 KiB (1 RCPT, 4 header fields), no-op filter in-process",
+        unit: Unit::Transactions(MESSAGES),
+        rounds: 15,
+        references: &["session alone, message hook"],
+        contenders: vec![
+            (
+                "session alone, message hook",
+                Box::new(|| {
+                    timed(|| {
+                        let (mut s, mut rt) = greeted(&message, now);
+                        rt.feed(&mut s, black_box(&stream), READ_SIZE, now);
+                        (s, rt)
+                    })
+                    .0
+                }),
+            ),
+            (
+                "session and milter client, every step answered",
+                Box::new(|| {
+                    timed(|| {
+                        let (mut s, mut rt) = greeted(&message, now);
+                        rt.feed(&mut s, black_box(&stream), READ_SIZE, now);
+                        let written = milter_messages(MESSAGES, black_box(&small));
+                        (s, rt, written)
+                    })
+                    .0
+                }),
+            ),
+            (
+                "milter client alone",
+                Box::new(|| timed(|| milter_messages(MESSAGES, black_box(&small))).0),
             ),
         ],
     });

@@ -10,6 +10,8 @@ use std::time::Instant;
 use smtp_session::{BodyDelivery, Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
 use smtp_session_testkit::drive::{self, Then};
 
+pub mod milter;
+
 /// How many bytes one read from the socket delivers.
 pub const READ_SIZE: usize = 16 * 1024;
 

@@ -18,6 +18,7 @@ mod dns;
 mod dnsbl;
 mod facts;
 mod greylist;
+mod group_commit;
 mod limits;
 mod listen;
 mod log;
@@ -30,6 +31,7 @@ mod shared;
 mod sink;
 mod store;
 mod tls;
+mod trace;
 mod verify;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
@@ -38,7 +40,7 @@ mod verify;
 /// fsynced before the client gets its 250. stdout carries one JSON line per accepted message
 /// and one per connection end (Halon's disconnect script fields); stderr is for humans.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Address for SMTP with STARTTLS, ADDR:PORT or unix:PATH (repeatable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
@@ -62,6 +64,17 @@ struct Args {
     /// Maildir to store messages in; created when missing.
     #[arg(long, value_name = "DIR", default_value = "./maildir")]
     maildir: PathBuf,
+
+    /// Connections a TCP listener queues before they are accepted (the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    listen_backlog: u32,
+
+    /// How long a message stored in the Maildir waits for others to share the sync of
+    /// new/ that makes it durable, in microseconds. Messages that finish while a sync runs
+    /// always share the next one; 0 adds no wait.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    group_commit_window: u64,
 
     /// Accept messages and drop them instead of storing them (for benchmarks).
     #[arg(long)]
@@ -175,6 +188,21 @@ struct Args {
 
     #[command(flatten)]
     greylist: greylist::GreylistArgs,
+
+    /// Serve watchers of the live SMTP dialogue on this UNIX socket (made for mailsink's
+    /// user only): `mailsink trace --socket PATH [ADDR|CIDR]` in another terminal.
+    #[arg(long, value_name = "PATH")]
+    trace_socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Watch the live SMTP dialogue of a running mailsink's connections from an address or
+    /// network (its --trace-socket), until interrupted.
+    Trace(trace::TraceArgs),
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -193,6 +221,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Trace(trace)) = &args.command {
+        return match trace::run_client(trace) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("mailsink trace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // One thread: a connection never blocks it (storage runs on blocking threads, the
     // policy on its own), and no task ever moves between threads or wakes another one.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -364,6 +401,9 @@ fn checks(
 
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
+    if let Some(path) = &args.trace_socket {
+        trace::serve(path, trace::install()?)?;
+    }
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
@@ -384,7 +424,8 @@ async fn run(args: Args) -> Result<(), String> {
     let maildir = if args.discard || relay.is_some() {
         None
     } else {
-        let dir = maildir::Maildir::open(&args.maildir, &hostname)
+        let window = Duration::from_micros(args.group_commit_window);
+        let dir = maildir::Maildir::open(&args.maildir, &hostname, window)
             .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
         Some(Arc::new(dir))
     };
@@ -408,7 +449,7 @@ async fn run(args: Args) -> Result<(), String> {
         (Some(relay), _) => {
             // Relayed bodies are spooled while they arrive, then relayed from the file.
             let dir = args.relay.spool_dir();
-            let spool = maildir::Maildir::open(&dir, &hostname)
+            let spool = maildir::Maildir::open(&dir, &hostname, Duration::ZERO)
                 .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
             delivery::Delivery::Relay(relay, Arc::new(spool))
         }
@@ -445,7 +486,7 @@ async fn run(args: Args) -> Result<(), String> {
     ];
     for (addrs, transport, label, lmtp) in kinds {
         for addr in addrs {
-            let (listener, local) = addr.bind(transport).await?;
+            let (listener, local) = addr.bind(transport, args.listen_backlog).await?;
             let listener = if lmtp { listener.lmtp() } else { listener };
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);

@@ -455,7 +455,8 @@ mod tests {
     #[tokio::test]
     async fn a_checks_quarantine_discard_and_added_field_are_applied_by_the_handler() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Arc::new(Maildir::open(dir.path(), "mx.test").unwrap());
+        let maildir =
+            Arc::new(Maildir::open(dir.path(), "mx.test", std::time::Duration::ZERO).unwrap());
         let sink = Sink::new(vec![Arc::new(BySubject)], Delivery::Maildir(maildir));
         let config = Config {
             hostname: "mx.test".into(),

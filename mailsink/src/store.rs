@@ -334,13 +334,13 @@ impl Spool {
                 let reader = File::open(maildir.tmp_path(&name))?;
                 rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
-            if quarantine {
-                maildir.quarantine(file, &name)
-            } else {
-                maildir.deliver(file, &name)
-            }
+            maildir.place(file, &name, quarantine)
         })
         .await;
+        let delivered = match delivered {
+            Ok(placed) => self.maildir.commit(placed).await,
+            Err(err) => Err(err),
+        };
         match delivered {
             Ok(path) => {
                 self.on_disk = false;

@@ -33,7 +33,7 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
     };
     let relay = Relay::from_args(&args, "mx.test").unwrap().unwrap();
     let spool = tempfile::tempdir().unwrap().keep();
-    let maildir = Maildir::open(&spool, "mx.test").unwrap();
+    let maildir = Maildir::open(&spool, "mx.test", std::time::Duration::ZERO).unwrap();
     let sink = Sink::new(
         Vec::new(),
         Delivery::Relay(Arc::new(relay), Arc::new(maildir)),
