@@ -20,6 +20,12 @@
 //! | `mailsink_relay_duration_seconds` | histogram | `outcome` (`delivered`, `not_delivered`) | a message's delivery to `--relay`, connection included |
 //! | `mailsink_dns_ptr_lookups_total` | counter | `outcome` (`confirmed`, `failed`, `timeout`) | clients' forward-confirmed reverse DNS lookups |
 //! | `mailsink_authentication_results_total` | counter | `method` (`spf`, `dkim`, `dmarc`...), `result` (`pass`, `fail`...) | message authentication results, see [`authentication_result`] |
+//! | `mailsink_rate_refusals_total` | counter | `rate` (`connections`, `messages`...) | what `--rate` refused (rates.rs) |
+//! | `mailsink_redis_failures_total` | counter | | checks `--redis` did not answer in time (shared.rs) |
+//! | `mailsink_redis_outages_total` | counter | | times Redis became unavailable |
+//! | `mailsink_dnsbl_lookups_total` | counter | `list`, `result` (`listed`, `not_listed`, `timeout`) | `--dnsbl` answers (dnsbl.rs) |
+//! | `mailsink_dnsbl_refusals_total` | counter | | clients refused for their DNS list score |
+//! | `mailsink_greylisted_total` | counter | | greylisting's `450 4.2.0` answers (greylist.rs) |
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -36,7 +36,8 @@
 //!   `x.user` and `x.domain`.
 //! - `conn_meta:get_meta(key)` / `conn_meta:set_meta(key, value)`, per connection, with
 //!   `received_from`, `received_via`, `hostname`, `ehlo_domain`, `tls_protocol_version`,
-//!   `tls_cipher`, `authn_id` filled in. The message object has `sender()`, `recipient()`,
+//!   `tls_cipher`, `authn_id` filled in, and mailsink's own `dnsbl_score` and `dnsbl_listed`
+//!   (the lists, comma-separated) with `--dnsbl`. The message object has `sender()`, `recipient()`,
 //!   `recipient_list()`, `get_data()`, `get_first_named_header_value(name)`, `get_meta`,
 //!   `set_meta`.
 //! - `local kumo = require 'kumo'` works; `print` writes to stderr (stdout is the JSON log).
@@ -502,6 +503,10 @@ impl Worker {
             "authn_id",
             facts.auth.as_ref().and_then(|a| a.username.as_deref()),
         )?;
+        // mailsink's own: what --dnsbl made of the client.
+        let screening = facts.screening.as_deref();
+        table.set("dnsbl_score", screening.map(|s| s.score))?;
+        table.set("dnsbl_listed", screening.map(|s| s.listed.join(",")))?;
         Ok(table)
     }
 }

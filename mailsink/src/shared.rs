@@ -4,8 +4,8 @@
 //! algorithm, as redis-cell and KumoMTA's Redis throttles run it) reads the key's
 //! theoretical arrival time, decides and writes it back inside Redis, so instances checking
 //! the same key at the same instant cannot both slip through. The clock is Redis's own
-//! (`TIME`), so the instances' clocks need not agree. Several keys checked at once go in
-//! one pipeline: one round trip, whatever their number.
+//! (`TIME`), so the instances' clocks need not agree. Several keys checked at once go to
+//! one call of the script: one atomic step and one round trip, whatever their number.
 //!
 //! The store being down or slow never holds a connection up for more than `--redis-timeout`:
 //! the check fails, the outage is logged once (and its end once), every failed check is
@@ -73,30 +73,42 @@ pub enum FailurePolicy {
 /// How long no connection is tried after one failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
-/// The GCRA step. KEYS[1] holds the theoretical arrival time (TAT) in microseconds of
-/// Redis's clock; ARGV: the emission interval in microseconds, the burst, the cost, and 1
-/// to peek (decide without counting). Returns {allowed, remaining, retry_after_ms,
-/// reset_after_ms}. The key expires when its allowance is whole again.
+/// The GCRA step, for each key of KEYS in turn: the key holds its theoretical arrival time
+/// (TAT) in microseconds of Redis's clock; ARGV has three values per key: the emission
+/// interval in microseconds, the burst, and 1 to peek (decide without counting). Returns
+/// {allowed, remaining, retry_after_ms, reset_after_ms} per key, one flat array. Each key
+/// expires when its allowance is whole again. All the keys of one check are decided in
+/// one atomic step.
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SOURCE));
 const GCRA_SOURCE: &str = r#"
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local peek = ARGV[4] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - interval * burst
-if allow_at > now then
-  return {0, 0, math.ceil((allow_at - now) / 1000), math.ceil((tat - now) / 1000)}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local peek = ARGV[3 * i] == '1'
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - interval * burst
+  if allow_at > now then
+    table.insert(out, 0)
+    table.insert(out, 0)
+    table.insert(out, math.ceil((allow_at - now) / 1000))
+    table.insert(out, math.ceil((tat - now) / 1000))
+  else
+    local reset_ms = math.ceil((new_tat - now) / 1000)
+    if not peek then
+      redis.call('SET', key, string.format('%.0f', new_tat), 'PX', reset_ms)
+    end
+    table.insert(out, 1)
+    table.insert(out, math.floor((now - allow_at) / interval))
+    table.insert(out, 0)
+    table.insert(out, reset_ms)
+  end
 end
-local reset_ms = math.ceil((new_tat - now) / 1000)
-if not peek then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', reset_ms)
-end
-return {1, math.floor((now - allow_at) / interval), 0, reset_ms}
+return out
 "#;
 
 /// A Lua script run in Redis by its SHA1 (`EVALSHA`), loaded when Redis does not know it.
@@ -211,27 +223,31 @@ impl Shared {
         format!("{}{key}", self.prefix)
     }
 
-    /// Checks `keys`, each against its rate, in one round trip: one answer per key, in
-    /// order, or why there is none (within `--redis-timeout`).
+    /// Checks `keys`, each against its rate, in one atomic step and one round trip: one
+    /// answer per key, in order, or why there is none (within `--redis-timeout`).
     pub async fn check(&self, keys: &[RateKey]) -> Result<Vec<RateAnswer>, Unavailable> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let names: Vec<String> = keys.iter().map(|key| self.key(&key.key)).collect();
         let values = self
             .query(&[&GCRA], |pipe| {
+                let call = evalsha(pipe, &GCRA, &names);
                 for key in keys {
                     let interval = u64::try_from(key.rate.interval().as_micros())
                         .unwrap_or(u64::MAX)
                         .max(1);
-                    evalsha(pipe, &GCRA, &[self.key(&key.key)])
-                        .arg(interval)
+                    call.arg(interval)
                         .arg(key.rate.burst())
-                        .arg(1)
                         .arg(u8::from(key.peek));
                 }
             })
             .await?;
-        values.iter().map(answer).collect()
+        let answers = match values.first() {
+            Some(Value::Array(items)) => items.chunks(4).map(answer).collect::<Result<_, _>>()?,
+            other => return Err(bad_answer(other)),
+        };
+        Ok(answers)
     }
 
     /// Runs the commands `build` puts in a pipeline, in one round trip, within
@@ -369,31 +385,25 @@ fn is_no_script(value: &Value) -> bool {
     matches!(value, Value::ServerError(err) if err.code() == "NOSCRIPT")
 }
 
-/// The script's `{allowed, remaining, retry_after_ms, reset_after_ms}`.
-fn answer(value: &Value) -> Result<RateAnswer, Unavailable> {
-    let bad = || Unavailable(format!("unexpected answer from the rate script: {value:?}"));
-    let Value::Array(items) = value else {
-        if let Value::ServerError(err) = value {
-            return Err(Unavailable(format!("{err:?}")));
-        }
-        return Err(bad());
+fn bad_answer(value: Option<&Value>) -> Unavailable {
+    Unavailable(format!("unexpected answer from the rate script: {value:?}"))
+}
+
+/// One key's `{allowed, remaining, retry_after_ms, reset_after_ms}` from the script.
+fn answer(items: &[Value]) -> Result<RateAnswer, Unavailable> {
+    let number = |item: &Value| match item {
+        Value::Int(n) => Ok(*n),
+        other => Err(bad_answer(Some(other))),
     };
-    let numbers: Vec<i64> = items
-        .iter()
-        .map(|item| match item {
-            Value::Int(n) => Ok(*n),
-            _ => Err(bad()),
-        })
-        .collect::<Result<_, _>>()?;
-    let [allowed, remaining, retry_ms, reset_ms] = numbers[..] else {
-        return Err(bad());
+    let [allowed, remaining, retry_ms, reset_ms] = items else {
+        return Err(bad_answer(items.first()));
     };
     let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
     Ok(RateAnswer {
-        allowed: allowed == 1,
-        remaining: u64::try_from(remaining).unwrap_or(0),
-        retry_after: ms(retry_ms),
-        reset_after: ms(reset_ms),
+        allowed: number(allowed)? == 1,
+        remaining: u64::try_from(number(remaining)?).unwrap_or(0),
+        retry_after: ms(number(retry_ms)?),
+        reset_after: ms(number(reset_ms)?),
     })
 }
 

@@ -386,3 +386,48 @@ fn two_hundred_messages_through_haproxy_reach_both_instances_with_the_clients_ad
         "{log:#?}"
     );
 }
+
+#[path = "common/redis.rs"]
+mod redis;
+
+/// The greeting a client at 127.0.0.2 reads through HAProxy (or its refusal).
+fn greeting_through(frontend: SocketAddr) -> String {
+    let mut client = Client::from_stream(connect_from(CLIENT_IP, frontend));
+    client.reply()
+}
+
+#[test]
+fn behind_haproxy_a_clients_connection_rate_holds_across_the_fleet_with_redis() {
+    let redis = redis::Redis::start();
+    let url = redis.url();
+    // HAProxy's own address (its health checks) is trusted; the client is not.
+    let args = [
+        "--proxy-protocol",
+        "--redis",
+        &url,
+        "--limit-exceptions",
+        "127.0.0.3",
+        "--rate",
+        "connections=4/hour",
+    ];
+    let backends = [Server::start(&args), Server::start(&args)];
+    let frontend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _haproxy = Haproxy::start(frontend, &[backends[0].addr, backends[1].addr]);
+    // Round robin: two connections to each instance, four in all, then the fifth.
+    for _ in 0..4 {
+        assert!(greeting_through(frontend).starts_with("220 "));
+    }
+    assert_eq!(
+        greeting_through(frontend),
+        "421 4.7.0 Error: too many connections from 127.0.0.2\r\n"
+    );
+    // Both instances served the client: the count was the fleet's, not one instance's.
+    let start = Instant::now();
+    while backends
+        .iter()
+        .any(|b| disconnects_from(b, CLIENT_IP).is_empty())
+    {
+        assert!(start.elapsed() < WAIT, "both instances served the client");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

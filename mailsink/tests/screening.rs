@@ -184,3 +184,65 @@ fn connect_from(source: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
     stream.set_nonblocking(false).unwrap();
     stream
 }
+
+#[test]
+fn with_verify_mail_whose_domain_vouches_for_it_passes_on_its_first_attempt() {
+    let lists = DnsServer::start(Zone::new().txt("vouched.example", "v=spf1 ip4:127.0.0.1 -all"));
+    let dns = lists.arg();
+    let server = Server::start(&[
+        "--dns-server",
+        &dns,
+        "--verify",
+        "--limit-exceptions",
+        "none",
+        "--greylist",
+    ]);
+    let mut client = Client::hello(server.addr);
+    // SPF pass for the MAIL FROM domain: through at once, decided at the end of the data.
+    assert_eq!(
+        message(&mut client, "a@vouched.example", "u@example.net"),
+        ACCEPTED
+    );
+    // The same client for a domain that does not vouch: greylisted, at the end of the data.
+    assert_eq!(
+        message(&mut client, "a@unknown.example", "u@example.net"),
+        "450 4.2.0 Greylisted, please try again in 300 seconds\r\n"
+    );
+    assert_eq!(server.stored().len(), 1);
+}
+
+#[test]
+fn the_policy_reads_the_clients_score() {
+    let lists = lists();
+    let dns = lists.arg();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("policy.lua");
+    std::fs::write(
+        &script,
+        r#"
+kumo.on('smtp_server_mail_from', function(sender, conn_meta)
+  if (conn_meta:get_meta('dnsbl_score') or 0) >= 2 then
+    kumo.reject(451, '4.7.1 listed on ' .. conn_meta:get_meta('dnsbl_listed'))
+  end
+end)
+"#,
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--dns-server",
+        &dns,
+        "--limit-exceptions",
+        "none",
+        "--dnsbl",
+        "zen.example=127.0.0.[2..11]*2",
+        "--dnsbl-action",
+        "log",
+        "--policy",
+        script.to_str().unwrap(),
+    ]);
+    let mut client = Client::hello(server.addr);
+    assert_eq!(
+        client.cmd("MAIL FROM:<a@example.org>"),
+        "451 4.7.1 listed on zen.example\r\n"
+    );
+}
