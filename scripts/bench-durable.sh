@@ -46,9 +46,13 @@ cleanup_extra() { rm -rf "$work"; }
     >/dev/null 2>"$work/mailsink.err" &
 mailsink_pid=$!
 pids+=("$mailsink_pid")
+cpu_group bench-durable-mailsink
+cpu_join bench-durable-mailsink "$mailsink_pid"
 
 # --- a throwaway Postfix: smtpd on a loopback port, queue in $work, every message discarded ---
 pfx=$work/postfix
+cpu_group bench-durable-postfix
+POSTFIX_CPU_GROUP=bench-durable-postfix
 start_postfix "$pfx" "$POSTFIX_PORT" "$SESSIONS"
 
 wait_for_port "$MAILSINK_PORT"
@@ -67,13 +71,18 @@ drain_postfix() {
     exit 1
 }
 
-# One run of smtp-source against `port`: prints messages per second.
+# run PORT GROUP: one run of smtp-source; prints messages per second and the server's CPU
+# microseconds per message during the run (Postfix's: every process of its instance,
+# delivery to discard: included as far as it runs meanwhile).
 run() {
-    local port=$1 start end
+    local port=$1 group=$2 start end cpu_before cpu_after
+    cpu_before=$(cpu_used "$group")
     start=$(date +%s.%N)
     smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" "127.0.0.1:$port"
     end=$(date +%s.%N)
-    echo "$MESSAGES $start $end" | awk '{ printf "%.0f\n", $1 / ($3 - $2) }'
+    cpu_after=$(cpu_used "$group")
+    echo "$MESSAGES $start $end $cpu_before $cpu_after" |
+        awk '{ printf "%.0f %.0f\n", $1 / ($3 - $2), ($5 - $4) / 1000 / $1 }'
 }
 
 
@@ -89,14 +98,14 @@ for round in $(seq 1 "$ROUNDS"); do
     # would make the file system's inode allocator skip over them (ext4 without a journal
     # checks every recently deleted inode) and bill mailsink's run for it.
     before=$(find "$work/maildir/new" -type f | wc -l)
-    mailsink_rate=$(run "$MAILSINK_PORT")
+    read -r mailsink_rate mailsink_cpu <<<"$(run "$MAILSINK_PORT" bench-durable-mailsink)"
     stored=$(($(find "$work/maildir/new" -type f | wc -l) - before))
     if [ "$stored" != "$MESSAGES" ]; then
         echo "mailsink stored $stored of $MESSAGES messages" >&2
         exit 1
     fi
     drain_postfix
-    postfix_rate=$(run "$POSTFIX_PORT")
+    read -r postfix_rate postfix_cpu <<<"$(run "$POSTFIX_PORT" bench-durable-postfix)"
     drain_postfix
     sent=$(grep -c 'status=sent' "$pfx/maillog" || true)
     if [ $((sent - sent_before)) != "$MESSAGES" ]; then
@@ -106,7 +115,8 @@ for round in $(seq 1 "$ROUNDS"); do
     sent_before=$sent
     rate_m+=("$mailsink_rate")
     rate_p+=("$postfix_rate")
-    echo "round $round: mailsink $mailsink_rate msg/s; Postfix smtpd $postfix_rate msg/s;" \
+    echo "round $round: mailsink $mailsink_rate msg/s, $mailsink_cpu µs CPU each;" \
+        "Postfix smtpd $postfix_rate msg/s, $postfix_cpu µs CPU each;" \
         "ratio $(echo "$mailsink_rate $postfix_rate" | awk '{ printf "%.2f", $1 / $2 }');" \
         "load average $(load_average)"
 done
