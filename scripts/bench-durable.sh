@@ -9,6 +9,7 @@
 #   scripts/bench-durable.sh                      # 3 rounds of smtp-source -s 20 -m 5000 -l 4096
 #   ROUNDS=5 scripts/bench-durable.sh
 #   SESSIONS=200 scripts/bench-durable.sh         # 200 concurrent sessions
+#   CLIENT=smtp-tls-source SESSIONS=200 scripts/bench-durable.sh
 #   MAILSINK_ARGS="--group-commit-window 500" scripts/bench-durable.sh
 #   MAILSINK_BIN=/path/to/other/mailsink scripts/bench-durable.sh   # another build
 #   SPOOL_DIR=/some/disk scripts/bench-durable.sh # where both store (default: a temporary
@@ -27,13 +28,24 @@ SESSIONS=${SESSIONS:-20}
 MESSAGES=${MESSAGES:-5000}
 LENGTH=${LENGTH:-4096}
 MAILSINK_ARGS=${MAILSINK_ARGS:-}
+# smtp-source, or smtp-tls-source (the bench crate's, on epoll: smtp-source's select() loop
+# slows down with hundreds of sessions, whichever server it drives).
+CLIENT=${CLIENT:-smtp-source}
 MAILSINK_PORT=${MAILSINK_PORT:-22535}
 POSTFIX_PORT=${POSTFIX_PORT:-22536}
 
 . "$(dirname "$0")/bench-lib.sh"
 need_root_for_postfix
-need smtp-source
 build_mailsink
+if [ "$CLIENT" = smtp-tls-source ]; then
+    echo "building smtp-tls-source (release)..." >&2
+    cargo build --quiet --release -p smtp-session-bench --bin smtp-tls-source \
+        --manifest-path "$root/Cargo.toml"
+    client=("$CARGO_TARGET_DIR/release/smtp-tls-source")
+else
+    need smtp-source
+    client=(smtp-source)
+fi
 
 work=$(mktemp -d "${SPOOL_DIR:-${TMPDIR:-/tmp}}/bench-durable.XXXXXX")
 cleanup_extra() { rm -rf "$work"; }
@@ -78,7 +90,7 @@ run() {
     local port=$1 group=$2 start end cpu_before cpu_after
     cpu_before=$(cpu_used "$group")
     start=$(date +%s.%N)
-    smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" "127.0.0.1:$port"
+    "${client[@]}" -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" "127.0.0.1:$port" >/dev/null
     end=$(date +%s.%N)
     cpu_after=$(cpu_used "$group")
     echo "$MESSAGES $start $end $cpu_before $cpu_after" |
@@ -88,7 +100,7 @@ run() {
 
 describe_machine
 echo "storage: $(df -T "$work" | awk 'NR == 2 { print $2 " on " $1 }'), $work"
-echo "client:  smtp-source -s $SESSIONS -m $MESSAGES -l $LENGTH (a new connection per message)"
+echo "client:  $CLIENT -s $SESSIONS -m $MESSAGES -l $LENGTH (a new connection per message)"
 echo "servers: mailsink --maildir $MAILSINK_ARGS (fsync file, rename, group fsync of new/);" \
     "Postfix $(postconf -c "$pfx/etc" -h mail_version 2>/dev/null || echo '?') smtpd (queue file fsynced), delivered to discard:"
 declare -a rate_m rate_p
