@@ -11,6 +11,7 @@ use smtp_session::{
     AuthInfo, ConnectionInfo, DisconnectContext, Envelope, HeloInfo, Message, TlsInfo,
 };
 
+use crate::check::Record;
 use crate::facts::ConnFacts;
 use crate::verify::AuthResults;
 
@@ -43,6 +44,12 @@ struct MessageLine<'a> {
     /// `--verify`'s results; absent without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'a AuthResults>,
+    /// Why a check quarantined it; absent unless one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quarantined: Option<&'a str>,
+    /// Why a check dropped it; absent unless one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discarded: Option<&'a str>,
 }
 
 /// `{"event":"disconnect","arguments":{..},"connection":{..},"transaction":{}}`.
@@ -55,13 +62,9 @@ pub fn disconnect_line(context: &DisconnectContext) -> String {
 }
 
 /// `{"event":"message","connection":{..},"envelope":{..},"size":N,"chunked":false,"file":".."}`,
-/// with `"auth":{"spf":"pass",..}` after `--verify`.
-pub fn message_line(
-    facts: &ConnFacts,
-    message: &Message,
-    file: Option<&Path>,
-    auth: Option<&AuthResults>,
-) -> String {
+/// with `"auth":{"spf":"pass",..}` after `--verify`, and `"quarantined"` or `"discarded"`
+/// with a check's reason: what the message's `record` says.
+pub fn message_line(facts: &ConnFacts, message: &Message, record: &Record) -> String {
     serde_json::to_string(&MessageLine {
         event: "message",
         connection: Connection {
@@ -73,8 +76,10 @@ pub fn message_line(
         envelope: &message.envelope,
         size: message.size,
         chunked: message.chunked,
-        file,
-        auth,
+        file: record.file.as_deref(),
+        auth: record.auth_results.as_deref(),
+        quarantined: record.quarantined.as_deref(),
+        discarded: record.discarded.as_deref(),
     })
     .expect("the message line serialises")
 }

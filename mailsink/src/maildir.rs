@@ -21,7 +21,10 @@ use crate::group_commit::GroupCommit;
 /// Maildir convention: a delivery never takes this long).
 pub const STALE_TMP: Duration = Duration::from_secs(36 * 60 * 60);
 
-/// A Maildir with `tmp/`, `new/` and `cur/`.
+/// The Maildir++ folder quarantined messages go to.
+pub const QUARANTINE: &str = ".Quarantine";
+
+/// A Maildir with `tmp/`, `new/` and `cur/`, and its quarantine folder.
 #[derive(Debug)]
 pub struct Maildir {
     root: PathBuf,
@@ -50,6 +53,7 @@ impl Maildir {
         let root = root.into();
         for sub in ["tmp", "new", "cur"] {
             fs::create_dir_all(root.join(sub))?;
+            fs::create_dir_all(root.join(QUARANTINE).join(sub))?;
         }
         // Absolute, so the log's file names are usable from anywhere.
         let root = fs::canonicalize(&root)?;
@@ -128,16 +132,26 @@ impl Maildir {
             .open(self.tmp_path(name))
     }
 
-    /// Puts a message whose bytes are all in `file` into `new/`: fsync, then rename.
-    /// Returns the path in `new/`, which is not durable before [`Maildir::commit`] says so.
-    /// On failure nothing is left in `new/`, and the file in `tmp/` is for the caller to
-    /// remove. Blocking.
-    pub fn place(&self, file: File, name: &Name) -> io::Result<PathBuf> {
+    /// Where delivered messages appear.
+    pub fn new_dir(&self) -> PathBuf {
+        self.root.join("new")
+    }
+
+    /// Puts a message whose bytes are all in `file` into `new/`, or into the quarantine
+    /// folder's `new/`: fsync, then rename. Returns the path, which is not durable before
+    /// [`Maildir::commit`] says so. On failure nothing is left in `new/`, and the file in
+    /// `tmp/` is for the caller to remove. Blocking.
+    pub fn place(&self, file: File, name: &Name, quarantine: bool) -> io::Result<PathBuf> {
         // Whole and synced before its name appears in new/: a crash can lose the name,
         // never show a partial message.
+        let dir = if quarantine {
+            self.root.join(QUARANTINE).join("new")
+        } else {
+            self.new_dir()
+        };
         file.sync_all()?;
         drop(file);
-        let new = self.root.join("new").join(&name.file);
+        let new = dir.join(&name.file);
         fs::rename(self.tmp_path(name), &new)?;
         Ok(new)
     }
@@ -146,7 +160,17 @@ impl Maildir {
     /// `new/` that began after the rename has returned. On failure the file is removed from
     /// `new/`.
     pub async fn commit(&self, path: PathBuf) -> io::Result<PathBuf> {
-        match self.new_synced.sync().await {
+        let synced = match path.parent() {
+            Some(dir) if dir != self.new_dir() => {
+                // The quarantine folder: rare enough for a sync of its own.
+                let dir = dir.to_path_buf();
+                tokio::task::spawn_blocking(move || File::open(dir)?.sync_all())
+                    .await
+                    .unwrap_or_else(|join| Err(io::Error::other(join)))
+            }
+            _ => self.new_synced.sync().await,
+        };
+        match synced {
             Ok(()) => Ok(path),
             Err(err) => {
                 // The client is told to retry; do not leave a copy that might also survive.
@@ -187,7 +211,7 @@ mod tests {
         let name = maildir.unique_name();
         let mut file = maildir.create(&name)?;
         file.write_all(body)?;
-        let placed = maildir.place(file, &name)?;
+        let placed = maildir.place(file, &name, false)?;
         block_on(maildir.commit(placed))
     }
 
@@ -225,7 +249,7 @@ mod tests {
         let name = maildir.unique_name();
         let file = maildir.create(&name).unwrap();
         fs::remove_file(maildir.tmp_path(&name)).unwrap();
-        assert!(maildir.place(file, &name).is_err());
+        assert!(maildir.place(file, &name, false).is_err());
         assert_eq!(fs::read_dir(dir.path().join("new")).unwrap().count(), 0);
     }
 

@@ -11,6 +11,9 @@ use clap::Parser;
 use smtp_session::{BodyDelivery, Config, HookFailurePolicy};
 use smtp_session_tokio::{CancellationToken, Limits, Server, Transport};
 
+mod check;
+mod checks;
+mod delivery;
 mod dns;
 mod facts;
 mod group_commit;
@@ -24,6 +27,7 @@ mod relay;
 mod sink;
 mod store;
 mod tls;
+mod trace;
 mod verify;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
@@ -32,7 +36,7 @@ mod verify;
 /// fsynced before the client gets its 250. stdout carries one JSON line per accepted message
 /// and one per connection end (Halon's disconnect script fields); stderr is for humans.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Address for SMTP with STARTTLS, ADDR:PORT or unix:PATH (repeatable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
@@ -150,6 +154,14 @@ struct Args {
     /// [default: 128 MiB].
     #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
     verify_memory: u64,
+
+    /// The longest header section --verify looks through for Authentication-Results fields
+    /// in this host's name (read outside --verify-memory); a message with a longer one is
+    /// refused with 552 5.3.4.
+    #[arg(long, value_name = "BYTES", default_value_t = 128 << 10,
+          value_parser = clap::value_parser!(u64).range(1024..=store::MAX_FRONT))]
+    verify_max_header: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (ADDR:PORT; plain HTTP, so keep it
     /// on a private address).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -160,6 +172,21 @@ struct Args {
 
     #[command(flatten)]
     limits: limits::LimitArgs,
+
+    /// Serve watchers of the live SMTP dialogue on this UNIX socket (made for mailsink's
+    /// user only): `mailsink trace --socket PATH [ADDR|CIDR]` in another terminal.
+    #[arg(long, value_name = "PATH")]
+    trace_socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Watch the live SMTP dialogue of a running mailsink's connections from an address or
+    /// network (its --trace-socket), until interrupted.
+    Trace(trace::TraceArgs),
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -178,6 +205,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Trace(trace)) = &args.command {
+        return match trace::run_client(trace) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("mailsink trace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // One thread: a connection never blocks it (storage runs on blocking threads, the
     // policy on its own), and no task ever moves between threads or wakes another one.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -217,13 +253,15 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
         ..Config::default()
     };
     config.extensions.auth = sink.auth_enabled();
-    if sink.relay.is_some() {
+    if sink.delivery.relay().is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;
-    } else if sink.maildir.is_some() || !sink.needs_body() {
-        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs); with
-        // --discard they go nowhere, and the message hook still logs the envelope and the
-        // size. Only --discard with a script that reads bodies gathers them in memory.
+    }
+    if sink.delivery.spool_dir().is_some() || !sink.needs_body() {
+        // Bodies go straight into the Maildir's tmp/ as they arrive (see store.rs), also
+        // when they are relayed from there; with --discard they go nowhere, and the
+        // message hook still logs the envelope and the size. Only --discard with a script
+        // that reads bodies gathers them in memory.
         config.body_delivery = BodyDelivery::STREAMED;
     }
     if let Some(size) = args.max_message_size {
@@ -243,15 +281,20 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     Ok(config)
 }
 
-fn limits(args: &Args, config: &Config, sink: &sink::Sink, files: &limits::OpenFiles) -> Limits {
+fn limits(
+    args: &Args,
+    config: &Config,
+    sink: &sink::Sink,
+    verify_time: Duration,
+    files: &limits::OpenFiles,
+) -> Limits {
     // The message hook may run the script, then the relay, which answers 451 itself when it
-    // runs out of time: the hook is given the relay's time on top of its own.
-    let relay_time = sink.relay.as_ref().map_or(Duration::ZERO, |r| r.timeout());
-    // --verify runs in the message hook too, before the script.
-    let verify_time = sink
-        .verifier
-        .as_ref()
-        .map_or(Duration::ZERO, |v| v.timeout());
+    // runs out of time: the hook is given the relay's time on top of its own; --verify
+    // runs in the message hook too, before the script.
+    let relay_time = sink
+        .delivery
+        .relay()
+        .map_or(Duration::ZERO, |r| r.timeout());
     let mut limits = Limits {
         // A client that never reads its replies is given as long as an idle one.
         write_timeout: config.command_timeout,
@@ -290,11 +333,45 @@ fn verifier(
         hostname,
         timeout,
         args.verify_memory,
+        args.verify_max_header,
     )))
+}
+
+/// The checks, in the order they are asked at each stage: the reverse DNS name first (the
+/// others see it), the limits, `--verify` (the policy sees its results), the policy, the
+/// users for AUTH (unless the policy checks passwords).
+fn checks(
+    args: &Args,
+    dns: Option<dns::Resolver>,
+    verifier: Option<verify::Verifier>,
+    lua: Option<Arc<policy::LuaPolicy>>,
+) -> Vec<Arc<dyn check::Check>> {
+    let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(resolver) = dns {
+        list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
+    }
+    list.push(Arc::new(checks::limits::Limits {
+        guard: args.limits.guard(),
+    }));
+    if let Some(verifier) = verifier {
+        list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    if let Some(lua) = lua {
+        list.push(Arc::new(checks::policy::Policy::new(lua)));
+    }
+    if !args.user.is_empty() {
+        list.push(Arc::new(checks::users::Users {
+            users: args.user.clone(),
+        }));
+    }
+    list
 }
 
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
+    if let Some(path) = &args.trace_socket {
+        trace::serve(path, trace::install()?)?;
+    }
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
@@ -325,16 +402,25 @@ async fn run(args: Args) -> Result<(), String> {
         Some(dns::Resolver::new(&settings)?)
     };
     let verifier = verifier(&args, &hostname, dns.as_ref(), maildir.is_some())?;
-    let sink = sink::Sink {
-        maildir,
-        relay,
-        lua,
-        users: args.user.clone().into(),
-        dns,
-        spooler: store::Spooler::default(),
-        guard: args.limits.guard(),
-        verifier,
+    let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
+    let storage = match (&relay, &maildir) {
+        (Some(relay), _) => format!("relaying to {}", relay.target()),
+        (None, Some(_)) => format!("storing into {}", args.maildir.join("new").display()),
+        (None, None) => "discarding messages".to_string(),
     };
+    let delivery = match (relay, maildir) {
+        (Some(relay), _) => {
+            // Relayed bodies are spooled while they arrive, then relayed from the file.
+            let dir = args.relay.spool_dir();
+            let spool = maildir::Maildir::open(&dir, &hostname, Duration::ZERO)
+                .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
+            delivery::Delivery::Relay(relay, Arc::new(spool))
+        }
+        (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
+        (None, None) => delivery::Delivery::Discard,
+    };
+    let checks = checks(&args, dns, verifier, lua);
+    let sink = sink::Sink::new(checks, delivery);
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {
         Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
@@ -345,9 +431,8 @@ async fn run(args: Args) -> Result<(), String> {
         _ => tls::self_signed(&hostname, client_certificates)?,
     };
 
-    let relaying = sink.relay.as_ref().map(|relay| relay.target().to_string());
     let shutdown = CancellationToken::new();
-    let server_limits = limits(&args, &config, &sink, &files);
+    let server_limits = limits(&args, &config, &sink, verify_time, &files);
     let mut server = Server::new(sink)
         .limits(server_limits.clone())
         .config(config)
@@ -370,13 +455,6 @@ async fn run(args: Args) -> Result<(), String> {
             server = server.listener(listener);
         }
     }
-    let storage = if let Some(target) = relaying {
-        format!("relaying to {target}")
-    } else if args.discard {
-        "discarding messages".to_string()
-    } else {
-        format!("storing into {}", args.maildir.join("new").display())
-    };
     eprintln!(
         "mailsink {}: listening on {}; {storage}",
         hostname,

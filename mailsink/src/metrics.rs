@@ -12,7 +12,7 @@
 //! | `mailsink_connections_open` | gauge | `listener` | connections being served |
 //! | `mailsink_connections_total` | counter | `listener` (`smtp`, `smtps`, `lmtp`) | connections admitted |
 //! | `mailsink_refusals_total` | counter | `limit`: see [`RefusedBy`] | what a limit refused: a connection, a MAIL, an AUTH |
-//! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (a connection refused at accept time gets no session: its 421 is not one) |
+//! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (the 421 of a connection refused at accept time is counted as a refusal, not a reply) |
 //! | `mailsink_messages_accepted_total` | counter | | messages accepted: stored, relayed or discarded, and answered 250 (under LMTP, for at least one recipient) |
 //! | `mailsink_message_bytes_accepted_total` | counter | | their sizes as received, before the trace fields |
 //! | `mailsink_maildir_syncs_total` | counter | | syncs of the Maildir's `new/`: each makes durable every message renamed into it before it began (group commit), so fewer than the messages stored when they arrive together |

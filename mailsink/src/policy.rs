@@ -62,7 +62,6 @@ use mlua::{
     UserDataFields, UserDataMethods, Value, VmState,
 };
 use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, ReversePath};
-use smtp_session_tokio::Connection;
 use tokio::sync::oneshot;
 
 use crate::facts::ConnFacts;
@@ -727,35 +726,6 @@ fn first_header(body: &[u8], name: &str) -> Option<Vec<u8>> {
     found.map(|v| v.trim_ascii().to_vec())
 }
 
-/// The keywords the EHLO reply will list now, as `smtp_server_ehlo` gets them: what the
-/// session offers (SIZE with its value, AUTH with its mechanisms), in the reply's order.
-pub fn ehlo_keywords(conn: &Connection<'_>) -> Vec<String> {
-    let ext = conn.extensions();
-    let config = conn.config();
-    let tls = conn.tls().is_some();
-    let auth = ext.auth && (tls || config.auth_without_tls) && conn.auth().is_none();
-    let keywords = [
-        (ext.pipelining, "PIPELINING".to_string()),
-        (ext.size, format!("SIZE {}", config.max_message_size)),
-        (ext.eight_bit_mime, "8BITMIME".into()),
-        (ext.enhanced_status_codes, "ENHANCEDSTATUSCODES".into()),
-        (ext.smtputf8, "SMTPUTF8".into()),
-        (ext.chunking, "CHUNKING".into()),
-        (ext.chunking && ext.binary_mime, "BINARYMIME".into()),
-        (ext.dsn, "DSN".into()),
-        (ext.starttls && !tls, "STARTTLS".into()),
-        (ext.require_tls && tls, "REQUIRETLS".into()),
-        (ext.mt_priority, "MT-PRIORITY".into()),
-        (ext.deliver_by, "DELIVERBY".into()),
-        (ext.rrvs, "RRVS".into()),
-        (auth, format!("AUTH {}", config.auth_mechanisms.join(" "))),
-    ];
-    keywords
-        .into_iter()
-        .filter_map(|(on, keyword)| on.then_some(keyword))
-        .collect()
-}
-
 /// The extensions a handler's `returned` list asks for, from those in force (`current`,
 /// which listed `offered`): a keyword offered and left out is switched off, a known one
 /// added is switched on, except STARTTLS and AUTH, which follow the configuration. Keywords
@@ -828,6 +798,7 @@ mod tests {
             helo: None,
             tls: None,
             auth: None,
+            client: None,
         }
     }
 

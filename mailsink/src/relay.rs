@@ -2,12 +2,13 @@
 //! before-queue filter: the client is answered only once the downstream has answered, and
 //! with what the downstream said. docs/relay.md is the operator's guide.
 //!
-//! The relay runs in the message hook, with the whole body the session gathered (the
-//! buffered mode, as for the Maildir): the downstream connection is taken only for the
+//! The relay runs in the message hook, on the body streamed into a spool file as it
+//! arrived (as for the Maildir, see [`spooled`]; constant memory per connection), read back
+//! in pieces as the next hop takes them. The downstream connection is taken only for the
 //! final transfer, never for as long as a slow client takes to send its data (Postfix's
 //! `smtpd_proxy_options = speed_adjust`), and a message that is never completed (RSET, too
 //! big, the client gone) never reaches the downstream, so no transaction there has to be
-//! broken off. lettre's body API takes the whole message anyway.
+//! broken off.
 //!
 //! One transaction per message, under one deadline (`--relay-timeout`) that covers waiting
 //! for a connection, connecting and every reply. Connections are reused for
@@ -35,11 +36,13 @@ mod envelope;
 mod lmtp;
 mod reply;
 mod smtp;
+mod spooled;
 mod target;
 
 use body::Outgoing;
 use envelope::{BodyFacts, Leg};
 use reply::Answer;
+use spooled::SpooledText;
 pub use target::Target;
 
 /// The command-line settings of the relay.
@@ -74,6 +77,21 @@ pub struct RelayArgs {
     /// starttls=required), besides the built-in web PKI roots.
     #[arg(long, value_name = "PEM", requires = "relay")]
     pub relay_tls_ca: Option<PathBuf>,
+
+    /// Directory (a Maildir) where bodies are written while they arrive, to be relayed from
+    /// there and removed; keep it on a disk, not in a RAM file system [default: the
+    /// temporary directory's mailsink-spool].
+    #[arg(long, value_name = "DIR", requires = "relay")]
+    pub relay_spool: Option<PathBuf>,
+}
+
+impl RelayArgs {
+    /// Where relayed bodies are spooled.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.relay_spool
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("mailsink-spool"))
+    }
 }
 
 /// The downstream connection broke, or answered out of protocol.
@@ -117,6 +135,41 @@ impl std::fmt::Debug for Relay {
             .field("target", &self.target)
             .finish_non_exhaustive()
     }
+}
+
+/// Where the text of a message to relay is.
+pub enum Text<'a> {
+    /// In memory: the body as received.
+    Memory(&'a [u8]),
+    /// In a spool file: the body as received at `offset`, `len` bytes.
+    File {
+        /// The spool file.
+        path: PathBuf,
+        /// Where the body starts.
+        offset: u64,
+        /// The body's length.
+        len: u64,
+    },
+}
+
+/// A message's text and the checks' edits to it.
+pub struct Content<'a> {
+    /// The body as received.
+    pub text: Text<'a>,
+    /// Header fields for below our `Received:` field, each ended by CRLF.
+    pub fields: &'a [u8],
+    /// Ranges of the body (in order, apart) to leave out.
+    pub cuts: &'a [std::ops::Range<u64>],
+}
+
+/// `body` without `cuts`.
+fn without(body: &[u8], cuts: &[std::ops::Range<u64>]) -> Vec<u8> {
+    let mut kept = body.to_vec();
+    for cut in cuts.iter().rev() {
+        let end = (cut.end as usize).min(kept.len());
+        kept.drain((cut.start as usize).min(end)..end);
+    }
+    kept
 }
 
 /// What became of one message.
@@ -181,32 +234,56 @@ impl Relay {
         self.timeout
     }
 
-    /// Relays `message`. `hostname` is ours (the `by` of the Received: field) and
-    /// `lmtp_client` says the session is LMTP: its client is then answered per recipient,
-    /// else with one reply for the message (see [`reply::summary`]).
+    /// Relays `message`, whose text is `content`. `hostname` is ours (the `by` of the
+    /// Received: field) and `lmtp_client` says the session is LMTP: its client is then
+    /// answered per recipient, else with one reply for the message (see
+    /// [`reply::summary`]).
     pub async fn deliver(
         &self,
         facts: &ConnFacts,
         message: &Message,
+        content: Content<'_>,
         hostname: &str,
         lmtp_client: bool,
     ) -> Relayed {
         let envelope = &message.envelope;
-        let replies = if message.streamed {
-            // The configuration keeps bodies buffered while relaying; nothing to send.
-            debug_assert!(false, "a streamed body reached the relay");
-            vec![reply::local_error(); envelope.recipients.len()]
-        } else {
-            let trace = received_field(facts, envelope, hostname, lmtp_client);
-            let outgoing = Outgoing::new(trace, &message.body, message.bare_line_endings);
-            let body = BodyFacts {
-                size: outgoing.size(),
-                eight_bit: message.eight_bit,
-            };
-            // An SMTP client has one reply for all recipients: a downstream that refuses
-            // some of them before the data gets no data (see docs/relay.md).
-            self.relay(envelope, &outgoing, body, !lmtp_client).await
+        let mut trace = received_field(facts, envelope, hostname, lmtp_client);
+        trace.extend_from_slice(content.fields);
+        let bare = message.bare_line_endings;
+        let cut;
+        let outgoing = match content.text {
+            Text::Memory(body) if content.cuts.is_empty() => Outgoing::new(trace, body, bare),
+            Text::Memory(body) => {
+                cut = without(body, content.cuts);
+                Outgoing::new(trace, &cut, bare)
+            }
+            Text::File { path, offset, len } => {
+                let cuts = content.cuts.to_vec();
+                let opened = tokio::task::spawn_blocking(move || {
+                    SpooledText::open(&path, offset, len, &cuts, bare)
+                });
+                match opened.await {
+                    Ok(Ok(text)) => Outgoing::spooled(trace, text),
+                    failed => {
+                        eprintln!("mailsink: relay: cannot read the spooled message: {failed:?}");
+                        let n = envelope.recipients.len();
+                        return self.answered(vec![reply::local_error(); n], lmtp_client);
+                    }
+                }
+            }
         };
+        let body = BodyFacts {
+            size: outgoing.size(),
+            eight_bit: message.eight_bit,
+        };
+        // An SMTP client has one reply for all recipients: a downstream that refuses
+        // some of them before the data gets no data (see docs/relay.md).
+        let replies = self.relay(envelope, &outgoing, body, !lmtp_client).await;
+        self.answered(replies, lmtp_client)
+    }
+
+    /// The client's answer from the downstream's `replies`, one per recipient.
+    fn answered(&self, replies: Vec<Reply>, lmtp_client: bool) -> Relayed {
         let delivered = replies.iter().filter(|r| !r.is_error()).count();
         let decision = if lmtp_client {
             Decision::PerRecipient(replies)

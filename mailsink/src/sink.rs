@@ -1,5 +1,6 @@
-//! mailsink's [`Handler`]: the Lua script (if any) first, then the users for AUTH, then the
-//! Maildir for messages, and the JSON log.
+//! mailsink's [`Handler`]: at each stage the checks, in their order, then what their
+//! merged verdict says (see [`crate::check`]); at the end of a message its delivery, then
+//! the log line and the counters, from the message's record.
 
 use std::sync::Arc;
 
@@ -9,99 +10,354 @@ use smtp_session::{
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
-use crate::dns::Resolver;
-use crate::facts::ConnFacts;
-use crate::limits::Guard;
+use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages};
+use crate::delivery::{self, Answer, Delivered, Delivery};
+use crate::facts::{self, ConnFacts};
 use crate::log;
-use crate::maildir::Maildir;
 use crate::metrics;
-use crate::policy::{self, Event, LuaPolicy, Outcome};
-use crate::relay::Relay;
-use crate::store::{self, Spool, Spooler};
-use crate::verify::{self, AuthResults, Verifier};
 
-/// The receiver's policy; cloned for every connection (it is a few `Arc`s).
+/// The receiver: its checks and its delivery, shared by all connections, and one
+/// connection's own state; cloned for every connection.
 #[derive(Clone, Debug)]
 pub struct Sink {
-    /// Where messages go; `None` accepts and drops them (`--discard`).
-    pub maildir: Option<Arc<Maildir>>,
-    /// `--relay`: messages go to a downstream server instead of the Maildir.
-    pub relay: Option<Arc<Relay>>,
-    /// The `--policy` script.
-    pub lua: Option<Arc<LuaPolicy>>,
-    /// `--user NAME:PASSWORD` pairs.
-    pub users: Arc<[(String, String)]>,
-    /// Looks up the client's reverse DNS name at the connect stage; `None` with `--no-dns`.
-    pub dns: Option<Resolver>,
-    /// The message this connection is receiving into the Maildir.
-    pub spooler: Spooler,
-    /// The AUTH failure and messages-per-connection limits.
-    pub guard: Guard,
-    /// `--verify`: SPF, DKIM, DMARC, ARC and iprev for each stored message.
-    pub verifier: Option<Verifier>,
+    /// The checks, in the order they are asked.
+    pub checks: Arc<[Arc<dyn Check>]>,
+    /// Where accepted messages go.
+    pub delivery: Arc<Delivery>,
+    /// The message this connection is receiving into its spool.
+    pub spooler: delivery::Spooler,
+    /// Messages this connection sent.
+    pub messages: u32,
+}
+
+impl std::fmt::Debug for dyn Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Sink {
-    /// True when AUTH can succeed: users were given, or the script checks passwords.
+    /// A receiver running `checks` in this order and delivering by `delivery`.
+    pub fn new(checks: Vec<Arc<dyn Check>>, delivery: Delivery) -> Sink {
+        Sink {
+            checks: checks.into(),
+            spooler: delivery::Spooler::new(delivery.writes_trace()),
+            delivery: Arc::new(delivery),
+            messages: 0,
+        }
+    }
+
+    /// True when AUTH can succeed: a check can accept credentials.
     pub fn auth_enabled(&self) -> bool {
-        !self.users.is_empty() || self.script_handles("smtp_server_auth_plain")
+        self.checks.iter().any(|check| check.authenticates())
     }
 
-    /// True when the script reads message bodies (`smtp_server_data`,
-    /// `smtp_server_message_received`).
+    /// True when a check reads message bodies: without a spool, the session then gathers
+    /// them.
     pub fn needs_body(&self) -> bool {
-        self.script_handles("smtp_server_data")
-            || self.script_handles("smtp_server_message_received")
+        self.stages().message
     }
 
-    fn script_handles(&self, event: &str) -> bool {
-        self.lua.as_ref().is_some_and(|lua| lua.handles(event))
+    /// The stages some check wants.
+    fn stages(&self) -> Stages {
+        self.checks
+            .iter()
+            .fold(Stages::default(), |all, check| all.union(check.stages()))
     }
 
-    fn check_user(&self, name: &str, password: &str) -> bool {
-        self.users.iter().any(|(n, p)| n == name && p == password)
+    fn facts(&self, conn: &Connection<'_>) -> Facts {
+        Facts {
+            conn: ConnFacts::of(conn),
+            messages: self.messages,
+            hostname: conn.config().hostname.as_str().into(),
+            lmtp: conn.config().lmtp,
+            max_message_size: conn.config().max_message_size,
+            record: Record::default(),
+        }
     }
 
-    /// Runs a stage's script handlers: a `kumo.reject`/`kumo.disconnect` is the decision, a
-    /// script error fails the hook, returning normally goes on.
-    async fn stage(&self, facts: ConnFacts, event: Event) -> HookResult {
-        Ok(self.script(facts, event).await.unwrap_or(Decision::Accept))
-    }
-
-    /// The script's decision on `event`, if it has handlers for it and they decided.
-    async fn script(&self, facts: ConnFacts, event: Event) -> Option<Decision> {
-        let lua = self.lua.as_ref().filter(|lua| lua.handles(event.name()))?;
-        script_decision(lua.call(facts, event).await)
-    }
-}
-
-/// KumoMTA semantics: a `kumo.reject`/`kumo.disconnect` is the decision; a script error is
-/// a hook failure; returning normally goes on.
-fn script_decision(outcome: Outcome) -> Option<Decision> {
-    match outcome {
-        Outcome::Continue(_) | Outcome::Extensions(_) => None,
-        Outcome::Decided(decision) => Some(decision),
-        Outcome::Failed(err) => {
-            eprintln!("mailsink: policy error: {err}");
-            Some(Decision::HookFailed)
+    /// The checks' answer to `stage`, with the connection's edits applied.
+    async fn decide(&self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
+        let mut facts = self.facts(conn);
+        match check::decide(&self.checks, &mut facts, stage).await {
+            Outcome::Accepted(edits) => {
+                apply(conn, edits);
+                Ok(Decision::Accept)
+            }
+            Outcome::Refused(decision) => Ok(decision),
+            // Quarantine and discard are for messages only.
+            Outcome::Quarantine(..) | Outcome::Discard(_) => Ok(Decision::Accept),
         }
     }
 }
 
-fn bad_credentials() -> Decision {
-    Decision::reject(535, "5.7.8 Authentication credentials invalid").expect("valid reply")
+/// What a stage's edits change on the connection itself.
+fn apply(conn: &mut Connection<'_>, edits: Edits) {
+    if let Some(ptr) = edits.remote_ptr {
+        conn.set_remote_ptr(ptr);
+    }
+    if let Some(extensions) = edits.extensions {
+        conn.set_extensions(extensions);
+    }
 }
 
-/// What the script made of a message.
-enum Verdict {
-    /// Store it; under LMTP, the recipients the script refused have their reply here (one
-    /// entry per recipient, `None` for those it accepted; empty when it refused none).
-    Store { refused: Vec<Option<Reply>> },
-    /// Store nothing and answer this.
-    Answer(Decision),
+impl Handler for Sink {
+    /// The stages the checks want, the message (to deliver and log it), and MAIL and DATA
+    /// for a spool (the free space, the message's name and trace fields).
+    fn hooks(&self) -> Hooks {
+        let stages = self.stages();
+        let spooling = self.delivery.spool_dir().is_some();
+        Hooks {
+            connect: stages.connect,
+            helo: stages.helo,
+            auth: self.auth_enabled(),
+            mail_from: stages.mail || spooling,
+            rcpt_to: stages.rcpt,
+            data: stages.data || spooling,
+            message: true,
+            vrfy: false,
+        }
+    }
+
+    async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        self.decide(conn, &Stage::Connect).await
+    }
+
+    async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
+        let keywords = facts::ehlo_keywords(conn);
+        let stage = Stage::Helo {
+            host: &host,
+            keywords: &keywords,
+            extensions: conn.extensions(),
+        };
+        self.decide(conn, &stage).await
+    }
+
+    async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
+        self.decide(conn, &Stage::Auth(&request)).await
+    }
+
+    async fn mail_from(
+        &mut self,
+        conn: &mut Connection<'_>,
+        path: ReversePath,
+        _: MailParams,
+    ) -> HookResult {
+        let decision = self.decide(conn, &Stage::Mail(&path)).await?;
+        if decision != Decision::Accept {
+            return Ok(decision);
+        }
+        let max = conn.config().max_message_size;
+        Ok(self.delivery.refuses_mail(max).unwrap_or(decision))
+    }
+
+    async fn rcpt_to(
+        &mut self,
+        conn: &mut Connection<'_>,
+        path: ForwardPath,
+        _: RcptParams,
+    ) -> HookResult {
+        self.decide(conn, &Stage::Rcpt(&path)).await
+    }
+
+    async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
+        if let Some(dir) = self.delivery.spool_dir() {
+            self.spooler.prepare(conn, dir);
+        }
+        self.decide(conn, &Stage::Data).await
+    }
+
+    async fn message(&mut self, conn: &mut Connection<'_>, mut message: Message) -> HookResult {
+        let facts = self.facts(conn);
+        self.messages = self.messages.saturating_add(1);
+        let spool = match self.delivery.spool_dir() {
+            Some(dir) => {
+                if !message.streamed && !message.body.is_empty() {
+                    // A body the session gathered (its configuration said so) goes the
+                    // way of streamed ones.
+                    let body = std::mem::take(&mut message.body);
+                    self.spooler.push(dir, body).await;
+                }
+                Some(self.spooler.finish(conn, dir, &message.envelope))
+            }
+            None => None,
+        };
+        if let Some(err) = spool.as_ref().and_then(|spool| spool.failure()) {
+            eprintln!("mailsink: cannot store a message: {err}");
+            if let Some(spool) = spool {
+                spool.discard().await;
+            }
+            return Ok(Decision::Reject(delivery::store_failed()));
+        }
+        // A body the session gathered (no spool) is judged and delivered from here.
+        let body = std::mem::take(&mut message.body);
+        Ok(self.judge_and_deliver(facts, message, spool, body).await)
+    }
+
+    async fn body_piece(
+        &mut self,
+        _: &mut Connection<'_>,
+        piece: Vec<u8>,
+    ) -> Result<(), HookError> {
+        let Some(dir) = self.delivery.spool_dir() else {
+            return Ok(());
+        };
+        // A failed write is answered at the end of the message, with a 451.
+        if !self.spooler.push(dir, piece).await {
+            return Err("a body piece before the data hook".into());
+        }
+        Ok(())
+    }
+
+    async fn body_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
+        self.spooler.abort().await;
+    }
+
+    async fn disconnect(&mut self, context: DisconnectContext) {
+        log::emit(&log::disconnect_line(&context));
+        let mut facts = Facts {
+            conn: ConnFacts {
+                info: context.connection.info.clone(),
+                helo: None,
+                tls: None,
+                auth: None,
+                client: None,
+            },
+            messages: self.messages,
+            hostname: "".into(),
+            lmtp: false,
+            max_message_size: 0,
+            record: Record::default(),
+        };
+        // Nothing is left to refuse: the checks only hear of it.
+        let stage = Stage::Disconnect {
+            arguments: &context.arguments,
+            connection: &context.connection,
+        };
+        check::decide(&self.checks, &mut facts, &stage).await;
+    }
+
+    fn hook_failed(&mut self, error: &HookError) {
+        // A message whose piece could not be written in time ends here, without its hook.
+        self.spooler.abandon();
+        eprintln!("mailsink: a hook failed: {error}");
+    }
 }
 
-/// The decision for a message stored (`outcome` a 250) or not (a 451), once the script
+impl Sink {
+    /// The message stage: the checks judge the message, then it is delivered, quarantined,
+    /// dropped or refused as they said; its log line and counters follow from its record.
+    async fn judge_and_deliver(
+        &self,
+        mut facts: Facts,
+        mut message: Message,
+        spool: Option<delivery::Spool>,
+        body: Vec<u8>,
+    ) -> Decision {
+        let outcome = {
+            let view = match &spool {
+                Some(spool) => Body::Spool(spool),
+                None => Body::Memory(&body),
+            };
+            let stage = Stage::Message {
+                message: &message,
+                body: view,
+            };
+            check::decide(&self.checks, &mut facts, &stage).await
+        };
+        let (delivered, refused) = match outcome {
+            Outcome::Refused(decision) => {
+                discard(spool).await;
+                return decision;
+            }
+            Outcome::Discard(why) => {
+                discard(spool).await;
+                facts.record.discarded = Some(why);
+                let delivered = Delivered {
+                    answer: Answer::Same(delivery::stored()),
+                    file: None,
+                    taken: true,
+                };
+                (delivered, Vec::new())
+            }
+            Outcome::Quarantine(why, edits) => {
+                facts.record.quarantined = Some(why);
+                let refused = edits.refused_recipients.clone();
+                (self.delivery.quarantine(spool, edits).await, refused)
+            }
+            Outcome::Accepted(mut edits) => {
+                let refused = std::mem::take(&mut edits.refused_recipients);
+                let changed = readdress(&mut message, &refused, edits.recipients.take());
+                let delivered = self
+                    .delivery
+                    .deliver(&facts, &message, spool, &body, edits)
+                    .await;
+                (delivered, if changed { Vec::new() } else { refused })
+            }
+        };
+        facts.record.file = delivered.file.clone();
+        if delivered.taken {
+            log::emit(&log::message_line(&facts.conn, &message, &facts.record));
+            metrics::message_accepted(message.size);
+        }
+        answer(refused, delivered.answer)
+    }
+}
+
+async fn discard(spool: Option<delivery::Spool>) {
+    if let Some(spool) = spool {
+        spool.discard().await;
+    }
+}
+
+/// The envelope the delivery sees: without the recipients the checks refused, or the
+/// recipients a check put in their place. True when they were replaced: the client's
+/// recipients then hear the delivery's one answer.
+fn readdress(
+    message: &mut Message,
+    refused: &[Option<Reply>],
+    replaced: Option<Vec<ForwardPath>>,
+) -> bool {
+    if let Some(paths) = replaced {
+        message.envelope.recipients = paths
+            .into_iter()
+            .map(|path| smtp_session::Recipient {
+                path,
+                params: RcptParams::default(),
+            })
+            .collect();
+        return true;
+    }
+    if refused.iter().any(Option::is_some) {
+        let mut refusals = refused.iter();
+        message
+            .envelope
+            .recipients
+            .retain(|_| refusals.next().is_none_or(Option::is_none));
+    }
+    false
+}
+
+/// The client's answer: per recipient under LMTP when the checks refused some (theirs
+/// the refusal, the others the delivery's answer), else the delivery's answer.
+fn answer(refused: Vec<Option<Reply>>, answer: Answer) -> Decision {
+    match answer {
+        Answer::Same(reply) => per_recipient(refused, reply),
+        Answer::Relayed(decision) if refused.iter().all(Option::is_none) => decision,
+        Answer::Relayed(Decision::PerRecipient(replies)) => {
+            let mut replies = replies.into_iter();
+            let fill = refused
+                .into_iter()
+                .map(|own| own.or_else(|| replies.next()))
+                .map(|reply| reply.unwrap_or_else(delivery::store_failed))
+                .collect();
+            Decision::PerRecipient(fill)
+        }
+        Answer::Relayed(decision) => decision,
+    }
+}
+
+/// The decision for a message stored (`outcome` a 250) or not (a 451), once the checks
 /// refused the recipients in `refused`.
 fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
     if refused.iter().all(Option::is_none) {
@@ -118,387 +374,120 @@ fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
     Decision::PerRecipient(replies)
 }
 
-/// A message was taken: its log line, and the counters.
-fn accepted(
-    facts: &ConnFacts,
-    message: &Message,
-    file: Option<&std::path::Path>,
-    auth: Option<&AuthResults>,
-) {
-    log::emit(&log::message_line(facts, message, file, auth));
-    metrics::message_accepted(message.size);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{CheckFuture, Verdict};
+    use crate::maildir::Maildir;
+    use smtp_session::{BodyDelivery, Config, ConnectionInfo};
+    use smtp_session_tokio::{Server, Transport};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
-fn stored() -> Reply {
-    Reply::new(250, "2.0.0 Message accepted").expect("a valid reply")
-}
+    /// Judges by the Subject: quarantines, drops, or adds a field; refuses
+    /// `bad@` recipients under LMTP by an edit.
+    struct BySubject;
 
-impl Sink {
-    /// Runs `smtp_server_data`, then `smtp_server_message_received` (KumoMTA's order).
-    /// Under LMTP, as in KumoMTA, each recipient gets a `smtp_server_message_received` call
-    /// of its own with a message addressed to it alone, and a `kumo.reject` there refuses
-    /// that recipient only.
-    async fn script_verdict(
-        &self,
-        facts: &ConnFacts,
-        message: Message,
-        auth: Option<Arc<AuthResults>>,
-        lmtp: bool,
-    ) -> Verdict {
-        let message = if self.script_handles("smtp_server_data") {
-            let message = Arc::new(message);
-            let event = Event::Data(message.clone(), auth.clone());
-            if let Some(decision) = self.script(facts.clone(), event).await {
-                return Verdict::Answer(decision);
-            }
-            Arc::try_unwrap(message).unwrap_or_else(|shared| (*shared).clone())
-        } else {
-            message
-        };
-        let store_all = Verdict::Store { refused: vec![] };
-        let Some(lua) = self
-            .lua
-            .as_ref()
-            .filter(|lua| lua.handles("smtp_server_message_received"))
-        else {
-            return store_all;
-        };
-        if !lmtp || message.envelope.recipients.len() < 2 {
-            let event = Event::MessageReceived(Arc::new(message), auth);
-            return match script_decision(lua.call(facts.clone(), event).await) {
-                Some(decision) => Verdict::Answer(decision),
-                None => store_all,
-            };
+    impl Check for BySubject {
+        fn name(&self) -> &'static str {
+            "by subject"
         }
-        let mut refused = Vec::with_capacity(message.envelope.recipients.len());
-        for rcpt in &message.envelope.recipients {
-            let mut one = message.clone();
-            one.envelope.recipients = vec![rcpt.clone()];
-            let event = Event::MessageReceived(Arc::new(one), auth.clone());
-            match lua.call(facts.clone(), event).await {
-                Outcome::Decided(Decision::Reject(reply)) if reply.code() != 421 => {
-                    refused.push(Some(reply));
+
+        fn stages(&self) -> Stages {
+            Stages {
+                message: true,
+                ..Stages::default()
+            }
+        }
+
+        fn check<'a>(&'a self, _: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a> {
+            Box::pin(async move {
+                let Stage::Message { body, .. } = stage else {
+                    return Verdict::go_on();
+                };
+                let body = String::from_utf8(body.read(1 << 20).await.unwrap()).unwrap();
+                if body.starts_with("Subject: quarantine") {
+                    Verdict::Quarantine("the subject asked for it".into())
+                } else if body.starts_with("Subject: discard") {
+                    Verdict::Discard("the subject asked for it".into())
+                } else {
+                    Verdict::Continue(Edits {
+                        add_fields: b"X-Checked: by subject\r\n".to_vec(),
+                        ..Edits::default()
+                    })
                 }
-                other => match script_decision(other) {
-                    Some(decision) => return Verdict::Answer(decision),
-                    None => refused.push(None),
-                },
-            }
+            })
         }
-        if refused.iter().all(Option::is_some) {
-            return Verdict::Answer(Decision::PerRecipient(
-                refused.into_iter().flatten().collect(),
-            ));
-        }
-        Verdict::Store { refused }
     }
-}
 
-impl Sink {
-    /// The storing path: the script sees the message (its body read back from the spool,
-    /// one message at a time), then the spool is delivered into `new/` and the client
-    /// answered: 250 once durable, `451 4.3.0` if anything failed.
-    async fn store(
-        &self,
-        facts: ConnFacts,
-        mut message: Message,
-        summary: Message,
-        mut spool: Spool,
-        lmtp: bool,
-        max_message_size: u64,
-    ) -> Decision {
-        let auth = match &self.verifier {
-            Some(verifier) if spool.failure().is_none() => {
-                let client = verify::Client::new(&facts, &message.envelope);
-                let size = summary.size;
-                match verifier
-                    .spooled(client, &mut spool, max_message_size, size)
-                    .await
-                {
-                    Ok(results) => {
-                        spool.add_fields(results.header.as_bytes());
-                        // RFC 8601 section 5: a field in this host's name came from outside.
-                        spool.remove(results.forged.clone());
-                        Some(Arc::new(results))
-                    }
-                    Err(err) => {
-                        spool.fail(err);
-                        None
-                    }
-                }
-            }
-            _ => None,
+    /// A transcript over an in-memory stream to the real server.
+    struct Client(BufReader<DuplexStream>);
+
+    impl Client {
+        async fn reply(&mut self) -> String {
+            let mut line = String::new();
+            self.0.read_line(&mut line).await.unwrap();
+            line
+        }
+
+        async fn send(&mut self, text: &str) -> String {
+            self.0.get_mut().write_all(text.as_bytes()).await.unwrap();
+            self.reply().await
+        }
+    }
+
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_checks_quarantine_discard_and_added_field_are_applied_by_the_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir =
+            Arc::new(Maildir::open(dir.path(), "mx.test", std::time::Duration::ZERO).unwrap());
+        let sink = Sink::new(vec![Arc::new(BySubject)], Delivery::Maildir(maildir));
+        let config = Config {
+            hostname: "mx.test".into(),
+            body_delivery: BodyDelivery::STREAMED,
+            ..Config::default()
         };
-        let mut turn = None;
-        if self.needs_body() && spool.failure().is_none() {
-            turn = self.spooler.read_back_turn().await;
-            match spool.read_body(max_message_size).await {
-                Ok(body) => message.body = body,
-                Err(err) => spool.fail(err),
-            }
+        let server = Server::new(sink).config(config);
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(async move {
+            let info = ConnectionInfo::default();
+            server.serve_connection(far, info, Transport::Plain).await;
+        });
+        let mut c = Client(BufReader::new(near));
+        assert_eq!(c.reply().await, "220 mx.test ESMTP\r\n");
+        assert!(c.send("HELO client.example\r\n").await.starts_with("250 "));
+        for subject in ["quarantine me", "discard me", "keep me"] {
+            assert!(c
+                .send("MAIL FROM:<a@x.example>\r\n")
+                .await
+                .starts_with("250 "));
+            assert!(c
+                .send("RCPT TO:<b@y.example>\r\n")
+                .await
+                .starts_with("250 "));
+            assert!(c.send("DATA\r\n").await.starts_with("354 "));
+            let reply = c
+                .send(&format!("Subject: {subject}\r\n\r\nhi\r\n.\r\n"))
+                .await;
+            assert!(reply.starts_with("250 "), "{subject}: {reply}");
         }
-        if let Some(err) = spool.failure() {
-            eprintln!("mailsink: cannot store a message: {err}");
-            spool.discard().await;
-            return Decision::Reject(store::store_failed());
-        }
-        let refused = match self
-            .script_verdict(&facts, message, auth.clone(), lmtp)
-            .await
-        {
-            Verdict::Store { refused } => refused,
-            Verdict::Answer(decision) => {
-                spool.discard().await;
-                return decision;
-            }
-        };
-        drop(turn);
-        match spool.deliver().await {
-            Ok(path) => {
-                accepted(&facts, &summary, Some(&path), auth.as_deref());
-                per_recipient(refused, stored())
-            }
-            Err(err) => {
-                eprintln!("mailsink: cannot store a message: {err}");
-                per_recipient(refused, store::store_failed())
-            }
-        }
-    }
-}
+        assert_eq!(c.send("QUIT\r\n").await, "221 2.0.0 Bye\r\n");
+        served.await.unwrap();
 
-impl Handler for Sink {
-    /// The hooks worth a round trip: the message (to store and log it), AUTH when enabled,
-    /// the connect stage for the reverse DNS name, and the stages the script has handlers
-    /// for.
-    fn hooks(&self) -> Hooks {
-        Hooks {
-            connect: self.dns.is_some() || self.script_handles("smtp_server_connection_accepted"),
-            helo: self.script_handles("smtp_server_ehlo"),
-            auth: self.auth_enabled(),
-            // With a Maildir, MAIL FROM checks the free space; it also counts the messages
-            // of a connection when they are limited.
-            mail_from: self.script_handles("smtp_server_mail_from")
-                || self.maildir.is_some()
-                || self.guard.limits_messages(),
-            rcpt_to: self.script_handles("smtp_server_rcpt_to"),
-            // With a Maildir, DATA dates the message and makes its trace fields.
-            data: self.script_handles("smtp_server_data_command") || self.maildir.is_some(),
-            message: true,
-            vrfy: false,
-        }
-    }
-
-    /// The reverse DNS name first, so the script, the log and the `Received:` field have
-    /// it. The greeting waits for it, at most the DNS timeout; with a PROXY header the name
-    /// is the client's, not the proxy's.
-    async fn connect(&mut self, conn: &mut Connection<'_>) -> HookResult {
-        if let (Some(dns), Some(ip)) = (&self.dns, conn.info().remote_ip) {
-            conn.set_remote_ptr(dns.verified_ptr(ip).await);
-        }
-        self.stage(ConnFacts::of(conn), Event::ConnectionAccepted)
-            .await
-    }
-
-    async fn helo(&mut self, conn: &mut Connection<'_>, _: HeloVerb, host: String) -> HookResult {
-        let Some(lua) = &self.lua else {
-            return Ok(Decision::Accept);
-        };
-        // KumoMTA: the handler gets the EHLO keywords and may return a new list.
-        let offered = policy::ehlo_keywords(conn);
-        let event = Event::Ehlo {
-            domain: host,
-            extensions: offered.clone(),
-        };
-        match lua.call(ConnFacts::of(conn), event).await {
-            Outcome::Extensions(list) => {
-                let extensions = policy::extensions_from(conn.extensions(), &offered, &list);
-                conn.set_extensions(extensions);
-                Ok(Decision::Accept)
-            }
-            other => Ok(script_decision(other).unwrap_or(Decision::Accept)),
-        }
-    }
-
-    async fn mail_from(
-        &mut self,
-        conn: &mut Connection<'_>,
-        path: ReversePath,
-        _: MailParams,
-    ) -> HookResult {
-        if let Some(refusal) = self.guard.mail_from(conn) {
-            return Ok(refusal);
-        }
-        if let Some(maildir) = &self.maildir {
-            match maildir.free_space() {
-                Ok(free) if free < store::space_needed(conn.config().max_message_size) => {
-                    return Ok(Decision::Reject(store::insufficient_storage()));
-                }
-                Ok(_) => {}
-                // The store itself will tell.
-                Err(err) => eprintln!("mailsink: cannot learn the free space: {err}"),
-            }
-        }
-        self.stage(ConnFacts::of(conn), Event::MailFrom(path)).await
-    }
-
-    async fn rcpt_to(
-        &mut self,
-        conn: &mut Connection<'_>,
-        path: ForwardPath,
-        _: RcptParams,
-    ) -> HookResult {
-        self.stage(ConnFacts::of(conn), Event::RcptTo(path)).await
-    }
-
-    async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
-        if let Some(maildir) = &self.maildir {
-            self.spooler.prepare(conn, maildir);
-        }
-        self.stage(ConnFacts::of(conn), Event::DataCommand).await
-    }
-
-    /// The password check, within the AUTH failure limit of the client's address.
-    async fn auth(&mut self, conn: &mut Connection<'_>, request: AuthRequest) -> HookResult {
-        let ip = conn.info().remote_ip;
-        if let Some(refusal) = self.guard.auth_refused(ip).await {
-            return Ok(refusal);
-        }
-        let decision = self.check_credentials(conn, request).await?;
-        if decision == bad_credentials() {
-            if let Some(refusal) = self.guard.auth_failed(ip).await {
-                return Ok(refusal);
-            }
-        }
-        Ok(decision)
-    }
-
-    async fn message(&mut self, conn: &mut Connection<'_>, mut message: Message) -> HookResult {
-        self.guard.message_received();
-        let facts = ConnFacts::of(conn);
-        let lmtp = conn.config().lmtp;
-        if let Some(relay) = &self.relay {
-            let message = Arc::new(message);
-            // KumoMTA's order: smtp_server_data, then smtp_server_message_received.
-            for event in [
-                Event::Data(message.clone(), None),
-                Event::MessageReceived(message.clone(), None),
-            ] {
-                if let Some(decision) = self.script(facts.clone(), event).await {
-                    return Ok(decision);
-                }
-            }
-            let hostname = conn.config().hostname.clone();
-            let started = std::time::Instant::now();
-            let relayed = relay.deliver(&facts, &message, &hostname, lmtp).await;
-            metrics::relay_duration(relayed.delivered > 0, started.elapsed());
-            if relayed.delivered > 0 {
-                accepted(&facts, &message, None, None);
-            }
-            return Ok(relayed.decision);
-        }
-        // What the log needs: the message without its body (a buffered one's, with
-        // --discard and a script that reads bodies).
-        let body = std::mem::take(&mut message.body);
-        let summary = message.clone();
-        message.body = body;
-        let Some(maildir) = self.maildir.clone() else {
-            let refused = match self.script_verdict(&facts, message, None, lmtp).await {
-                Verdict::Store { refused } => refused,
-                Verdict::Answer(decision) => return Ok(decision),
-            };
-            accepted(&facts, &summary, None, None);
-            return Ok(per_recipient(refused, stored()));
-        };
-        let spool = self.spooler.finish(conn, &maildir, &message.envelope);
-        let max = conn.config().max_message_size;
-        Ok(self.store(facts, message, summary, spool, lmtp, max).await)
-    }
-
-    async fn body_piece(
-        &mut self,
-        _: &mut Connection<'_>,
-        piece: Vec<u8>,
-    ) -> Result<(), HookError> {
-        let Some(maildir) = &self.maildir else {
-            return Ok(());
-        };
-        // A failed write is answered at the end of the message, with a 451.
-        if !self.spooler.push(maildir, piece).await {
-            return Err("a body piece before the data hook".into());
-        }
-        Ok(())
-    }
-
-    async fn body_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
-        self.spooler.abort().await;
-    }
-    async fn disconnect(&mut self, context: DisconnectContext) {
-        log::emit(&log::disconnect_line(&context));
-        let Some(lua) = &self.lua else {
-            return;
-        };
-        let facts = ConnFacts {
-            info: context.connection.info.clone(),
-            helo: None,
-            tls: None,
-            auth: None,
-        };
-        // Runs even without a handler: the Lua side forgets the connection's meta.
-        let event = Event::Disconnect {
-            arguments: serde_json::to_value(&context.arguments).unwrap_or_default(),
-            connection: serde_json::to_value(&context.connection).unwrap_or_default(),
-        };
-        if let Outcome::Failed(err) = lua.call(facts, event).await {
-            // Halon: on script error Pass() is called; nothing changes.
-            eprintln!("mailsink: policy error: {err}");
-        }
-    }
-
-    fn hook_failed(&mut self, error: &HookError) {
-        // A message whose piece could not be written in time ends here, without its hook.
-        self.spooler.abandon();
-        eprintln!("mailsink: a hook failed: {error}");
-    }
-}
-
-impl Sink {
-    /// AUTH PLAIN or LOGIN credentials, checked by the script or against the users.
-    async fn check_credentials(
-        &self,
-        conn: &mut Connection<'_>,
-        request: AuthRequest,
-    ) -> HookResult {
-        let (authz, authc, password) = match request {
-            AuthRequest::Plain {
-                authzid,
-                authcid,
-                password,
-            } => (authzid, authcid, password),
-            AuthRequest::Login { username, password } => (String::new(), username, password),
-            // Only PLAIN and LOGIN are offered, and the session decodes both.
-            _ => return Ok(bad_credentials()),
-        };
-        if let Some(lua) = self
-            .lua
-            .as_ref()
-            .filter(|lua| lua.handles("smtp_server_auth_plain"))
-        {
-            let event = Event::AuthPlain {
-                authz,
-                authc,
-                password,
-            };
-            return Ok(match lua.call(ConnFacts::of(conn), event).await {
-                Outcome::Continue(true) => Decision::Accept,
-                Outcome::Continue(false) => bad_credentials(),
-                other => script_decision(other).unwrap_or_else(bad_credentials),
-            });
-        }
-        let ok = (authz.is_empty() || authz == authc) && self.check_user(&authc, &password);
-        Ok(if ok {
-            Decision::Accept
-        } else {
-            bad_credentials()
-        })
+        let quarantined = files(&dir.path().join(".Quarantine/new"));
+        assert_eq!(quarantined.len(), 1);
+        assert!(quarantined[0].ends_with("Subject: quarantine me\r\n\r\nhi\r\n"));
+        let stored = files(&dir.path().join("new"));
+        assert_eq!(stored.len(), 1, "the dropped message is nowhere");
+        let (trace, rest) = stored[0].split_once("X-Checked").unwrap();
+        assert!(trace.starts_with("Return-Path: <a@x.example>\r\nReceived: "));
+        assert_eq!(rest, ": by subject\r\nSubject: keep me\r\n\r\nhi\r\n");
+        assert!(files(&dir.path().join("tmp")).is_empty());
     }
 }

@@ -4,7 +4,9 @@
 //! Every stored message starts with the trace fields of final delivery, `Return-Path:` and
 //! `Received:` (RFC 5321 section 4.4), built by the engine at the DATA command or the first
 //! BDAT (the envelope is complete by then, and the body's pieces may come after the
-//! session has moved on) and dated from the system clock then, as Postfix does.
+//! session has moved on) and dated from the system clock then, as Postfix does. No body
+//! byte can continue them: the engine refuses content that begins with a space or a tab
+//! (its default `LeadingWhitespace::Reject`) before any piece of it comes here.
 //!
 //! The head of a message (the trace fields and the first pieces of the body) is gathered in
 //! memory up to [`GATHER`] bytes; past that, the file is created in `tmp/` and each piece is
@@ -26,7 +28,6 @@ use smtp_session::{trace, Envelope, Reply};
 use smtp_session_tokio::Connection;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::maildir::{Maildir, Name};
 
@@ -55,46 +56,56 @@ pub fn space_needed(max_message_size: u64) -> u64 {
 }
 
 /// The message one connection is receiving, if any. Cloning gives a new connection's: no
-/// message, the same shared turn for reading bodies back.
-#[derive(Debug)]
+/// message.
+#[derive(Debug, Default)]
 pub struct Spooler {
     /// The name and trace fields of the message whose data starts.
     next: Option<(Name, Vec<u8>)>,
     current: Option<Spool>,
-    /// One body read back for the script at a time, across all connections: the script
-    /// runs on one thread anyway, and this bounds the bodies held in memory for it.
-    read_back: Arc<Semaphore>,
-}
-
-impl Default for Spooler {
-    fn default() -> Self {
-        Spooler {
-            next: None,
-            current: None,
-            read_back: Arc::new(Semaphore::new(1)),
-        }
-    }
+    /// Messages start with the trace fields of final delivery (not when they are relayed:
+    /// the relay writes its own `Received:` field).
+    trace: bool,
 }
 
 impl Clone for Spooler {
     fn clone(&self) -> Self {
-        Spooler {
-            next: None,
-            current: None,
-            read_back: self.read_back.clone(),
-        }
+        Spooler::new(self.trace)
     }
 }
 
 impl Spooler {
+    /// A connection's spooler; `trace`: its messages start with `Return-Path:` and
+    /// `Received:`.
+    pub fn new(trace: bool) -> Spooler {
+        Spooler {
+            next: None,
+            current: None,
+            trace,
+        }
+    }
+
+    /// The name and the head of a new message.
+    fn head(
+        &self,
+        conn: &Connection<'_>,
+        maildir: &Maildir,
+        envelope: &Envelope,
+    ) -> (Name, Vec<u8>) {
+        let name = maildir.unique_name();
+        let head = if self.trace {
+            trace_fields(conn, envelope, &name)
+        } else {
+            Vec::new()
+        };
+        (name, head)
+    }
+
     /// The data of a message starts (the DATA command or the first BDAT): its name and
     /// trace fields are made now, from the transaction's envelope.
     pub fn prepare(&mut self, conn: &Connection<'_>, maildir: &Maildir) {
-        self.next = conn.envelope().map(|envelope| {
-            let name = maildir.unique_name();
-            let head = trace_fields(conn, envelope, &name);
-            (name, head)
-        });
+        self.next = conn
+            .envelope()
+            .map(|envelope| self.head(conn, maildir, envelope));
     }
 
     /// Appends a piece of the body; the first piece of a message starts its spool. False
@@ -136,18 +147,26 @@ impl Spooler {
         if let Some(spool) = self.current.take() {
             return spool;
         }
-        let (name, head) = self.next.take().unwrap_or_else(|| {
-            let name = maildir.unique_name();
-            let head = trace_fields(conn, envelope, &name);
-            (name, head)
-        });
+        let (name, head) = match self.next.take() {
+            Some(next) => next,
+            None => self.head(conn, maildir, envelope),
+        };
         Spool::start(maildir, name, head)
     }
+}
 
-    /// Waits for the turn to read a body back; the turn lasts as long as the permit.
-    pub async fn read_back_turn(&self) -> Option<OwnedSemaphorePermit> {
-        self.read_back.clone().acquire_owned().await.ok()
-    }
+/// Where a spool's body is.
+#[derive(Debug)]
+pub enum Stored<'a> {
+    /// Still in memory, all of it.
+    Memory(&'a [u8]),
+    /// In the file at `path`, from `offset` to its end.
+    File {
+        /// The file in `tmp/`.
+        path: PathBuf,
+        /// Where the body starts, past the trace fields.
+        offset: u64,
+    },
 }
 
 /// One message on its way into the Maildir.
@@ -170,10 +189,13 @@ pub struct Spool {
     /// Ranges of the message as received (offsets from its first byte, in order, apart)
     /// left out at delivery: header fields it must not keep.
     cuts: Vec<Range<u64>>,
+    /// Delivered into the quarantine folder instead of `new/`.
+    quarantine: bool,
 }
 
 impl Spool {
-    fn start(maildir: &Arc<Maildir>, name: Name, head: Vec<u8>) -> Spool {
+    /// A new message named `name`, starting with the trace fields `head`.
+    pub fn start(maildir: &Arc<Maildir>, name: Name, head: Vec<u8>) -> Spool {
         Spool {
             maildir: maildir.clone(),
             name,
@@ -184,10 +206,12 @@ impl Spool {
             failed: None,
             fields: Vec::new(),
             cuts: Vec::new(),
+            quarantine: false,
         }
     }
 
-    async fn push(&mut self, piece: Vec<u8>) {
+    /// Appends a piece of the body: in memory up to [`GATHER`], then to the file.
+    pub async fn push(&mut self, piece: Vec<u8>) {
         if self.failed.is_some() {
             return;
         }
@@ -223,11 +247,6 @@ impl Spool {
         }
     }
 
-    /// Marks the message as one that cannot be stored.
-    pub fn fail(&mut self, err: io::Error) {
-        self.failed.get_or_insert(err);
-    }
-
     /// Why the message cannot be stored, if a write failed.
     pub fn failure(&self) -> Option<&io::Error> {
         self.failed.as_ref()
@@ -235,7 +254,7 @@ impl Spool {
 
     /// The body as received (without the trace fields), for the script: from memory for a
     /// small message, else read back from `tmp/`, at most `limit` bytes.
-    pub async fn read_body(&mut self, limit: u64) -> io::Result<Vec<u8>> {
+    pub async fn read_body(&self, limit: u64) -> io::Result<Vec<u8>> {
         if !self.on_disk {
             return Ok(self.pending[self.head_len..].to_vec());
         }
@@ -251,6 +270,18 @@ impl Spool {
         .await
     }
 
+    /// Where the body as received is: in memory, or in the file at an offset.
+    pub fn stored(&self) -> Stored<'_> {
+        if self.on_disk {
+            Stored::File {
+                path: self.maildir.tmp_path(&self.name),
+                offset: self.head_len as u64,
+            }
+        } else {
+            Stored::Memory(&self.pending[self.head_len..])
+        }
+    }
+
     /// Adds header fields (whole lines, each ending in CRLF) to go right below the trace
     /// fields when the message is delivered.
     pub fn add_fields(&mut self, fields: &[u8]) {
@@ -263,8 +294,13 @@ impl Spool {
         self.cuts = ranges;
     }
 
-    /// Writes what is left, fsyncs, renames into `new/` and fsyncs `new/`: the path in
-    /// `new/` once the message is durable.
+    /// Has the message delivered into the quarantine folder instead of `new/`.
+    pub fn to_quarantine(&mut self) {
+        self.quarantine = true;
+    }
+
+    /// Writes what is left, fsyncs, renames into `new/` (or the quarantine's) and fsyncs
+    /// the directory: the path there once the message is durable.
     pub async fn deliver(mut self) -> io::Result<PathBuf> {
         if let Some(err) = self.failed.take() {
             self.discard().await;
@@ -285,6 +321,7 @@ impl Spool {
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
+        let quarantine = self.quarantine;
         self.on_disk = true;
         let delivered = blocking(move || {
             let mut file = match file {
@@ -297,7 +334,7 @@ impl Spool {
                 let reader = File::open(maildir.tmp_path(&name))?;
                 rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
-            maildir.place(file, &name)
+            maildir.place(file, &name, quarantine)
         })
         .await;
         let delivered = match delivered {
@@ -339,13 +376,18 @@ impl Drop for Spool {
     }
 }
 
+/// The most of a file's front [`rewrite_front`] holds in memory: the header section whose
+/// fields it removes is read at most this long (`--verify-max-header`).
+pub const MAX_FRONT: u64 = 1 << 20;
+
 /// Pieces in which [`move_bytes`] moves a file's bytes.
 const MOVE_PIECE: usize = 64 * 1024;
 
 /// Rewrites the file read by `reader` and written by `writer` from offset `at`: `bytes` go
 /// in at `at`, and the `cuts` (offsets from `at`, in order, apart) go out. The bytes up to
-/// the last cut are rewritten in memory; everything after it moves along in
-/// [`MOVE_PIECE`] pieces, and a file that shrank is cut to its new length.
+/// the last cut are rewritten in memory, at most [`MAX_FRONT`] of them (else an error);
+/// everything after it moves along in [`MOVE_PIECE`] pieces, and a file that shrank is cut
+/// to its new length.
 fn rewrite_front(
     reader: &File,
     writer: &File,
@@ -359,6 +401,11 @@ fn rewrite_front(
     if old_end > len {
         return Err(io::Error::other(
             "a header field to remove lies past the message's end",
+        ));
+    }
+    if old_end - at > MAX_FRONT {
+        return Err(io::Error::other(
+            "a header field to remove lies past the header section's limit",
         ));
     }
     let mut front = vec![0; (old_end - at) as usize];
@@ -503,6 +550,20 @@ mod tests {
         let cuts = std::slice::from_ref(&past_the_end);
         assert!(rewrite_front(&reader, &writer, 2, b"", cuts).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    }
+
+    #[test]
+    fn a_front_longer_than_the_limit_is_an_error_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        file.set_len(MAX_FRONT + 10).unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let reader = File::open(&path).unwrap();
+        let beyond = MAX_FRONT..MAX_FRONT + 1;
+        let cuts = std::slice::from_ref(&beyond);
+        assert!(rewrite_front(&reader, &writer, 5, b"", cuts).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAX_FRONT + 10);
     }
 
     #[test]

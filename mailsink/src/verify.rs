@@ -15,6 +15,11 @@
 //!   is read back from its spool into memory. All messages being verified at once share a
 //!   budget ([`Verifier::new`]'s `memory`); a message waits for its share, within the same
 //!   deadline. A message larger than the budget waits for all of it.
+//! - The header section: forged `Authentication-Results:` fields (RFC 8601 section 5) are
+//!   found in the header section alone, read outside the budget and without waiting for
+//!   it, at most [`Verifier::new`]'s `max_header` bytes of it. A message whose header
+//!   section is longer is refused ([`header_too_large`]): its fields could not all be
+//!   looked at.
 //! - The runtime's one thread: parsing and hashing run on a blocking thread, whose DNS
 //!   queries the runtime's thread still serves.
 
@@ -33,13 +38,17 @@ use mail_auth::{
     SpfResult,
 };
 use serde::Serialize;
-use smtp_session::{Envelope, ReversePath};
+use smtp_session::{Envelope, Reply, ReversePath};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::dns::Resolver;
 use crate::facts::ConnFacts;
 use crate::store::Spool;
+
+mod authserv;
+
+pub use authserv::forged_fields;
 
 /// The budget is counted in pieces of this size.
 const BUDGET_UNIT: u64 = 64 * 1024;
@@ -122,10 +131,13 @@ pub struct AuthResults {
     /// The whole field, `Authentication-Results: ...` with its final CRLF.
     #[serde(skip)]
     pub header: String,
-    /// Where the message carries `Authentication-Results:` fields in this host's name,
-    /// which no one outside could have added: RFC 8601 section 5 has them deleted.
-    #[serde(skip)]
-    pub forged: Vec<Range<u64>>,
+}
+
+/// `552 5.3.4`: the header section is longer than `--verify-max-header`, so the fields in
+/// this host's name could not all be looked for.
+pub fn header_too_large(max_header: u64) -> Reply {
+    let text = format!("5.3.4 Message header section too large (over {max_header} bytes)");
+    Reply::new(552, &text).expect("a valid reply")
 }
 
 impl AuthResults {
@@ -161,6 +173,7 @@ pub struct Verifier {
     timeout: Duration,
     budget: Arc<Semaphore>,
     budget_units: u32,
+    max_header: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -169,14 +182,22 @@ impl std::fmt::Debug for Verifier {
             .field("hostname", &self.hostname)
             .field("timeout", &self.timeout)
             .field("budget_units", &self.budget_units)
+            .field("max_header", &self.max_header)
             .finish_non_exhaustive()
     }
 }
 
 impl Verifier {
     /// Checks asking `resolver` (sharing its cache), naming `hostname` in the field, each
-    /// message within `timeout`, all messages at once within `memory` bytes.
-    pub fn new(resolver: &Resolver, hostname: &str, timeout: Duration, memory: u64) -> Verifier {
+    /// message within `timeout`, all messages at once within `memory` bytes; header
+    /// sections of at most `max_header` bytes (see [`Verifier::forged`]).
+    pub fn new(
+        resolver: &Resolver,
+        hostname: &str,
+        timeout: Duration,
+        memory: u64,
+        max_header: u64,
+    ) -> Verifier {
         let units = memory
             .div_ceil(BUDGET_UNIT)
             .clamp(1, u64::from(u32::MAX >> 3)) as u32;
@@ -186,7 +207,40 @@ impl Verifier {
             timeout,
             budget: Arc::new(Semaphore::new(units as usize)),
             budget_units: units,
+            max_header,
         }
+    }
+
+    /// The longest header section [`Verifier::forged`] reads.
+    pub fn max_header(&self) -> u64 {
+        self.max_header
+    }
+
+    /// Where the message in `spool` (`size` bytes as received) carries
+    /// `Authentication-Results:` fields in this host's name, which no one outside could
+    /// have added: RFC 8601 section 5 has them deleted. Only the header section is read,
+    /// at most `max_header` bytes, outside the memory budget: `None` when it is longer.
+    pub async fn forged(
+        &self,
+        spool: &Spool,
+        size: u64,
+    ) -> std::io::Result<Option<Vec<Range<u64>>>> {
+        let front = spool.read_body(self.max_header).await?;
+        let front = &front[..front.len().min(self.max_header as usize)];
+        let whole = front.len() as u64 >= size;
+        if authserv::header_end(front).is_none() && !whole {
+            return Ok(None);
+        }
+        Ok(Some(forged_fields(front, &self.hostname)))
+    }
+
+    /// Takes the whole memory budget, as messages being verified at once would.
+    #[cfg(test)]
+    pub fn take_budget(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.budget
+            .clone()
+            .try_acquire_many_owned(self.budget_units)
+            .expect("the budget is free")
     }
 
     /// The longest a message's verification takes.
@@ -199,7 +253,7 @@ impl Verifier {
     pub async fn spooled(
         &self,
         client: Client,
-        spool: &mut Spool,
+        spool: &Spool,
         limit: u64,
         size: u64,
     ) -> std::io::Result<AuthResults> {
@@ -216,9 +270,7 @@ impl Verifier {
             return Ok(results);
         };
         let message = spool.read_body(limit).await?;
-        let forged = forged_fields(&message, &self.hostname);
-        let mut results = self.message(client, message, deadline).await;
-        results.forged = forged;
+        let results = self.message(client, message, deadline).await;
         drop(permit);
         results.count();
         Ok(results)
@@ -439,7 +491,6 @@ impl Checks {
             iprev: iprev.as_ref().map_or("none", |o| iprev_name(&o.result)),
             timed_out: late,
             header,
-            forged: Vec::new(),
         }
     }
 }
@@ -489,58 +540,6 @@ fn spf_name(result: SpfResult) -> &'static str {
     }
 }
 
-/// The `Authentication-Results:` fields in the header section of `message` whose
-/// authentication service identifier is `authserv_id` (case aside): each field's byte
-/// range, with its folded lines and its line end.
-pub fn forged_fields(message: &[u8], authserv_id: &str) -> Vec<Range<u64>> {
-    let line_end = |from: usize| {
-        message[from..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(message.len(), |i| from + i + 1)
-    };
-    let mut forged = Vec::new();
-    let mut pos = 0;
-    while pos < message.len() && !matches!(message[pos], b'\r' | b'\n') {
-        let mut end = line_end(pos);
-        while end < message.len() && matches!(message[end], b' ' | b'\t') {
-            end = line_end(end);
-        }
-        if claims(&message[pos..end], authserv_id) {
-            forged.push(pos as u64..end as u64);
-        }
-        pos = end;
-    }
-    forged
-}
-
-/// True when `field` is an `Authentication-Results:` field naming `authserv_id` (RFC 8601
-/// section 2.2: the identifier comes first, after optional white space and comments).
-fn claims(field: &[u8], authserv_id: &str) -> bool {
-    let Some(colon) = field.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    if !field[..colon]
-        .trim_ascii_end()
-        .eq_ignore_ascii_case(b"Authentication-Results")
-    {
-        return false;
-    }
-    let mut depth = 0usize;
-    let mut id = Vec::new();
-    for &b in &field[colon + 1..] {
-        match b {
-            b'(' => depth += 1,
-            b')' if depth > 0 => depth -= 1,
-            _ if depth > 0 => {}
-            b' ' | b'\t' | b'\r' | b'\n' if id.is_empty() => {}
-            b' ' | b'\t' | b'\r' | b'\n' | b';' => break,
-            _ => id.push(b),
-        }
-    }
-    id.eq_ignore_ascii_case(authserv_id.as_bytes())
-}
-
 fn dkim_name(result: &DkimResult) -> &'static str {
     match result {
         DkimResult::Pass => "pass",
@@ -569,63 +568,5 @@ fn iprev_name(result: &IprevResult) -> &'static str {
         IprevResult::TempError(_) => "temperror",
         IprevResult::PermError(_) => "permerror",
         IprevResult::None => "none",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cut(message: &str, id: &str) -> String {
-        let mut out = message.as_bytes().to_vec();
-        for range in forged_fields(message.as_bytes(), id).into_iter().rev() {
-            out.drain(range.start as usize..range.end as usize);
-        }
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn fields_in_this_hosts_name_are_found_with_their_folded_lines() {
-        let message = "Received: from a\r\n\
-            Authentication-Results: MX.test;\r\n\tdkim=pass header.d=bank.example\r\n\
-            authentication-results : (a comment) mx.test (another); spf=pass\r\n\
-            Authentication-Results: other.example; spf=fail\r\n\
-            Authentication-Results: mx.test.evil; spf=pass\r\n\
-            X-Authentication-Results: mx.test; spf=pass\r\n\
-            Subject: hi\r\n\
-            \r\n\
-            Authentication-Results: mx.test; spf=pass\r\n";
-        assert_eq!(
-            cut(message, "mx.test"),
-            "Received: from a\r\n\
-             Authentication-Results: other.example; spf=fail\r\n\
-             Authentication-Results: mx.test.evil; spf=pass\r\n\
-             X-Authentication-Results: mx.test; spf=pass\r\n\
-             Subject: hi\r\n\
-             \r\n\
-             Authentication-Results: mx.test; spf=pass\r\n",
-            "the body is not the header"
-        );
-    }
-
-    #[test]
-    fn a_message_without_them_or_without_a_header_loses_nothing() {
-        for message in [
-            "",
-            "\r\nbody",
-            "Subject: x\r\n\r\n",
-            "Subject: x",
-            "no colon\n\n",
-        ] {
-            assert!(
-                forged_fields(message.as_bytes(), "mx.test").is_empty(),
-                "{message:?}"
-            );
-        }
-        assert_eq!(
-            forged_fields(b"Authentication-Results: mx.test", "mx.test").pop(),
-            Some(0..31),
-            "a last field without its line end"
-        );
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{have_tool, output_within, Client, Options, Server};
 
 /// Refuses `no@...` and `2rcpt@...` recipients, and `picky@...` when the body says
-/// "forbidden"; each call must see one recipient.
+/// "forbidden"; "refuses" `ok250@...` with a 250, which is no refusal; each call must see
+/// one recipient.
 const POLICY: &str = r#"
 kumo.on('smtp_server_message_received', function(msg)
   local rcpt = tostring(msg:recipient())
@@ -22,6 +23,9 @@ kumo.on('smtp_server_message_received', function(msg)
   end
   if rcpt:sub(1, 3) == 'no@' or rcpt:sub(1, 6) == '2rcpt@' then
     kumo.reject(550, '5.1.1 no mailbox for ' .. rcpt)
+  end
+  if rcpt:sub(1, 6) == 'ok250@' then
+    kumo.reject(250, '2.0.0 taken, or so it says')
   end
   if rcpt:sub(1, 6) == 'picky@' and msg:get_data():find('forbidden', 1, true) then
     kumo.reject(554, '5.7.1 not for ' .. rcpt .. ': ' .. #msg:get_data() .. ' bytes')
@@ -319,4 +323,27 @@ fn postfix_smtp_source_in_lmtp_mode() {
     );
     // Stored once, for the recipients that took it.
     assert_eq!(server.stored_files().len(), 21);
+}
+
+#[test]
+fn a_2xx_rejection_of_one_recipient_fails_the_hook_and_answers_no_recipient_250() {
+    // A refusal is an error reply. `kumo.reject(250, ..)` is a script error, as over SMTP:
+    // no recipient may hear 250 for a message that is not stored.
+    let (server, addr) = lmtp_server(&[]);
+    // One recipient taken and one "refused" with 250; then both "refused" so.
+    for second in ["ok@y.example", "ok250@z.example"] {
+        let mut c = lhlo(addr);
+        c.send(format!(
+            "MAIL FROM:<a@x.example>\r\nRCPT TO:<{second}>\r\nRCPT TO:<ok250@y.example>\r\n\
+             DATA\r\nSubject: hi\r\n\r\nhi\r\n.\r\n"
+        ));
+        let replies: Vec<String> = (0..4).map(|_| c.reply()).collect();
+        assert_eq!(replies[3], "354 End data with <CR><LF>.<CR><LF>\r\n");
+        let failed = "421 4.3.0 mx.test technical difficulties\r\n";
+        let rest = String::from_utf8(c.read_to_close()).unwrap();
+        assert_eq!(rest, failed, "to {second} and ok250@y.example");
+    }
+    assert!(server.stored_files().is_empty());
+    assert!(tmp_is_empty(&server));
+    assert!(server.events("message").is_empty());
 }

@@ -501,3 +501,53 @@ fn a_message_larger_than_what_is_gathered_in_memory_is_verified_from_its_spool_f
     assert!(field.contains("dmarc=pass"), "{field}");
     assert_eq!(auth["dkim"][0]["result"], "pass");
 }
+
+#[test]
+fn this_hosts_name_quoted_or_after_a_comment_with_a_quoted_pair_is_removed_too() {
+    // RFC 8601's authserv-id is a token or a quoted-string, after comments that nest and
+    // may hold quoted-pairs: every spelling a reader takes for this host's goes.
+    let key = Key::new();
+    let dns = DnsServer::start(sender_zone(&key));
+    let server = mailsink(&dns, &[]);
+    let forged = format!(
+        "Authentication-Results: \"{HOSTNAME}\"; dkim=pass header.d=bank.example\r\n\
+         Authentication-Results: (a \\) b) {HOSTNAME}; dmarc=pass header.from=bank.example\r\n\
+         Authentication-Results: (a (nested) \\( one)\r\n\t\"{}\"; spf=pass\r\n",
+        HOSTNAME.to_uppercase()
+    );
+    let kept = "Authentication-Results: \"relay.example\"; spf=pass\r\n";
+    let reply = send(
+        &server,
+        "alice@sender.example",
+        &format!("{forged}{kept}{MESSAGE}"),
+    );
+    assert!(reply.starts_with("250 2.0.0 "), "{reply}");
+    let (field, _) = the_stored_message(&server, &format!("{kept}{MESSAGE}"));
+    assert!(!field.contains("bank.example"), "{field}");
+}
+
+#[test]
+fn a_header_section_longer_than_verify_max_header_is_refused_and_not_stored() {
+    // Its fields could not all be looked through for this host's name.
+    let key = Key::new();
+    let dns = DnsServer::start(sender_zone(&key));
+    let server = mailsink(&dns, &["--verify-max-header", "4096"]);
+    let filler = "X-Filler: 0123456789abcdefghijklmnopqrstuvwxyz0123456789\r\n".repeat(80);
+    let forged = format!("Authentication-Results: {HOSTNAME}; dkim=pass\r\n");
+    let message = format!("{filler}{forged}{MESSAGE}");
+    let reply = send(&server, "alice@sender.example", &message);
+    assert_eq!(
+        reply,
+        "552 5.3.4 Message header section too large (over 4096 bytes)\r\n"
+    );
+    assert!(server.stored_files().is_empty());
+    assert!(server.events("message").is_empty());
+
+    // A header section within the limit, with a long body, is stored.
+    let body = "0123456789\r\n".repeat(1000);
+    let message = format!("{forged}{MESSAGE}{body}");
+    let reply = send(&server, "alice@sender.example", &message);
+    assert!(reply.starts_with("250 2.0.0 "), "{reply}");
+    let (field, _) = the_stored_message(&server, &format!("{MESSAGE}{body}"));
+    assert!(field.contains("dkim=none"), "{field}");
+}

@@ -215,7 +215,7 @@ fn a_client_that_never_starts_its_handshake_is_closed_after_the_timeout() {
             .listener(listener)
     });
     let mut silent = common::Client::connect(running.addr);
-    assert_eq!(silent.read_to_close(), "");
+    assert_eq!(silent.read_to_close_text(), "");
     let context = &log.wait(1)[0];
     assert_eq!(context["arguments"]["error"]["type"], "tls");
     assert_eq!(

@@ -11,6 +11,8 @@
 
 use std::borrow::Cow;
 
+use crate::relay::spooled::SpooledText;
+
 /// How much of the body one piece of [`Outgoing::text`] holds: lettre copies each piece
 /// once while stuffing it, so this bounds that copy, not the message.
 const PIECE: usize = 64 * 1024;
@@ -18,7 +20,15 @@ const PIECE: usize = 64 * 1024;
 /// The bytes of one message for the next hop.
 pub struct Outgoing<'a> {
     trace: Vec<u8>,
-    body: Cow<'a, [u8]>,
+    body: Body<'a>,
+}
+
+/// Where the body is.
+enum Body<'a> {
+    /// In memory, whole (a small message, or one the tests give).
+    Memory(Cow<'a, [u8]>),
+    /// In its spool file, read in pieces as it goes out.
+    Spooled(SpooledText),
 }
 
 impl<'a> Outgoing<'a> {
@@ -31,29 +41,69 @@ impl<'a> Outgoing<'a> {
         } else {
             Cow::Borrowed(body)
         };
-        Outgoing { trace, body }
+        Outgoing {
+            trace,
+            body: Body::Memory(body),
+        }
+    }
+
+    /// `trace` (header fields ended by CRLF) before the body of `text`, read from its
+    /// spool file as it goes out.
+    pub fn spooled(trace: Vec<u8>, text: SpooledText) -> Outgoing<'static> {
+        debug_assert!(trace.ends_with(b"\r\n"), "a header field ends with CRLF");
+        Outgoing {
+            trace,
+            body: Body::Spooled(text),
+        }
     }
 
     /// The octets the next hop stores: the text plus its final CRLF (the SIZE= we declare).
     pub fn size(&self) -> u64 {
-        let added = if self.ends_with_crlf() { 0 } else { 2 };
-        (self.trace.len() + self.body.len() + added) as u64
+        match &self.body {
+            Body::Memory(body) => {
+                let added = if self.ends_with_crlf() { 0 } else { 2 };
+                (self.trace.len() + body.len() + added) as u64
+            }
+            Body::Spooled(text) if text.is_empty() => self.trace.len() as u64,
+            Body::Spooled(text) => self.trace.len() as u64 + text.len() + 2,
+        }
     }
 
     fn ends_with_crlf(&self) -> bool {
-        self.body.is_empty() || self.body.ends_with(b"\r\n")
+        match &self.body {
+            Body::Memory(body) => body.is_empty() || body.ends_with(b"\r\n"),
+            Body::Spooled(_) => true,
+        }
     }
 
-    /// The message without its final CRLF, unstuffed, in pieces of at most 64 KiB.
-    pub fn text(&self) -> impl Iterator<Item = &[u8]> + Send + '_ {
-        let (trace, body): (&[u8], &[u8]) = if self.body.is_empty() {
-            (&self.trace[..self.trace.len() - 2], &[])
-        } else if self.body.ends_with(b"\r\n") {
-            (&self.trace, &self.body[..self.body.len() - 2])
-        } else {
-            (&self.trace, &self.body)
+    /// True when the text given out by [`Outgoing::text`] was cut short: a piece of the
+    /// spool file could not be read.
+    pub fn failed(&self) -> bool {
+        matches!(&self.body, Body::Spooled(text) if text.failed())
+    }
+
+    /// The message without its final CRLF, unstuffed, in pieces of at most about 64 KiB.
+    pub fn text(&self) -> Box<dyn Iterator<Item = Cow<'_, [u8]>> + Send + '_> {
+        let body = match &self.body {
+            Body::Memory(body) => body,
+            Body::Spooled(text) if text.is_empty() => {
+                let trace = &self.trace[..self.trace.len() - 2];
+                return Box::new(std::iter::once(Cow::Borrowed(trace)));
+            }
+            Body::Spooled(text) => {
+                let trace = std::iter::once(Cow::Borrowed(&self.trace[..]));
+                return Box::new(trace.chain(text.pieces().map(Cow::Owned)));
+            }
         };
-        std::iter::once(trace).chain(body.chunks(PIECE))
+        let (trace, body): (&[u8], &[u8]) = if body.is_empty() {
+            (&self.trace[..self.trace.len() - 2], &[])
+        } else if body.ends_with(b"\r\n") {
+            (&self.trace, &body[..body.len() - 2])
+        } else {
+            (&self.trace, body)
+        };
+        let pieces = std::iter::once(trace).chain(body.chunks(PIECE));
+        Box::new(pieces.map(Cow::Borrowed))
     }
 }
 
@@ -90,8 +140,8 @@ impl Stuffer {
     }
 
     /// Appends `text`, stuffed, to `out`.
-    pub fn push(&mut self, text: &[u8], out: &mut Vec<u8>) {
-        let mut rest = text;
+    pub fn push(&mut self, text: impl AsRef<[u8]>, out: &mut Vec<u8>) {
+        let mut rest = text.as_ref();
         while !rest.is_empty() {
             if self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');

@@ -122,6 +122,10 @@ impl Lmtp {
                 out.clear();
             }
         }
+        if message.failed() {
+            // Never the terminator after a short text: the connection is dropped instead.
+            return Err(Broken::new("the spooled message could not be read"));
+        }
         out.extend_from_slice(b"\r\n.\r\n");
         self.io.write_all(&out).await.map_err(lost)?;
         self.io.flush().await.map_err(lost)

@@ -118,7 +118,12 @@ impl Smtp {
 
     /// After a 354: the message, stuffed by lettre, and `CRLF . CRLF`; then its reply.
     pub async fn data(&mut self, message: &Outgoing<'_>) -> Result<Answer, Broken> {
-        answer(self.conn.message_iter(message.text()).await)
+        let answer = answer(self.conn.message_iter(message.text()).await);
+        if message.failed() {
+            // lettre has ended the data: whatever the answer, the message went out short.
+            return Err(Broken::new("the spooled message could not be read"));
+        }
+        answer
     }
 
     pub async fn quit(&mut self) {

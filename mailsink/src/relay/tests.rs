@@ -12,6 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Relay, RelayArgs, Target};
+use crate::delivery::Delivery;
+use crate::maildir::Maildir;
 use crate::sink::Sink;
 
 #[path = "../../tests/relay_servers/mod.rs"]
@@ -27,18 +29,15 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
         relay_max_connections: 2,
         relay_idle: 5,
         relay_tls_ca: None,
+        relay_spool: None,
     };
     let relay = Relay::from_args(&args, "mx.test").unwrap().unwrap();
-    let sink = Sink {
-        maildir: None,
-        relay: Some(Arc::new(relay)),
-        lua: None,
-        users: Vec::new().into(),
-        dns: None,
-        spooler: Default::default(),
-        guard: Default::default(),
-        verifier: None,
-    };
+    let spool = tempfile::tempdir().unwrap().keep();
+    let maildir = Maildir::open(&spool, "mx.test", std::time::Duration::ZERO).unwrap();
+    let sink = Sink::new(
+        Vec::new(),
+        Delivery::Relay(Arc::new(relay), Arc::new(maildir)),
+    );
     let config = Config {
         hostname: "mx.test".into(),
         lmtp: true,

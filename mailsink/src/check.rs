@@ -1,0 +1,389 @@
+//! Checks: the judges of a connection and its messages. A check sees the stages it asks
+//! for (connect, HELO, AUTH, MAIL, RCPT, DATA, the message with its spool, disconnect) and
+//! answers each with a [`Verdict`]. It reads the stage's [`Facts`] and the spool; it writes
+//! neither the spool nor the log: what it wants changed comes back as [`Edits`], which the
+//! handler applies in one place.
+//!
+//! A new check is one file: a type implementing [`Check`], added to the list `main.rs`
+//! builds. The handler runs the list in its order, and [`decide`] merges the verdicts by
+//! one rule:
+//!
+//! - The first refusal wins ([`Verdict::Refuse`]); the checks after it are not asked.
+//! - [`Verdict::Accept`] ends the stage too, accepted; [`Verdict::Continue`] asks the next
+//!   check. A stage no check refused is accepted (AUTH is the exception: it needs a check
+//!   that accepts, or it is refused with `535 5.7.8`).
+//! - [`Verdict::Quarantine`] and [`Verdict::Discard`] end the message stage: the message is
+//!   stored in the quarantine folder, or answered 250 and dropped; both are logged.
+//! - Edits accumulate in the order the checks ran: header fields go below the trace fields
+//!   (each check's below those of the checks before it), removals and recipient changes
+//!   apply at delivery; a refusal drops the edits gathered before it.
+//! - A check that fails ([`Verdict::Failed`]) takes its default action,
+//!   [`Check::on_failure`] (the session's hook failure unless the check says otherwise).
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use smtp_session::{
+    AuthRequest, ConnectionDetails, Decision, DisconnectArguments, Extensions, ForwardPath,
+    Message, Reply, ReversePath,
+};
+
+use crate::facts::ConnFacts;
+use crate::store::Spool;
+use crate::verify::AuthResults;
+
+/// What a check's answer to a stage is on its way to.
+pub type CheckFuture<'a, T = Verdict> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A judge of connections and messages; see the module docs for how verdicts merge.
+/// Checks are shared by all connections: what a check keeps per connection comes to it in
+/// [`Facts`].
+pub trait Check: Send + Sync + 'static {
+    /// A short name, for stderr.
+    fn name(&self) -> &'static str;
+
+    /// The stages this check wants to see; the others cost it nothing.
+    fn stages(&self) -> Stages;
+
+    /// True when this check can accept an AUTH (AUTH is offered only when one can).
+    fn authenticates(&self) -> bool {
+        false
+    }
+
+    /// Its verdict on `stage`, one of those [`Check::stages`] named.
+    fn check<'a>(&'a self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a>;
+
+    /// The stage ended refused with `answer` (whichever check refused it): a check that
+    /// saw the stage may answer a harder refusal in its place (the AUTH failure limit
+    /// turns a wrong password into `454` once there were too many).
+    fn refused<'a>(
+        &'a self,
+        facts: &'a Facts,
+        stage: &'a Stage<'a>,
+        answer: &'a Decision,
+    ) -> CheckFuture<'a, Option<Decision>> {
+        let _ = (facts, stage, answer);
+        Box::pin(async { None })
+    }
+
+    /// What a failure of this check means: by default the session's hook failure (for
+    /// mailsink, KumoMTA's `421 4.3.0 <hostname> technical difficulties`).
+    fn on_failure(&self) -> Decision {
+        Decision::HookFailed
+    }
+}
+
+/// The stages a check wants to see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stages {
+    /// A client connected, before the greeting.
+    pub connect: bool,
+    /// HELO, EHLO or LHLO.
+    pub helo: bool,
+    /// An AUTH attempt, its credentials decoded.
+    pub auth: bool,
+    /// MAIL FROM.
+    pub mail: bool,
+    /// RCPT TO.
+    pub rcpt: bool,
+    /// DATA or the first BDAT, before any message byte.
+    pub data: bool,
+    /// The whole message, its body in the spool.
+    pub message: bool,
+    /// The connection ended.
+    pub disconnect: bool,
+}
+
+impl Stages {
+    /// True when `stage` is one of these.
+    pub fn has(&self, stage: &Stage<'_>) -> bool {
+        match stage {
+            Stage::Connect => self.connect,
+            Stage::Helo { .. } => self.helo,
+            Stage::Auth(_) => self.auth,
+            Stage::Mail(_) => self.mail,
+            Stage::Rcpt(_) => self.rcpt,
+            Stage::Data => self.data,
+            Stage::Message { .. } => self.message,
+            Stage::Disconnect { .. } => self.disconnect,
+        }
+    }
+
+    /// The stages either names.
+    pub fn union(self, other: Stages) -> Stages {
+        Stages {
+            connect: self.connect || other.connect,
+            helo: self.helo || other.helo,
+            auth: self.auth || other.auth,
+            mail: self.mail || other.mail,
+            rcpt: self.rcpt || other.rcpt,
+            data: self.data || other.data,
+            message: self.message || other.message,
+            disconnect: self.disconnect || other.disconnect,
+        }
+    }
+}
+
+/// One stage of a connection, with what the client said.
+#[derive(Debug)]
+pub enum Stage<'a> {
+    /// A client connected (after the PROXY header), before the greeting.
+    Connect,
+    /// HELO, EHLO or LHLO `host`; `keywords` are what the EHLO reply will list now
+    /// (`SIZE 26214400`, `STARTTLS`...), `extensions` the switches behind them.
+    Helo {
+        /// The client's name for itself.
+        host: &'a str,
+        /// The EHLO reply's keywords.
+        keywords: &'a [String],
+        /// The extensions in force.
+        extensions: Extensions,
+    },
+    /// AUTH, with the credentials the session decoded.
+    Auth(&'a AuthRequest),
+    /// MAIL FROM.
+    Mail(&'a ReversePath),
+    /// RCPT TO.
+    Rcpt(&'a ForwardPath),
+    /// DATA, or the first BDAT.
+    Data,
+    /// The message: its envelope and size; its body is in `body`, and what the checks
+    /// before this one found is in [`Facts::record`].
+    Message {
+        /// The envelope and the sizes; its body is empty (see `body`).
+        message: &'a Message,
+        /// The body as received.
+        body: Body<'a>,
+    },
+    /// The connection ended: Halon's disconnect context, without the handler's own.
+    Disconnect {
+        /// Why and how it ended.
+        arguments: &'a DisconnectArguments,
+        /// The connection's details.
+        connection: &'a ConnectionDetails,
+    },
+}
+
+/// A message's body, read-only: in a spool (memory or a file), or gathered by the session.
+#[derive(Clone, Copy, Debug)]
+pub enum Body<'a> {
+    /// In the message's spool.
+    Spool(&'a Spool),
+    /// In memory (`--discard` with a policy that reads bodies).
+    Memory(&'a [u8]),
+}
+
+impl Body<'_> {
+    /// The body as received, at most `limit` bytes.
+    pub async fn read(&self, limit: u64) -> io::Result<Vec<u8>> {
+        match self {
+            Body::Spool(spool) => spool.read_body(limit).await,
+            Body::Memory(bytes) => {
+                let end = bytes
+                    .len()
+                    .min(usize::try_from(limit).unwrap_or(usize::MAX));
+                Ok(bytes[..end].to_vec())
+            }
+        }
+    }
+}
+
+/// What a check knows when it is asked: the connection's facts, its count of messages, the
+/// server's settings that shape replies, and at the message stage what the checks before
+/// found.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// Addresses, HELO, TLS and AUTH, as the session knows them now.
+    pub conn: ConnFacts,
+    /// Messages this connection sent before the current one.
+    pub messages: u32,
+    /// This server's name.
+    pub hostname: Arc<str>,
+    /// The connection speaks LMTP: the message is answered per recipient.
+    pub lmtp: bool,
+    /// The largest message, in bytes.
+    pub max_message_size: u64,
+    /// The message's record, filled as the checks run (message stage only).
+    pub record: Record,
+}
+
+/// A check's answer to a stage.
+#[derive(Debug)]
+// Quarantine and Discard are made by the filters' checks (milter, policy service); none
+// of the built-in ones makes them.
+#[allow(dead_code)]
+pub enum Verdict {
+    /// No objection: ask the next check, with these edits.
+    Continue(Edits),
+    /// Accepted: the checks after this one are not asked.
+    Accept(Edits),
+    /// Refused with this decision (a reject or defer with its reply, a disconnect, or a
+    /// reply per recipient under LMTP).
+    Refuse(Decision),
+    /// The message goes to the quarantine folder, for this reason (message stage only).
+    Quarantine(String),
+    /// The message is answered 250 and dropped, for this reason (message stage only).
+    Discard(String),
+    /// The check could not decide: its [`Check::on_failure`] applies.
+    Failed(String),
+}
+
+impl Verdict {
+    /// No objection and nothing to change.
+    pub fn go_on() -> Verdict {
+        Verdict::Continue(Edits::default())
+    }
+}
+
+/// What a check wants changed; the handler applies it.
+#[derive(Debug, Default)]
+pub struct Edits {
+    /// Whole header fields, each ending in CRLF, for below the trace fields.
+    pub add_fields: Vec<u8>,
+    /// Ranges of the message as received (offsets from its first byte, in order, apart)
+    /// to leave out: header fields it must not keep.
+    pub remove: Vec<Range<u64>>,
+    /// The recipients the message goes to instead of the envelope's.
+    pub recipients: Option<Vec<ForwardPath>>,
+    /// Under LMTP: the recipients refused, one entry per envelope recipient (`None` for
+    /// those not refused); the others still get the message.
+    pub refused_recipients: Vec<Option<Reply>>,
+    /// At HELO: the extensions the EHLO reply offers instead.
+    pub extensions: Option<Extensions>,
+    /// At connect: the client's verified reverse DNS name.
+    pub remote_ptr: Option<Option<String>>,
+    /// `--verify`'s results, for the checks after, the log and the metrics.
+    pub auth_results: Option<Arc<AuthResults>>,
+}
+
+impl Edits {
+    /// These edits after `earlier`'s.
+    fn follow(&mut self, later: Edits) {
+        self.add_fields.extend_from_slice(&later.add_fields);
+        if !later.remove.is_empty() {
+            self.remove.extend(later.remove);
+            self.remove.sort_by_key(|range| range.start);
+            self.remove.dedup();
+        }
+        if later.recipients.is_some() {
+            self.recipients = later.recipients;
+        }
+        merge_refusals(&mut self.refused_recipients, later.refused_recipients);
+        self.extensions = later.extensions.or(self.extensions);
+        if later.remote_ptr.is_some() {
+            self.remote_ptr = later.remote_ptr;
+        }
+        if later.auth_results.is_some() {
+            self.auth_results = later.auth_results;
+        }
+    }
+}
+
+/// Per recipient, the first refusal stands.
+fn merge_refusals(first: &mut Vec<Option<Reply>>, later: Vec<Option<Reply>>) {
+    if first.len() < later.len() {
+        first.resize(later.len(), None);
+    }
+    for (slot, reply) in first.iter_mut().zip(later) {
+        if slot.is_none() {
+            *slot = reply;
+        }
+    }
+}
+
+/// What became of one message, for the log line, the metrics and the checks after: filled
+/// from the checks' edits, and by the delivery.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// `--verify`'s results.
+    pub auth_results: Option<Arc<AuthResults>>,
+    /// Where the message was stored (`new/`, or the quarantine's).
+    pub file: Option<std::path::PathBuf>,
+    /// Why it was quarantined.
+    pub quarantined: Option<String>,
+    /// Why it was dropped.
+    pub discarded: Option<String>,
+}
+
+impl Record {
+    /// Takes what `edits` say about the message.
+    pub fn note(&mut self, edits: &Edits) {
+        if let Some(results) = &edits.auth_results {
+            self.auth_results = Some(results.clone());
+        }
+    }
+}
+
+/// Where the merged verdicts of a stage lead.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Accepted (by a check, or by none refusing), with the edits.
+    Accepted(Edits),
+    /// Refused: the answer.
+    Refused(Decision),
+    /// The message goes to the quarantine folder.
+    Quarantine(String, Edits),
+    /// The message is answered 250 and dropped.
+    Discard(String),
+}
+
+/// Asks `checks` about `stage` in order and merges their verdicts by the rule of the
+/// module docs. What a check found goes into `facts` at once (the reverse DNS name, the
+/// message's record), so the checks after it see it.
+pub async fn decide(checks: &[Arc<dyn Check>], facts: &mut Facts, stage: &Stage<'_>) -> Outcome {
+    let mut edits = Edits::default();
+    let mut accepted = false;
+    for check in checks.iter().filter(|check| check.stages().has(stage)) {
+        let verdict = check.check(facts, stage).await;
+        let (more, last) = match verdict {
+            Verdict::Continue(more) => (more, false),
+            Verdict::Accept(more) => (more, true),
+            Verdict::Refuse(decision) => return refused(checks, facts, stage, decision).await,
+            Verdict::Quarantine(why) => return Outcome::Quarantine(why, edits),
+            Verdict::Discard(why) => return Outcome::Discard(why),
+            Verdict::Failed(error) => {
+                eprintln!("mailsink: {} error: {error}", check.name());
+                return refused(checks, facts, stage, check.on_failure()).await;
+            }
+        };
+        if let Some(ptr) = &more.remote_ptr {
+            facts.conn.info.remote_ptr.clone_from(ptr);
+        }
+        facts.record.note(&more);
+        edits.follow(more);
+        if last {
+            accepted = true;
+            break;
+        }
+    }
+    if matches!(stage, Stage::Auth(_)) && !accepted {
+        return refused(checks, facts, stage, bad_credentials()).await;
+    }
+    Outcome::Accepted(edits)
+}
+
+/// A refusal, after the checks that saw the stage had their say on it.
+async fn refused(
+    checks: &[Arc<dyn Check>],
+    facts: &Facts,
+    stage: &Stage<'_>,
+    decision: Decision,
+) -> Outcome {
+    if decision == Decision::HookFailed {
+        return Outcome::Refused(decision);
+    }
+    for check in checks.iter().filter(|check| check.stages().has(stage)) {
+        if let Some(harder) = check.refused(facts, stage, &decision).await {
+            return Outcome::Refused(harder);
+        }
+    }
+    Outcome::Refused(decision)
+}
+
+/// `535 5.7.8`: no check accepted the credentials.
+pub fn bad_credentials() -> Decision {
+    Decision::reject(535, "5.7.8 Authentication credentials invalid").expect("valid reply")
+}
