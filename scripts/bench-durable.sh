@@ -22,6 +22,8 @@
 #   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 #   DEBIAN_FRONTEND=noninteractive apt-get install -y postfix
 set -euo pipefail
+# A failing step inside $(...) stops the script too.
+shopt -s inherit_errexit
 
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
@@ -58,13 +60,13 @@ cleanup_extra() { rm -rf "$work"; }
     >/dev/null 2>"$work/mailsink.err" &
 mailsink_pid=$!
 pids+=("$mailsink_pid")
-cpu_group bench-durable-mailsink
-cpu_join bench-durable-mailsink "$mailsink_pid"
+cpu_group bench-durable-mailsink-$$
+cpu_join bench-durable-mailsink-$$ "$mailsink_pid"
 
 # --- a throwaway Postfix: smtpd on a loopback port, queue in $work, every message discarded ---
 pfx=$work/postfix
-cpu_group bench-durable-postfix
-POSTFIX_CPU_GROUP=bench-durable-postfix
+cpu_group bench-durable-postfix-$$
+POSTFIX_CPU_GROUP=bench-durable-postfix-$$
 start_postfix "$pfx" "$POSTFIX_PORT" "$SESSIONS"
 
 wait_for_port "$MAILSINK_PORT"
@@ -110,14 +112,14 @@ for round in $(seq 1 "$ROUNDS"); do
     # would make the file system's inode allocator skip over them (ext4 without a journal
     # checks every recently deleted inode) and bill mailsink's run for it.
     before=$(find "$work/maildir/new" -type f | wc -l)
-    read -r mailsink_rate mailsink_cpu <<<"$(run "$MAILSINK_PORT" bench-durable-mailsink)"
+    read -r mailsink_rate mailsink_cpu <<<"$(run "$MAILSINK_PORT" bench-durable-mailsink-$$)"
     stored=$(($(find "$work/maildir/new" -type f | wc -l) - before))
     if [ "$stored" != "$MESSAGES" ]; then
         echo "mailsink stored $stored of $MESSAGES messages" >&2
         exit 1
     fi
     drain_postfix
-    read -r postfix_rate postfix_cpu <<<"$(run "$POSTFIX_PORT" bench-durable-postfix)"
+    read -r postfix_rate postfix_cpu <<<"$(run "$POSTFIX_PORT" bench-durable-postfix-$$)"
     drain_postfix
     sent=$(grep -c 'status=sent' "$pfx/maillog" || true)
     if [ $((sent - sent_before)) != "$MESSAGES" ]; then
