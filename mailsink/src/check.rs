@@ -31,7 +31,7 @@ use smtp_session::{
     Message, Reply, ReversePath,
 };
 
-use crate::facts::ConnFacts;
+use crate::facts::{ConnFacts, Screening};
 use crate::store::Spool;
 use crate::verify::AuthResults;
 
@@ -257,6 +257,8 @@ pub struct Edits {
     pub remote_ptr: Option<Option<String>>,
     /// `--verify`'s results, for the checks after, the log and the metrics.
     pub auth_results: Option<Arc<AuthResults>>,
+    /// At connect: what `--dnsbl` made of the client, for the checks after and the log.
+    pub screening: Option<Arc<Screening>>,
 }
 
 impl Edits {
@@ -278,6 +280,9 @@ impl Edits {
         }
         if later.auth_results.is_some() {
             self.auth_results = later.auth_results;
+        }
+        if later.screening.is_some() {
+            self.screening = later.screening;
         }
     }
 }

@@ -15,7 +15,9 @@ mod check;
 mod checks;
 mod delivery;
 mod dns;
+mod dnsbl;
 mod facts;
+mod greylist;
 mod group_commit;
 mod limits;
 mod listen;
@@ -23,7 +25,9 @@ mod log;
 mod maildir;
 mod metrics;
 mod policy;
+mod rates;
 mod relay;
+mod shared;
 mod sink;
 mod store;
 mod tls;
@@ -172,6 +176,18 @@ struct Args {
 
     #[command(flatten)]
     limits: limits::LimitArgs,
+
+    #[command(flatten)]
+    rates: rates::RateArgs,
+
+    #[command(flatten)]
+    redis: shared::RedisArgs,
+
+    #[command(flatten)]
+    dnsbl: dnsbl::DnsblArgs,
+
+    #[command(flatten)]
+    greylist: greylist::GreylistArgs,
 
     /// Serve watchers of the live SMTP dialogue on this UNIX socket (made for mailsink's
     /// user only): `mailsink trace --socket PATH [ADDR|CIDR]` in another terminal.
@@ -345,16 +361,32 @@ fn checks(
     dns: Option<dns::Resolver>,
     verifier: Option<verify::Verifier>,
     lua: Option<Arc<policy::LuaPolicy>>,
-) -> Vec<Arc<dyn check::Check>> {
+    shared: Option<Arc<shared::Shared>>,
+) -> Result<Vec<Arc<dyn check::Check>>, String> {
     let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(dnsbl) = dnsbl::Dnsbl::new(&args.dnsbl, dns.as_ref(), shared.clone())? {
+        list.push(Arc::new(checks::dnsbl::Screen { dnsbl }));
+    }
     if let Some(resolver) = dns {
         list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
     }
     list.push(Arc::new(checks::limits::Limits {
-        guard: args.limits.guard(),
+        guard: args.limits.guard(shared.clone()),
     }));
+    let rates = rates::Rates::new(&args.rates, shared.clone())?;
+    list.push(Arc::new(checks::rates::RateLimits {
+        rates: Arc::new(rates),
+    }));
+    let verifying = verifier.is_some();
     if let Some(verifier) = verifier {
         list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    // After --verify, whose results vouch for senders.
+    if let Some(greylist) = greylist::Greylist::new(&args.greylist, shared.clone()) {
+        list.push(Arc::new(checks::greylist::Greylisting {
+            greylist,
+            at_message: verifying,
+        }));
     }
     if let Some(lua) = lua {
         list.push(Arc::new(checks::policy::Policy::new(lua)));
@@ -364,7 +396,7 @@ fn checks(
             users: args.user.clone(),
         }));
     }
-    list
+    Ok(list)
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -376,9 +408,14 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
     }
+    let shared = shared::Shared::from_args(&args.redis)?.map(Arc::new);
+    let throttles = shared.clone().map(|store| policy::SharedThrottles {
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    });
     let lua = match &args.policy {
         Some(path) => Some(Arc::new(
-            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT)
+            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT, throttles)
                 .map_err(|e| format!("policy {}: {e}", path.display()))?,
         )),
         None => None,
@@ -419,7 +456,7 @@ async fn run(args: Args) -> Result<(), String> {
         (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
         (None, None) => delivery::Delivery::Discard,
     };
-    let checks = checks(&args, dns, verifier, lua);
+    let checks = checks(&args, dns, verifier, lua, shared)?;
     let sink = sink::Sink::new(checks, delivery);
     let config = config(&args, &hostname, &sink)?;
     let client_certificates = match &args.tls_client_ca {

@@ -12,7 +12,7 @@ use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
 use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages};
 use crate::delivery::{self, Answer, Delivered, Delivery};
-use crate::facts::{self, ConnFacts};
+use crate::facts::{self, ConnFacts, Screening};
 use crate::log;
 use crate::metrics;
 
@@ -28,6 +28,8 @@ pub struct Sink {
     pub spooler: delivery::Spooler,
     /// Messages this connection sent.
     pub messages: u32,
+    /// What `--dnsbl` made of the client, from the connect stage on.
+    pub screening: Option<Arc<Screening>>,
 }
 
 impl std::fmt::Debug for dyn Check {
@@ -44,6 +46,7 @@ impl Sink {
             spooler: delivery::Spooler::new(delivery.writes_trace()),
             delivery: Arc::new(delivery),
             messages: 0,
+            screening: None,
         }
     }
 
@@ -66,8 +69,10 @@ impl Sink {
     }
 
     fn facts(&self, conn: &Connection<'_>) -> Facts {
+        let mut facts = ConnFacts::of(conn);
+        facts.screening.clone_from(&self.screening);
         Facts {
-            conn: ConnFacts::of(conn),
+            conn: facts,
             messages: self.messages,
             hostname: conn.config().hostname.as_str().into(),
             lmtp: conn.config().lmtp,
@@ -77,10 +82,13 @@ impl Sink {
     }
 
     /// The checks' answer to `stage`, with the connection's edits applied.
-    async fn decide(&self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
+    async fn decide(&mut self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
         let mut facts = self.facts(conn);
         match check::decide(&self.checks, &mut facts, stage).await {
-            Outcome::Accepted(edits) => {
+            Outcome::Accepted(mut edits) => {
+                if let Some(screening) = edits.screening.take() {
+                    self.screening = Some(screening);
+                }
                 apply(conn, edits);
                 Ok(Decision::Accept)
             }
@@ -214,7 +222,7 @@ impl Handler for Sink {
     }
 
     async fn disconnect(&mut self, context: DisconnectContext) {
-        log::emit(&log::disconnect_line(&context));
+        log::emit(&log::disconnect_line(&context, self.screening.as_deref()));
         let mut facts = Facts {
             conn: ConnFacts {
                 info: context.connection.info.clone(),
@@ -222,6 +230,8 @@ impl Handler for Sink {
                 tls: None,
                 auth: None,
                 client: None,
+                mail_from: None,
+                screening: self.screening.clone(),
             },
             messages: self.messages,
             hostname: "".into(),
