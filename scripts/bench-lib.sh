@@ -67,9 +67,10 @@ need_root_for_postfix() {
     need "$postfix_daemons/master"
 }
 
-# wait_for_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
+# wait_for_port PORT: until something accepts on 127.0.0.1:PORT (30 s at most: a loaded
+# machine starts Postfix slowly).
 wait_for_port() {
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done

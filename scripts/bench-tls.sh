@@ -22,6 +22,8 @@
 #
 # Needs root (Postfix's master, the cgroups), openssl, and Postfix (see bench-lib.sh).
 set -euo pipefail
+# A failing step inside $(...) stops the script too.
+shopt -s inherit_errexit
 
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
@@ -68,13 +70,13 @@ END
     >/dev/null 2>"$work/mailsink.err" &
 mailsink_pid=$!
 pids+=("$mailsink_pid")
-cpu_group bench-tls-mailsink
-cpu_join bench-tls-mailsink "$mailsink_pid"
+cpu_group bench-tls-mailsink-$$
+cpu_join bench-tls-mailsink-$$ "$mailsink_pid"
 
 # --- Postfix: the same certificate, TLS 1.3, tickets (tlsmgr), the access table ---
 pfx=$work/postfix
-cpu_group bench-tls-postfix
-POSTFIX_CPU_GROUP=bench-tls-postfix
+cpu_group bench-tls-postfix-$$
+POSTFIX_CPU_GROUP=bench-tls-postfix-$$
 start_postfix "$pfx" "$POSTFIX_PORT" "$SESSIONS" "
 smtpd_peername_lookup = no
 smtpd_tls_security_level = may
@@ -86,7 +88,7 @@ tls_random_source = dev:/dev/urandom
 smtpd_recipient_restrictions = check_recipient_access inline:{ {nobody@bench.example = 550 5.1.1 no such user} }
 " "tlsmgr    unix  - - n 1000? 1 tlsmgr"
 
-cpu_group bench-tls-client
+cpu_group bench-tls-client-$$
 
 wait_for_port "$MAILSINK_PORT"
 wait_for_port "$POSTFIX_PORT"
@@ -103,14 +105,14 @@ run() {
     esac
     # "N connections in T s: R/s"
     before=$(cpu_used "$group")
-    client_before=$(cpu_used bench-tls-client)
+    client_before=$(cpu_used bench-tls-client-$$)
     out=$(
-        cpu_join bench-tls-client
+        cpu_join bench-tls-client-$$
         exec "$source_bin" ${args[@]+"${args[@]}"} -s "$SESSIONS" -m "$CONNECTIONS" -l "$LENGTH" \
             "127.0.0.1:$port"
     )
     after=$(cpu_used "$group")
-    client_after=$(cpu_used bench-tls-client)
+    client_after=$(cpu_used bench-tls-client-$$)
     echo "$out $before $after $client_before $client_after $CONNECTIONS" |
         awk '{ sub("/s", "", $6); n = $11
                printf "%.0f %.1f %.1f\n", $6, ($8 - $7) / 1000 / n, ($10 - $9) / 1000 / n }'
@@ -124,8 +126,8 @@ echo "servers: mailsink (Maildir, Lua policy, rustls); Postfix" \
 declare -A rates cpus
 for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
-        m=$(run "$mode" "$MAILSINK_PORT" bench-tls-mailsink)
-        p=$(run "$mode" "$POSTFIX_PORT" bench-tls-postfix)
+        m=$(run "$mode" "$MAILSINK_PORT" bench-tls-mailsink-$$)
+        p=$(run "$mode" "$POSTFIX_PORT" bench-tls-postfix-$$)
         read -r m_rate m_cpu m_client <<<"$m"
         read -r p_rate p_cpu p_client <<<"$p"
         rates[$mode.m]+="$m_rate "

@@ -58,9 +58,11 @@ impl Maildir {
         // Absolute, so the log's file names are usable from anywhere.
         let root = fs::canonicalize(&root)?;
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
-        let new = File::open(root.join("new"))?;
+        let new = root.join("new");
         let new_synced = GroupCommit::start("maildir-sync", window, move || {
-            let synced = new.sync_all();
+            // Opened each time: the directory the messages were renamed into, even if new/
+            // was replaced since the start.
+            let synced = File::open(&new).and_then(|dir| dir.sync_all());
             crate::metrics::maildir_synced();
             synced
         })?;
