@@ -377,7 +377,7 @@ fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
 mod tests {
     use super::*;
     use crate::check::{CheckFuture, Verdict};
-    use crate::maildir::Maildir;
+    use crate::delivery::Maildir;
     use smtp_session::{BodyDelivery, Config, ConnectionInfo};
     use smtp_session_tokio::{Server, Transport};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
