@@ -13,7 +13,7 @@
 use memchr::memchr2;
 
 use crate::body::{scan_text, Bounded};
-use crate::data::BareLineEndings;
+use crate::data::{BareLineEndings, LeadingWhitespace};
 
 /// Progress of a [`BdatReceiver`] after [`BdatReceiver::feed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,6 +65,15 @@ impl BdatReceiver {
             body: Bounded::new(max_size, false),
             ..BdatReceiver::new(policy, max_size)
         }
+    }
+
+    /// Sets what the receiver does with content whose first octet is a space or a tab
+    /// ([`LeadingWhitespace::Reject`] by default: store it unchanged and report it). Binary
+    /// content too begins with a header section (RFC 3030 section 3), so this applies to it.
+    #[must_use]
+    pub fn with_leading_whitespace(mut self, policy: LeadingWhitespace) -> Self {
+        self.body.set_leading_whitespace(policy);
+        self
     }
 
     /// Begins the chunk of a `BDAT size [LAST]` command.
@@ -130,6 +139,12 @@ impl BdatReceiver {
     /// True when a bare CR or LF was seen in text content, under every policy.
     pub fn saw_bare_line_ending(&self) -> bool {
         self.saw_bare
+    }
+
+    /// True when the content began with a space or a tab (see [`LeadingWhitespace`]), under
+    /// every policy and also for a discarding receiver.
+    pub fn saw_leading_whitespace(&self) -> bool {
+        self.body.leading_whitespace()
     }
 
     /// True once a stored octet had its high bit set. A discarding receiver does not look.

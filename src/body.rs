@@ -1,6 +1,8 @@
 //! What the DATA and BDAT receivers share: appending message bytes within the size limit,
 //! and the facts about a body that a message hook is told.
 
+use crate::data::LeadingWhitespace;
+
 /// Appends message bytes to the caller's buffer while the message stays within its size
 /// limit, and counts every byte, stored or not.
 #[derive(Clone, Debug)]
@@ -13,6 +15,10 @@ pub(crate) struct Bounded {
     keep: bool,
     /// A byte over 127 was stored (only looked for while storing).
     eight_bit: bool,
+    /// The content's first byte was a space or a tab.
+    leading_whitespace: bool,
+    /// An empty line goes before content that begins with a space or a tab.
+    insert_empty_line: bool,
 }
 
 impl Bounded {
@@ -23,7 +29,19 @@ impl Bounded {
             exceeded: false,
             keep,
             eight_bit: false,
+            leading_whitespace: false,
+            insert_empty_line: false,
         }
+    }
+
+    /// Sets what happens to content that begins with a space or a tab.
+    pub(crate) fn set_leading_whitespace(&mut self, policy: LeadingWhitespace) {
+        self.insert_empty_line = policy == LeadingWhitespace::InsertEmptyLine;
+    }
+
+    /// True when the content's first byte was a space or a tab.
+    pub(crate) fn leading_whitespace(&self) -> bool {
+        self.leading_whitespace
     }
 
     /// Message size so far, counting bytes not stored because of the limit.
@@ -63,7 +81,20 @@ impl Bounded {
 
     /// Appends `bytes` to `body`, within the size limit. Past the limit exactly the first
     /// `max_size` bytes of the message are stored, whatever the splits of the input.
+    ///
+    /// The first byte of the content is looked at here, where every receiver's bytes pass,
+    /// so no path through a receiver can miss it.
     pub(crate) fn store(&mut self, bytes: &[u8], body: &mut Vec<u8>) {
+        if self.size == 0 && matches!(bytes.first(), Some(b' ' | b'\t')) {
+            self.leading_whitespace = true;
+            if self.insert_empty_line {
+                self.append(b"\r\n", body);
+            }
+        }
+        self.append(bytes, body);
+    }
+
+    fn append(&mut self, bytes: &[u8], body: &mut Vec<u8>) {
         // `usize` is at most 64 bits on every supported target.
         let len = bytes.len() as u64;
         self.size = self.size.saturating_add(len);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub use crate::data::BareLineEndings;
+pub use crate::data::{BareLineEndings, LeadingWhitespace};
 
 /// The ESMTP extensions a session advertises in its EHLO reply and accepts.
 ///
@@ -10,6 +10,7 @@ pub use crate::data::BareLineEndings;
 /// commands unknown (555 / 502), so what is advertised and what is accepted never differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Extensions {
     /// RFC 2920 PIPELINING.
     pub pipelining: bool,
@@ -67,6 +68,7 @@ impl Default for Extensions {
 /// no round trip, except AUTH: without an auth hook no credentials can be verified, so every
 /// attempt fails with 535.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Hooks {
     /// After the connection (and PROXY header), before the greeting.
     pub connect: bool,
@@ -125,6 +127,7 @@ impl Default for Hooks {
 
 /// What a hook failure (the runtime's `Decision::HookFailed`) does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum HookFailurePolicy {
     /// A temporary failure for the stage (`451 4.3.0`, or `454 4.7.0` for AUTH); the session
     /// stays open. At the connect stage there is no session to keep, so it is `421 4.3.0`.
@@ -137,6 +140,7 @@ pub enum HookFailurePolicy {
 /// What happens to bytes that followed a STARTTLS command before the handshake
 /// (CVE-2011-0411 command injection).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum StartTlsInjection {
     /// Throw them away and go on with the handshake.
     #[default]
@@ -147,6 +151,7 @@ pub enum StartTlsInjection {
 
 /// Where the body of a received message goes (SPEC 12).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum BodyDelivery {
     /// The message hook carries the whole body ([`Message::body`](crate::Message::body)):
@@ -180,6 +185,7 @@ impl BodyDelivery {
 /// for every second it has run beyond the grace, or the session answers `421 4.4.2` and
 /// closes. The idle timeout between reads ([`Config::data_timeout`]) applies as well.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MinDataRate {
     /// Bytes per second, at least 1 (Postfix's default is 500).
     pub bytes_per_second: u32,
@@ -213,6 +219,7 @@ pub struct MinDataRate {
 /// [`Session::try_new`](crate::Session::try_new) and clamped by
 /// [`Session::new`](crate::Session::new); [`Config::validate`] says which ones.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Config {
     /// The server's name in the greeting, the EHLO reply and the synthesized 421 lines.
     pub hostname: String,
@@ -290,6 +297,12 @@ pub struct Config {
     /// `BODY=BINARYMIME`, and at the end of command lines (with `Reject`, a command line
     /// ended by a bare LF is answered `550 5.5.2` and not executed).
     pub bare_line_endings: BareLineEndings,
+    /// What to do with message content (DATA or BDAT) whose first byte is a space or a
+    /// tab, which would fold into the last field the receiver prepends
+    /// ([`Session::received`](crate::Session::received)): refused with `550 5.6.0` by
+    /// default, or stored after an empty line. [`Message::leading_whitespace`](crate::Message::leading_whitespace)
+    /// says when it happened.
+    pub leading_whitespace: LeadingWhitespace,
     /// Hold the greeting back this long (Postfix postscreen's greet pause): a client that
     /// talks first is an early talker, recorded in the disconnect context. Default zero.
     pub greeting_delay: Duration,
@@ -341,6 +354,7 @@ impl Default for Config {
             min_data_rate: None,
             body_delivery: BodyDelivery::Buffered,
             bare_line_endings: BareLineEndings::default(),
+            leading_whitespace: LeadingWhitespace::default(),
             greeting_delay: Duration::ZERO,
             reject_early_talkers: false,
             reject_unauth_pipelining: false,

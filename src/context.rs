@@ -13,6 +13,7 @@ use crate::reply::{EnhancedCode, Reply};
 /// A PROXY protocol header or an XCLIENT command from a trusted peer replaces the addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ConnectionInfo {
     /// The runtime's id for the connection (Halon: `id`).
     pub id: String,
@@ -89,6 +90,7 @@ pub struct HeloInfo {
 /// The client's certificate, when it presented one (Halon: `peercert`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PeerCertificate {
     /// The certificate, DER encoded (Halon: `x509`).
     #[cfg_attr(feature = "serde", serde(rename = "x509"))]
@@ -101,6 +103,7 @@ pub struct PeerCertificate {
 /// The TLS layer, reported by the runtime after the handshake (Halon: `tls`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TlsInfo {
     /// For example `TLSv1.3` (Halon: `protocol`).
     pub protocol: String,
@@ -313,6 +316,7 @@ mod enhanced_as_array {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum IoErrorKind {
     /// The socket: `code` is an errno.
@@ -325,6 +329,7 @@ pub enum IoErrorKind {
 /// [`IoError::tls`] or [`IoError::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub struct IoError {
     /// The message, such as "Connection reset by peer" (Halon: `reason`).

@@ -50,6 +50,7 @@ fn dot_line_finder() -> &'static Finder<'static> {
 /// dot-unstuffing or end-of-data detection, and
 /// [`DataReceiver::saw_bare_line_ending`] reports that one was seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum BareLineEndings {
     /// Store the byte unchanged; the caller is expected to reject the message
     /// once the data is complete (RFC 5321 section 2.3.8 forbids bare CR and LF).
@@ -59,6 +60,29 @@ pub enum BareLineEndings {
     Normalize,
     /// Store the byte unchanged and accept the message.
     Allow,
+}
+
+/// What to do with message content whose first byte is a space or a tab.
+///
+/// Such content starts with a continuation line where a header section must begin
+/// (RFC 5322 section 2.2.3). Stored as it came, right below the fields a receiver prepends
+/// (`Return-Path:`, `Received:`, `Authentication-Results:`), it would fold into the last of
+/// them: `\t; dkim=pass header.d=bank.example` sent as the first line of a message would
+/// read as part of this host's own field. Whatever the policy,
+/// [`DataReceiver::saw_leading_whitespace`] reports that the content began so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+pub enum LeadingWhitespace {
+    /// Store the content unchanged; the caller is expected to refuse the message (the
+    /// session answers `550 5.6.0` once the data ends, and stores nothing of it).
+    #[default]
+    Reject,
+    /// Store an empty line (CRLF) before the content, as Postfix's smtpd does: the header
+    /// section then ends with the receiver's own fields and the whole content is the body,
+    /// so no client byte can join a field written above it. The two bytes count toward
+    /// the message's size.
+    InsertEmptyLine,
 }
 
 /// Progress of a [`DataReceiver`] after a call to [`DataReceiver::feed`].
@@ -140,6 +164,14 @@ impl DataReceiver {
             body: Bounded::new(max_size, false),
             ..Self::new(policy, max_size)
         }
+    }
+
+    /// Sets what the receiver does with content whose first byte is a space or a tab
+    /// ([`LeadingWhitespace::Reject`] by default: store it unchanged and report it).
+    #[must_use]
+    pub fn with_leading_whitespace(mut self, policy: LeadingWhitespace) -> Self {
+        self.body.set_leading_whitespace(policy);
+        self
     }
 
     /// Consumes bytes from `input`, appending the unstuffed message to `body` as
@@ -233,6 +265,12 @@ impl DataReceiver {
     /// True when a bare CR or bare LF was seen, under every policy.
     pub fn saw_bare_line_ending(&self) -> bool {
         self.saw_bare
+    }
+
+    /// True when the unstuffed content began with a space or a tab (see
+    /// [`LeadingWhitespace`]), under every policy and also for a discarding receiver.
+    pub fn saw_leading_whitespace(&self) -> bool {
+        self.body.leading_whitespace()
     }
 
     /// True once a stored byte had its high bit set (8-bit content). A discarding receiver

@@ -183,6 +183,13 @@ pub struct Message {
     /// [`BareLineEndings::Allow`](crate::BareLineEndings::Allow) or replaced by CRLF under
     /// `Normalize`. Always false for `BODY=BINARYMIME`, whose bytes are not looked at.
     pub bare_line_endings: bool,
+    /// True when the content began with a space or a tab and was accepted under
+    /// [`LeadingWhitespace::InsertEmptyLine`](crate::LeadingWhitespace::InsertEmptyLine): the
+    /// body (or the first [`Output::BodyPiece`](crate::Output::BodyPiece)) then starts with
+    /// the empty line the session put before the content, so the message has no header
+    /// section of its own. Under the default, `Reject`, such a message never reaches the
+    /// hook.
+    pub leading_whitespace: bool,
 }
 
 /// Why a streamed message will not be accepted: what was stored of it can go.
@@ -196,6 +203,11 @@ pub enum AbortReason {
     /// [`BareLineEndings::Reject`](crate::BareLineEndings::Reject); the client gets a 550
     /// once the data (or the BDAT chunk) ends.
     BareLineEnding,
+    /// Its content began with a space or a tab under
+    /// [`LeadingWhitespace::Reject`](crate::LeadingWhitespace::Reject): known from the first
+    /// piece on, so no piece of it is handed out. The client gets `550 5.6.0` once the data
+    /// (or the BDAT chunk) ends.
+    LeadingWhitespace,
     /// The transaction ended before the body was complete: RSET, HELO or EHLO between BDAT
     /// chunks, a TLS handshake.
     Reset,
@@ -233,6 +245,7 @@ impl DisconnectMode {
 
 /// The caller's answer to a hook call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Decision {
     /// Go on with the default success reply.

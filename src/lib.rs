@@ -79,9 +79,10 @@
 //! memory. With [`Config::body_delivery`] set to [`BodyDelivery::Streamed`], the unstuffed
 //! body leaves the session as it arrives, in [`Output::BodyPiece`]s (DATA and BDAT alike);
 //! the message hook then carries the envelope, the size and what was learnt about the body
-//! ([`Message::eight_bit`], [`Message::bare_line_endings`]) but no body: write the pieces to
+//! ([`Message::eight_bit`], [`Message::bare_line_endings`],
+//! [`Message::leading_whitespace`]) but no body: write the pieces to
 //! the spool, make them durable, then decide. A message that will not be accepted (too big,
-//! bare line endings refused, RSET or a new EHLO between BDAT chunks, a handshake, the
+//! bare line endings refused, content beginning with a space or tab refused, RSET or a new EHLO between BDAT chunks, a handshake, the
 //! connection ending) is announced with [`Output::BodyAborted`] so the spool can go. A
 //! session then holds no more than its input and output limits, whatever the message size.
 //!
@@ -231,12 +232,19 @@
 //! - A decision that does not fit its hook is refused with an error and counts as a failed
 //!   hook, so no session waits forever on a mistake.
 //! - The [`trace`] module builds the `Received:` and `Return-Path:` fields RFC 5321 section
-//!   4.4 requires ([`Session::received`]); the session never touches message content.
+//!   4.4 requires ([`Session::received`]). The session changes message content in one case
+//!   only, and only when told to: content that begins with a space or a tab would continue
+//!   the last field prepended above it (RFC 5322 section 2.2.3), so it is refused with
+//!   `550 5.6.0` by default ([`LeadingWhitespace::Reject`]), or stored after an empty line
+//!   as Postfix does ([`LeadingWhitespace::InsertEmptyLine`], reported by
+//!   [`Message::leading_whitespace`]). A streamed message is decided by its first piece and
+//!   announced aborted ([`AbortReason::LeadingWhitespace`]) before any piece leaves.
 //!
 //! Defences: the end of DATA is `CRLF.CRLF` only, and bare CR or LF is rejected by default
 //! ([`BareLineEndings`]) in DATA, in BDAT content not declared `BODY=BINARYMIME`, and at the
 //! end of command lines, so SMTP smuggling sequences never end a message nor reach the next
-//! hop; BDAT chunks are counted, never parsed; bytes pipelined after STARTTLS are never
+//! hop; message content can never continue the fields a receiver prepends
+//! ([`LeadingWhitespace`]); BDAT chunks are counted, never parsed; bytes pipelined after STARTTLS are never
 //! executed; a command line must be complete within its deadline and message data may have a
 //! minimum rate, so a client trickling bytes cannot hold a connection; every buffer is
 //! bounded by [`Config`] (line length, message size, pending input and output), and overlong
@@ -258,7 +266,19 @@
 //! | limits | `max_line_length` (512 plus allowances), `max_message_size` (25 MiB), `max_recipients` (100), `recipient_overshoot_limit` (1000), `hard_error_limit` (20), `max_pending_input` (64 KiB), `max_pending_output` (64 KiB) |
 //! | time | `command_timeout` (5 min idle), `command_deadline` (5 min for a whole command line), `data_timeout` (3 min between reads), `min_data_rate` (off; [`MinDataRate`]), `greeting_delay` (none) |
 //! | bodies | `body_delivery` ([`BodyDelivery::Buffered`], or streamed in pieces) |
-//! | defences | `bare_line_endings` ([`BareLineEndings::Reject`]), `reject_early_talkers`, `reject_unauth_pipelining` (off) |
+//! | defences | `bare_line_endings` ([`BareLineEndings::Reject`]), `leading_whitespace` ([`LeadingWhitespace::Reject`]), `reject_early_talkers`, `reject_unauth_pipelining` (off) |
+//!
+//! # Features
+//!
+//! - `serde`: the disconnect context and the envelope serialise
+//!   (the context with Halon's key names).
+//! - `arbitrary`: [`arbitrary::Arbitrary`](https://docs.rs/arbitrary) for the session's
+//!   inputs, to fuzz a session or the runtime and policy code around it: [`Config`] and its
+//!   parts, [`ConnectionInfo`], [`TlsInfo`], [`IoError`], [`Decision`], [`Reply`],
+//!   [`EnhancedCode`], [`DisconnectMode`]. Every value is one the API accepts: a reply has a
+//!   code in 200..=599 and an enhanced code of its class, and a config out of range is
+//!   brought into range by [`Session::new`]. The repository's `session_ops` fuzz target
+//!   builds its decisions, TLS details and I/O errors with them.
 //!
 //! # Errors
 //!
@@ -299,7 +319,7 @@ mod xclient;
 pub use address::{AddressLiteral, Domain, ForwardPath, Mailbox, ReversePath};
 pub use config::{
     BareLineEndings, BodyDelivery, Config, ConfigError, Extensions, HookFailurePolicy, Hooks,
-    MinDataRate, StartTlsInjection,
+    LeadingWhitespace, MinDataRate, StartTlsInjection,
 };
 pub use context::{
     AuthInfo, CloseSide, ConnectionDetails, ConnectionInfo, DisconnectArguments, DisconnectContext,

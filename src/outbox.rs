@@ -159,6 +159,13 @@ pub(crate) mod replies {
         [5, 6, 0],
         "Message contains bare CR or LF; line endings must be CRLF"
     );
+    /// Message content that begins with a space or a tab under `LeadingWhitespace::Reject`:
+    /// it would continue the receiver's own trace fields.
+    pub const LEADING_WHITESPACE: Reply = fixed!(
+        550,
+        [5, 6, 0],
+        "Message must begin with a header field, not a space or tab"
+    );
     /// A command line ended by a bare LF under `BareLineEndings::Reject` (Postfix
     /// `smtpd_forbid_bare_newline`): it is not executed.
     pub const BARE_LF_COMMAND: Reply = fixed!(550, [5, 5, 2], "Error: bare <LF> received");

@@ -389,6 +389,50 @@ impl fmt::Display for Reply {
     }
 }
 
+/// Any enhanced code a reply can carry: class 2, 4 or 5, subject and detail 0..=999.
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for EnhancedCode {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let class = *u.choose(&[2u8, 4, 5])?;
+        Ok(EnhancedCode::new(
+            class,
+            u.int_in_range(0..=999)?,
+            u.int_in_range(0..=999)?,
+        ))
+    }
+}
+
+/// Any reply a hook can give: a code in 200..=599, free text (CR, LF and control
+/// characters included, which [`Reply::new`] makes safe), now and then an enhanced code of
+/// the code's class, now and then marked a [`server_fault`](Reply::server_fault). Every
+/// value is one [`Reply::new`] or [`Reply::with_enhanced`] accepts.
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Reply {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let code: u16 = u.int_in_range(200..=599)?;
+        let text: String = u.arbitrary()?;
+        let enhanced = if u.arbitrary()? {
+            let e = EnhancedCode::arbitrary(u)?;
+            Some(EnhancedCode::new((code / 100) as u8, e.subject, e.detail))
+        } else {
+            None
+        };
+        let reply = match enhanced {
+            Some(e) => Reply::with_enhanced(code, e, &text),
+            None => Reply::new(code, &text),
+        };
+        // Text that starts with an enhanced code of another class is refused as it stands;
+        // after a space it is plain text.
+        let reply = reply.or_else(|_| Reply::new(code, format!(" {text}")));
+        let reply = reply.map_err(|_| arbitrary::Error::IncorrectFormat)?;
+        Ok(if u.arbitrary()? {
+            reply.server_fault()
+        } else {
+            reply
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -482,6 +482,15 @@ impl Session {
     /// clock) and `id` the runtime's name for the message. Prepend
     /// [`trace::return_path`](crate::trace::return_path) too at final delivery.
     ///
+    /// Prepending is safe because no client byte can continue these fields: content that
+    /// begins with a space or a tab (a continuation line, which would fold into the last
+    /// field written above it) is refused with `550 5.6.0` by default, or stored after an
+    /// empty line under [`LeadingWhitespace::InsertEmptyLine`](crate::LeadingWhitespace),
+    /// and [`Message::leading_whitespace`](crate::Message::leading_whitespace) tells. See
+    /// [`Config::leading_whitespace`](crate::Config::leading_whitespace). The same holds for
+    /// any field the receiver writes above the message (`Authentication-Results:`, a
+    /// filter's).
+    ///
     /// ```
     /// # use std::time::Instant;
     /// use smtp_session::{Config, ConnectionInfo, Hook, Output, Session};

@@ -18,6 +18,11 @@
 //! else each non-ASCII character becomes `?`. Each piece of client text is cut
 //! to 255 octets.
 //!
+//! The session keeps client bytes from continuing these fields once they are prepended:
+//! message content that begins with a space or a tab would fold into the last of them, so
+//! it is refused by default or stored after an empty line
+//! ([`LeadingWhitespace`](crate::LeadingWhitespace)).
+//!
 //! ```
 //! use smtp_session::address::parse_forward_path;
 //! use smtp_session::trace::{self, Protocol, Received};
@@ -297,7 +302,9 @@ impl fmt::Display for Received<'_> {
 /// final CRLF: `Return-Path: <>` for the null reverse path.
 ///
 /// A path from the parser always fits; control characters in a path built by
-/// hand become `?`, and one longer than a line allows is cut.
+/// hand become `?`, and one longer than a line allows is cut. A message from a session
+/// never begins with a space or a tab, so it cannot continue this field
+/// ([`LeadingWhitespace`](crate::LeadingWhitespace)).
 #[must_use]
 pub fn return_path(path: &ReversePath) -> String {
     let mut text: String = path

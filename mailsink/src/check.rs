@@ -31,6 +31,8 @@ use smtp_session::{
     Message, Reply, ReversePath,
 };
 
+use smtp_session_tokio::Client;
+
 use crate::facts::ConnFacts;
 use crate::store::Spool;
 use crate::verify::AuthResults;
@@ -198,6 +200,9 @@ impl Body<'_> {
 pub struct Facts {
     /// Addresses, HELO, TLS and AUTH, as the session knows them now.
     pub conn: ConnFacts,
+    /// The client as every per-client limit counts it (its address's key, and whether it
+    /// is exempt); `None` over a UNIX socket.
+    pub client: Option<Client>,
     /// Messages this connection sent before the current one.
     pub messages: u32,
     /// This server's name.

@@ -1,13 +1,14 @@
 //! What mailsink bounds so that it can face the Internet: connections (globally, per client
 //! address, sized to the open-file limit), messages per connection, errors (a growing reply
-//! delay), AUTH failures per client address, slow clients (the command deadline and a
-//! minimum data rate), and early talkers and unauthorised pipelining.
+//! delay), AUTH failures per client, slow clients (the command deadline and a minimum data
+//! rate), and early talkers and unauthorised pipelining. A client is what
+//! smtp-session-tokio's [`ClientRules`] make of an address (`--ipv6-prefix`), and
+//! `--limit-exceptions` exempts trusted networks from every per-client limit.
 //!
 //! The defaults follow Postfix where Postfix has one, so that mailsink withstands what an
 //! operator expects a Postfix on the same port to withstand.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use smtp_session::{Config, Decision, DisconnectMode, MinDataRate};
-use smtp_session_tokio::{ErrorDelay, Limits};
+use smtp_session_tokio::{Client, ClientKey, ClientRules, ErrorDelay, IpNet, Limits};
 
 use crate::metrics::{self, RefusedBy};
 
@@ -29,11 +30,25 @@ pub struct LimitArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Connections from one client address at once (the PROXY header's address with
-    /// --proxy-protocol); the next one reads 421 4.7.0. 0 for no limit (Postfix's
-    /// smtpd_client_connection_count_limit).
+    /// Connections from one client at once (the PROXY header's address with
+    /// --proxy-protocol; an IPv6 client by its --ipv6-prefix); the next one reads 421 4.7.0.
+    /// 0 for no limit (Postfix's smtpd_client_connection_count_limit).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub max_connections_per_ip: usize,
+
+    /// IPv6 clients are counted by this prefix for every per-client limit (connections,
+    /// AUTH failures): one /64 is usually one subscriber. 128 counts each address.
+    #[arg(long, value_name = "BITS", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+
+    /// Networks exempt from every per-client limit (connections per client, the error
+    /// delay, AUTH failures), comma-separated CIDR (Postfix's
+    /// smtpd_client_event_limit_exceptions); "none" for no exemption. The global
+    /// --max-connections still applies.
+    #[arg(long, value_name = "CIDR,...", default_value = "127.0.0.0/8,::1/128",
+          value_parser = parse_networks)]
+    pub limit_exceptions: Networks,
 
     /// Messages one connection may send; the next MAIL reads `421 4.7.0` and the connection
     /// closes (Exim's smtp_accept_max_per_connection). 0 for no limit.
@@ -61,8 +76,8 @@ pub struct LimitArgs {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub max_error_sleep_time: Duration,
 
-    /// AUTH failures allowed per client address (IPv6: per /64), KumoMTA's throttle form
-    /// N/PERIOD (30/hour, 10/5min, 100/day,max_burst=10). Past it, AUTH from that address
+    /// AUTH failures allowed per client (IPv6: per --ipv6-prefix), KumoMTA's throttle form
+    /// N/PERIOD (30/hour, 10/5min, 100/day,max_burst=10). Past it, AUTH from that client
     /// is answered 454 4.7.0 after --error-sleep-time, right password or not, until the
     /// rate allows another attempt. "off" for no limit.
     #[arg(long, value_name = "RATE", default_value = "30/hour", value_parser = parse_optional_rate)]
@@ -108,6 +123,26 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a number of seconds"))
 }
 
+/// Networks, as `--limit-exceptions` gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Networks(pub Vec<IpNet>);
+
+fn parse_networks(s: &str) -> Result<Networks, String> {
+    if s.trim().eq_ignore_ascii_case("none") || s.trim().is_empty() {
+        return Ok(Networks(Vec::new()));
+    }
+    s.split(',')
+        .map(|net| {
+            let net = net.trim();
+            // A bare address is a network of one.
+            net.parse::<IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("'{net}' is not a network (CIDR such as 192.0.2.0/24)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Networks)
+}
+
 /// A [`Rate`], or none (`off`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OptionalRate(pub Option<Rate>);
@@ -139,11 +174,21 @@ impl LimitArgs {
             .max_connections
             .unwrap_or_else(|| default_max_connections(files.now));
         limits.max_connections_per_ip = self.max_connections_per_ip;
+        limits.clients = self.clients();
         limits.error_delay = ErrorDelay {
             soft_limit: self.soft_error_limit,
             step: self.error_sleep_time,
             max: self.max_error_sleep_time,
         };
+    }
+
+    /// Who is one client, and who is exempt.
+    pub fn clients(&self) -> ClientRules {
+        ClientRules {
+            ipv6_prefix: self.ipv6_prefix,
+            limit_exceptions: self.limit_exceptions.0.clone(),
+            ..ClientRules::default()
+        }
     }
 
     /// The per-connection guard each connection's handler starts with.
@@ -219,8 +264,17 @@ pub fn describe(limits: &Limits, files: &OpenFiles) {
         0 => "no limit".to_string(),
         n => n.to_string(),
     };
+    let exempt = match limits.clients.limit_exceptions.as_slice() {
+        [] => "none".to_string(),
+        nets => nets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     eprintln!(
-        "mailsink: connections: {total} at once, {per_ip}; open files: {} (was {})",
+        "mailsink: connections: {total} at once, {per_ip}; open files: {} (was {}); \
+         exempt from per-client limits: {exempt}",
         files.now, files.before
     );
     let needed = files_needed(limits.max_connections);
@@ -331,7 +385,7 @@ fn parse_period(text: &str) -> Option<Duration> {
 // ---------------------------------------------------------------------------------------
 // AUTH failures per client address
 
-/// AUTH failures counted per client address under a [`Rate`]; an address over it is
+/// AUTH failures counted per client ([`ClientKey`]) under a [`Rate`]; a client over it is
 /// refused AUTH until the rate allows another attempt.
 ///
 /// The counting is governor's keyed GCRA limiter. It cannot be asked without counting, so
@@ -340,8 +394,8 @@ fn parse_period(text: &str) -> Option<Duration> {
 /// the right password from the one reply that differs.
 #[derive(Debug)]
 pub struct AuthFailures {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    refused_until: Mutex<HashMap<IpAddr, Instant>>,
+    limiter: DefaultKeyedRateLimiter<ClientKey>,
+    refused_until: Mutex<HashMap<ClientKey, Instant>>,
     failures: AtomicU32,
 }
 
@@ -358,18 +412,17 @@ impl AuthFailures {
         }
     }
 
-    /// True while AUTH from `ip` is refused.
-    pub fn refuses(&self, ip: IpAddr) -> bool {
+    /// True while AUTH from `key` is refused.
+    pub fn refuses(&self, key: ClientKey) -> bool {
         let refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
         refused
-            .get(&client_key(ip))
+            .get(&key)
             .is_some_and(|until| Instant::now() < *until)
     }
 
-    /// Counts a failure from `ip`; false when it was one too many, and AUTH from `ip` is
+    /// Counts a failure from `key`; false when it was one too many, and AUTH from `key` is
     /// refused from now on, until the rate allows another attempt.
-    pub fn failed(&self, ip: IpAddr) -> bool {
-        let key = client_key(ip);
+    pub fn failed(&self, key: ClientKey) -> bool {
         if self.failures.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
             self.limiter.retain_recent();
         }
@@ -384,21 +437,6 @@ impl AuthFailures {
         }
         refused.insert(key, now + wait);
         false
-    }
-}
-
-/// The key of a client address: IPv4 as it is, IPv6 by its /64 (one subscriber's usual
-/// share; counting each address of it would count nothing), IPv4-mapped IPv6 as IPv4.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
     }
 }
 
@@ -450,30 +488,30 @@ impl Guard {
         )
     }
 
-    /// Before an AUTH step from `ip` is checked: the refusal, after the delay, of a client
-    /// address over the failure limit.
-    pub async fn auth_refused(&self, ip: Option<IpAddr>) -> Option<Decision> {
-        let (auth, ip) = (self.auth.as_ref()?, ip?);
-        if !auth.refuses(ip) {
+    /// Before an AUTH step from `client` is checked: the refusal, after the delay, of a
+    /// client over the failure limit. An exempt client is never refused.
+    pub async fn auth_refused(&self, client: Option<Client>) -> Option<Decision> {
+        let (auth, client) = (self.auth.as_ref()?, client.filter(|c| !c.exempt)?);
+        if !auth.refuses(client.key) {
             return None;
         }
-        Some(self.refusal(ip).await)
+        Some(self.refusal(client.key).await)
     }
 
-    /// After a wrong password from `ip`: the refusal, after the delay, when it was one too
-    /// many.
-    pub async fn auth_failed(&self, ip: Option<IpAddr>) -> Option<Decision> {
-        let (auth, ip) = (self.auth.as_ref()?, ip?);
-        if auth.failed(ip) {
+    /// After a wrong password from `client`: the refusal, after the delay, when it was one
+    /// too many. An exempt client's failures are not counted.
+    pub async fn auth_failed(&self, client: Option<Client>) -> Option<Decision> {
+        let (auth, client) = (self.auth.as_ref()?, client.filter(|c| !c.exempt)?);
+        if auth.failed(client.key) {
             return None;
         }
-        Some(self.refusal(ip).await)
+        Some(self.refusal(client.key).await)
     }
 
-    async fn refusal(&self, ip: IpAddr) -> Decision {
+    async fn refusal(&self, key: ClientKey) -> Decision {
         metrics::refused(RefusedBy::AuthFailureLimit);
         tokio::time::sleep(self.refusal_delay).await;
-        let text = format!("4.7.0 Too many authentication failures from {ip}, try again later");
+        let text = format!("4.7.0 Too many authentication failures from {key}, try again later");
         Decision::reject(454, &text).unwrap_or(Decision::HookFailed)
     }
 }
@@ -601,8 +639,9 @@ mod tests {
     #[test]
     fn auth_failures_past_the_rate_refuse_the_address_and_no_other() {
         let failures = AuthFailures::new(&"3/hour".parse().unwrap());
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let rules = ClientRules::default();
+        let a = rules.key("192.0.2.1".parse().unwrap());
+        let b = rules.key("192.0.2.2".parse().unwrap());
         assert!(failures.failed(a) && failures.failed(a) && failures.failed(a));
         assert!(!failures.refuses(a));
         assert!(!failures.failed(a));
@@ -612,10 +651,35 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_are_counted_by_their_64() {
-        let key = |s: &str| client_key(s.parse().unwrap());
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+    fn the_tokio_crates_client_rules_count_auth_failures_by_the_ipv6_prefix() {
+        let flags = Flags::parse_from(["mailsink", "--ipv6-prefix", "48"]).limits;
+        let mut limits = Limits::default();
+        let files = OpenFiles {
+            before: 1024,
+            now: 1024,
+        };
+        flags.apply_runtime(&mut limits, &files);
+        assert_eq!(limits.clients, flags.clients());
+        let failures = AuthFailures::new(&"1/hour".parse().unwrap());
+        let key = |ip: &str| limits.clients.key(ip.parse().unwrap());
+        assert!(failures.failed(key("2001:db8:1:2::1")));
+        assert!(!failures.failed(key("2001:db8:1:ffff::2")));
+        assert!(failures.refuses(key("2001:db8:1:3::3")));
+        assert!(!failures.refuses(key("2001:db8:2::1")));
+    }
+
+    #[test]
+    fn limit_exceptions_default_to_loopback_and_none_empties_them() {
+        let parse = |args: &[&str]| Flags::try_parse_from(args).map(|f| f.limits.clients());
+        let default = parse(&["mailsink"]).unwrap();
+        assert_eq!(default, ClientRules::default());
+        let none = parse(&["mailsink", "--limit-exceptions", "none"]).unwrap();
+        assert!(none.limit_exceptions.is_empty());
+        let some = parse(&["mailsink", "--limit-exceptions", "10.0.0.0/8, 2001:db8::1"]).unwrap();
+        assert!(some.client("10.1.2.3".parse().unwrap()).exempt);
+        assert!(some.client("2001:db8::1".parse().unwrap()).exempt);
+        assert!(!some.client("127.0.0.1".parse().unwrap()).exempt);
+        assert!(parse(&["mailsink", "--limit-exceptions", "10.0.0.0/33"]).is_err());
+        assert!(parse(&["mailsink", "--ipv6-prefix", "129"]).is_err());
     }
 }

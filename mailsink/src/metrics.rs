@@ -12,7 +12,7 @@
 //! | `mailsink_connections_open` | gauge | `listener` | connections being served |
 //! | `mailsink_connections_total` | counter | `listener` (`smtp`, `smtps`, `lmtp`) | connections admitted |
 //! | `mailsink_refusals_total` | counter | `limit`: see [`RefusedBy`] | what a limit refused: a connection, a MAIL, an AUTH |
-//! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (a connection refused at accept time gets no session: its 421 is not one) |
+//! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (the 421 of a connection refused at accept time is counted as a refusal, not a reply) |
 //! | `mailsink_messages_accepted_total` | counter | | messages accepted: stored, relayed or discarded, and answered 250 (under LMTP, for at least one recipient) |
 //! | `mailsink_message_bytes_accepted_total` | counter | | their sizes as received, before the trace fields |
 //! | `mailsink_policy_duration_seconds` | histogram | `event` (`smtp_server_rcpt_to`...) | a Lua policy event's handlers, queueing for the script's thread included |

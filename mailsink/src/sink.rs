@@ -68,6 +68,7 @@ impl Sink {
     fn facts(&self, conn: &Connection<'_>) -> Facts {
         Facts {
             conn: ConnFacts::of(conn),
+            client: conn.client(),
             messages: self.messages,
             hostname: conn.config().hostname.as_str().into(),
             lmtp: conn.config().lmtp,
@@ -222,6 +223,7 @@ impl Handler for Sink {
                 tls: None,
                 auth: None,
             },
+            client: None,
             messages: self.messages,
             hostname: "".into(),
             lmtp: false,

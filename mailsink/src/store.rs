@@ -4,7 +4,9 @@
 //! Every stored message starts with the trace fields of final delivery, `Return-Path:` and
 //! `Received:` (RFC 5321 section 4.4), built by the engine at the DATA command or the first
 //! BDAT (the envelope is complete by then, and the body's pieces may come after the
-//! session has moved on) and dated from the system clock then, as Postfix does.
+//! session has moved on) and dated from the system clock then, as Postfix does. No body
+//! byte can continue them: the engine refuses content that begins with a space or a tab
+//! (its default `LeadingWhitespace::Reject`) before any piece of it comes here.
 //!
 //! The head of a message (the trace fields and the first pieces of the body) is gathered in
 //! memory up to [`GATHER`] bytes; past that, the file is created in `tmp/` and each piece is

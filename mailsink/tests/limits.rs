@@ -3,7 +3,9 @@
 //! from one address under a 1,024 open-file limit; a connection past its message limit is
 //! closed at the next MAIL; 200 wrong passwords take measurable time and the address is
 //! refused AUTH while another address logs in; early talkers, unauthorised pipeliners and
-//! trickling clients are cut.
+//! trickling clients are cut. Loopback is exempt from the per-client limits unless
+//! `--limit-exceptions none`; every connection, refused ones included, has its disconnect
+//! line.
 
 mod common;
 
@@ -44,7 +46,12 @@ fn too_many_from(ip: &str) -> String {
 
 #[test]
 fn a_client_address_over_its_limit_reads_421_while_another_address_is_served() {
-    let server = Server::start(&["--max-connections-per-ip", "3"]);
+    let server = Server::start(&[
+        "--max-connections-per-ip",
+        "3",
+        "--limit-exceptions",
+        "none",
+    ]);
     let mut held: Vec<Client> = (0..3)
         .map(|_| {
             let mut c = connect_from("127.0.0.1", server.addr);
@@ -91,7 +98,7 @@ fn eleven_hundred_idle_connections_from_one_address_lock_no_one_out() {
     let server = Server::start_wrapped(
         &["prlimit", "--nofile=1024:1024", "--"],
         Options {
-            args: vec![],
+            args: vec!["--limit-exceptions".into(), "none".into()],
             env: vec![],
             implicit_tls: false,
         },
@@ -237,6 +244,8 @@ fn two_hundred_wrong_passwords_take_measurably_long_and_lock_only_their_address(
         "0.02",
         "--max-error-sleep-time",
         "0.1",
+        "--limit-exceptions",
+        "none",
     ]);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der.clone().into()).unwrap();
@@ -407,5 +416,121 @@ fn a_client_trickling_a_command_is_cut_at_the_command_deadline() {
     assert!(
         took >= Duration::from_secs(1),
         "cut before the deadline: {took:?}"
+    );
+}
+
+/// A local test suite or content filter opens 200 connections at once from 127.0.0.1:
+/// loopback is exempt by default, so all are greeted under --max-connections-per-ip 50;
+/// with `--limit-exceptions none` the 51st reads 421.
+#[test]
+fn loopback_is_exempt_from_the_per_client_limit_by_default() {
+    let open = |server: &Server, n: usize| -> Vec<(Client, String)> {
+        (0..n)
+            .map(|_| {
+                let mut c = Client::connect(server.addr);
+                let first = c.reply();
+                (c, first)
+            })
+            .collect()
+    };
+    let exempt = Server::start(&["--max-connections-per-ip", "50"]);
+    let held = open(&exempt, 200);
+    assert!(held.iter().all(|(_, first)| *first == greeting()));
+    drop(held);
+
+    let counted = Server::start(&[
+        "--max-connections-per-ip",
+        "50",
+        "--limit-exceptions",
+        "none",
+    ]);
+    let held = open(&counted, 51);
+    assert!(held[..50].iter().all(|(_, first)| *first == greeting()));
+    assert_eq!(held[50].1, too_many_from("127.0.0.1"));
+}
+
+/// Exactly one disconnect line per connection, whatever ended it: refused at the global
+/// limit, at the per-client limit, as an early talker, or served to its QUIT. Each refusal's
+/// line carries the reply that says which limit.
+#[test]
+fn every_connection_has_one_disconnect_line_refused_ones_included() {
+    let server = Server::start(&[
+        "--max-connections",
+        "4",
+        "--max-connections-per-ip",
+        "2",
+        "--limit-exceptions",
+        "none",
+        "--greeting-delay",
+        "0.2",
+        "--reject-early-talkers",
+    ]);
+    let mut hasty = connect_from("127.0.0.4", server.addr);
+    hasty.send("EHLO hasty.example\r\n");
+    let early = format!("554 5.5.1 {HOSTNAME} Error: talking before the greeting\r\n");
+    assert_eq!(String::from_utf8(hasty.read_to_close()).unwrap(), early);
+    drop(hasty);
+    server.wait_events("disconnect", 1);
+    // Its place is given back as its task ends, just after its line.
+    std::thread::sleep(Duration::from_millis(100));
+    let greeted = |source: &str| {
+        let mut c = connect_from(source, server.addr);
+        assert_eq!(c.reply(), greeting());
+        c
+    };
+    let mut held = vec![
+        greeted("127.0.0.1"),
+        greeted("127.0.0.1"),
+        greeted("127.0.0.2"),
+    ];
+    let mut third_from_one = connect_from("127.0.0.1", server.addr);
+    assert_eq!(
+        String::from_utf8(third_from_one.read_to_close()).unwrap(),
+        too_many_from("127.0.0.1")
+    );
+    held.push(greeted("127.0.0.5"));
+    let mut fifth = connect_from("127.0.0.3", server.addr);
+    assert_eq!(
+        String::from_utf8(fifth.read_to_close()).unwrap(),
+        format!("421 4.7.0 {HOSTNAME} Error: too many connections\r\n")
+    );
+    for c in &mut held {
+        assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    }
+    let connections = 7;
+    let lines = server.wait_events("disconnect", connections);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.events("disconnect").len(), connections, "{lines:#?}");
+    let reply_of = |ip: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["connection"]["remoteip"] == ip)
+            .map(|l| {
+                let reply = &l["arguments"]["reply"];
+                format!("{} {}", reply["code"], reply["reason"][0].as_str().unwrap())
+            })
+            .collect()
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        reply_of("127.0.0.4"),
+        [format!("554 {HOSTNAME} Error: talking before the greeting")]
+    );
+    assert_eq!(
+        sorted(reply_of("127.0.0.1")),
+        [
+            "221 Bye".to_string(),
+            "221 Bye".to_string(),
+            format!("421 {HOSTNAME} Error: too many connections from 127.0.0.1"),
+        ]
+    );
+    assert_eq!(reply_of("127.0.0.2"), ["221 Bye"]);
+    assert_eq!(reply_of("127.0.0.5"), ["221 Bye"]);
+    assert_eq!(
+        reply_of("127.0.0.3"),
+        [format!("421 {HOSTNAME} Error: too many connections")]
     );
 }

@@ -46,6 +46,8 @@ fn a_known_workload_gives_exact_counts() {
         &metrics_addr,
         "--max-connections-per-ip",
         "1",
+        "--limit-exceptions",
+        "none",
         "--max-messages-per-connection",
         "5",
         "--policy",
@@ -296,6 +298,8 @@ fn an_auth_refused_by_the_failure_limit_is_counted() {
         "2/hour",
         "--error-sleep-time",
         "0",
+        "--limit-exceptions",
+        "none",
     ];
     let server = Server::start(&[&cert.args()[..], &limits].concat());
     let mut client = TlsClient::start(Client::hello(server.addr), &cert);

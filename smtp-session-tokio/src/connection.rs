@@ -21,7 +21,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use smtp_session::{Decision, Hook, HookCall, IoError, IoErrorKind, Output, Reply, Session};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{Connection, Handler, HookError, HookResult};
@@ -47,6 +47,9 @@ pub(crate) struct Env<'a> {
     pub(crate) handler_connect: bool,
     /// Told of every reply, and of a refusal under the per-address limit.
     pub(crate) observer: Option<&'a dyn Observer>,
+    /// A connection over a limit at accept: its connect stage is refused with this reply,
+    /// so that it ends as every connection does, with its disconnect context.
+    pub(crate) refusal: Option<&'a Reply>,
 }
 
 /// Runs one session over `io` to its end, the disconnect hook included.
@@ -96,7 +99,7 @@ where
                     if let Some(observer) = env.observer {
                         observe_replies(observer, &bytes);
                     }
-                    conn.queue(bytes, session.error_count(), &env.limits.error_delay);
+                    conn.queue(bytes, &session, env.limits);
                     if conn.wbuf.len() >= session.config().max_pending_output {
                         // Draining lets the session go on with commands it held back for a
                         // full output buffer: send as we go rather than gather without bound.
@@ -114,7 +117,7 @@ where
                     return;
                 }
                 Output::BodyPiece(piece) if body_failed.is_none() => {
-                    let mut view = Connection::new(&mut session);
+                    let mut view = Connection::new(&mut session, &env.limits.clients);
                     // Boxed like hooks; a handler that drops pieces boxes nothing.
                     let write = Box::pin(handler.body_piece(&mut view, piece));
                     body_failed = match bounded(write, env.limits.hook_timeout).await {
@@ -127,7 +130,7 @@ where
                 Output::BodyPiece(_) => {}
                 Output::BodyAborted(reason) => {
                     body_failed = None;
-                    let mut view = Connection::new(&mut session);
+                    let mut view = Connection::new(&mut session, &env.limits.clients);
                     let aborted = Box::pin(handler.body_aborted(&mut view, reason));
                     let _ = bounded(aborted, env.limits.hook_timeout).await;
                 }
@@ -151,12 +154,12 @@ where
                 _ => {}
             }
         }
-        if session.is_closed() {
-            // Close is always followed by the disconnect hook in the same drain, which
-            // returns above; reaching this means the engine broke that promise.
-            debug_assert!(false, "the session closed without its disconnect hook call");
-            return;
-        }
+        // Close is always followed by the disconnect hook in the same drain, which returns
+        // above: a closed session here is a broken engine, and waiting on would hang.
+        assert!(
+            !session.is_closed(),
+            "invariant broken: the session closed without its disconnect hook call (SPEC 2.5)"
+        );
         if !shutdown_seen && env.shutdown.is_cancelled() {
             shutdown_seen = true;
             let _ = session.handle_shutdown(Instant::now());
@@ -245,6 +248,9 @@ fn decided_here(
     match hook {
         Hook::Message(_) => body_failed.take().map(HookEnd::Failed),
         Hook::Connect => {
+            if let Some(reply) = env.refusal {
+                return Some(HookEnd::Decided(Decision::Reject(reply.clone())));
+            }
             if let Some(counts) = env.proxy_ip_limit {
                 match admit_proxied(session, counts, env.limits) {
                     Ok(admitted) => *slot = admitted,
@@ -308,7 +314,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    let mut view = Connection::new(session);
+    let mut view = Connection::new(session, &env.limits.clients);
     let mut hook = call_handler(handler, &mut view, hook);
     if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(hook.as_mut().poll(cx))).await {
         return result.map_or_else(HookEnd::Failed, HookEnd::Decided);
@@ -371,7 +377,8 @@ fn admit_proxied(
     let Some(ip) = session.info().remote_ip else {
         return Ok(None);
     };
-    match counts.admit_ip(ip, limits.max_connections_per_ip) {
+    let client = limits.clients.client(ip);
+    match counts.admit_client(client, limits.max_connections_per_ip) {
         Ok(slot) => Ok(Some(slot)),
         Err(over) => {
             let line = over.reply(&session.config().hostname);
@@ -424,8 +431,16 @@ struct Pacing {
 
 impl Pacing {
     /// Owes the delay of each error the session counted since the last call (`errors` is
-    /// [`Session::error_count`]).
-    fn count(&mut self, errors: u32, delay: &ErrorDelay) {
+    /// [`Session::error_count`]), unless the client is `exempt` (asked only then).
+    fn count(&mut self, errors: u32, delay: &ErrorDelay, exempt: impl FnOnce() -> bool) {
+        if self.errors >= errors || delay.delay(errors).is_zero() {
+            self.errors = self.errors.max(errors);
+            return;
+        }
+        if exempt() {
+            self.errors = errors;
+            return;
+        }
         while self.errors < errors {
             self.errors += 1;
             self.owed = self.owed.saturating_add(delay.delay(self.errors));
@@ -447,13 +462,18 @@ impl<IO> Conn<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// Gathers replies to send, and owes the delay under `delay` of the session's errors
-    /// so far (`errors`).
-    fn queue(&mut self, bytes: Vec<u8>, errors: u32, delay: &ErrorDelay) {
+    /// Gathers replies to send, and owes the error delay of the session's errors so far
+    /// (none for a client exempt from per-client limits).
+    fn queue(&mut self, bytes: Vec<u8>, session: &Session, limits: &Limits) {
         if self.broken {
             return;
         }
-        self.pacing.count(errors, delay);
+        let exempt = || {
+            let ip = session.info().remote_ip;
+            ip.is_some_and(|ip| limits.clients.client(ip).exempt)
+        };
+        self.pacing
+            .count(session.error_count(), &limits.error_delay, exempt);
         if self.wbuf.is_empty() {
             // Usually one write per input: taken as it is, not copied.
             self.wbuf = bytes;
@@ -610,31 +630,44 @@ where
     }
 }
 
-/// Answers a connection over a limit with `line` and closes it: half-close, then a short
-/// drain, every step bounded.
-pub(crate) async fn refuse<IO>(mut io: IO, line: &str, limits: &Limits, force: &CancellationToken)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let short = limits.write_timeout.min(Duration::from_secs(5));
-    let written = bounded(io.write_all(line.as_bytes()), short).await;
-    if !matches!(written, Some(Ok(()))) {
-        return;
-    }
-    let _ = bounded(io.shutdown(), short).await;
-    let mut sink = [0u8; 512];
-    let drain = async {
-        let mut left = 4096usize;
-        while let Ok(n @ 1..) = io.read(&mut sink).await {
-            left = left.saturating_sub(n);
-            if left == 0 {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = force.cancelled() => {}
-        _ = bounded(drain, limits.drain_time.min(Duration::from_secs(1))) => {}
+#[cfg(test)]
+mod tests {
+    use smtp_session::{Config, ConnectionInfo};
+
+    use super::*;
+
+    struct Nothing;
+
+    impl Handler for Nothing {}
+
+    /// The engine promises the disconnect hook call right after `Close`; a session found
+    /// closed without it is a bug that must be loud, not a connection that ends quietly
+    /// without its context.
+    #[tokio::test]
+    #[should_panic(
+        expected = "invariant broken: the session closed without its disconnect hook call"
+    )]
+    async fn a_session_closed_without_its_disconnect_call_panics_naming_the_invariant() {
+        let now = Instant::now();
+        let mut session = Session::new(Arc::new(Config::default()), ConnectionInfo::default(), now);
+        let _ = session.handle_eof(now);
+        // Every output taken away, the disconnect hook call among them.
+        while session.poll_output().is_some() {}
+        assert!(session.is_closed());
+        let limits = Limits::default();
+        let token = CancellationToken::new();
+        let env = Env {
+            limits: &limits,
+            #[cfg(feature = "tls")]
+            tls: None,
+            shutdown: &token,
+            force: &token,
+            proxy_ip_limit: None,
+            handler_connect: false,
+            observer: None,
+            refusal: None,
+        };
+        let (io, _client) = tokio::io::duplex(64);
+        drive(io, session, Nothing, env).await;
     }
 }

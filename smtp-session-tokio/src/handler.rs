@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::future::Future;
 
+use crate::client::{Client, ClientRules};
 use smtp_session::{
     AbortReason, AuthInfo, AuthRequest, Config, ConnectionInfo, Decision, DisconnectContext,
     Envelope, Extensions, ForwardPath, HeloInfo, HeloVerb, Hooks, MailParams, Message, ProxyHeader,
@@ -209,16 +210,30 @@ pub trait Handler: Send + 'static {
 /// Values read from it (`conn.info().clone()`, the HELO name) can be held freely.
 pub struct Connection<'a> {
     session: &'a mut Session,
+    clients: &'a ClientRules,
 }
 
 impl<'a> Connection<'a> {
-    pub(crate) fn new(session: &'a mut Session) -> Self {
-        Connection { session }
+    pub(crate) fn new(session: &'a mut Session, clients: &'a ClientRules) -> Self {
+        Connection { session, clients }
     }
 
     /// Ids and addresses, with a PROXY header or XCLIENT applied.
     pub fn info(&self) -> &ConnectionInfo {
         self.session.info()
+    }
+
+    /// The client as every per-client limit counts it: the address of
+    /// [`info`](Connection::info) (the PROXY header's or XCLIENT's, when trusted),
+    /// aggregated and exempted by the server's [`Limits::clients`](crate::Limits::clients).
+    /// Key an application's own per-client limits (AUTH failures, rates) by
+    /// [`Client::key`], and skip them when [`Client::exempt`]. `None` without an address
+    /// (a UNIX socket).
+    pub fn client(&self) -> Option<Client> {
+        self.session
+            .info()
+            .remote_ip
+            .map(|ip| self.clients.client(ip))
     }
 
     /// The accepted HELO or EHLO.
@@ -244,7 +259,8 @@ impl<'a> Connection<'a> {
     /// The `Received:` trace field for a message of this connection with `envelope` (see
     /// [`Session::received`]): `id` names the message in the store, `date` is an RFC 5322
     /// date-time. With [`trace::return_path`](smtp_session::trace::return_path), what a
-    /// final delivery prepends to the message.
+    /// final delivery prepends to the message; the message's content never continues them
+    /// ([`Config::leading_whitespace`]).
     pub fn received<'b>(
         &'b self,
         envelope: &'b Envelope,

@@ -84,6 +84,16 @@
 //! client rather than filling memory; an error writing a piece fails the message with the
 //! hook-failure reply.
 //!
+//! # Trace fields
+//!
+//! A final delivery prepends `Return-Path:` ([`trace::return_path`](smtp_session::trace::return_path))
+//! and `Received:` ([`Connection::received`]) to what it stores, and a checker may prepend
+//! `Authentication-Results:`. No client byte can continue those fields: content that begins
+//! with a space or a tab is refused with `550 5.6.0` by default, or stored after an empty
+//! line with [`LeadingWhitespace::InsertEmptyLine`](smtp_session::LeadingWhitespace) in
+//! [`Config::leading_whitespace`](smtp_session::Config::leading_whitespace)
+//! ([`Message::leading_whitespace`] says so). `examples/trace_fields.rs` is such a receiver.
+//!
 //! # What the server does for you
 //!
 //! Each duty of the engine's adapter contract (SPEC 15), and where it is configured:
@@ -98,7 +108,8 @@
 //! | TLS | STARTTLS and implicit TLS with tokio-rustls and the ring provider, each handshake bounded; plaintext pipelined after STARTTLS is dropped; the cipher suite by its IANA name, the SNI name, a client certificate with its verification result | [`Server::tls`], [`Tls`], [`ClientCertificates`], [`Limits::handshake_timeout`] |
 //! | PROXY protocol | parsed by the engine; the client's address goes into the context and the per-address limit | [`Config::proxy_protocol`](smtp_session::Config::proxy_protocol) |
 //! | close | send every reply, half-close, then drain unread input briefly so the last reply is not destroyed by a reset | [`Limits::drain_time`], [`Limits::drain_bytes`] |
-//! | connection limits | the client over a limit reads `421 4.7.0 <hostname> Error: too many connections [from <ip>]`; the accept loop never waits on it | [`Limits::max_connections`], [`Limits::max_connections_per_ip`] |
+//! | connection limits | the client over a limit reads `421 4.7.0 <hostname> Error: too many connections [from <client>]`, and has its disconnect context like any connection; the accept loop never waits on it | [`Limits::max_connections`], [`Limits::max_connections_per_ip`] |
+//! | one definition of the client | every per-client limit counts an IPv6 client by its /64 and an IPv4-mapped address as IPv4, and exempts trusted networks (loopback by default); handlers key their own limits by [`Connection::client`] | [`Limits::clients`], [`ClientRules`] |
 //! | a client that keeps making errors | past a soft limit, each error reply is held back on a timer, longer for each further error (Postfix's `smtpd_soft_error_limit`, `smtpd_error_sleep_time`); nothing is read from that client meanwhile | [`Limits::error_delay`] |
 //! | accept errors | out of file descriptors and the like pause the accept loop with a backoff, and a connection that ends resumes it at once | [`Limits::accept_backoff`] |
 //! | shutdown | cancel the token: listeners stop, sessions get `421 4.3.2` at their next command boundary, and those still open after the grace period are closed | [`Server::shutdown_on`], [`Limits::shutdown_grace`] |
@@ -158,6 +169,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod client;
 mod connection;
 mod handler;
 mod limits;
@@ -168,6 +180,7 @@ mod stream;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use client::{Client, ClientKey, ClientRules, IpNet};
 pub use handler::{Connection, Handler, HookError, HookResult};
 pub use limits::{ErrorDelay, Limits};
 pub use listener::{ListenSocket, Listener, Transport};

@@ -1,11 +1,12 @@
 //! The runtime's limits and timeouts, and the connection counts they apply to.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use crate::client::{Client, ClientKey, ClientRules};
 
 /// What the server bounds besides the session's own [`Config`](smtp_session::Config)
 /// limits: time for writes, hooks and handshakes, the close, the shutdown, and the number
@@ -14,7 +15,8 @@ use tokio::sync::Notify;
 /// | field | default | what happens at the limit |
 /// |---|---|---|
 /// | `max_connections` | 1000 | the next client reads `421 4.7.0 <hostname> Error: too many connections` and is closed |
-/// | `max_connections_per_ip` | 50 (Postfix's `smtpd_client_connection_count_limit`) | the same, `... too many connections from <ip>` |
+/// | `max_connections_per_ip` | 50 (Postfix's `smtpd_client_connection_count_limit`) | the same, `... too many connections from <client>` |
+/// | `clients` | IPv6 counted by its /64, loopback exempt | who counts as one client for the per-client limits, and who is exempt (see [`ClientRules`]) |
 /// | `write_timeout` | 5 minutes | a client that stops reading is dropped; the disconnect context says `the client stopped reading` |
 /// | `hook_timeout` | 60 seconds | the hook counts as failed ([`Decision::HookFailed`](smtp_session::Decision::HookFailed)) |
 /// | `handshake_timeout` | 30 seconds | the TLS handshake fails |
@@ -26,10 +28,15 @@ use tokio::sync::Notify;
 pub struct Limits {
     /// Connections served at once by the server's listeners; 0 means no limit.
     pub max_connections: usize,
-    /// Connections from one client address at once; 0 means no limit. With
-    /// [`Config::proxy_protocol`](smtp_session::Config::proxy_protocol) the address is the
-    /// one in the PROXY header, checked before the greeting.
+    /// Connections from one client at once; 0 means no limit. A client is an address, or
+    /// an IPv6 network, by [`clients`](Limits::clients), which also exempts trusted
+    /// networks. With [`Config::proxy_protocol`](smtp_session::Config::proxy_protocol) the
+    /// address is the one in the PROXY header, checked before the greeting.
     pub max_connections_per_ip: usize,
+    /// Who counts as one client for every per-client limit (the one above, the error
+    /// delay, and an application's own, through
+    /// [`Connection::client`](crate::Connection::client)), and which networks are exempt.
+    pub clients: ClientRules,
     /// The longest one write of replies may wait for the client to read.
     pub write_timeout: Duration,
     /// The longest a hook method may take.
@@ -54,6 +61,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1000,
             max_connections_per_ip: 50,
+            clients: ClientRules::default(),
             write_timeout: Duration::from_secs(300),
             hook_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(30),
@@ -75,7 +83,8 @@ impl Default for Limits {
 /// [`Reply::server_fault`](smtp_session::Reply::server_fault) (a full disk, a failed
 /// store: the client did nothing wrong) and recipients pipelined past the limit. Once a connection has drawn more than
 /// `soft_limit` errors, the write carrying its n-th error reply is held back
-/// `step × (n − soft_limit)`, at most `max` per reply, before it is sent. The connection's
+/// `step × (n − soft_limit)`, at most `max` per reply, before it is sent. Clients in
+/// [`ClientRules::limit_exceptions`] are never delayed. The connection's
 /// task waits on a timer meanwhile: no thread is blocked, and nothing is read from that
 /// client. Replies other than errors are never delayed. The session's
 /// [`hard_error_limit`](smtp_session::Config::hard_error_limit) still closes the
@@ -134,7 +143,7 @@ impl Default for ErrorDelay {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OverLimit {
     Total,
-    PerIp(IpAddr),
+    PerIp(ClientKey),
 }
 
 impl OverLimit {
@@ -144,8 +153,8 @@ impl OverLimit {
             OverLimit::Total => {
                 format!("421 4.7.0 {hostname} Error: too many connections\r\n")
             }
-            OverLimit::PerIp(ip) => {
-                format!("421 4.7.0 {hostname} Error: too many connections from {ip}\r\n")
+            OverLimit::PerIp(client) => {
+                format!("421 4.7.0 {hostname} Error: too many connections from {client}\r\n")
             }
         }
     }
@@ -163,47 +172,65 @@ pub(crate) struct Counts {
 #[derive(Debug, Default)]
 struct CountState {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<ClientKey, usize>,
+}
+
+impl CountState {
+    /// One more connection from `key`, unless it has `limit` already (0: no limit).
+    fn count(&mut self, key: ClientKey, limit: usize) -> Result<(), OverLimit> {
+        let n = self.per_ip.entry(key).or_insert(0);
+        if limit != 0 && *n >= limit {
+            return Err(OverLimit::PerIp(key));
+        }
+        *n += 1;
+        Ok(())
+    }
+}
+
+/// The key a client is counted under per client: none when exempt.
+fn counted(client: Option<Client>) -> Option<ClientKey> {
+    client.filter(|c| !c.exempt).map(|c| c.key)
 }
 
 impl Counts {
-    /// Admits a connection from `ip` (None: count it in the total only) under `limits`.
+    /// Admits a connection from `client` under `limits`; one without a client (a UNIX
+    /// socket, a PROXY header still to come) or an exempt one is counted in the total only.
     pub(crate) fn admit(
         self: &Arc<Self>,
-        ip: Option<IpAddr>,
+        client: Option<Client>,
         limits: &Limits,
     ) -> Result<Slot, OverLimit> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if limits.max_connections != 0 && state.total >= limits.max_connections {
             return Err(OverLimit::Total);
         }
-        if let Some(ip) = ip {
-            let n = state.per_ip.get(&ip).copied().unwrap_or(0);
-            if limits.max_connections_per_ip != 0 && n >= limits.max_connections_per_ip {
-                return Err(OverLimit::PerIp(ip));
-            }
-            state.per_ip.insert(ip, n + 1);
+        let key = counted(client);
+        if let Some(key) = key {
+            state.count(key, limits.max_connections_per_ip)?;
         }
         state.total += 1;
         Ok(Slot {
             counts: self.clone(),
-            ip,
+            key,
             total: true,
         })
     }
 
-    /// Counts `ip` for a connection already counted in the total (the address of a PROXY
-    /// header, known only after it arrived).
-    pub(crate) fn admit_ip(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Result<Slot, OverLimit> {
+    /// Counts `client` for a connection already counted in the total (the address of a
+    /// PROXY header, known only after it arrived).
+    pub(crate) fn admit_client(
+        self: &Arc<Self>,
+        client: Client,
+        limit: usize,
+    ) -> Result<Slot, OverLimit> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let n = state.per_ip.get(&ip).copied().unwrap_or(0);
-        if limit != 0 && n >= limit {
-            return Err(OverLimit::PerIp(ip));
+        let key = counted(Some(client));
+        if let Some(key) = key {
+            state.count(key, limit)?;
         }
-        state.per_ip.insert(ip, n + 1);
         Ok(Slot {
             counts: self.clone(),
-            ip: Some(ip),
+            key,
             total: false,
         })
     }
@@ -218,7 +245,7 @@ impl Counts {
 #[derive(Debug)]
 pub(crate) struct Slot {
     counts: Arc<Counts>,
-    ip: Option<IpAddr>,
+    key: Option<ClientKey>,
     total: bool,
 }
 
@@ -229,11 +256,11 @@ impl Drop for Slot {
             if self.total {
                 state.total -= 1;
             }
-            if let Some(ip) = self.ip {
-                if let Some(n) = state.per_ip.get_mut(&ip) {
+            if let Some(key) = self.key {
+                if let Some(n) = state.per_ip.get_mut(&key) {
                     *n -= 1;
                     if *n == 0 {
-                        state.per_ip.remove(&ip);
+                        state.per_ip.remove(&key);
                     }
                 }
             }
@@ -254,13 +281,13 @@ mod tests {
             max_connections_per_ip: 2,
             ..Limits::default()
         };
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a = limits.clients.client("192.0.2.1".parse().unwrap());
+        let b = limits.clients.client("192.0.2.2".parse().unwrap());
         let a1 = counts.admit(Some(a), &limits).unwrap();
         let a2 = counts.admit(Some(a), &limits).unwrap();
         assert_eq!(
             counts.admit(Some(a), &limits).unwrap_err(),
-            OverLimit::PerIp(a)
+            OverLimit::PerIp(a.key)
         );
         let b1 = counts.admit(Some(b), &limits).unwrap();
         assert_eq!(
@@ -276,6 +303,33 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_network_is_one_client_and_an_exempt_one_is_not_counted() {
+        let counts = Arc::new(Counts::default());
+        let limits = Limits {
+            max_connections_per_ip: 1,
+            ..Limits::default()
+        };
+        let client = |ip: &str| Some(limits.clients.client(ip.parse().unwrap()));
+        let _a = counts.admit(client("2001:db8:1:2::a"), &limits).unwrap();
+        assert_eq!(
+            counts
+                .admit(client("2001:db8:1:2:ffff::b"), &limits)
+                .unwrap_err()
+                .reply("mx.example"),
+            "421 4.7.0 mx.example Error: too many connections from 2001:db8:1:2::/64\r\n"
+        );
+        let _b = counts.admit(client("2001:db8:1:3::a"), &limits).unwrap();
+        let _v4 = counts.admit(client("192.0.2.1"), &limits).unwrap();
+        assert!(counts.admit(client("::ffff:192.0.2.1"), &limits).is_err());
+        let local: Vec<_> = (0..10)
+            .map(|_| counts.admit(client("127.0.0.1"), &limits).unwrap())
+            .collect();
+        assert_eq!(counts.total(), 13);
+        drop(local);
+        assert_eq!(counts.state.lock().unwrap().per_ip.len(), 3);
+    }
+
+    #[test]
     fn zero_means_no_limit() {
         let counts = Arc::new(Counts::default());
         let limits = Limits {
@@ -286,7 +340,10 @@ mod tests {
         let slots: Vec<_> = (0..5000)
             .map(|_| {
                 counts
-                    .admit(Some("192.0.2.1".parse().unwrap()), &limits)
+                    .admit(
+                        Some(limits.clients.client("192.0.2.1".parse().unwrap())),
+                        &limits,
+                    )
                     .unwrap()
             })
             .collect();
@@ -315,7 +372,8 @@ mod tests {
     #[test]
     fn the_refusal_is_a_421_with_4_7_0() {
         assert_eq!(
-            OverLimit::PerIp("192.0.2.1".parse().unwrap()).reply("mx.example"),
+            OverLimit::PerIp(ClientRules::default().key("192.0.2.1".parse().unwrap()))
+                .reply("mx.example"),
             "421 4.7.0 mx.example Error: too many connections from 192.0.2.1\r\n"
         );
         assert_eq!(

@@ -1,17 +1,21 @@
 //! The server: listeners, accept loops with connection limits and accept-error backoff,
 //! graceful shutdown, and [`Server::serve_connection`] for callers with their own loop.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use smtp_session::{Config, ConnectionInfo, Hooks, Session};
+use smtp_session::{
+    Config, ConnectionInfo, Decision, DisconnectContext, Hook, HookCall, Hooks, Output, Reply,
+    Session,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{drive, refuse, Env};
+use crate::client::Client;
+use crate::connection::{bounded, drive, Env};
 use crate::handler::Handler;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
 use crate::listener::{Accepted, AcceptedStream, Listener, Transport};
@@ -21,8 +25,9 @@ use crate::tls::Tls;
 
 type Factory<H> = dyn Fn(&ConnectionInfo) -> H + Send + Sync;
 
-/// What a session config is made for: the handler's hooks, the transport, LMTP or not.
-type ConfigKey = (Hooks, Transport, bool);
+/// What a session config is made for: the handler's hooks, the transport, LMTP or not, and
+/// a connection refused at accept or not.
+type ConfigKey = (Hooks, Transport, bool, bool);
 
 /// A complete SMTP receiver: listeners, a [`Handler`] per connection, the session
 /// [`Config`], the runtime [`Limits`], TLS, and a shutdown token.
@@ -191,7 +196,7 @@ impl<H: Handler> Server<H> {
             connect: handler_hooks.connect || proxy_limit,
             ..handler_hooks
         };
-        let config = self.session_config(hooks, transport, lmtp);
+        let config = self.session_config((hooks, transport, lmtp, false));
         let observer = self.observer.as_deref();
         let _watched = observer.map(|observer| Watched::open(observer, &info));
         let session = Session::new(config, info, Instant::now());
@@ -204,22 +209,64 @@ impl<H: Handler> Server<H> {
             proxy_ip_limit: proxy_limit.then_some(&self.counts),
             handler_connect: handler_hooks.connect,
             observer,
+            refusal: None,
+        };
+        drive(io, session, handler, env).await;
+    }
+
+    /// Serves a connection refused at accept with `reply`: the session answers its connect
+    /// stage with it (after the handshake, under implicit TLS) and closes, under shorter
+    /// bounds than a served connection's, and the handler hears its disconnect context.
+    /// The observer heard the refusal; the connection is neither opened nor closed for it.
+    async fn serve_refused<IO>(
+        &self,
+        io: IO,
+        info: ConnectionInfo,
+        transport: Transport,
+        reply: Reply,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let handler = (self.make)(&info);
+        let config = self.session_config(refusal_key(transport));
+        let session = Session::new(config, info, Instant::now());
+        let limits = Limits {
+            write_timeout: self.limits.write_timeout.min(Duration::from_secs(5)),
+            drain_time: self.limits.drain_time.min(Duration::from_secs(1)),
+            drain_bytes: self.limits.drain_bytes.min(4096),
+            ..self.limits.clone()
+        };
+        let env = Env {
+            limits: &limits,
+            #[cfg(feature = "tls")]
+            tls: self.tls.as_ref(),
+            shutdown: &self.shutdown,
+            force: &self.force,
+            proxy_ip_limit: None,
+            handler_connect: false,
+            observer: None,
+            refusal: Some(&reply),
         };
         drive(io, session, handler, env).await;
     }
 
     /// The session config for a handler's hooks on a kind of listener, made once.
-    fn session_config(&self, hooks: Hooks, transport: Transport, lmtp: bool) -> Arc<Config> {
+    fn session_config(&self, key: ConfigKey) -> Arc<Config> {
         let mut made = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (hooks, transport, lmtp);
         if let Some((_, config)) = made.iter().find(|(k, _)| *k == key) {
             return config.clone();
         }
+        let (hooks, transport, lmtp, refusing) = key;
         let mut config = self.config.clone();
         config.hooks = hooks;
         config.lmtp = lmtp;
         config.implicit_tls = transport == Transport::ImplicitTls;
         config.extensions.starttls = self.has_tls() && transport == Transport::Plain;
+        if refusing {
+            // Refused before anything is read: no PROXY header awaited, no greeting delay.
+            config.proxy_protocol = false;
+            config.greeting_delay = Duration::ZERO;
+        }
         let config = Arc::new(config);
         if made.len() < 16 {
             made.push((key, config.clone()));
@@ -242,7 +289,8 @@ impl<H: Handler> Server<H> {
                 // Behind a PROXY header the TCP peer is the proxy: the client's address is
                 // counted when the header arrived.
                 let ip = info.remote_ip.filter(|_| !self.config.proxy_protocol);
-                self.start(stream, ip, info, listener, tracker);
+                let client = ip.map(|ip| self.limits.clients.client(ip));
+                self.start(stream, client, info, listener, tracker);
             }
             // A local peer: counted against the global limit only.
             #[cfg(unix)]
@@ -253,19 +301,20 @@ impl<H: Handler> Server<H> {
     fn start<S: AcceptedStream>(
         self: &Arc<Self>,
         stream: S,
-        ip: Option<IpAddr>,
+        client: Option<Client>,
         info: ConnectionInfo,
         listener: &Listener,
         tracker: &TaskTracker,
     ) {
-        let slot = match self.counts.admit(ip, &self.limits) {
-            Ok(slot) => slot,
-            Err(over) => return self.refuse(stream, over, listener.transport, tracker),
-        };
+        let admitted = self.counts.admit(client, &self.limits);
         let info = ConnectionInfo {
             id: self.ids.next(),
             server_id: Some(listener.server_id.clone()),
             ..info
+        };
+        let slot = match admitted {
+            Ok(slot) => slot,
+            Err(over) => return self.refuse(stream, over, info, listener.transport, tracker),
         };
         let server = self.clone();
         // LMTP when the listener or the whole server's config asks for it.
@@ -276,11 +325,13 @@ impl<H: Handler> Server<H> {
         });
     }
 
-    /// Answers a client over a limit with `421 4.7.0`, without holding up the accept loop.
+    /// Answers a client over a limit with `421 4.7.0`, without holding up the accept loop,
+    /// and gives the handler the connection's disconnect context with that reply.
     fn refuse<S: AcceptedStream>(
-        &self,
+        self: &Arc<Self>,
         stream: S,
         over: OverLimit,
+        info: ConnectionInfo,
         transport: Transport,
         tracker: &TaskTracker,
     ) {
@@ -291,36 +342,65 @@ impl<H: Handler> Server<H> {
             });
         }
         let line = over.reply(&self.config.hostname);
+        let text = line.trim_end().trim_start_matches("421 ");
+        let reply = Reply::new(421, text).expect("the refusal is a valid 421 reply");
+        let server = self.clone();
         let Some(guard) = Refusing::enter(&self.refusing) else {
             if transport == Transport::Plain {
                 // A new socket's send buffer is empty: this write does not wait.
                 let _ = stream.try_write(line.as_bytes());
             }
+            drop(stream);
+            // No socket is held for the context; the handler still hears of it.
+            tracker.spawn(async move { server.refused_unserved(info, reply).await });
             return;
         };
-        let limits = self.limits.clone();
-        let force = self.force.clone();
-        #[cfg(feature = "tls")]
-        let tls = self.tls.clone();
         tracker.spawn(async move {
             let _guard = guard;
-            match transport {
-                Transport::Plain => refuse(stream, &line, &limits, &force).await,
-                Transport::ImplicitTls =>
-                {
-                    #[cfg(feature = "tls")]
-                    if let Some(tls) = tls {
-                        let accept = Box::pin(tls.acceptor().accept(stream));
-                        let handshake =
-                            crate::connection::bounded(accept, limits.handshake_timeout);
-                        if let Some(Ok(tls)) = handshake.await {
-                            refuse(tls, &line, &limits, &force).await;
-                        }
-                    }
-                }
-            }
+            server.serve_refused(stream, info, transport, reply).await;
         });
     }
+
+    /// A refused connection closed at once, past [`MAX_REFUSING`]: its session runs to its
+    /// end without I/O, for the handler's disconnect context.
+    async fn refused_unserved(&self, info: ConnectionInfo, reply: Reply) {
+        let mut handler = (self.make)(&info);
+        let config = self.session_config(refusal_key(Transport::Plain));
+        let mut session = Session::new(config, info, Instant::now());
+        let context = refused_context(&mut session, reply);
+        let _ = bounded(handler.disconnect(context), self.limits.hook_timeout).await;
+    }
+}
+
+/// The session config of a refused connection: the connect stage only.
+fn refusal_key(transport: Transport) -> ConfigKey {
+    let hooks = Hooks {
+        connect: true,
+        ..Hooks::NONE
+    };
+    (hooks, transport, false, true)
+}
+
+/// Runs a refused connection's session, its connect stage refused with `reply`, to its
+/// disconnect context.
+fn refused_context(session: &mut Session, reply: Reply) -> DisconnectContext {
+    let mut reply = Some(reply);
+    // Connect hook, its reply, the close, the disconnect hook: a handful of outputs.
+    for _ in 0..64 {
+        match session.poll_output() {
+            Some(Output::HookCall(HookCall {
+                hook: Hook::Disconnect(context),
+                ..
+            })) => return *context,
+            Some(Output::HookCall(call)) => {
+                let decision = reply.take().map_or(Decision::HookFailed, Decision::Reject);
+                let _ = session.decide(call.id, decision, Instant::now());
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    panic!("a session refused at its connect stage must close with its disconnect hook call")
 }
 
 /// A connection the observer was told of: told again when it ends, however its task ends.

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{config, serve, Client, HOSTNAME, WAIT};
-use smtp_session_tokio::{ConnectionInfo, Handler, Hooks, Limits, Observer, Refusal, Server};
+use smtp_session_tokio::{
+    ClientRules, ConnectionInfo, Handler, Hooks, Limits, Observer, Refusal, Server,
+};
 
 #[derive(Clone)]
 struct Sink;
@@ -63,9 +65,14 @@ impl Observer for Recorder {
     }
 }
 
+/// One connection per client, loopback included (it is exempt by default).
 fn per_ip_limit_of_one() -> Limits {
     Limits {
         max_connections_per_ip: 1,
+        clients: ClientRules {
+            limit_exceptions: vec![],
+            ..ClientRules::default()
+        },
         ..Limits::default()
     }
 }

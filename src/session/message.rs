@@ -4,7 +4,7 @@ use crate::bdat::{BdatReceiver, ChunkStatus};
 use crate::body::BodySink;
 use crate::config::{BodyDelivery, Config};
 use crate::context::ReplyState;
-use crate::data::{BareLineEndings, DataReceiver, DataStatus};
+use crate::data::{BareLineEndings, DataReceiver, DataStatus, LeadingWhitespace};
 use crate::hooks::{AbortReason, Envelope, Hook, Message};
 use crate::line::LineReader;
 use crate::outbox::{replies::*, Output};
@@ -30,7 +30,7 @@ impl Session {
         };
         let normalizing = self.config.bare_line_endings == BareLineEndings::Normalize;
         let (used, status, piece) = tx.sink.feed(input, normalizing, |i, b| rx.feed(i, b));
-        let failure = body_failure(rx.exceeded(), rx.saw_bare_line_ending(), &self.config);
+        let failure = body_failure(&data_facts(rx), &self.config);
         if failure.is_some() {
             rx.stop_storing();
         }
@@ -55,7 +55,7 @@ impl Session {
             (None, Some(tx)) => {
                 let normalizing = self.config.bare_line_endings == BareLineEndings::Normalize;
                 let (used, status, piece) = tx.sink.feed(input, normalizing, |i, b| rx.feed(i, b));
-                let failure = body_failure(rx.exceeded(), rx.saw_bare_line_ending(), &self.config);
+                let failure = body_failure(&chunk_facts(rx), &self.config);
                 if failure.is_some() {
                     rx.stop_storing();
                 }
@@ -130,6 +130,7 @@ impl Session {
             // Nobody is told about the message: read it without storing it.
             DataReceiver::discarding(policy, max)
         };
+        let rx = rx.with_leading_whitespace(self.config.leading_whitespace);
         self.start_body();
         self.clock.transfer_started();
         self.phase = Phase::Data(rx);
@@ -163,27 +164,13 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             unreachable!("message data is read inside a transaction");
         };
-        let facts = BodyFacts {
-            size: rx.size(),
-            eight_bit: rx.saw_eight_bit(),
-            bare_line_endings: rx.saw_bare_line_ending(),
-            chunked: false,
-            recipients: tx.envelope.recipients.len(),
-        };
-        match self.refusal(rx.exceeded(), rx.saw_bare_line_ending()) {
-            Some(refusal) => self.message_replies(ReplyState::Eod, facts.recipients, refusal),
+        let facts = data_facts(&rx);
+        let recipients = tx.envelope.recipients.len();
+        match body_failure(&facts, &self.config) {
+            Some(failure) => {
+                self.message_replies(ReplyState::Eod, recipients, refusal_for(failure))
+            }
             None => self.deliver(*tx, facts),
-        }
-    }
-
-    /// Why a complete body is refused, if it is.
-    fn refusal(&self, exceeded: bool, saw_bare: bool) -> Option<Reply> {
-        if exceeded {
-            Some(TOO_BIG)
-        } else if saw_bare && self.config.bare_line_endings == BareLineEndings::Reject {
-            Some(BARE_LINE_ENDING)
-        } else {
-            None
         }
     }
 
@@ -203,8 +190,9 @@ impl Session {
         } else {
             ReplyState::Eod
         };
+        let recipients = tx.envelope.recipients.len();
         if !self.config.hooks.message {
-            return self.message_replies(state, facts.recipients, MESSAGE_OK);
+            return self.message_replies(state, recipients, MESSAGE_OK);
         }
         let (body, streamed) = match tx.sink {
             BodySink::Buffer(body) => (body, false),
@@ -219,10 +207,11 @@ impl Session {
             chunked: facts.chunked,
             eight_bit: facts.eight_bit,
             bare_line_endings: facts.bare_line_endings,
+            leading_whitespace: facts.leading_whitespace,
         });
         let stage = Stage::Message {
             chunked: facts.chunked,
-            lmtp_recipients: self.config.lmtp.then_some(facts.recipients),
+            lmtp_recipients: self.config.lmtp.then_some(recipients),
         };
         self.call_hook(stage, Hook::Message(message));
     }
@@ -268,6 +257,7 @@ impl Session {
                 } else {
                     BdatReceiver::discarding(policy, max)
                 };
+                let rx = rx.with_leading_whitespace(self.config.leading_whitespace);
                 self.start_body();
                 rx
             }
@@ -289,18 +279,13 @@ impl Session {
         let Some(mut tx) = self.tx.take() else {
             unreachable!("a chunk is read inside a transaction");
         };
-        let facts = BodyFacts {
-            size: rx.size(),
-            eight_bit: rx.saw_eight_bit(),
-            bare_line_endings: rx.saw_bare_line_ending(),
-            chunked: true,
-            recipients: tx.envelope.recipients.len(),
-        };
+        let facts = chunk_facts(&rx);
+        let recipients = tx.envelope.recipients.len();
         // A failed message ends its transaction: later chunks of it get 503 (RFC 3030
         // leaves the choice). Only the last chunk answers for the whole message.
-        match self.refusal(rx.exceeded(), rx.saw_bare_line_ending()) {
+        match body_failure(&facts, &self.config).map(refusal_for) {
             Some(refusal) if rx.is_last() => {
-                self.message_replies(ReplyState::Bdat, facts.recipients, refusal)
+                self.message_replies(ReplyState::Bdat, recipients, refusal)
             }
             Some(refusal) => self.reply(refusal, ReplyState::Bdat),
             None if rx.is_last() => self.deliver(*tx, facts),
@@ -325,22 +310,58 @@ impl Session {
 
 /// What the session learnt about a body while reading it, for the message hook.
 struct BodyFacts {
-    /// The accepted recipients, each owed a reply in LMTP.
-    recipients: usize,
     size: u64,
+    exceeded: bool,
     eight_bit: bool,
     bare_line_endings: bool,
+    leading_whitespace: bool,
     chunked: bool,
 }
 
+fn data_facts(rx: &DataReceiver) -> BodyFacts {
+    BodyFacts {
+        size: rx.size(),
+        exceeded: rx.exceeded(),
+        eight_bit: rx.saw_eight_bit(),
+        bare_line_endings: rx.saw_bare_line_ending(),
+        leading_whitespace: rx.saw_leading_whitespace(),
+        chunked: false,
+    }
+}
+
+fn chunk_facts(rx: &BdatReceiver) -> BodyFacts {
+    BodyFacts {
+        size: rx.size(),
+        exceeded: rx.exceeded(),
+        eight_bit: rx.saw_eight_bit(),
+        bare_line_endings: rx.saw_bare_line_ending(),
+        leading_whitespace: rx.saw_leading_whitespace(),
+        chunked: true,
+    }
+}
+
 /// Why a message being received will not be accepted, once that is known.
-pub(super) fn body_failure(exceeded: bool, saw_bare: bool, config: &Config) -> Option<AbortReason> {
-    if exceeded {
+fn body_failure(facts: &BodyFacts, config: &Config) -> Option<AbortReason> {
+    if facts.exceeded {
         Some(AbortReason::TooBig)
-    } else if saw_bare && config.bare_line_endings == BareLineEndings::Reject {
+    } else if facts.bare_line_endings && config.bare_line_endings == BareLineEndings::Reject {
         Some(AbortReason::BareLineEnding)
+    } else if facts.leading_whitespace && config.leading_whitespace == LeadingWhitespace::Reject {
+        Some(AbortReason::LeadingWhitespace)
     } else {
         None
+    }
+}
+
+/// The reply that refuses a message for `failure`, once its data ended.
+fn refusal_for(failure: AbortReason) -> Reply {
+    match failure {
+        AbortReason::TooBig => TOO_BIG,
+        AbortReason::BareLineEnding => BARE_LINE_ENDING,
+        AbortReason::LeadingWhitespace => LEADING_WHITESPACE,
+        AbortReason::Reset | AbortReason::Closed => {
+            unreachable!("a message refused for its data fails for its data")
+        }
     }
 }
 

@@ -289,9 +289,14 @@ impl Checker {
     }
 
     pub(crate) fn io_error(&mut self) {
+        self.io_error_with(io_error());
+    }
+
+    /// An I/O error the runtime reports, with whatever reason, kind and code.
+    pub(crate) fn io_error_with(&mut self, error: IoError) {
         if self.closed() {
             assert_eq!(
-                self.session.handle_io_error(io_error(), self.now),
+                self.session.handle_io_error(error, self.now),
                 Err(Error::Closed)
             );
             return self.assert_quiet("I/O error after close");
@@ -299,7 +304,7 @@ impl Checker {
         self.io_error_sent = true;
         self.expect_side = Some(CloseSide::Remote);
         self.session
-            .handle_io_error(io_error(), self.now)
+            .handle_io_error(error, self.now)
             .expect("io error while open");
         let drained = self.drain();
         self.expect_side = None;
@@ -354,7 +359,12 @@ impl Checker {
     }
 
     pub(crate) fn tls_established(&mut self) {
-        let result = self.session.handle_tls_established(tls_info(), self.now);
+        self.tls_established_with(tls_info());
+    }
+
+    /// A handshake that succeeded with whatever details the runtime reports.
+    pub(crate) fn tls_established_with(&mut self, tls: TlsInfo) {
+        let result = self.session.handle_tls_established(tls, self.now);
         if self.tls_event_refused(&result, "TLS success") {
             return;
         }
@@ -470,6 +480,34 @@ impl Checker {
         } else if expect.closes && pending.kind != HookKind::Data {
             // The reply, then at most the error limit's 421.
             assert!(drained.codes.len() <= 2, "{described}: {drained:?}");
+        }
+        self.offer();
+    }
+
+    /// Any value of `Decision` (built by `Arbitrary`) for the pending hook: the session takes
+    /// it, or refuses it as not fitting and counts the hook as failed; either way the hook is
+    /// answered, and every output still passes the checks of the drain.
+    pub(crate) fn decide_any(&mut self, decision: Decision) {
+        let Some(pending) = self.outstanding else {
+            return self.decide_wrong(0);
+        };
+        let described = format!("{decision:?} for {:?}", pending.kind);
+        self.expect_side = Some(CloseSide::Local);
+        match self.session.decide(pending.id, decision, self.now) {
+            Ok(()) | Err(Error::InvalidDecision(_)) => {}
+            Err(other) => panic!("{described}: unexpected {other:?}"),
+        }
+        self.outstanding = None;
+        self.last_decided = Some(pending.id);
+        self.lmtp_recipients = None;
+        let drained = self.drain();
+        self.expect_side = None;
+        // The data hook of a BDAT is answered after its chunk.
+        if !drained.closed && pending.kind != HookKind::Data {
+            assert!(
+                !drained.codes.is_empty(),
+                "{described}: the hook was answered with no reply"
+            );
         }
         self.offer();
     }
@@ -598,6 +636,13 @@ impl Runtime for Checker {
                     self.outstanding.is_none(),
                     "a piece while a hook is pending"
                 );
+                if self.spool.is_none() {
+                    assert!(
+                        !piece.starts_with(b" ") && !piece.starts_with(b"\t"),
+                        "a message handed out beginning with a space or tab would continue the receiver's fields: {:?}",
+                        piece.escape_ascii().to_string()
+                    );
+                }
                 *self.spool.get_or_insert(0) += piece.len() as u64;
             }
             Output::BodyAborted(_) => {
@@ -626,12 +671,27 @@ impl Checker {
             self.max_message_size
         );
         assert_eq!(message.streamed, self.knobs.streamed);
+        assert!(
+            !message.leading_whitespace || self.knobs.insert_empty_line,
+            "content beginning with a space or tab accepted under LeadingWhitespace::Reject"
+        );
         if message.streamed {
             assert!(message.body.is_empty(), "a streamed message carries a body");
             let streamed = self.spool.take().unwrap_or(0);
             assert_eq!(streamed, message.size, "the pieces are not the message");
         } else {
             assert_eq!(message.body.len() as u64, message.size);
+            assert!(
+                !message.body.starts_with(b" ") && !message.body.starts_with(b"\t"),
+                "a message beginning with a space or tab reached its hook: {:?}",
+                message.body.escape_ascii().to_string()
+            );
+            if message.leading_whitespace {
+                assert!(
+                    message.body.starts_with(b"\r\n\t") || message.body.starts_with(b"\r\n "),
+                    "the content that began with a space or tab follows an empty line"
+                );
+            }
             let binary = message.envelope.mail_params.body == Some(Body::BinaryMime);
             let policy = fuzz_config(&self.knobs).bare_line_endings;
             if !binary && policy != BareLineEndings::Allow {

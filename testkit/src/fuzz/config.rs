@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use smtp_session::{
-    BodyDelivery, Config, ConnectionInfo, Extensions, HookFailurePolicy, Hooks, MinDataRate,
-    StartTlsInjection,
+    BodyDelivery, Config, ConnectionInfo, Extensions, HookFailurePolicy, Hooks, LeadingWhitespace,
+    MinDataRate, StartTlsInjection,
 };
 
 use crate::fuzz::data::POLICIES;
@@ -44,6 +44,9 @@ pub struct Knobs {
     pub lmtp: bool,
     /// A [`Config::min_data_rate`] of [`MIN_DATA_RATE`].
     pub min_data_rate: bool,
+    /// [`LeadingWhitespace::InsertEmptyLine`] instead of refusing content that begins with
+    /// a space or a tab.
+    pub insert_empty_line: bool,
 }
 
 /// The piece size of [`Knobs::streamed`]: the smallest allowed.
@@ -123,6 +126,11 @@ pub fn fuzz_config(knobs: &Knobs) -> Config {
         },
         reject_early_talkers: knobs.reject_early_talkers,
         reject_unauth_pipelining: knobs.reject_unauth_pipelining,
+        leading_whitespace: if knobs.insert_empty_line {
+            LeadingWhitespace::InsertEmptyLine
+        } else {
+            LeadingWhitespace::Reject
+        },
         ..Config::default()
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! input    = knobs op*
 //! knobs    = bare_line_endings:u8 unsubscribe:u8 flags:u16    (absent bytes read as 0)
-//! op       = tag:u8, then by tag % 11:
+//! op       = tag:u8, then by tag % 14:
 //!              0 Bytes           len:u16 byte{len}
 //!              1 Line            index:u8
 //!              2 Eof
@@ -18,6 +18,9 @@
 //!              8 DecideWrongId   n:u8
 //!              9 Shutdown
 //!             10 SetExtensions   bits:u16
+//!             11 DecideAny       len:u16 byte{len}   (a Decision by `Arbitrary`)
+//!             12 TlsEstablishedAny len:u16 byte{len} (a TlsInfo by `Arbitrary`)
+//!             13 IoErrorAny      len:u16 byte{len}   (an IoError by `Arbitrary`)
 //! decision = tag:u8, then by tag % 7:
 //!              0 Accept
 //!              1 AcceptWith
@@ -36,6 +39,15 @@
 //! short is dropped. [`encode`] writes the canonical bytes of a script, so
 //! `decode(&encode(&knobs, &ops)) == (knobs, ops)`; the seed corpus is written with it.
 //! Payloads stay contiguous, so dictionary words and seed text survive the fuzzer's mutations.
+//!
+//! The `...Any` operations hand their payload to the `Arbitrary` implementations that
+//! smtp-session's `arbitrary` feature gives its public input types: any [`Decision`]
+//! (replies of any code and text, any disconnect mode, challenges, per-recipient replies),
+//! any [`TlsInfo`] and any [`IoError`] a runtime could report.
+//!
+//! [`Decision`]: smtp_session::Decision
+//! [`TlsInfo`]: smtp_session::TlsInfo
+//! [`IoError`]: smtp_session::IoError
 
 use smtp_session::DisconnectMode;
 
@@ -112,6 +124,8 @@ pub const LINES: &[&[u8]] = &[
     b"hello\n.\nMAIL FROM:<spoof@evil.example>\r\n",
     b"MAIL FROM:<a@b.c> REQUIRETLS MT-PRIORITY=3 BY=60;R\r\n",
     b"RCPT TO:<d@e.f> RRVS=2014-04-03T23:01:00Z\r\n",
+    b"\t; dkim=pass header.d=bank.example\r\n",
+    b" x\r\n",
 ];
 
 /// A proxy-protocol v2 header (LOCAL command) for the seed corpus.
@@ -193,12 +207,18 @@ pub enum Op {
     /// [`Session::set_extensions`](smtp_session::Session::set_extensions) with one bit per
     /// field, in declaration order.
     SetExtensions(u16),
+    /// A decision for the pending hook built from these bytes by `Decision`'s `Arbitrary`.
+    DecideAny(Vec<u8>),
+    /// The TLS handshake succeeded, with details built by `TlsInfo`'s `Arbitrary`.
+    TlsEstablishedAny(Vec<u8>),
+    /// Reading or writing failed, with an error built by `IoError`'s `Arbitrary`.
+    IoErrorAny(Vec<u8>),
 }
 
 // ---------------------------------------------------------------------------------------
 // The byte format
 
-const OPS: u8 = 11;
+const OPS: u8 = 14;
 const DECISIONS: u8 = 7;
 const CODES: [ReplyCode; 5] = [
     ReplyCode::C421,
@@ -214,7 +234,7 @@ const MODES: [DisconnectMode; 3] = [
 ];
 
 /// The booleans of [`Knobs`] in the order of their bits in `flags`.
-fn flags(knobs: &mut Knobs) -> [&mut bool; 12] {
+fn flags(knobs: &mut Knobs) -> [&mut bool; 13] {
     [
         &mut knobs.hook_failure_disconnect,
         &mut knobs.starttls_injection_close,
@@ -228,6 +248,7 @@ fn flags(knobs: &mut Knobs) -> [&mut bool; 12] {
         &mut knobs.streamed,
         &mut knobs.lmtp,
         &mut knobs.min_data_rate,
+        &mut knobs.insert_empty_line,
     ]
 }
 
@@ -293,6 +314,18 @@ fn encode_op(op: &Op, out: &mut Vec<u8>) {
         Op::SetExtensions(bits) => {
             out.push(10);
             out.extend_from_slice(&bits.to_le_bytes());
+        }
+        Op::DecideAny(bytes) => {
+            out.push(11);
+            payload(bytes, out);
+        }
+        Op::TlsEstablishedAny(bytes) => {
+            out.push(12);
+            payload(bytes, out);
+        }
+        Op::IoErrorAny(bytes) => {
+            out.push(13);
+            payload(bytes, out);
         }
     }
 }
@@ -363,7 +396,10 @@ impl Reader<'_> {
             7 => Op::Decide(self.decision()?),
             8 => Op::DecideWrongId(self.u8()?),
             9 => Op::Shutdown,
-            _ => Op::SetExtensions(self.u16()?),
+            10 => Op::SetExtensions(self.u16()?),
+            11 => Op::DecideAny(self.payload()?),
+            12 => Op::TlsEstablishedAny(self.payload()?),
+            _ => Op::IoErrorAny(self.payload()?),
         })
     }
 
@@ -392,7 +428,7 @@ mod tests {
     fn the_format_is_as_documented() {
         let input = [
             2, 0x81, 0x41, 0x01, // knobs
-            11, 5, 0, b'E', b'H', b'L', b'O', b'!', // Bytes (tag 11 % 11 = 0) of 5 bytes
+            14, 5, 0, b'E', b'H', b'L', b'O', b'!', // Bytes (tag 14 % 14 = 0) of 5 bytes
         ];
         let (knobs, ops) = decode(&input);
         assert_eq!(
@@ -413,7 +449,7 @@ mod tests {
             1, 7, // Line(7)
             4, 0x2c, 0x01, // Advance(300)
             7, 3, 1, 2, // Decide(Disconnect(FollowWith421, 550))
-            18, 9, // Decide (18 % 11 = 7): Reject (9 % 7 = 2), code cut short: dropped
+            21, 9, // Decide (21 % 14 = 7): Reject (9 % 7 = 2), code cut short: dropped
         ];
         assert_eq!(
             decode(&input),
@@ -483,6 +519,9 @@ mod tests {
             any::<u8>().prop_map(Op::DecideWrongId),
             Just(Op::Shutdown),
             any::<u16>().prop_map(Op::SetExtensions),
+            payload().prop_map(Op::DecideAny),
+            payload().prop_map(Op::TlsEstablishedAny),
+            payload().prop_map(Op::IoErrorAny),
         ]
     }
 

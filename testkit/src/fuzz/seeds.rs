@@ -509,6 +509,58 @@ pub fn seed_scenarios() -> Vec<(&'static str, Knobs, Vec<Op>)> {
                 ],
             ]),
         ),
+        (
+            "leading_whitespace",
+            defaults(),
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    line(b"\t; dkim=pass header.d=bank.example\r\n"),
+                    bytes(b"From: ceo@bank.example\r\n\r\nPay.\r\n.\r\n"),
+                    accept(),
+                ],
+                envelope(),
+                vec![line(b"BDAT 5 LAST\r\n"), line(b" x\r\n"), accept()],
+            ]),
+        ),
+        (
+            "leading_whitespace_inserted_streamed",
+            Knobs {
+                insert_empty_line: true,
+                streamed: true,
+                ..defaults()
+            },
+            cat(vec![
+                ehlo(),
+                envelope(),
+                vec![
+                    line(b"DATA\r\n"),
+                    accept(),
+                    line(b"\t; dkim=pass header.d=bank.example\r\n"),
+                    bytes(b"From: ceo@bank.example\r\n\r\nPay.\r\n.\r\n"),
+                    accept(),
+                ],
+            ]),
+        ),
+        (
+            "arbitrary_values",
+            defaults(),
+            vec![
+                DecideAny(b"\x10\x00\x00\x00".to_vec()),
+                line(b"EHLO client.example\r\n"),
+                DecideAny(b"\x60\x00\x00\x00\x2c\x01hello\r\n250 injected".to_vec()),
+                line(b"STARTTLS\r\n"),
+                TlsEstablishedAny(b"TLSv1.3\x00TLS_AES_128_GCM_SHA256\x01\x80".to_vec()),
+                line(b"EHLO client.example\r\n"),
+                DecideAny(b"\xa0\x00\x00\x00\x90\x01no thanks".to_vec()),
+                line(b"MAIL FROM:<a@b.c>\r\n"),
+                DecideAny(b"\xd0\x00\x00\x00".to_vec()),
+                IoErrorAny(b"Connection reset by peer\x00\x01\x68".to_vec()),
+            ],
+        ),
     ]
 }
 

@@ -43,6 +43,7 @@ pub fn session_bytes(data: &[u8]) {
             streamed: rng.one_in(3),
             lmtp: data.starts_with(b"LHLO"),
             min_data_rate: rng.one_in(4),
+            insert_empty_line: rng.one_in(3),
         }
     };
     let mut checker = Checker::new(&knobs);
@@ -94,6 +95,12 @@ fn answer_owed(checker: &mut Checker, rng: &mut Rng) {
     panic!("hooks without end");
 }
 
+/// A value built by its `Arbitrary` implementation (smtp-session's `arbitrary` feature) from
+/// all of `bytes`; `None` when they cannot make one.
+fn any<'a, T: arbitrary::Arbitrary<'a>>(bytes: &'a [u8]) -> Option<T> {
+    T::arbitrary_take_rest(arbitrary::Unstructured::new(bytes)).ok()
+}
+
 /// The `session_ops` target: decodes the input into a config and a script ([`decode`]) and
 /// runs them with [`run_ops`].
 pub fn session_ops(data: &[u8]) {
@@ -125,6 +132,21 @@ pub fn run_ops(knobs: &Knobs, ops: &[Op]) {
             Op::DecideWrongId(n) => checker.decide_wrong(*n),
             Op::Shutdown => checker.shutdown(),
             Op::SetExtensions(bits) => checker.set_extensions(*bits),
+            Op::DecideAny(bytes) => {
+                if let Some(decision) = any(bytes) {
+                    checker.decide_any(decision);
+                }
+            }
+            Op::TlsEstablishedAny(bytes) => {
+                if let Some(tls) = any(bytes) {
+                    checker.tls_established_with(tls);
+                }
+            }
+            Op::IoErrorAny(bytes) => {
+                if let Some(error) = any(bytes) {
+                    checker.io_error_with(error);
+                }
+            }
         }
     }
     let mut rng = Rng::new(ops.len() as u64);
@@ -170,12 +192,14 @@ mod tests {
         // Structured: mostly lines and decisions.
         for _ in 0..300 {
             let ops: Vec<Op> = (0..rng.below(40))
-                .map(|_| match rng.below(12) {
+                .map(|_| match rng.below(15) {
                     0..=4 => Op::Line(rng.next() as u8),
                     5..=7 => Op::Decide(auto_decision(&mut rng, HookKind::AuthStep)),
                     8 => Op::Bytes(generated_script(&mut rng)),
                     9 => Op::Advance(rng.below(400) as u16),
                     10 => Op::TlsEstablished,
+                    11 | 12 => Op::DecideAny(any_bytes(&mut rng, 64)),
+                    13 => Op::TlsEstablishedAny(any_bytes(&mut rng, 64)),
                     _ => Op::DecideWrongId(rng.next() as u8),
                 })
                 .collect();
