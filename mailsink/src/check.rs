@@ -314,6 +314,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// Counts what the record says in the metrics (`--verify`'s results).
+    pub fn count(&self) {
+        if let Some(results) = &self.auth_results {
+            results.count();
+        }
+    }
+
     /// Takes what `edits` say about the message.
     pub fn note(&mut self, edits: &Edits) {
         if let Some(results) = &edits.auth_results {

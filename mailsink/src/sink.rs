@@ -266,6 +266,8 @@ impl Sink {
             };
             check::decide(&self.checks, &mut facts, &stage).await
         };
+        // The metrics count what the checks found, whatever became of the message.
+        facts.record.count();
         let (delivered, refused) = match outcome {
             Outcome::Refused(decision) => {
                 discard(spool).await;

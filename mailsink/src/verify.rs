@@ -143,7 +143,7 @@ pub fn header_too_large(max_header: u64) -> Reply {
 impl AuthResults {
     /// Counts each check's result in the metrics (`--metrics`); an unsigned message counts
     /// as `dkim` `none`.
-    fn count(&self) {
+    pub fn count(&self) {
         let checks = [
             ("spf", self.spf),
             ("spf_helo", self.spf_helo),
@@ -265,14 +265,11 @@ impl Verifier {
         let permit =
             tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(units));
         let Ok(Ok(permit)) = permit.await else {
-            let results = self.cut_short(&client);
-            results.count();
-            return Ok(results);
+            return Ok(self.cut_short(&client));
         };
         let message = spool.read_body(limit).await?;
         let results = self.message(client, message, deadline).await;
         drop(permit);
-        results.count();
         Ok(results)
     }
 
