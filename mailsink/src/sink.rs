@@ -251,7 +251,7 @@ impl Sink {
     async fn judge_and_deliver(
         &self,
         mut facts: Facts,
-        mut message: Message,
+        message: Message,
         spool: Option<delivery::Spool>,
         body: Vec<u8>,
     ) -> Decision {
@@ -290,10 +290,13 @@ impl Sink {
             }
             Outcome::Accepted(mut edits) => {
                 let refused = std::mem::take(&mut edits.refused_recipients);
-                let changed = readdress(&mut message, &refused, edits.recipients.take());
+                let replaced = edits.recipients.take();
+                let changed = replaced.is_some();
+                let readdressed = readdress(&message, &refused, replaced);
+                let target = readdressed.as_ref().unwrap_or(&message);
                 let delivered = self
                     .delivery
-                    .deliver(&facts, &message, spool, &body, edits)
+                    .deliver(&facts, target, spool, &body, edits)
                     .await;
                 (delivered, if changed { Vec::new() } else { refused })
             }
@@ -313,32 +316,34 @@ async fn discard(spool: Option<delivery::Spool>) {
     }
 }
 
-/// The envelope the delivery sees: without the recipients the checks refused, or the
-/// recipients a check put in their place. True when they were replaced: the client's
-/// recipients then hear the delivery's one answer.
+/// The message as the delivery sees it, when the checks changed its recipients: without
+/// those they refused, or with the recipients a check put in their place (the client's
+/// recipients then hear the delivery's one answer). The log keeps the client's envelope.
 fn readdress(
-    message: &mut Message,
+    message: &Message,
     refused: &[Option<Reply>],
     replaced: Option<Vec<ForwardPath>>,
-) -> bool {
+) -> Option<Message> {
+    let mut readdressed = message.clone();
     if let Some(paths) = replaced {
-        message.envelope.recipients = paths
+        readdressed.envelope.recipients = paths
             .into_iter()
             .map(|path| smtp_session::Recipient {
                 path,
                 params: RcptParams::default(),
             })
             .collect();
-        return true;
+        return Some(readdressed);
     }
-    if refused.iter().any(Option::is_some) {
-        let mut refusals = refused.iter();
-        message
-            .envelope
-            .recipients
-            .retain(|_| refusals.next().is_none_or(Option::is_none));
+    if refused.iter().all(Option::is_none) {
+        return None;
     }
-    false
+    let mut refusals = refused.iter();
+    readdressed
+        .envelope
+        .recipients
+        .retain(|_| refusals.next().is_none_or(Option::is_none));
+    Some(readdressed)
 }
 
 /// The client's answer: per recipient under LMTP when the checks refused some (theirs
