@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use smtp_session::{
     AuthRequest, ConnectionDetails, Decision, DisconnectArguments, Extensions, ForwardPath,
-    Message, Reply, ReversePath,
+    MailParams, Message, Reply, ReversePath,
 };
 
 use smtp_session_tokio::Client;
@@ -203,6 +203,11 @@ pub struct Facts {
     /// The client as every per-client limit counts it (its address's key, and whether it
     /// is exempt); `None` over a UNIX socket.
     pub client: Option<Client>,
+    /// The transaction so far (from MAIL on): its sender and MAIL parameters (`SIZE=`...),
+    /// and how many recipients were accepted before this stage. For filters (a policy
+    /// service's `sender` and `size`, greylisting's triplet); no built-in check reads it.
+    #[allow(dead_code)]
+    pub transaction: Option<Transaction>,
     /// Messages this connection sent before the current one.
     pub messages: u32,
     /// This server's name.
@@ -213,6 +218,18 @@ pub struct Facts {
     pub max_message_size: u64,
     /// The message's record, filled as the checks run (message stage only).
     pub record: Record,
+}
+
+/// The transaction a stage belongs to, as far as it went.
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // read by filters' checks
+pub struct Transaction {
+    /// MAIL FROM's path.
+    pub sender: ReversePath,
+    /// MAIL FROM's parameters.
+    pub params: MailParams,
+    /// Recipients accepted so far.
+    pub recipients: usize,
 }
 
 /// A check's answer to a stage.

@@ -10,7 +10,7 @@ use smtp_session::{
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
-use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages};
+use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages, Transaction};
 use crate::delivery::{self, Answer, Delivered, Delivery};
 use crate::facts::{self, ConnFacts};
 use crate::log;
@@ -66,9 +66,15 @@ impl Sink {
     }
 
     fn facts(&self, conn: &Connection<'_>) -> Facts {
+        let transaction = conn.envelope().map(|envelope| Transaction {
+            sender: envelope.mail_from.clone(),
+            params: envelope.mail_params.clone(),
+            recipients: envelope.recipients.len(),
+        });
         Facts {
             conn: ConnFacts::of(conn),
             client: conn.client(),
+            transaction,
             messages: self.messages,
             hostname: conn.config().hostname.as_str().into(),
             lmtp: conn.config().lmtp,
@@ -224,6 +230,7 @@ impl Handler for Sink {
                 auth: None,
             },
             client: None,
+            transaction: None,
             messages: self.messages,
             hostname: "".into(),
             lmtp: false,
