@@ -34,6 +34,8 @@ fi
 echo "== replaying the committed corpora"
 cargo test --quiet --manifest-path "$fuzz_dir/../Cargo.toml" -p smtp-session-testkit -- \
   committed_corpora_pass session_ops_seeds_are_current
+cargo test --quiet --manifest-path "$fuzz_dir/../Cargo.toml" -p smtp-filter-proto \
+  --test properties -- committed_corpora_pass
 
 echo "== building the fuzz targets"
 cargo "+$toolchain" fuzz build --target-dir "$target_dir"
@@ -44,12 +46,15 @@ trap 'rm -rf "$scratch"' EXIT
 failed=()
 for target in $(cargo "+$toolchain" fuzz list); do
   echo "== $target: ${seconds}s"
+  # A target's own dictionary if it has one (milter_session.dict), else the SMTP one.
+  dict="$fuzz_dir/$target.dict"
+  [ -f "$dict" ] || dict="$fuzz_dir/smtp.dict"
   mkdir -p "$scratch/$target" "artifacts/$target" "corpus/$target"
   if ! cargo "+$toolchain" fuzz run --target-dir "$target_dir" "$target" \
       "$scratch/$target" "corpus/$target" -- \
       -max_total_time="$seconds" \
       -timeout=10 \
-      -dict="$fuzz_dir/smtp.dict" \
+      -dict="$dict" \
       -artifact_prefix="$fuzz_dir/artifacts/$target/" \
       -print_final_stats=1; then
     failed+=("$target")

@@ -193,8 +193,9 @@ pub(crate) enum BodySink {
     Discard,
     /// Into one buffer handed over with the message hook.
     Buffer(Vec<u8>),
-    /// Out in pieces of at most `max_piece` bytes as it arrives.
-    Stream { max_piece: usize },
+    /// Out in pieces of at most `max_piece` bytes as it arrives; `spare` is a piece's
+    /// buffer the runtime gave back, reused for the next piece.
+    Stream { max_piece: usize, spare: Vec<u8> },
 }
 
 impl BodySink {
@@ -216,15 +217,26 @@ impl BodySink {
                 let (used, status) = receive(input, body);
                 (used, status, None)
             }
-            BodySink::Stream { max_piece } => {
+            BodySink::Stream { max_piece, spare } => {
                 // A receiver may also store what it held back from the previous read (a CR,
                 // made CRLF when normalizing): two bytes are kept for it.
                 let room = max_piece.saturating_sub(2);
                 let room = if normalizing { room / 2 } else { room };
                 let input = &input[..input.len().min(room)];
-                let mut piece = Vec::with_capacity(input.len());
+                let mut piece = std::mem::take(spare);
+                piece.clear();
+                piece.reserve(input.len());
                 let (used, status) = receive(input, &mut piece);
                 (used, status, (!piece.is_empty()).then_some(piece))
+            }
+        }
+    }
+
+    /// Keeps a piece's buffer, handed back by the runtime, for the next piece.
+    pub(crate) fn recycle(&mut self, piece: Vec<u8>) {
+        if let BodySink::Stream { max_piece, spare } = self {
+            if piece.capacity() <= *max_piece && piece.capacity() > spare.capacity() {
+                *spare = piece;
             }
         }
     }
@@ -294,7 +306,10 @@ mod tests {
 
     #[test]
     fn a_streaming_sink_hands_out_pieces_of_at_most_its_size() {
-        let mut sink = BodySink::Stream { max_piece: 4 };
+        let mut sink = BodySink::Stream {
+            max_piece: 4,
+            spare: Vec::new(),
+        };
         // Two bytes of each piece stay free for what the receiver held back.
         let copy = |input: &[u8], body: &mut Vec<u8>| {
             body.extend_from_slice(input);

@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 
 use memchr::memmem::Finder;
 
-use crate::body::{scan_text, Bounded};
+use crate::body::{scan_text, Bounded, TextScan};
 
 /// Finds the start of a line beginning with a dot: `CRLF .`.
 fn dot_line_finder() -> &'static Finder<'static> {
@@ -83,6 +83,61 @@ pub enum LeadingWhitespace {
     /// so no client byte can join a field written above it. The two bytes count toward
     /// the message's size.
     InsertEmptyLine,
+}
+
+/// What one `feed` knows of the input ahead of the fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ahead {
+    /// Not looked at yet.
+    Unknown,
+    /// Every line ending in `input[from..until]` is CRLF.
+    Clean {
+        from: usize,
+        until: usize,
+        /// Some byte there has its high bit set.
+        eight_bit: bool,
+    },
+    /// Some line ending ahead is bare: each span is checked on its own.
+    Unchecked,
+}
+
+impl Ahead {
+    /// The least checked ahead at first: a small message is not checked much past its end
+    /// (the rest of the read may be the next commands); each later window doubles what was
+    /// checked, so a long message costs one pass and a few calls per read.
+    const WINDOW: usize = 512;
+
+    /// Makes sure `input[start..end]` was checked, looking further ahead when it was not,
+    /// and says what the span needs: `None` when it holds a bare line ending ahead,
+    /// else whether it may hold 8-bit bytes.
+    fn check(&mut self, input: &[u8], start: usize, end: usize) -> Option<bool> {
+        let (from, until, eight_bit) = match *self {
+            Ahead::Unchecked => return None,
+            Ahead::Clean {
+                until, eight_bit, ..
+            } if end <= until => return Some(eight_bit),
+            Ahead::Clean {
+                from,
+                until,
+                eight_bit,
+            } => (from, until, eight_bit),
+            Ahead::Unknown => (start, start, false),
+        };
+        let grown = (until - from).max(Ahead::WINDOW);
+        let next = end.max(until + grown).min(input.len());
+        // From the byte before `until`, so that the pair across the windows' border counts.
+        let scan = scan_text(&input[until.saturating_sub(1).max(from)..next]);
+        *self = if scan.clean {
+            Ahead::Clean {
+                from,
+                until: next,
+                eight_bit: eight_bit || scan.eight_bit,
+            }
+        } else {
+            Ahead::Unchecked
+        };
+        self.check(input, start, end)
+    }
 }
 
 /// Progress of a [`DataReceiver`] after a call to [`DataReceiver::feed`].
@@ -188,11 +243,12 @@ impl DataReceiver {
     /// Bytes are only ever appended to `body`; what it held before is kept.
     pub fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> (usize, DataStatus) {
         let mut i = 0;
+        let mut ahead = Ahead::Unknown;
         loop {
             match self.state {
                 State::Done => return (i, DataStatus::Done),
                 State::Mid => {
-                    i = self.line_content(input, i, body);
+                    i = self.line_content(input, i, body, &mut ahead);
                     if self.state == State::Mid {
                         // Only returns in `Mid` after consuming everything.
                         return (i, DataStatus::NeedMore);
@@ -293,8 +349,14 @@ impl DataReceiver {
     /// Line content from `i`: the fast path for clean text, else line by line. Only line
     /// content can hold 8-bit bytes: the fast path checks its span as it scans, the
     /// line-by-line scan what it stored.
-    fn line_content(&mut self, input: &[u8], i: usize, body: &mut Vec<u8>) -> usize {
-        if let Some(next) = self.scan_clean_text(input, i, body) {
+    fn line_content(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        body: &mut Vec<u8>,
+        ahead: &mut Ahead,
+    ) -> usize {
+        if let Some(next) = self.scan_clean_text(input, i, body, ahead) {
             return next;
         }
         let from = body.len();
@@ -305,18 +367,37 @@ impl DataReceiver {
 
     /// The fast path for clean text: from `i` inside a line to the next line that starts
     /// with a dot (or the end of the input), when every line ending on the way is CRLF. The
-    /// span is found with one substring search and checked in one vector pass, and stored
-    /// in one copy. Returns `None`, having done nothing, when the span holds a bare CR or
+    /// span is found with one substring search and stored in one copy. The line endings are
+    /// checked once for the rest of the input, the first time the fast path runs in a
+    /// `feed`, in one vector pass: every span after it lies inside what was checked
+    /// ([`Ahead`]). Returns `None`, having done nothing, when the span holds a bare CR or
     /// LF: the line-by-line scan handles it.
-    fn scan_clean_text(&mut self, input: &[u8], i: usize, body: &mut Vec<u8>) -> Option<usize> {
+    fn scan_clean_text(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        body: &mut Vec<u8>,
+        ahead: &mut Ahead,
+    ) -> Option<usize> {
         let rest = input.get(i..).unwrap_or_default();
         let (span, dot_line) = match dot_line_finder().find(rest) {
             Some(at) => (&rest[..at + 2], true),
             None => (rest, false),
         };
         // Inside a line, an LF right away has no CR before it.
-        let scan = scan_text(span);
-        if span.first() == Some(&b'\n') || !scan.clean {
+        if span.first() == Some(&b'\n') {
+            return None;
+        }
+        let scan = match ahead.check(input, i, i + span.len()) {
+            Some(false) => TextScan {
+                clean: true,
+                eight_bit: false,
+            },
+            // 8-bit bytes ahead may lie past the span (in the next command): look again; and
+            // with a bare line ending ahead, each span is checked on its own.
+            Some(true) | None => scan_text(span),
+        };
+        if !scan.clean {
             return None;
         }
         self.body.note_scanned(scan.eight_bit);

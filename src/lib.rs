@@ -85,6 +85,8 @@
 //! bare line endings refused, content beginning with a space or tab refused, RSET or a new EHLO between BDAT chunks, a handshake, the
 //! connection ending) is announced with [`Output::BodyAborted`] so the spool can go. A
 //! session then holds no more than its input and output limits, whatever the message size.
+//! A runtime that has written a piece may give its buffer back with
+//! [`Session::recycle_piece`], so that the next piece reuses it instead of allocating.
 //!
 //! # The hook obligation
 //!

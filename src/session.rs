@@ -395,6 +395,39 @@ impl Session {
         self.out.pop()
     }
 
+    /// Optional, with [`BodyDelivery::Streamed`](crate::BodyDelivery::Streamed): hands the
+    /// buffer of an [`Output::BodyPiece`] back once the runtime has written the piece, so
+    /// that the next piece of the same message reuses it instead of allocating one. A
+    /// runtime that keeps its pieces need not call it. The session keeps at most one such
+    /// buffer, of at most `max_piece` bytes, and only while a streamed message is open:
+    /// outside one this does nothing.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{BodyDelivery, Config, ConnectionInfo, Output, Session};
+    /// let config = Config { body_delivery: BodyDelivery::STREAMED, ..Config::default() };
+    /// let now = Instant::now();
+    /// let mut session = Session::new(config, ConnectionInfo::default(), now);
+    /// session.handle_input(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n", now).unwrap();
+    /// while session.poll_output().is_some() {}
+    /// let mut spool = Vec::new();
+    /// for read in [&b"Subject: one\r\n"[..], b"\r\nbody\r\n"] {
+    ///     session.handle_input(read, now).unwrap();
+    ///     while let Some(output) = session.poll_output() {
+    ///         if let Output::BodyPiece(piece) = output {
+    ///             spool.extend_from_slice(&piece); // write it to the spool
+    ///             session.recycle_piece(piece);
+    ///         }
+    ///     }
+    /// }
+    /// assert_eq!(spool, b"Subject: one\r\n\r\nbody\r\n");
+    /// ```
+    pub fn recycle_piece(&mut self, piece: Vec<u8>) {
+        if let Some(tx) = self.tx.as_deref_mut() {
+            tx.sink.recycle(piece);
+        }
+    }
+
     /// With implicit TLS behind a PROXY header: the bytes that followed the header, which are
     /// the start of the client's TLS handshake. The runtime feeds them to its TLS layer
     /// before reading more from the socket. Empty in every other case.

@@ -7,39 +7,14 @@ use std::rc::Rc;
 
 use common::*;
 use smtp_session::{
-    AuthInfo, AuthRequest, Config, Decision, DisconnectMode, Error, Extensions, Hook,
-    HookFailurePolicy, Hooks,
+    AuthInfo, AuthRequest, Config, Decision, DisconnectMode, Error, Hook, HookFailurePolicy, Hooks,
 };
-
-/// AUTH on, offered without TLS, the auth hook subscribed.
-fn auth_config() -> Config {
-    Config {
-        extensions: Extensions {
-            auth: true,
-            ..Extensions::default()
-        },
-        auth_without_tls: true,
-        hooks: Hooks {
-            auth: true,
-            ..Hooks::NONE
-        },
-        ..config()
-    }
-}
 
 fn with_mechanisms(mechanisms: &[&str]) -> Config {
     Config {
         auth_mechanisms: mechanisms.iter().map(|m| m.to_string()).collect(),
         ..auth_config()
     }
-}
-
-/// Greeted and EHLO answered, transcript cleared, hooks decided by the test.
-fn ready(config: Config) -> Harness {
-    let mut h = Harness::manual(config);
-    h.send("EHLO client.example\r\n");
-    h.transcript.clear();
-    h
 }
 
 /// `\0alice\0secret`
@@ -55,7 +30,7 @@ fn auth_is_advertised_with_its_mechanisms_when_allowed_without_tls() {
 
 #[test]
 fn plain_with_an_initial_response() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.decide(Decision::Accept);
     h.send("QUIT\r\n");
@@ -78,7 +53,7 @@ fn plain_with_an_initial_response() {
 
 #[test]
 fn plain_with_a_334_prompt_and_an_authzid() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send("auth plain\r\n");
     // `bob\0bob\0pw`
     h.send("Ym9iAGJvYgBwdw==\r\n");
@@ -99,7 +74,7 @@ fn plain_with_a_334_prompt_and_an_authzid() {
 fn an_empty_initial_response_is_sent_as_an_equals_sign() {
     // RFC 4954: "=" is a present but empty initial response, not a request for a prompt.
     // PLAIN: an empty message holds no credentials.
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send("AUTH PLAIN =\r\n");
     // LOGIN: an empty user name, then the password prompt.
     h.send("AUTH LOGIN =\r\n");
@@ -119,7 +94,7 @@ fn an_empty_initial_response_is_sent_as_an_equals_sign() {
 
 #[test]
 fn an_empty_initial_response_reaches_a_step_mechanism_as_empty_bytes() {
-    let mut h = ready(with_mechanisms(&["XOAUTH2"]));
+    let mut h = Harness::manual(with_mechanisms(&["XOAUTH2"])).after_ehlo();
     h.send("AUTH XOAUTH2 =\r\n");
     h.decide(Decision::Accept);
     h.expect(
@@ -132,7 +107,7 @@ fn an_empty_initial_response_reaches_a_step_mechanism_as_empty_bytes() {
 
 #[test]
 fn login_with_both_prompts() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send("AUTH LOGIN\r\n");
     h.send("YWxpY2U=\r\n");
     h.send("c2VjcmV0\r\n");
@@ -161,7 +136,7 @@ fn login_with_both_prompts() {
 
 #[test]
 fn login_with_the_user_name_as_initial_response_pipelined() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send("AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\nNOOP\r\n");
     h.decide(Decision::Accept);
     h.expect(
@@ -178,7 +153,7 @@ fn login_with_the_user_name_as_initial_response_pipelined() {
 
 #[test]
 fn a_star_cancels_the_exchange_at_any_prompt() {
-    let mut h = ready(with_mechanisms(&["PLAIN", "LOGIN", "XOAUTH2"]));
+    let mut h = Harness::manual(with_mechanisms(&["PLAIN", "LOGIN", "XOAUTH2"])).after_ehlo();
     h.send("AUTH PLAIN\r\n*\r\n");
     h.send("AUTH LOGIN\r\nYWxpY2U=\r\n*\r\n");
     h.send("AUTH XOAUTH2\r\n");
@@ -211,7 +186,7 @@ fn a_star_cancels_the_exchange_at_any_prompt() {
 
 #[test]
 fn bad_base64_is_501_5_5_2_and_the_session_goes_on() {
-    let mut h = ready(with_mechanisms(&["PLAIN", "LOGIN", "XOAUTH2"]));
+    let mut h = Harness::manual(with_mechanisms(&["PLAIN", "LOGIN", "XOAUTH2"])).after_ehlo();
     h.send("AUTH PLAIN !!!!\r\n");
     h.send("AUTH PLAIN\r\nAGFsaWNl@\r\n");
     h.send("AUTH LOGIN\r\nYWxpY2U\r\n");
@@ -242,7 +217,7 @@ fn bad_base64_is_501_5_5_2_and_the_session_goes_on() {
 
 #[test]
 fn unknown_or_unoffered_mechanism_is_504_5_5_4() {
-    let mut h = ready(with_mechanisms(&["PLAIN"]));
+    let mut h = Harness::manual(with_mechanisms(&["PLAIN"])).after_ehlo();
     h.send("AUTH CRAM-MD5\r\n");
     h.send("AUTH LOGIN YWxpY2U=\r\n");
     h.expect(
@@ -255,7 +230,7 @@ fn unknown_or_unoffered_mechanism_is_504_5_5_4() {
 
 #[test]
 fn auth_switched_off_is_not_implemented() {
-    let mut h = ready(config());
+    let mut h = Harness::manual(config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.expect(
         "C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
@@ -265,15 +240,7 @@ fn auth_switched_off_is_not_implemented() {
 
 #[test]
 fn without_tls_auth_is_not_advertised_and_refused_with_538() {
-    let config = Config {
-        extensions: Extensions {
-            auth: true,
-            starttls: true,
-            ..Extensions::default()
-        },
-        auth_without_tls: false,
-        ..auth_config()
-    };
+    let config = tls_and_auth_config();
     let mut h = Harness::manual(config);
     h.send("EHLO client.example\r\n");
     assert_eq!(h.server_lines().last(), Some(&"250 STARTTLS"));
@@ -297,16 +264,8 @@ fn without_tls_auth_is_not_advertised_and_refused_with_538() {
 
 #[test]
 fn without_tls_the_refusals_are_538_5_7_11() {
-    let config = Config {
-        extensions: Extensions {
-            auth: true,
-            starttls: true,
-            ..Extensions::default()
-        },
-        auth_without_tls: false,
-        ..auth_config()
-    };
-    let mut h = ready(config);
+    let config = tls_and_auth_config();
+    let mut h = Harness::manual(config).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.send("AUTH LOGIN\r\n");
     h.expect(
@@ -319,16 +278,8 @@ fn without_tls_the_refusals_are_538_5_7_11() {
 
 #[test]
 fn after_tls_auth_is_advertised() {
-    let config = Config {
-        extensions: Extensions {
-            auth: true,
-            starttls: true,
-            ..Extensions::default()
-        },
-        auth_without_tls: false,
-        ..auth_config()
-    };
-    let mut h = ready(config);
+    let config = tls_and_auth_config();
+    let mut h = Harness::manual(config).after_ehlo();
     h.send("STARTTLS\r\n");
     h.tls_established(tls_info());
     h.transcript.clear();
@@ -338,7 +289,7 @@ fn after_tls_auth_is_advertised() {
 
 #[test]
 fn a_hook_rejection_is_sent_and_the_client_may_try_again() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.decide(Decision::reject(535, "5.7.8 Authentication credentials invalid").unwrap());
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
@@ -357,7 +308,7 @@ fn a_hook_rejection_is_sent_and_the_client_may_try_again() {
 
 #[test]
 fn a_rejected_auth_leaves_no_trace_in_the_context() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.decide(Decision::reject(535, "5.7.8 no").unwrap());
     h.send("QUIT\r\n");
@@ -366,7 +317,7 @@ fn a_rejected_auth_leaves_no_trace_in_the_context() {
 
 #[test]
 fn a_failed_hook_is_454_4_7_0() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.decide(Decision::HookFailed);
     h.send("NOOP\r\n");
@@ -387,7 +338,7 @@ fn a_failed_hook_under_the_disconnect_policy_is_421_and_close() {
         hook_failure: HookFailurePolicy::Disconnect,
         ..auth_config()
     };
-    let mut h = ready(config);
+    let mut h = Harness::manual(config).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.decide(Decision::HookFailed);
     assert_eq!(
@@ -400,7 +351,7 @@ fn a_failed_hook_under_the_disconnect_policy_is_421_and_close() {
 
 #[test]
 fn a_disconnect_decision_at_auth_closes() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\nNOOP\r\n"));
     h.decide(Decision::disconnect(535, "5.7.8 go away", DisconnectMode::FollowWith421).unwrap());
     h.expect(
@@ -417,7 +368,7 @@ fn a_disconnect_decision_at_auth_closes() {
 
 #[test]
 fn already_authenticated_is_503_and_auth_is_no_longer_advertised() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.decide(Decision::Accept);
     h.transcript.clear();
@@ -429,7 +380,7 @@ fn already_authenticated_is_503_and_auth_is_no_longer_advertised() {
 
 #[test]
 fn auth_during_a_transaction_is_503() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send("MAIL FROM:<a@example.org>\r\n");
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.send("RSET\r\n");
@@ -455,7 +406,7 @@ fn without_an_auth_hook_every_attempt_fails_closed() {
         hooks: Hooks::NONE,
         ..with_mechanisms(&["PLAIN", "LOGIN", "XOAUTH2"])
     };
-    let mut h = ready(config);
+    let mut h = Harness::manual(config).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.send("AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\n");
     h.send("AUTH XOAUTH2 dG9r\r\n");
@@ -480,7 +431,7 @@ fn require_auth_refuses_mail_until_authenticated() {
         require_auth: true,
         ..auth_config()
     };
-    let mut h = ready(config);
+    let mut h = Harness::manual(config).after_ehlo();
     h.send("MAIL FROM:<a@example.org>\r\n");
     h.send("RCPT TO:<b@example.net>\r\n");
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
@@ -512,7 +463,7 @@ fn require_auth_refuses_mail_until_authenticated() {
 #[test]
 fn an_auth_response_line_over_the_limit_is_500_5_5_6() {
     let limit = Config::default().max_auth_line_length;
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     // A continuation line of exactly the limit (CRLF included) is read; it is not base64.
     h.send("AUTH PLAIN\r\n");
     h.feed(format!("{}\r\n", "!".repeat(limit - 2)).as_bytes());
@@ -537,7 +488,7 @@ fn an_auth_response_line_over_the_limit_is_500_5_5_6() {
 #[test]
 fn an_auth_command_line_over_the_limit_is_500_5_5_6() {
     let limit = Config::default().max_auth_line_length;
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     // Split over reads, so the session has to skip the rest without holding it.
     let line = format!("AUTH PLAIN {}\r\n", "A".repeat(limit));
     for piece in line.as_bytes().chunks(1000) {
@@ -555,7 +506,7 @@ fn an_auth_command_line_over_the_limit_is_500_5_5_6() {
 fn a_step_mechanism_runs_challenges_through_the_hook() {
     // XOAUTH2's failure flow: the server's error comes as a challenge, the client answers
     // with an empty line, and the server then fails the exchange.
-    let mut h = ready(with_mechanisms(&["PLAIN", "XOAUTH2"]));
+    let mut h = Harness::manual(with_mechanisms(&["PLAIN", "XOAUTH2"])).after_ehlo();
     h.send("AUTH XOAUTH2 dG9r\r\n");
     h.decide(Decision::Challenge(br#"{"status":"401"}"#.to_vec()));
     h.send("\r\n");
@@ -641,7 +592,7 @@ fn a_challenge_is_refused_for_plain_login_and_other_hooks() {
         },
         ..auth_config()
     };
-    let mut h = ready(config);
+    let mut h = Harness::manual(config).after_ehlo();
     h.send(&format!("AUTH PLAIN {ALICE}\r\n"));
     h.transcript.clear();
     // A challenge for PLAIN does not fit: refused, and the auth hook counts as failed.
@@ -678,14 +629,14 @@ fn a_challenge_is_refused_for_plain_login_and_other_hooks() {
 
 #[test]
 fn mail_from_auth_parameter_is_accepted_only_where_auth_is_offered() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     h.send("MAIL FROM:<a@example.org> AUTH=<>\r\nRSET\r\n");
     h.send("MAIL FROM:<a@example.org> AUTH=alice+40example.org\r\n");
     assert_eq!(
         h.session.envelope().unwrap().mail_params.auth.as_deref(),
         Some("alice@example.org")
     );
-    let mut h = ready(config());
+    let mut h = Harness::manual(config()).after_ehlo();
     h.send("MAIL FROM:<a@example.org> AUTH=<>\r\n");
     h.expect(
         "C: MAIL FROM:<a@example.org> AUTH=<>
@@ -723,7 +674,7 @@ fn the_ehlo_hook_can_withdraw_auth() {
 
 #[test]
 fn login_fields_must_be_text_without_nul() {
-    let mut h = ready(auth_config());
+    let mut h = Harness::manual(auth_config()).after_ehlo();
     // `a\0b` as the user name, then a password that is not UTF-8.
     h.send("AUTH LOGIN YQBi\r\n");
     h.send("AUTH LOGIN YWxpY2U=\r\n/w==\r\n");
@@ -740,7 +691,7 @@ fn login_fields_must_be_text_without_nul() {
 #[test]
 fn a_step_mechanism_can_name_its_user_for_the_context() {
     // XOAUTH2 carries the user inside the token; only the runtime's hook can read it.
-    let mut h = ready(with_mechanisms(&["XOAUTH2"]));
+    let mut h = Harness::manual(with_mechanisms(&["XOAUTH2"])).after_ehlo();
     assert_eq!(
         h.session.set_auth_username("nobody"),
         Err(Error::InvalidDecision("no auth hook is pending"))

@@ -4,30 +4,12 @@
 mod common;
 use common::*;
 use smtp_session::{
-    AuthInfo, CloseSide, Config, Decision, Error, Extensions, Hooks, IoErrorKind, StartTlsInjection,
+    AuthInfo, CloseSide, Config, Decision, Error, Hooks, IoErrorKind, StartTlsInjection,
 };
-
-fn tls_config() -> Config {
-    Config {
-        extensions: Extensions {
-            starttls: true,
-            ..Extensions::default()
-        },
-        ..config()
-    }
-}
-
-/// A session that has greeted and answered EHLO, with the transcript cleared.
-fn after_ehlo(config: Config) -> Harness {
-    let mut h = Harness::new(config);
-    h.send("EHLO client.example\r\n");
-    h.transcript.clear();
-    h
-}
 
 #[test]
 fn starttls_is_advertised_then_220_and_the_handshake_resets_the_session() {
-    let mut h = Harness::new(tls_config());
+    let mut h = Harness::new(starttls_config());
     h.send("EHLO client.example\r\n");
     h.send("STARTTLS\r\n");
     assert_eq!(h.starttls, 1);
@@ -77,7 +59,7 @@ fn starttls_is_advertised_then_220_and_the_handshake_resets_the_session() {
 
 #[test]
 fn starttls_without_the_extension_is_454_and_the_session_goes_on() {
-    let mut h = after_ehlo(config());
+    let mut h = Harness::new(config()).after_ehlo();
     h.send("STARTTLS\r\n");
     h.send("NOOP\r\n");
     h.expect(
@@ -91,7 +73,7 @@ fn starttls_without_the_extension_is_454_and_the_session_goes_on() {
 
 #[test]
 fn starttls_with_arguments_is_501_and_starts_nothing() {
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     h.send("STARTTLS now\r\n");
     h.send("NOOP\r\n");
     h.expect(
@@ -107,7 +89,7 @@ const INJECTION: &[u8] = b"STARTTLS\r\nNOOP\r\n";
 
 #[test]
 fn pipelined_command_after_starttls_is_never_executed_in_one_read() {
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     h.send_bytes(INJECTION);
     h.tls_established(tls_info());
     h.send("NOOP\r\n");
@@ -125,7 +107,7 @@ fn pipelined_command_after_starttls_is_never_executed_in_one_read() {
 #[test]
 fn pipelined_command_after_starttls_is_never_executed_at_any_split_point() {
     for split in 0..=INJECTION.len() {
-        let mut h = after_ehlo(tls_config());
+        let mut h = Harness::new(starttls_config()).after_ehlo();
         h.feed(&INJECTION[..split]);
         h.feed(&INJECTION[split..]);
         h.tls_established(tls_info());
@@ -143,7 +125,7 @@ fn pipelined_command_after_starttls_is_never_executed_at_any_split_point() {
 #[test]
 fn injected_commands_leave_no_trace_after_the_handshake() {
     // The injected MAIL must not open a transaction in the TLS session.
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     h.send("STARTTLS\r\nMAIL FROM:<attacker@example.org>\r\n");
     h.tls_established(tls_info());
     h.send("EHLO client.example\r\n");
@@ -158,13 +140,13 @@ fn injected_commands_leave_no_trace_after_the_handshake() {
 fn close_on_injection() -> Config {
     Config {
         starttls_injection: StartTlsInjection::Close,
-        ..tls_config()
+        ..starttls_config()
     }
 }
 
 #[test]
 fn injection_with_close_policy_closes_without_a_handshake() {
-    let mut h = after_ehlo(close_on_injection());
+    let mut h = Harness::new(close_on_injection()).after_ehlo();
     h.send_bytes(INJECTION);
     h.expect(
         "C: STARTTLS
@@ -179,7 +161,7 @@ fn injection_with_close_policy_closes_without_a_handshake() {
 #[test]
 fn injection_with_close_policy_closes_at_any_split_point() {
     for split in 0..=INJECTION.len() {
-        let mut h = after_ehlo(close_on_injection());
+        let mut h = Harness::new(close_on_injection()).after_ehlo();
         h.feed(&INJECTION[..split]);
         h.feed(&INJECTION[split..]);
         assert_eq!(h.closes, 1, "split {split}");
@@ -197,7 +179,7 @@ fn injection_with_close_policy_closes_at_any_split_point() {
 
 #[test]
 fn starttls_alone_with_close_policy_hands_over_to_tls() {
-    let mut h = after_ehlo(close_on_injection());
+    let mut h = Harness::new(close_on_injection()).after_ehlo();
     h.send("STARTTLS\r\n");
     h.tls_established(tls_info());
     h.send("EHLO client.example\r\n");
@@ -208,7 +190,7 @@ fn starttls_alone_with_close_policy_hands_over_to_tls() {
 
 #[test]
 fn the_handshake_forgets_helo_and_the_transaction() {
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     h.send("MAIL FROM:<a@example.org>\r\n");
     h.send("STARTTLS\r\n");
     h.tls_established(tls_info());
@@ -235,19 +217,10 @@ fn the_handshake_forgets_helo_and_the_transaction() {
 #[test]
 fn the_handshake_forgets_a_plaintext_auth() {
     let config = Config {
-        extensions: Extensions {
-            starttls: true,
-            auth: true,
-            ..Extensions::default()
-        },
         auth_without_tls: true,
-        hooks: Hooks {
-            auth: true,
-            ..Hooks::NONE
-        },
-        ..config()
+        ..tls_and_auth_config()
     };
-    let mut h = after_ehlo(config);
+    let mut h = Harness::new(config).after_ehlo();
     h.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
     assert_eq!(
         h.session.auth(),
@@ -269,9 +242,9 @@ fn the_handshake_forgets_a_plaintext_auth() {
 fn require_tls_is_lifted_by_the_handshake() {
     let config = Config {
         require_tls: true,
-        ..tls_config()
+        ..starttls_config()
     };
-    let mut h = after_ehlo(config);
+    let mut h = Harness::new(config).after_ehlo();
     h.send("MAIL FROM:<a@example.org>\r\n");
     h.send("STARTTLS\r\n");
     h.tls_established(tls_info());
@@ -293,9 +266,9 @@ fn require_tls_is_lifted_by_the_handshake() {
 fn require_tls_refuses_all_but_noop_helo_ehlo_starttls_and_quit() {
     let config = Config {
         require_tls: true,
-        ..tls_config()
+        ..starttls_config()
     };
-    let mut h = after_ehlo(config);
+    let mut h = Harness::new(config).after_ehlo();
     h.send("MAIL FROM:<a@example.org>\r\n");
     h.send("RCPT TO:<b@example.net>\r\n");
     h.send("DATA\r\n");
@@ -345,9 +318,9 @@ fn require_tls_refuses_all_but_noop_helo_ehlo_starttls_and_quit() {
 fn require_tls_allows_quit() {
     let config = Config {
         require_tls: true,
-        ..tls_config()
+        ..starttls_config()
     };
-    let mut h = after_ehlo(config);
+    let mut h = Harness::new(config).after_ehlo();
     h.send("QUIT\r\n");
     h.expect(
         "C: QUIT
@@ -365,7 +338,7 @@ fn implicit_tls_hands_over_first_and_greets_after_the_handshake() {
             connect: true,
             ..Hooks::NONE
         },
-        ..tls_config()
+        ..starttls_config()
     };
     let mut h = Harness::new(config);
     h.expect("-- starttls");
@@ -398,7 +371,7 @@ fn implicit_tls_hands_over_first_and_greets_after_the_handshake() {
 fn implicit_tls_handshake_failure_closes_without_a_greeting() {
     let config = Config {
         implicit_tls: true,
-        ..tls_config()
+        ..starttls_config()
     };
     let mut h = Harness::new(config);
     h.tls_failed(tls_error());
@@ -416,7 +389,7 @@ fn implicit_tls_handshake_failure_closes_without_a_greeting() {
 
 #[test]
 fn starttls_handshake_failure_closes_with_a_tls_error() {
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     h.send("STARTTLS\r\n");
     // Even an error reported with the wrong kind is recorded as a TLS error.
     let mut error = tls_error();
@@ -440,7 +413,7 @@ fn starttls_handshake_failure_closes_with_a_tls_error() {
 
 #[test]
 fn a_handshake_that_never_completes_times_out_without_a_reply() {
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     h.send("STARTTLS\r\n");
     h.advance(h.session.config().command_timeout);
     h.expect(
@@ -455,7 +428,7 @@ fn a_handshake_that_never_completes_times_out_without_a_reply() {
 
 #[test]
 fn tls_events_nobody_asked_for_are_refused_and_change_nothing() {
-    let mut h = after_ehlo(tls_config());
+    let mut h = Harness::new(starttls_config()).after_ehlo();
     let now = h.now;
     assert_eq!(
         h.session.handle_tls_established(tls_info(), now),
@@ -492,7 +465,7 @@ fn starttls_asks_no_hook_and_the_helo_hook_runs_again_after_it() {
     // With every hook subscribed, STARTTLS itself asks none; the next EHLO asks the helo hook.
     let config = Config {
         hooks: Hooks::ALL,
-        ..tls_config()
+        ..starttls_config()
     };
     let policy = Policy::Auto(Box::new(|_| Decision::Accept));
     let mut h = Harness::with_auto_tls(config, info(), policy, tls_info());
@@ -523,7 +496,7 @@ fn starttls_queued_behind_a_pending_hook_still_discards_what_follows() {
             helo: true,
             ..Hooks::NONE
         },
-        ..tls_config()
+        ..starttls_config()
     };
     let mut h = Harness::manual(config);
     h.transcript.clear();
@@ -561,7 +534,7 @@ fn the_ehlo_hook_can_withdraw_starttls() {
             helo: true,
             ..Hooks::NONE
         },
-        ..tls_config()
+        ..starttls_config()
     };
     let mut h = Harness::manual(config);
     h.transcript.clear();
@@ -580,24 +553,9 @@ fn the_ehlo_hook_can_withdraw_starttls() {
 // After the handshake the client starts over: HELP and EHLO list what can be used now, and
 // AUTH waits for the new EHLO (RFC 3207 section 4.2).
 
-fn tls_and_auth() -> Config {
-    Config {
-        extensions: Extensions {
-            starttls: true,
-            auth: true,
-            ..Extensions::default()
-        },
-        hooks: Hooks {
-            auth: true,
-            ..Hooks::default()
-        },
-        ..config()
-    }
-}
-
 #[test]
 fn help_lists_starttls_and_auth_only_while_they_would_be_accepted() {
-    let mut h = Harness::with_auto_tls(tls_and_auth(), info(), Policy::Manual, tls_info());
+    let mut h = Harness::with_auto_tls(tls_and_auth_config(), info(), Policy::Manual, tls_info());
     h.send("EHLO c\r\nHELP\r\n");
     assert_eq!(
         h.server_lines().last(),
@@ -626,7 +584,7 @@ fn help_lists_starttls_and_auth_only_while_they_would_be_accepted() {
 
 #[test]
 fn auth_right_after_the_handshake_waits_for_the_new_ehlo() {
-    let mut h = Harness::with_auto_tls(tls_and_auth(), info(), Policy::Manual, tls_info());
+    let mut h = Harness::with_auto_tls(tls_and_auth_config(), info(), Policy::Manual, tls_info());
     h.send("EHLO c\r\nSTARTTLS\r\n");
     h.transcript.clear();
     h.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nEHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
@@ -635,7 +593,7 @@ fn auth_right_after_the_handshake_waits_for_the_new_ehlo() {
     assert_eq!(lines.last(), Some(&"250 AUTH PLAIN LOGIN"));
     assert!(h.transcript.contains("H: auth Plain"), "{}", h.transcript);
     // HELO does not tell the client about AUTH either.
-    let mut h = Harness::with_auto_tls(tls_and_auth(), info(), Policy::Manual, tls_info());
+    let mut h = Harness::with_auto_tls(tls_and_auth_config(), info(), Policy::Manual, tls_info());
     h.send("STARTTLS\r\n");
     h.send("HELO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
     assert_eq!(h.server_lines().last(), Some(&"503 5.5.1 Send EHLO first"));

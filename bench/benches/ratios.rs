@@ -2,16 +2,18 @@
 //! load change on a shared machine hits all of them alike; the table gives each one's median
 //! over the rounds and its speed relative to the references, all from this one run.
 //!
-//! `cargo bench -p smtp-session-bench --bench ratios` (about a minute). The criterion benches
+//! `cargo bench -p smtp-session-bench --bench ratios` (about a minute); `-- DATA` (or any part
+//! of a bench's name) runs only the benches whose name holds it. The criterion benches
 //! `data_ingest` and `command_stream` time the same closures with confidence intervals.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use smtp_session::Hooks;
+use smtp_session_bench::milter::milter_messages;
 use smtp_session_bench::{
     bdat_wire, body, command_stream, config, data_wire, greeted, in_data, streamed_config,
-    with_envelope, READ_SIZE,
+    transaction, with_envelope, READ_SIZE,
 };
 
 #[path = "../common/peers.rs"]
@@ -47,6 +49,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn run(mut bench: Bench<'_>) {
+    // `cargo bench --bench ratios -- DATA` runs only the benches whose name holds "DATA".
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|f| bench.name.contains(f.as_str())) {
+        return;
+    }
     // One untimed round to warm caches, page in the inputs and grow the allocator's pools.
     for (_, f) in &mut bench.contenders {
         f();
@@ -115,6 +125,7 @@ fn main() {
         ..Hooks::NONE
     });
     let all = config(Hooks::ALL);
+
     let streamed = streamed_config();
 
     let big = body(10 << 20);
@@ -125,7 +136,11 @@ fn main() {
         name: "DATA, 10 MiB body in 16 KiB reads",
         unit: Unit::Bytes(wire.len()),
         rounds: 31,
-        references: &["memcpy (fresh Vec)", "smtp-proto DataReceiver"],
+        references: &[
+            "memcpy (fresh Vec)",
+            "memcpy (reused Vec)",
+            "smtp-proto DataReceiver",
+        ],
         contenders: vec![
             (
                 "memcpy (fresh Vec)",
@@ -175,15 +190,26 @@ fn main() {
     drop(reused);
 
     let chunks = bdat_wire(&big, 16 * 1024);
+    let mut reused = Vec::with_capacity(chunks.len());
     run(Bench {
         name: "BDAT, 10 MiB body in 16 KiB chunks and 16 KiB reads",
         unit: Unit::Bytes(chunks.len()),
         rounds: 31,
-        references: &["memcpy (fresh Vec)", "smtp-proto BdatReceiver"],
+        references: &[
+            "memcpy (fresh Vec)",
+            "memcpy (reused Vec)",
+            "smtp-proto BdatReceiver",
+        ],
         contenders: vec![
             (
                 "memcpy (fresh Vec)",
                 Box::new(|| timed(|| drop(peers::memcpy_fresh(black_box(&chunks), READ_SIZE))).0),
+            ),
+            (
+                "memcpy (reused Vec)",
+                Box::new(|| {
+                    timed(|| peers::memcpy_into(black_box(&chunks), READ_SIZE, &mut reused)).0
+                }),
             ),
             (
                 "session, message hook (stores)",
@@ -212,7 +238,7 @@ fn main() {
             ),
         ],
     });
-    drop((big, wire, chunks));
+    drop((big, wire, chunks, reused));
 
     const TRANSACTIONS: usize = 10_000;
     let stream = command_stream(TRANSACTIONS, &body(1024));
@@ -258,6 +284,51 @@ fn main() {
                     })
                     .0
                 }),
+            ),
+        ],
+    });
+
+    drop(stream);
+
+    const MESSAGES: usize = 2_000;
+    let small = body(4096);
+    let mut stream = b"EHLO client.example\r\n".to_vec();
+    for i in 0..MESSAGES {
+        stream.extend_from_slice(&transaction(i, 1, &small));
+    }
+    stream.extend_from_slice(b"QUIT\r\n");
+    run(Bench {
+        name: "Milter, 2,000 messages of 4 KiB (1 RCPT, 4 header fields), no-op filter in-process",
+        unit: Unit::Transactions(MESSAGES),
+        rounds: 15,
+        references: &["session alone, message hook"],
+        contenders: vec![
+            (
+                "session alone, message hook",
+                Box::new(|| {
+                    timed(|| {
+                        let (mut s, mut rt) = greeted(&message, now);
+                        rt.feed(&mut s, black_box(&stream), READ_SIZE, now);
+                        (s, rt)
+                    })
+                    .0
+                }),
+            ),
+            (
+                "session and milter client, every step answered",
+                Box::new(|| {
+                    timed(|| {
+                        let (mut s, mut rt) = greeted(&message, now);
+                        rt.feed(&mut s, black_box(&stream), READ_SIZE, now);
+                        let written = milter_messages(MESSAGES, black_box(&small));
+                        (s, rt, written)
+                    })
+                    .0
+                }),
+            ),
+            (
+                "milter client alone",
+                Box::new(|| timed(|| milter_messages(MESSAGES, black_box(&small))).0),
             ),
         ],
     });

@@ -1,7 +1,8 @@
 //! One workload, once, for a profiler: `valgrind --tool=callgrind <binary> <workload>`.
 //!
 //! Workloads: `commands-none`, `commands-all` (1,000 transactions of the command stream),
-//! `data-none`, `data-message` (a 10 MiB body through DATA), `bdat-message`;
+//! `data-none`, `data-message`, `data-streamed` (a 10 MiB body through DATA),
+//! `bdat-message`, `bdat-streamed`;
 //! `tx-none|tx-message|tx-all [body bytes] [count]`; and the peers' `proto-commands`,
 //! `proto-data`.
 
@@ -9,7 +10,8 @@ use std::time::Instant;
 
 use smtp_session::Hooks;
 use smtp_session_bench::{
-    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, with_envelope, READ_SIZE,
+    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, streamed_config,
+    with_envelope, READ_SIZE,
 };
 
 #[path = "../common/peers.rs"]
@@ -77,15 +79,25 @@ fn main() {
             rt.feed(&mut s, &wire, READ_SIZE, now);
             (rt, "10 MiB by DATA")
         }
-        "bdat-message" => {
+        "data-streamed" => {
+            let wire = data_wire(&body(10 << 20));
+            let (mut s, mut rt) = in_data(&streamed_config(), now);
+            rt.feed(&mut s, &wire, READ_SIZE, now);
+            (rt, "10 MiB by DATA, streamed")
+        }
+        "bdat-message" | "bdat-streamed" => {
             let wire = bdat_wire(&body(10 << 20), 16 * 1024);
-            let cfg = config(message);
+            let cfg = if workload == "bdat-streamed" {
+                streamed_config()
+            } else {
+                config(message)
+            };
             let (mut s, mut rt) = with_envelope(&cfg, now);
             rt.feed(&mut s, &wire, READ_SIZE, now);
             (rt, "10 MiB by BDAT")
         }
         _ => {
-            eprintln!("usage: profile commands-none|commands-all|data-none|data-message|bdat-message|proto-commands|proto-data");
+            eprintln!("usage: profile commands-none|commands-all|data-none|data-message|data-streamed|bdat-message|bdat-streamed|proto-commands|proto-data");
             std::process::exit(2);
         }
     };

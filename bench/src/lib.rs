@@ -10,6 +10,8 @@ use std::time::Instant;
 use smtp_session::{BodyDelivery, Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
 use smtp_session_testkit::drive::{self, Then};
 
+pub mod milter;
+
 /// How many bytes one read from the socket delivers.
 pub const READ_SIZE: usize = 16 * 1024;
 
@@ -189,6 +191,9 @@ pub struct Runtime {
     pub hooks: usize,
     /// True once the session closed.
     pub closed: bool,
+    /// When set, the streamed pieces are kept here, in order (for the tests that check the
+    /// contenders agree); the benches leave it off.
+    pub spool: Option<Vec<u8>>,
 }
 
 impl Runtime {
@@ -256,6 +261,10 @@ impl drive::Runtime for Connection<'_> {
             Output::BodyPiece(piece) => {
                 counts.pieces += 1;
                 counts.body_bytes += piece.len();
+                if let Some(spool) = &mut counts.spool {
+                    spool.extend_from_slice(&piece);
+                }
+                self.session.recycle_piece(piece);
             }
             Output::HookCall(call) => {
                 match call.hook {

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use smtp_session::Hooks;
 use smtp_session_bench::{
-    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, with_envelope,
+    bdat_wire, body, command_stream, config, data_wire, greeted, in_data, streamed_config,
+    with_envelope,
 };
 
 #[path = "../common/peers.rs"]
@@ -43,6 +44,32 @@ fn bdat_body_is_the_same_for_everyone() {
     assert_eq!((rt.messages, rt.body_bytes), (1, body.len()));
     let counted = peers::proto_stream(&wire, READ);
     assert_eq!((counted.messages, counted.body_bytes), (1, body.len()));
+}
+
+/// The streamed contenders hand out the same body, piece by piece, as the buffered ones.
+#[test]
+fn streamed_pieces_make_the_same_body() {
+    let body = body(256 * 1024);
+    let now = Instant::now();
+    for (wire, bdat) in [
+        (data_wire(&body), false),
+        (bdat_wire(&body, 16 * 1024), true),
+    ] {
+        let (mut s, mut rt) = if bdat {
+            with_envelope(&streamed_config(), now)
+        } else {
+            in_data(&streamed_config(), now)
+        };
+        rt.spool = Some(Vec::new());
+        rt.feed(&mut s, &wire, 16 * 1024, now);
+        assert_eq!(rt.messages, 1, "bdat: {bdat}");
+        assert!(rt.pieces > 1, "bdat: {bdat}");
+        assert!(rt.spool.as_deref() == Some(&body[..]), "bdat: {bdat}");
+        let copied = peers::memcpy_fresh(&wire, 16 * 1024);
+        let mut reused = Vec::new();
+        peers::memcpy_into(&wire, 16 * 1024, &mut reused);
+        assert!(copied == wire && reused == wire);
+    }
 }
 
 #[test]

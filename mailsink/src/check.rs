@@ -31,9 +31,7 @@ use smtp_session::{
     MailParams, Message, Reply, ReversePath,
 };
 
-use smtp_session_tokio::Client;
-
-use crate::facts::ConnFacts;
+use crate::facts::{ConnFacts, Screening};
 use crate::store::Spool;
 use crate::verify::AuthResults;
 
@@ -200,9 +198,6 @@ impl Body<'_> {
 pub struct Facts {
     /// Addresses, HELO, TLS and AUTH, as the session knows them now.
     pub conn: ConnFacts,
-    /// The client as every per-client limit counts it (its address's key, and whether it
-    /// is exempt); `None` over a UNIX socket.
-    pub client: Option<Client>,
     /// The transaction so far (from MAIL on): its sender and MAIL parameters (`SIZE=`...),
     /// and how many recipients were accepted before this stage. For filters (a policy
     /// service's `sender` and `size`, greylisting's triplet); no built-in check reads it.
@@ -279,6 +274,8 @@ pub struct Edits {
     pub remote_ptr: Option<Option<String>>,
     /// `--verify`'s results, for the checks after, the log and the metrics.
     pub auth_results: Option<Arc<AuthResults>>,
+    /// At connect: what `--dnsbl` made of the client, for the checks after and the log.
+    pub screening: Option<Arc<Screening>>,
 }
 
 impl Edits {
@@ -300,6 +297,9 @@ impl Edits {
         }
         if later.auth_results.is_some() {
             self.auth_results = later.auth_results;
+        }
+        if later.screening.is_some() {
+            self.screening = later.screening;
         }
     }
 }

@@ -1,8 +1,12 @@
 //! What the policy, the log, the relay and the verifier know about a connection when a hook
 //! runs, besides the hook's arguments.
 
-use smtp_session::{AuthInfo, ConnectionInfo, HeloInfo, TlsInfo};
-use smtp_session_tokio::Connection;
+use std::sync::Arc;
+
+use smtp_session::{AuthInfo, ConnectionInfo, HeloInfo, ReversePath, TlsInfo};
+use smtp_session_tokio::{Client, Connection};
+
+pub use crate::dnsbl::Screening;
 
 /// What the policy and the log know about the connection when a hook runs, besides the
 /// hook's arguments.
@@ -16,6 +20,13 @@ pub struct ConnFacts {
     pub tls: Option<TlsInfo>,
     /// The successful AUTH.
     pub auth: Option<AuthInfo>,
+    /// The client as every per-client limit counts it (its address's key, and whether a
+    /// trusted network exempts it); `None` on a UNIX socket.
+    pub client: Option<Client>,
+    /// The open transaction's reverse path, from MAIL FROM on.
+    pub mail_from: Option<ReversePath>,
+    /// What `--dnsbl` made of the client at connect.
+    pub screening: Option<Arc<Screening>>,
 }
 
 impl ConnFacts {
@@ -26,6 +37,9 @@ impl ConnFacts {
             helo: conn.helo().cloned(),
             tls: conn.tls().cloned(),
             auth: conn.auth().cloned(),
+            client: conn.client(),
+            mail_from: conn.envelope().map(|e| e.mail_from.clone()),
+            screening: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use smtp_session::{Config, Decision, DisconnectMode, MinDataRate};
 use smtp_session_tokio::{Client, ClientKey, ClientRules, ErrorDelay, IpNet, Limits};
 
 use crate::metrics::{self, RefusedBy};
+use crate::shared::{FailurePolicy, RateKey, Shared};
 
 /// The command-line flags of this module, flattened into mailsink's arguments.
 #[derive(Debug, clap::Args)]
@@ -191,14 +192,15 @@ impl LimitArgs {
         }
     }
 
-    /// The per-connection guard each connection's handler starts with.
-    pub fn guard(&self) -> Guard {
+    /// The per-connection guard each connection's handler starts with; the AUTH failures
+    /// are counted across the fleet too with `shared`.
+    pub fn guard(&self, shared: Option<Arc<Shared>>) -> Guard {
         Guard {
             auth: self
                 .auth_failure_limit
                 .0
                 .as_ref()
-                .map(|rate| Arc::new(AuthFailures::new(rate))),
+                .map(|rate| Arc::new(AuthFailures::shared(rate, shared))),
             refusal_delay: self.error_sleep_time,
             max_messages: self.max_messages_per_connection,
         }
@@ -397,6 +399,8 @@ pub struct AuthFailures {
     limiter: DefaultKeyedRateLimiter<ClientKey>,
     refused_until: Mutex<HashMap<ClientKey, Instant>>,
     failures: AtomicU32,
+    /// `--redis`, and the rate again for its keys.
+    shared: Option<(Arc<Shared>, Rate)>,
 }
 
 /// Forget addresses whose allowance is whole again after this many failures.
@@ -409,11 +413,24 @@ impl AuthFailures {
             limiter: RateLimiter::keyed(rate.quota()),
             refused_until: Mutex::default(),
             failures: AtomicU32::new(0),
+            shared: None,
         }
     }
 
-    /// True while AUTH from `key` is refused.
-    pub fn refuses(&self, key: ClientKey) -> bool {
+    /// Failures at `rate`, counted across the fleet too when `shared` is given.
+    pub fn shared(rate: &Rate, shared: Option<Arc<Shared>>) -> AuthFailures {
+        AuthFailures {
+            shared: shared.map(|store| (store, *rate)),
+            ..AuthFailures::new(rate)
+        }
+    }
+
+    /// True while AUTH from `key` is refused. With `--redis`, the fleet's count decides:
+    /// refused when one more failure would be over the rate.
+    pub async fn refuses(&self, key: ClientKey) -> bool {
+        if let Some(fleet) = self.fleet(key, true).await {
+            return fleet;
+        }
         let refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
         refused
             .get(&key)
@@ -421,8 +438,38 @@ impl AuthFailures {
     }
 
     /// Counts a failure from `key`; false when it was one too many, and AUTH from `key` is
-    /// refused from now on, until the rate allows another attempt.
-    pub fn failed(&self, key: ClientKey) -> bool {
+    /// refused from now on, until the rate allows another attempt. It is counted in the
+    /// process in any case, so that the process's count can decide while Redis is away.
+    pub async fn failed(&self, key: ClientKey) -> bool {
+        let local = self.failed_here(key);
+        self.fleet(key, false)
+            .await
+            .map_or(local, |refused| !refused)
+    }
+
+    /// With `--redis`: whether the fleet refuses `key` (`peek`: without counting a failure),
+    /// `None` when Redis did not answer and `--redis-failure open` lets the process decide.
+    async fn fleet(&self, client: ClientKey, peek: bool) -> Option<bool> {
+        let (store, rate) = self.shared.as_ref()?;
+        let key = RateKey {
+            key: format!(
+                "auth-failures:{}/{}s/{}:{}",
+                rate.quantity,
+                rate.period.as_secs(),
+                rate.burst(),
+                client
+            ),
+            rate: *rate,
+            peek,
+        };
+        match store.check(std::slice::from_ref(&key)).await {
+            Ok(answers) => Some(answers.first().is_none_or(|a| !a.allowed)),
+            Err(_) if store.failure_policy() == FailurePolicy::Open => None,
+            Err(_) => Some(true),
+        }
+    }
+
+    fn failed_here(&self, key: ClientKey) -> bool {
         if self.failures.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
             self.limiter.retain_recent();
         }
@@ -492,7 +539,7 @@ impl Guard {
     /// client over the failure limit. An exempt client is never refused.
     pub async fn auth_refused(&self, client: Option<Client>) -> Option<Decision> {
         let (auth, client) = (self.auth.as_ref()?, client.filter(|c| !c.exempt)?);
-        if !auth.refuses(client.key) {
+        if !auth.refuses(client.key).await {
             return None;
         }
         Some(self.refusal(client.key).await)
@@ -502,7 +549,7 @@ impl Guard {
     /// too many. An exempt client's failures are not counted.
     pub async fn auth_failed(&self, client: Option<Client>) -> Option<Decision> {
         let (auth, client) = (self.auth.as_ref()?, client.filter(|c| !c.exempt)?);
-        if auth.failed(client.key) {
+        if auth.failed(client.key).await {
             return None;
         }
         Some(self.refusal(client.key).await)
@@ -554,7 +601,7 @@ mod tests {
             (352, 50)
         );
         assert_eq!(limits.error_delay, ErrorDelay::default());
-        let guard = flags.guard();
+        let guard = flags.guard(None);
         assert!(guard.auth.is_some() && guard.limits_messages());
         assert_eq!(guard.max_messages, 1000);
     }
@@ -579,7 +626,7 @@ mod tests {
         assert_eq!(config.min_data_rate, None);
         assert_eq!(config.greeting_delay, Duration::from_secs(6));
         assert!(config.reject_early_talkers);
-        let guard = flags.guard();
+        let guard = flags.guard(None);
         assert!(guard.auth.is_none() && !guard.limits_messages());
         assert!(Flags::try_parse_from(["mailsink", "--reject-early-talkers"]).is_err());
         assert!(Flags::try_parse_from(["mailsink", "--auth-failure-limit", "5"]).is_err());
@@ -636,18 +683,50 @@ mod tests {
         assert_eq!(default_max_connections(100), 16);
     }
 
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
     #[test]
     fn auth_failures_past_the_rate_refuse_the_address_and_no_other() {
         let failures = AuthFailures::new(&"3/hour".parse().unwrap());
         let rules = ClientRules::default();
         let a = rules.key("192.0.2.1".parse().unwrap());
         let b = rules.key("192.0.2.2".parse().unwrap());
-        assert!(failures.failed(a) && failures.failed(a) && failures.failed(a));
-        assert!(!failures.refuses(a));
-        assert!(!failures.failed(a));
-        assert!(failures.refuses(a));
-        assert!(!failures.refuses(b));
-        assert!(failures.failed(b));
+        block_on(async {
+            assert!(failures.failed(a).await && failures.failed(a).await);
+            assert!(failures.failed(a).await);
+            assert!(!failures.refuses(a).await);
+            assert!(!failures.failed(a).await);
+            assert!(failures.refuses(a).await);
+            assert!(!failures.refuses(b).await);
+            assert!(failures.failed(b).await);
+        });
+    }
+
+    #[test]
+    fn with_redis_auth_failures_count_across_processes() {
+        use crate::shared::tests::{shared, TestRedis};
+        let redis = TestRedis::start();
+        let rate = "3/hour".parse().unwrap();
+        let store = |policy| Some(Arc::new(shared(&redis.url(), policy)));
+        let one = AuthFailures::shared(&rate, store(FailurePolicy::Open));
+        let two = AuthFailures::shared(&rate, store(FailurePolicy::Open));
+        let rules = ClientRules::default();
+        let a = rules.key("2001:db8:1:2::1".parse().unwrap());
+        let same_64 = rules.key("2001:db8:1:2::99".parse().unwrap());
+        block_on(async {
+            assert!(one.failed(a).await && two.failed(same_64).await);
+            assert!(!two.refuses(a).await);
+            assert!(one.failed(a).await);
+            // Three failures across the two: the next one would be over, on either.
+            assert!(one.refuses(a).await && two.refuses(same_64).await);
+            assert!(!two.failed(a).await);
+        });
     }
 
     #[test]
@@ -662,10 +741,12 @@ mod tests {
         assert_eq!(limits.clients, flags.clients());
         let failures = AuthFailures::new(&"1/hour".parse().unwrap());
         let key = |ip: &str| limits.clients.key(ip.parse().unwrap());
-        assert!(failures.failed(key("2001:db8:1:2::1")));
-        assert!(!failures.failed(key("2001:db8:1:ffff::2")));
-        assert!(failures.refuses(key("2001:db8:1:3::3")));
-        assert!(!failures.refuses(key("2001:db8:2::1")));
+        block_on(async {
+            assert!(failures.failed(key("2001:db8:1:2::1")).await);
+            assert!(!failures.failed(key("2001:db8:1:ffff::2")).await);
+            assert!(failures.refuses(key("2001:db8:1:3::3")).await);
+            assert!(!failures.refuses(key("2001:db8:2::1")).await);
+        });
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::str::FromStr;
 #[cfg(unix)]
 use smtp_session_tokio::ListenSocket;
 use smtp_session_tokio::{Listener, Transport};
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 /// A `--listen` or `--tls-listen` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,12 +45,27 @@ impl fmt::Display for ListenAddr {
 }
 
 impl ListenAddr {
-    /// Binds it, and says where it listens (a TCP port 0 becomes the port chosen).
-    pub async fn bind(&self, transport: Transport) -> Result<(Listener, String), String> {
+    /// Binds it, and says where it listens (a TCP port 0 becomes the port chosen). A TCP
+    /// socket queues up to `backlog` connections not yet accepted (the kernel caps it at
+    /// `net.core.somaxconn`); the standard library's 128 is too few for a burst of clients,
+    /// whose connections beyond it wait a second or more to be tried again.
+    pub async fn bind(
+        &self,
+        transport: Transport,
+        backlog: u32,
+    ) -> Result<(Listener, String), String> {
         let failed = |e: std::io::Error| format!("cannot listen on {self}: {e}");
         match self {
             ListenAddr::Tcp(addr) => {
-                let tcp = TcpListener::bind(addr).await.map_err(failed)?;
+                let socket = match addr {
+                    SocketAddr::V4(_) => TcpSocket::new_v4(),
+                    SocketAddr::V6(_) => TcpSocket::new_v6(),
+                }
+                .map_err(failed)?;
+                // As the standard library's bind does: a restarted server can bind at once.
+                socket.set_reuseaddr(true).map_err(failed)?;
+                socket.bind(*addr).map_err(failed)?;
+                let tcp = socket.listen(backlog).map_err(failed)?;
                 let local = tcp.local_addr().map_err(failed)?;
                 Ok((Listener::new(tcp, transport), local.to_string()))
             }

@@ -12,7 +12,7 @@ use smtp_session::{
 };
 
 use crate::check::Record;
-use crate::facts::ConnFacts;
+use crate::facts::{ConnFacts, Screening};
 use crate::verify::AuthResults;
 
 #[derive(Serialize)]
@@ -20,6 +20,9 @@ struct DisconnectLine<'a> {
     event: &'static str,
     #[serde(flatten)]
     context: &'a DisconnectContext,
+    /// What `--dnsbl` made of the client; absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dnsbl: Option<&'a Screening>,
 }
 
 /// The connection part of a message line: the same keys as the disconnect line's.
@@ -52,11 +55,13 @@ struct MessageLine<'a> {
     discarded: Option<&'a str>,
 }
 
-/// `{"event":"disconnect","arguments":{..},"connection":{..},"transaction":{}}`.
-pub fn disconnect_line(context: &DisconnectContext) -> String {
+/// `{"event":"disconnect","arguments":{..},"connection":{..},"transaction":{}}`, with
+/// `"dnsbl":{"score":N,"listed":[..],"allowed_by":[..],"unanswered":[..]}` after `--dnsbl`.
+pub fn disconnect_line(context: &DisconnectContext, dnsbl: Option<&Screening>) -> String {
     serde_json::to_string(&DisconnectLine {
         event: "disconnect",
         context,
+        dnsbl,
     })
     .expect("the disconnect context serialises")
 }

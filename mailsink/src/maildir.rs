@@ -2,15 +2,20 @@
 //! of a delivery.
 //!
 //! A message is written to `tmp/` as it arrives (see [`crate::store`]); once whole, the file
-//! is fsynced, renamed into `new/`, and `new/` is fsynced: only then is it delivered, and
-//! only then does the client get its 250. Files left in `tmp/` by a crash are removed at
-//! start once they are older than 36 hours, as the Maildir convention says.
+//! is fsynced and renamed into `new/`, and `new/` is fsynced: only then is it delivered, and
+//! only then does the client get its 250. The file syncs run on the messages' own blocking
+//! threads, at once, so the file system merges them into shared journal commits; the sync
+//! of `new/` is a group commit (see [`crate::group_commit`]): one for every message renamed
+//! before it began. Files left in `tmp/` by a crash are removed at start once they are older
+//! than 36 hours, as the Maildir convention says.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::group_commit::GroupCommit;
 
 /// How old a file in `tmp/` must be before it is taken for a crash's leftover (the
 /// Maildir convention: a delivery never takes this long).
@@ -26,6 +31,8 @@ pub struct Maildir {
     /// The host part of file names, with `/` and `:` escaped as the Maildir spec says.
     host: String,
     counter: AtomicU64,
+    /// Syncs `new/` for every message renamed into it.
+    new_synced: GroupCommit,
 }
 
 /// The name of one message: unique, the same in `tmp/` and `new/`.
@@ -40,8 +47,9 @@ pub struct Name {
 
 impl Maildir {
     /// Opens `root`, creating it and its three subdirectories when missing, and removes the
-    /// files in `tmp/` older than [`STALE_TMP`].
-    pub fn open(root: impl Into<PathBuf>, hostname: &str) -> io::Result<Maildir> {
+    /// files in `tmp/` older than [`STALE_TMP`]. A message renamed into `new/` waits up to
+    /// `window` for others to share the sync of `new/` with it.
+    pub fn open(root: impl Into<PathBuf>, hostname: &str, window: Duration) -> io::Result<Maildir> {
         let root = root.into();
         for sub in ["tmp", "new", "cur"] {
             fs::create_dir_all(root.join(sub))?;
@@ -50,10 +58,17 @@ impl Maildir {
         // Absolute, so the log's file names are usable from anywhere.
         let root = fs::canonicalize(&root)?;
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
+        let new = File::open(root.join("new"))?;
+        let new_synced = GroupCommit::start("maildir-sync", window, move || {
+            let synced = new.sync_all();
+            crate::metrics::maildir_synced();
+            synced
+        })?;
         let maildir = Maildir {
             root,
             host,
             counter: AtomicU64::new(0),
+            new_synced,
         };
         let removed = maildir.remove_stale(STALE_TMP, SystemTime::now())?;
         if removed > 0 {
@@ -121,30 +136,47 @@ impl Maildir {
         self.root.join("new")
     }
 
-    /// Delivers a message whose bytes are all in `file`: fsync, rename into `new/`, fsync
-    /// `new/`. Returns the path in `new/`. On failure nothing is left in `new/`, and the
-    /// file in `tmp/` is for the caller to remove. Blocking.
-    pub fn deliver(&self, file: File, name: &Name) -> io::Result<PathBuf> {
-        self.deliver_into(file, name, &self.new_dir())
-    }
-
-    /// [`Maildir::deliver`] into the quarantine folder's `new/`. Blocking.
-    pub fn quarantine(&self, file: File, name: &Name) -> io::Result<PathBuf> {
-        self.deliver_into(file, name, &self.root.join(QUARANTINE).join("new"))
-    }
-
-    fn deliver_into(&self, file: File, name: &Name, dir: &Path) -> io::Result<PathBuf> {
+    /// Puts a message whose bytes are all in `file` into `new/`, or into the quarantine
+    /// folder's `new/`: fsync, then rename. Returns the path, which is not durable before
+    /// [`Maildir::commit`] says so. On failure nothing is left in `new/`, and the file in
+    /// `tmp/` is for the caller to remove. Blocking.
+    pub fn place(&self, file: File, name: &Name, quarantine: bool) -> io::Result<PathBuf> {
+        // Whole and synced before its name appears in new/: a crash can lose the name,
+        // never show a partial message.
+        let dir = if quarantine {
+            self.root.join(QUARANTINE).join("new")
+        } else {
+            self.new_dir()
+        };
         file.sync_all()?;
         drop(file);
         let new = dir.join(&name.file);
         fs::rename(self.tmp_path(name), &new)?;
-        // The rename is durable only once the directory entry is.
-        if let Err(err) = sync_dir(dir) {
-            // The client is told to retry; do not leave a copy that might also survive.
-            let _ = fs::remove_file(&new);
-            return Err(err);
-        }
         Ok(new)
+    }
+
+    /// Waits until the name of a message [`Maildir::place`]d at `path` is durable: a sync of
+    /// `new/` that began after the rename has returned. On failure the file is removed from
+    /// `new/`.
+    pub async fn commit(&self, path: PathBuf) -> io::Result<PathBuf> {
+        let synced = match path.parent() {
+            Some(dir) if dir != self.new_dir() => {
+                // The quarantine folder: rare enough for a sync of its own.
+                let dir = dir.to_path_buf();
+                tokio::task::spawn_blocking(move || File::open(dir)?.sync_all())
+                    .await
+                    .unwrap_or_else(|join| Err(io::Error::other(join)))
+            }
+            _ => self.new_synced.sync().await,
+        };
+        match synced {
+            Ok(()) => Ok(path),
+            Err(err) => {
+                // The client is told to retry; do not leave a copy that might also survive.
+                let _ = fs::remove_file(&path);
+                Err(err)
+            }
+        }
     }
 
     /// Removes a message's file from `tmp/`, if it is there. Blocking.
@@ -157,26 +189,35 @@ impl Maildir {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
+    fn open(root: &std::path::Path, hostname: &str) -> Maildir {
+        Maildir::open(root, hostname, Duration::ZERO).unwrap()
+    }
+
+    fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    }
+
     fn write_and_deliver(maildir: &Maildir, body: &[u8]) -> io::Result<PathBuf> {
         let name = maildir.unique_name();
         let mut file = maildir.create(&name)?;
         file.write_all(body)?;
-        maildir.deliver(file, &name)
+        let placed = maildir.place(file, &name, false)?;
+        block_on(maildir.commit(placed))
     }
 
     #[test]
     fn delivers_exact_bytes_into_new_under_unique_names() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Maildir::open(dir.path().join("md"), "host/with:odd").unwrap();
+        let maildir = open(&dir.path().join("md"), "host/with:odd");
         let body = b"Subject: x\r\n\r\n.leading dot kept\r\nno final newline";
         let path = write_and_deliver(&maildir, body).unwrap();
         assert_eq!(path.parent().unwrap(), dir.path().join("md/new"));
@@ -191,7 +232,7 @@ mod tests {
     #[test]
     fn the_id_is_the_middle_of_the_file_name() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Maildir::open(dir.path(), "mx.test").unwrap();
+        let maildir = open(dir.path(), "mx.test");
         let name = maildir.unique_name();
         let parts: Vec<&str> = name.file.splitn(3, '.').collect();
         assert_eq!(parts[1], name.id);
@@ -203,11 +244,11 @@ mod tests {
     #[test]
     fn a_failed_rename_leaves_nothing_in_new() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Maildir::open(dir.path(), "h").unwrap();
+        let maildir = open(dir.path(), "h");
         let name = maildir.unique_name();
         let file = maildir.create(&name).unwrap();
         fs::remove_file(maildir.tmp_path(&name)).unwrap();
-        assert!(maildir.deliver(file, &name).is_err());
+        assert!(maildir.place(file, &name, false).is_err());
         assert_eq!(fs::read_dir(dir.path().join("new")).unwrap().count(), 0);
     }
 
@@ -223,7 +264,7 @@ mod tests {
                 .unwrap();
         }
         fs::create_dir(tmp.join("a-directory")).unwrap();
-        let maildir = Maildir::open(dir.path(), "h").unwrap();
+        let maildir = open(dir.path(), "h");
         let mut left: Vec<String> = fs::read_dir(&tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -15,17 +15,23 @@ mod check;
 mod checks;
 mod delivery;
 mod dns;
+mod dnsbl;
 mod facts;
+mod greylist;
+mod group_commit;
 mod limits;
 mod listen;
 mod log;
 mod maildir;
 mod metrics;
 mod policy;
+mod rates;
 mod relay;
+mod shared;
 mod sink;
 mod store;
 mod tls;
+mod trace;
 mod verify;
 
 /// An SMTP receiver that stores every message it accepts in a Maildir.
@@ -34,7 +40,7 @@ mod verify;
 /// fsynced before the client gets its 250. stdout carries one JSON line per accepted message
 /// and one per connection end (Halon's disconnect script fields); stderr is for humans.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Address for SMTP with STARTTLS, ADDR:PORT or unix:PATH (repeatable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
@@ -58,6 +64,17 @@ struct Args {
     /// Maildir to store messages in; created when missing.
     #[arg(long, value_name = "DIR", default_value = "./maildir")]
     maildir: PathBuf,
+
+    /// Connections a TCP listener queues before they are accepted (the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    listen_backlog: u32,
+
+    /// How long a message stored in the Maildir waits for others to share the sync of
+    /// new/ that makes it durable, in microseconds. Messages that finish while a sync runs
+    /// always share the next one; 0 adds no wait.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+    group_commit_window: u64,
 
     /// Accept messages and drop them instead of storing them (for benchmarks).
     #[arg(long)]
@@ -159,6 +176,33 @@ struct Args {
 
     #[command(flatten)]
     limits: limits::LimitArgs,
+
+    #[command(flatten)]
+    rates: rates::RateArgs,
+
+    #[command(flatten)]
+    redis: shared::RedisArgs,
+
+    #[command(flatten)]
+    dnsbl: dnsbl::DnsblArgs,
+
+    #[command(flatten)]
+    greylist: greylist::GreylistArgs,
+
+    /// Serve watchers of the live SMTP dialogue on this UNIX socket (made for mailsink's
+    /// user only): `mailsink trace --socket PATH [ADDR|CIDR]` in another terminal.
+    #[arg(long, value_name = "PATH")]
+    trace_socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Watch the live SMTP dialogue of a running mailsink's connections from an address or
+    /// network (its --trace-socket), until interrupted.
+    Trace(trace::TraceArgs),
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -177,6 +221,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Trace(trace)) = &args.command {
+        return match trace::run_client(trace) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("mailsink trace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // One thread: a connection never blocks it (storage runs on blocking threads, the
     // policy on its own), and no task ever moves between threads or wakes another one.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -308,16 +361,32 @@ fn checks(
     dns: Option<dns::Resolver>,
     verifier: Option<verify::Verifier>,
     lua: Option<Arc<policy::LuaPolicy>>,
-) -> Vec<Arc<dyn check::Check>> {
+    shared: Option<Arc<shared::Shared>>,
+) -> Result<Vec<Arc<dyn check::Check>>, String> {
     let mut list: Vec<Arc<dyn check::Check>> = Vec::new();
+    if let Some(dnsbl) = dnsbl::Dnsbl::new(&args.dnsbl, dns.as_ref(), shared.clone())? {
+        list.push(Arc::new(checks::dnsbl::Screen { dnsbl }));
+    }
     if let Some(resolver) = dns {
         list.push(Arc::new(checks::reverse_dns::ReverseDns { resolver }));
     }
     list.push(Arc::new(checks::limits::Limits {
-        guard: args.limits.guard(),
+        guard: args.limits.guard(shared.clone()),
     }));
+    let rates = rates::Rates::new(&args.rates, shared.clone())?;
+    list.push(Arc::new(checks::rates::RateLimits {
+        rates: Arc::new(rates),
+    }));
+    let verifying = verifier.is_some();
     if let Some(verifier) = verifier {
         list.push(Arc::new(checks::verify::Verify { verifier }));
+    }
+    // After --verify, whose results vouch for senders.
+    if let Some(greylist) = greylist::Greylist::new(&args.greylist, shared.clone()) {
+        list.push(Arc::new(checks::greylist::Greylisting {
+            greylist,
+            at_message: verifying,
+        }));
     }
     if let Some(lua) = lua {
         list.push(Arc::new(checks::policy::Policy::new(lua)));
@@ -327,22 +396,26 @@ fn checks(
             users: args.user.clone(),
         }));
     }
-    list
+    Ok(list)
 }
 
 async fn run(args: Args) -> Result<(), String> {
     let files = limits::raise_open_files();
+    if let Some(path) = &args.trace_socket {
+        trace::serve(path, trace::install()?)?;
+    }
     let hostname = args.hostname.clone().unwrap_or_else(default_hostname);
     if let Some(addr) = args.metrics {
         metrics::install(addr)?;
     }
-    let lua = lua(&args, &hostname)?;
+    let shared = shared::Shared::from_args(&args.redis)?.map(Arc::new);
+    let lua = lua(&args, &hostname, shared.clone())?;
     let dns = resolver(&args)?;
     let (delivery, storage) = delivery(&args, &hostname)?;
     let storing = matches!(delivery, delivery::Delivery::Maildir(_));
     let verifier = verifier(&args, &hostname, dns.as_ref(), storing)?;
     let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
-    let sink = sink::Sink::new(checks(&args, dns, verifier, lua), delivery);
+    let sink = sink::Sink::new(checks(&args, dns, verifier, lua, shared)?, delivery);
     let config = config(&args, &hostname, &sink)?;
     let shutdown = CancellationToken::new();
     let server_limits = limits(&args, &config, &sink, verify_time, &files);
@@ -361,12 +434,20 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The `--policy` script, loaded.
-fn lua(args: &Args, hostname: &str) -> Result<Option<Arc<policy::LuaPolicy>>, String> {
+/// The `--policy` script, loaded; its throttles count in `shared` when there is one.
+fn lua(
+    args: &Args,
+    hostname: &str,
+    shared: Option<Arc<shared::Shared>>,
+) -> Result<Option<Arc<policy::LuaPolicy>>, String> {
     let Some(path) = &args.policy else {
         return Ok(None);
     };
-    let lua = policy::LuaPolicy::start(path, hostname, LUA_TIME_LIMIT)
+    let throttles = shared.map(|store| policy::SharedThrottles {
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let lua = policy::LuaPolicy::start(path, hostname, LUA_TIME_LIMIT, throttles)
         .map_err(|e| format!("policy {}: {e}", path.display()))?;
     Ok(Some(Arc::new(lua)))
 }
@@ -386,21 +467,23 @@ fn resolver(args: &Args) -> Result<Option<dns::Resolver>, String> {
 /// Where messages go, and how the start-up line says it: a relay (its bodies spooled
 /// while they arrive, then relayed from the file), the Maildir, or nowhere.
 fn delivery(args: &Args, hostname: &str) -> Result<(delivery::Delivery, String), String> {
-    let open = |dir: &std::path::Path, what: &str| {
-        maildir::Maildir::open(dir, hostname)
+    let open = |dir: &std::path::Path, what: &str, window: Duration| {
+        maildir::Maildir::open(dir, hostname, window)
             .map(Arc::new)
             .map_err(|e| format!("{what} {}: {e}", dir.display()))
     };
     if let Some(relay) = relay::Relay::from_args(&args.relay, hostname)? {
         let storage = format!("relaying to {}", relay.target());
-        let spool = open(&args.relay.spool_dir(), "relay spool")?;
+        // The spool is not a store: its files are never synced, so no commit window.
+        let spool = open(&args.relay.spool_dir(), "relay spool", Duration::ZERO)?;
         return Ok((delivery::Delivery::Relay(Arc::new(relay), spool), storage));
     }
     if args.discard {
         return Ok((delivery::Delivery::Discard, "discarding messages".into()));
     }
     let storage = format!("storing into {}", args.maildir.join("new").display());
-    let maildir = open(&args.maildir, "maildir")?;
+    let window = Duration::from_micros(args.group_commit_window);
+    let maildir = open(&args.maildir, "maildir", window)?;
     Ok((delivery::Delivery::Maildir(maildir), storage))
 }
 
@@ -430,7 +513,7 @@ async fn listen(
     ];
     for (addrs, transport, label, lmtp) in kinds {
         for addr in addrs {
-            let (listener, local) = addr.bind(transport).await?;
+            let (listener, local) = addr.bind(transport, args.listen_backlog).await?;
             let listener = if lmtp { listener.lmtp() } else { listener };
             described.push(format!("{local} ({label})"));
             server = server.listener(listener);

@@ -15,6 +15,7 @@
 //! | `mailsink_replies_total` | counter | `class` (`2xx`, `3xx`, `4xx`, `5xx`) | replies the sessions sent, the greeting included (the 421 of a connection refused at accept time is counted as a refusal, not a reply) |
 //! | `mailsink_messages_accepted_total` | counter | | messages accepted: stored, relayed or discarded, and answered 250 (under LMTP, for at least one recipient) |
 //! | `mailsink_message_bytes_accepted_total` | counter | | their sizes as received, before the trace fields |
+//! | `mailsink_maildir_syncs_total` | counter | | syncs of the Maildir's `new/`: each makes durable every message renamed into it before it began (group commit), so fewer than the messages stored when they arrive together |
 //! | `mailsink_policy_duration_seconds` | histogram | `event` (`smtp_server_rcpt_to`...) | a Lua policy event's handlers, queueing for the script's thread included |
 //! | `mailsink_relay_duration_seconds` | histogram | `outcome` (`delivered`, `not_delivered`) | a message's delivery to `--relay`, connection included |
 //! | `mailsink_dns_ptr_lookups_total` | counter | `outcome` (`confirmed`, `failed`, `timeout`) | clients' forward-confirmed reverse DNS lookups |
@@ -56,6 +57,7 @@ fn zero_known_series() {
     }
     counter!("mailsink_messages_accepted_total").absolute(0);
     counter!("mailsink_message_bytes_accepted_total").absolute(0);
+    counter!("mailsink_maildir_syncs_total").absolute(0);
     for outcome in ["confirmed", "failed", "timeout"] {
         counter!("mailsink_dns_ptr_lookups_total", "outcome" => outcome).absolute(0);
     }
@@ -156,6 +158,11 @@ pub fn refused(limit: RefusedBy) {
 pub fn message_accepted(size: u64) {
     counter!("mailsink_messages_accepted_total").increment(1);
     counter!("mailsink_message_bytes_accepted_total").increment(size);
+}
+
+/// The Maildir's `new/` was synced (see [`crate::group_commit`]).
+pub fn maildir_synced() {
+    counter!("mailsink_maildir_syncs_total").increment(1);
 }
 
 /// A Lua policy event's handlers ran for `took`.

@@ -68,6 +68,7 @@ use crate::facts::ConnFacts;
 use crate::verify::AuthResults;
 
 mod throttle;
+pub use throttle::SharedThrottles;
 
 /// The events mailsink knows, with KumoMTA's names (and one of its own, the DATA command).
 pub const EVENTS: [&str; 9] = [
@@ -179,7 +180,13 @@ impl LuaPolicy {
     /// top level, `kumo.on` misuse) come back as a message for the operator.
     ///
     /// `hostname` fills `conn_meta`'s `hostname`; `time_limit` bounds each handler.
-    pub fn start(path: &Path, hostname: &str, time_limit: Duration) -> Result<LuaPolicy, String> {
+    /// `shared`: `--redis`, for `kumo.make_throttle`.
+    pub fn start(
+        path: &Path,
+        hostname: &str,
+        time_limit: Duration,
+        shared: Option<SharedThrottles>,
+    ) -> Result<LuaPolicy, String> {
         let source =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let name = format!("@{}", path.display());
@@ -189,7 +196,7 @@ impl LuaPolicy {
         std::thread::Builder::new()
             .name("mailsink-lua".into())
             .spawn(move || {
-                let mut worker = match Worker::load(&source, &name, hostname, time_limit) {
+                let mut worker = match Worker::load(&source, &name, hostname, time_limit, shared) {
                     Ok(worker) => worker,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
@@ -295,12 +302,13 @@ impl Worker {
         name: &str,
         hostname: String,
         time_limit: Duration,
+        shared: Option<SharedThrottles>,
     ) -> Result<Worker, String> {
         let lua = Lua::new();
         let handlers: Handlers = Rc::default();
         let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
         install_kumo(&lua, handlers.clone()).map_err(|e| e.to_string())?;
-        throttle::install(&lua).map_err(|e| e.to_string())?;
+        throttle::install(&lua, shared).map_err(|e| e.to_string())?;
         let hook_deadline = deadline.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(10_000),
@@ -808,6 +816,9 @@ mod tests {
             helo: None,
             tls: None,
             auth: None,
+            client: None,
+            mail_from: None,
+            screening: None,
         }
     }
 
@@ -815,7 +826,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.lua");
         std::fs::write(&path, source).unwrap();
-        LuaPolicy::start(&path, "mx.test", Duration::from_secs(1))
+        LuaPolicy::start(&path, "mx.test", Duration::from_secs(1), None)
     }
 
     fn run(policy: &LuaPolicy, event: Event) -> Outcome {

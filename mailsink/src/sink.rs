@@ -12,7 +12,7 @@ use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
 use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages, Transaction};
 use crate::delivery::{self, Answer, Delivered, Delivery};
-use crate::facts::{self, ConnFacts};
+use crate::facts::{self, ConnFacts, Screening};
 use crate::log;
 use crate::metrics;
 
@@ -28,6 +28,8 @@ pub struct Sink {
     pub spooler: delivery::Spooler,
     /// Messages this connection sent.
     pub messages: u32,
+    /// What `--dnsbl` made of the client, from the connect stage on.
+    pub screening: Option<Arc<Screening>>,
 }
 
 impl std::fmt::Debug for dyn Check {
@@ -44,6 +46,7 @@ impl Sink {
             spooler: delivery::Spooler::new(delivery.writes_trace()),
             delivery: Arc::new(delivery),
             messages: 0,
+            screening: None,
         }
     }
 
@@ -71,9 +74,10 @@ impl Sink {
             params: envelope.mail_params.clone(),
             recipients: envelope.recipients.len(),
         });
+        let mut facts = ConnFacts::of(conn);
+        facts.screening.clone_from(&self.screening);
         Facts {
-            conn: ConnFacts::of(conn),
-            client: conn.client(),
+            conn: facts,
             transaction,
             messages: self.messages,
             hostname: conn.config().hostname.as_str().into(),
@@ -84,10 +88,13 @@ impl Sink {
     }
 
     /// The checks' answer to `stage`, with the connection's edits applied.
-    async fn decide(&self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
+    async fn decide(&mut self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
         let mut facts = self.facts(conn);
         match check::decide(&self.checks, &mut facts, stage).await {
-            Outcome::Accepted(edits) => {
+            Outcome::Accepted(mut edits) => {
+                if let Some(screening) = edits.screening.take() {
+                    self.screening = Some(screening);
+                }
                 apply(conn, edits);
                 Ok(Decision::Accept)
             }
@@ -221,15 +228,17 @@ impl Handler for Sink {
     }
 
     async fn disconnect(&mut self, context: DisconnectContext) {
-        log::emit(&log::disconnect_line(&context));
+        log::emit(&log::disconnect_line(&context, self.screening.as_deref()));
         let mut facts = Facts {
             conn: ConnFacts {
                 info: context.connection.info.clone(),
                 helo: None,
                 tls: None,
                 auth: None,
+                client: None,
+                mail_from: None,
+                screening: self.screening.clone(),
             },
-            client: None,
             transaction: None,
             messages: self.messages,
             hostname: "".into(),
@@ -460,7 +469,8 @@ mod tests {
     #[tokio::test]
     async fn a_checks_quarantine_discard_and_added_field_are_applied_by_the_handler() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Arc::new(Maildir::open(dir.path(), "mx.test").unwrap());
+        let maildir =
+            Arc::new(Maildir::open(dir.path(), "mx.test", std::time::Duration::ZERO).unwrap());
         let sink = Sink::new(vec![Arc::new(BySubject)], Delivery::Maildir(maildir));
         let config = Config {
             hostname: "mx.test".into(),

@@ -345,13 +345,13 @@ impl Spool {
                 let reader = File::open(maildir.tmp_path(&name))?;
                 rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
             }
-            if quarantine {
-                maildir.quarantine(file, &name)
-            } else {
-                maildir.deliver(file, &name)
-            }
+            maildir.place(file, &name, quarantine)
         })
         .await;
+        let delivered = match delivered {
+            Ok(placed) => self.maildir.commit(placed).await,
+            Err(err) => Err(err),
+        };
         match delivered {
             Ok(path) => {
                 self.on_disk = false;
@@ -580,7 +580,8 @@ mod tests {
     #[tokio::test]
     async fn a_body_is_read_back_in_pieces_from_memory_and_from_its_file() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Arc::new(Maildir::open(dir.path(), "mx.test").unwrap());
+        let maildir =
+            Arc::new(Maildir::open(dir.path(), "mx.test", std::time::Duration::ZERO).unwrap());
         let small = b"Subject: small\r\n\r\nbody\r\n".to_vec();
         let large: Vec<u8> = (0..GATHER * 3).map(|i| b'a' + (i % 26) as u8).collect();
         for body in [small, large] {

@@ -10,31 +10,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Cert, Client, Options, Server, HOSTNAME, WAIT};
-
-/// A plaintext client whose connection comes from `source` (any address of 127.0.0.0/8).
-fn connect_from(source: &str, to: SocketAddr) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = runtime.block_on(async {
-        let stream = tokio::time::timeout(WAIT, socket.connect(to))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        stream.into_std().unwrap()
-    });
-    stream.set_nonblocking(false).unwrap();
-    Client::from_stream(stream)
-}
+use common::{Cert, Client, Options, Server, HOSTNAME};
 
 fn greeting() -> String {
     format!("220 {HOSTNAME} ESMTP\r\n")
@@ -54,17 +35,17 @@ fn a_client_address_over_its_limit_reads_421_while_another_address_is_served() {
     ]);
     let mut held: Vec<Client> = (0..3)
         .map(|_| {
-            let mut c = connect_from("127.0.0.1", server.addr);
+            let mut c = Client::connect_from("127.0.0.1", server.addr);
             assert_eq!(c.reply(), greeting());
             c
         })
         .collect();
-    let mut fourth = connect_from("127.0.0.1", server.addr);
+    let mut fourth = Client::connect_from("127.0.0.1", server.addr);
     assert_eq!(
         String::from_utf8(fourth.read_to_close()).unwrap(),
         too_many_from("127.0.0.1")
     );
-    let mut other = connect_from("127.0.0.2", server.addr);
+    let mut other = Client::connect_from("127.0.0.2", server.addr);
     assert_eq!(other.reply(), greeting());
     assert!(other.cmd("EHLO other.example").starts_with("250-"));
     let reply = other.send_message(
@@ -127,7 +108,7 @@ fn eleven_hundred_idle_connections_from_one_address_lock_no_one_out() {
     }
     let refused = refused.len();
     assert_eq!((greeted.len(), refused), (50, IDLE - 50));
-    let mut newcomer = connect_from("127.0.0.2", server.addr);
+    let mut newcomer = Client::connect_from("127.0.0.2", server.addr);
     assert_eq!(newcomer.reply(), greeting());
     assert!(newcomer.cmd("EHLO new.example").starts_with("250-"));
     let reply = newcomer.send_message(
@@ -264,7 +245,7 @@ fn two_hundred_wrong_passwords_take_measurably_long_and_lock_only_their_address(
         .map(|n| {
             let (tls, addr) = (tls.clone(), server.addr);
             std::thread::spawn(move || {
-                let mut c = TlsClient::start(connect_from("127.0.0.1", addr), &tls);
+                let mut c = TlsClient::start(Client::connect_from("127.0.0.1", addr), &tls);
                 let replies: Vec<String> = (0..TRIES)
                     .map(|t| c.cmd(&auth_plain("user", &format!("guess-{n}-{t}"))))
                     .collect();
@@ -311,9 +292,9 @@ fn two_hundred_wrong_passwords_take_measurably_long_and_lock_only_their_address(
     );
 
     // The address is refused even with the right password; another address logs in.
-    let mut locked = TlsClient::start(connect_from("127.0.0.1", server.addr), &tls);
+    let mut locked = TlsClient::start(Client::connect_from("127.0.0.1", server.addr), &tls);
     assert_eq!(locked.cmd(&auth_plain("user", "right")), refused);
-    let mut other = TlsClient::start(connect_from("127.0.0.2", server.addr), &tls);
+    let mut other = TlsClient::start(Client::connect_from("127.0.0.2", server.addr), &tls);
     assert_eq!(
         other.cmd(&auth_plain("user", "right")),
         "235 2.7.0 Authentication successful\r\n"
@@ -465,7 +446,7 @@ fn every_connection_has_one_disconnect_line_refused_ones_included() {
         "0.2",
         "--reject-early-talkers",
     ]);
-    let mut hasty = connect_from("127.0.0.4", server.addr);
+    let mut hasty = Client::connect_from("127.0.0.4", server.addr);
     hasty.send("EHLO hasty.example\r\n");
     let early = format!("554 5.5.1 {HOSTNAME} Error: talking before the greeting\r\n");
     assert_eq!(String::from_utf8(hasty.read_to_close()).unwrap(), early);
@@ -474,7 +455,7 @@ fn every_connection_has_one_disconnect_line_refused_ones_included() {
     // Its place is given back as its task ends, just after its line.
     std::thread::sleep(Duration::from_millis(100));
     let greeted = |source: &str| {
-        let mut c = connect_from(source, server.addr);
+        let mut c = Client::connect_from(source, server.addr);
         assert_eq!(c.reply(), greeting());
         c
     };
@@ -483,13 +464,13 @@ fn every_connection_has_one_disconnect_line_refused_ones_included() {
         greeted("127.0.0.1"),
         greeted("127.0.0.2"),
     ];
-    let mut third_from_one = connect_from("127.0.0.1", server.addr);
+    let mut third_from_one = Client::connect_from("127.0.0.1", server.addr);
     assert_eq!(
         String::from_utf8(third_from_one.read_to_close()).unwrap(),
         too_many_from("127.0.0.1")
     );
     held.push(greeted("127.0.0.5"));
-    let mut fifth = connect_from("127.0.0.3", server.addr);
+    let mut fifth = Client::connect_from("127.0.0.3", server.addr);
     assert_eq!(
         String::from_utf8(fifth.read_to_close()).unwrap(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections\r\n")

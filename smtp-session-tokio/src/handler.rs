@@ -44,8 +44,15 @@ pub type HookResult = Result<Decision, HookError>;
 /// does not even keep the body.
 pub trait Handler: Send + 'static {
     /// The hooks this handler wants to decide; every other stage is accepted at once.
-    /// The default is [`Hooks::ALL`], so every method written is called; name only the ones
-    /// you implement to save a round trip per command.
+    /// The default is [`Hooks::ALL`], so every method written is called: overriding this is
+    /// only an optimisation. Name only the ones you implement to save a round trip per
+    /// command (and, without [`message`](Handler::message), the body kept for it).
+    ///
+    /// It is asked once per connection, of the handler made for it, so it may depend on
+    /// configuration as well as on the methods written: a receiver that runs a script
+    /// subscribes the stages the script handles. (Rust cannot tell which default methods an
+    /// implementation overrides, so the subscription cannot be derived from them without
+    /// calling each hook once; this method says it at no cost.)
     fn hooks(&self) -> Hooks {
         Hooks::ALL
     }

@@ -156,8 +156,16 @@
 //! # Features
 //!
 //! `tls` (default): STARTTLS and implicit TLS with tokio-rustls and the ring provider
-//! ([`Server::tls`], [`Tls`], [`tls_config`]). `serde`: the engine's `serde` feature, to serialise
-//! the disconnect context and the envelope.
+//! ([`Server::tls`], [`Tls`], [`tls_config`]); the configurations they make resume
+//! sessions from stateless tickets. `serde`: the engine's `serde` feature, to serialise
+//! the disconnect context and the envelope. `tracing`: a `tracing` span per connection
+//! (`smtp_connection`, with `id`, `client`, `listener` and, once up, `tls`) and per
+//! transaction (`smtp_transaction`, with `mail_from`), and a `DEBUG` event per line of the
+//! dialogue under the target `DIALOGUE` (`smtp_session_tokio::dialogue`), each with the
+//! connection's `id` and `client`: `< EHLO client.example`, `> 250 2.1.0 Sender OK`.
+//! Credentials are redacted (`< AUTH PLAIN [1 words redacted]`), message data is one event
+//! per read with its size, and lines are cut at 512 bytes. With no subscriber interested,
+//! a connection pays one cached check per read and per write.
 //!
 //! # Runtime flavour
 //!
@@ -170,15 +178,19 @@
 #![deny(missing_docs)]
 
 mod client;
-mod connection;
+mod driver;
 mod handler;
+mod hooks;
 mod limits;
 mod listener;
 mod observer;
 mod server;
+mod socket;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tracing")]
+mod trace;
 
 pub use client::{Client, ClientKey, ClientRules, IpNet};
 pub use handler::{Connection, Handler, HookError, HookResult};
@@ -199,3 +211,5 @@ pub use tokio_util::sync::CancellationToken;
 pub use tls::{tls_config, tls_info, ClientAuth, ClientCertificates, Tls};
 #[cfg(feature = "tls")]
 pub use tokio_rustls::rustls;
+#[cfg(feature = "tracing")]
+pub use trace::DIALOGUE;

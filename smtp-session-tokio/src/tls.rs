@@ -27,6 +27,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Session resumption by stateless tickets (RFC 8446 section 4.6.1, RFC 5077): a client
+/// that comes back skips the certificate and its signature. Tickets are good for 12 hours,
+/// sealed with ChaCha20-Poly1305 under a random key made at start-up and replaced every six
+/// hours (ring's `Ticketer`), so they do not outlive the process.
+fn with_tickets(mut config: ServerConfig) -> Result<ServerConfig, rustls::Error> {
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(config)
+}
+
 /// What a [`Server`](crate::Server) needs for STARTTLS and implicit TLS: rustls'
 /// configuration, and the client certificates it asks for, if any.
 ///
@@ -50,7 +59,7 @@ impl Tls {
             .with_no_client_auth()
             .with_single_cert(certs, key)?;
         Ok(Tls {
-            config: Arc::new(config),
+            config: Arc::new(with_tickets(config)?),
             client: None,
         })
     }
@@ -71,7 +80,7 @@ impl Tls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
         Ok(Tls {
-            config: Arc::new(config),
+            config: Arc::new(with_tickets(config)?),
             client: Some(client),
         })
     }

@@ -91,7 +91,7 @@ fn a_whole_transaction_pipelined_into_a_slow_hook_is_answered_in_order() {
          Subject: pipelined\r\n\r\n..dot\r\n.\r\nNOOP\r\nQUIT\r\n",
     );
     assert_eq!(
-        c.read_to_close(),
+        c.read_to_close_text(),
         "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n\
          250 2.0.0 Message accepted\r\n250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"
     );
@@ -138,7 +138,7 @@ fn a_pending_hook_stops_reading_from_the_client() {
     }
     let noops = pushed.div_ceil(6);
     c.send("QUIT\r\n");
-    let rest = c.read_to_close();
+    let rest = c.read_to_close_text();
     assert!(rest.starts_with("250 2.1.0 Sender OK\r\n"));
     assert_eq!(rest.matches("250 2.0.0 OK\r\n").count(), noops);
     assert!(rest.ends_with("250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"));
@@ -160,7 +160,7 @@ fn a_flood_of_pipelined_commands_gets_every_reply() {
         }
         writer.write_all(b"QUIT\r\n").unwrap();
     });
-    let replies = c.read_to_close();
+    let replies = c.read_to_close_text();
     sender.join().unwrap();
     assert_eq!(replies.matches("250 2.0.0 OK\r\n").count(), N);
     assert!(replies.ends_with("221 2.0.0 Bye\r\n"));
@@ -240,7 +240,7 @@ fn the_sessions_deadline_closes_an_idle_client() {
     // A command trickled in pieces does not move the deadline past its limit either way:
     // the client is idle here.
     assert_eq!(
-        c.read_to_close(),
+        c.read_to_close_text(),
         format!("421 4.4.2 {HOSTNAME} Error: timeout exceeded\r\n")
     );
     let context = &log.wait(1)[0];

@@ -96,7 +96,7 @@ fn only_the_hooks_named_are_called() {
         "250 2.1.0 Sender OK\r\n"
     );
     assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
-    assert_eq!(c.read_to_close(), "");
+    assert_eq!(c.read_to_close_text(), "");
     drop(running);
     assert_eq!(*called.lock().unwrap(), ["mail_from", "disconnect"]);
 }

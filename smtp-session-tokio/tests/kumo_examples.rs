@@ -66,7 +66,7 @@ fn each_example_sends_exactly_the_documented_bytes_then_closes() {
         let mut c = Client::greeted(running.addr);
         assert!(c.cmd("EHLO client.example").starts_with("250-mx.test"));
         c.send(format!("MAIL FROM:<{sender}>\r\n"));
-        assert_eq!(c.read_to_close(), *expected, "{sender}");
+        assert_eq!(c.read_to_close_text(), *expected, "{sender}");
 
         let context = &log.wait(n + 1)[n];
         let reply = &context["arguments"]["reply"];
@@ -93,7 +93,7 @@ fn commands_pipelined_after_the_disconnect_get_no_reply() {
             "EHLO client.example\r\nMAIL FROM:<{sender}>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n"
         ));
         assert!(c.reply().starts_with("250-"));
-        assert_eq!(c.read_to_close(), expected, "{sender}");
+        assert_eq!(c.read_to_close_text(), expected, "{sender}");
     }
 }
 
@@ -111,7 +111,7 @@ fn a_reply_that_does_not_validate_fails_the_hook_and_the_session_goes_on() {
         "250 2.1.0 Sender OK\r\n"
     );
     assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye\r\n");
-    assert_eq!(c.read_to_close(), "");
+    assert_eq!(c.read_to_close_text(), "");
     let context = &log.wait(1)[0];
     assert_eq!(context["arguments"]["reply"]["state"], "QUIT");
 }

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{config, serve, Client, Log, HOSTNAME, WAIT};
+use common::{config, serve, Client, Log, HOSTNAME};
 use smtp_session_tokio::{
     ClientRules, Config, ConnectionInfo, DisconnectContext, ErrorDelay, Handler, Hooks, Limits,
     Server, Transport,
@@ -24,27 +24,6 @@ impl Handler for Sink {
     fn hooks(&self) -> Hooks {
         Hooks::NONE
     }
-}
-
-/// A client whose connection comes from `source` (any address of 127.0.0.0/8).
-fn connect_from(source: &str, to: SocketAddr) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let std_socket: TcpStream = {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let stream = tokio::time::timeout(WAIT, socket.connect(to))
-                .await
-                .unwrap()
-                .unwrap();
-            stream.into_std().unwrap()
-        })
-    };
-    std_socket.set_nonblocking(false).unwrap();
-    Client::from_stream(std_socket)
 }
 
 fn greeting() -> String {
@@ -69,11 +48,11 @@ fn the_client_over_the_global_limit_reads_421_and_a_freed_place_is_taken_again()
     assert_eq!(second.reply(), greeting());
     let mut third = Client::connect(running.addr);
     assert_eq!(
-        third.read_to_close(),
+        third.read_to_close_text(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections\r\n")
     );
     assert_eq!(first.cmd("QUIT"), "221 2.0.0 Bye\r\n");
-    assert_eq!(first.read_to_close(), "");
+    assert_eq!(first.read_to_close_text(), "");
     // The place is free once the first connection's task ended.
     let mut fourth = None;
     for _ in 0..100 {
@@ -113,14 +92,14 @@ fn the_client_over_its_addresss_limit_reads_421_and_other_addresses_are_served()
             .limits(limits)
             .listener(l)
     });
-    let mut first = connect_from("127.0.0.1", running.addr);
+    let mut first = Client::connect_from("127.0.0.1", running.addr);
     assert_eq!(first.reply(), greeting());
-    let mut again = connect_from("127.0.0.1", running.addr);
+    let mut again = Client::connect_from("127.0.0.1", running.addr);
     assert_eq!(
-        again.read_to_close(),
+        again.read_to_close_text(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections from 127.0.0.1\r\n")
     );
-    let mut other = connect_from("127.0.0.2", running.addr);
+    let mut other = Client::connect_from("127.0.0.2", running.addr);
     assert_eq!(other.reply(), greeting());
     assert_eq!(other.cmd("NOOP"), "250 2.0.0 OK\r\n");
     assert_eq!(first.cmd("NOOP"), "250 2.0.0 OK\r\n");
@@ -145,7 +124,7 @@ fn behind_a_proxy_the_address_in_the_header_is_counted() {
     let mut a_again = Client::connect(running.addr);
     a_again.send("PROXY TCP4 192.0.2.10 198.51.100.1 40002 25\r\n");
     assert_eq!(
-        a_again.read_to_close(),
+        a_again.read_to_close_text(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections from 192.0.2.10\r\n")
     );
     assert_eq!(a.cmd("NOOP"), "250 2.0.0 OK\r\n");
@@ -196,7 +175,7 @@ fn loopback_is_exempt_from_the_per_client_limit_unless_the_exceptions_are_emptie
     assert!(open.iter().all(|(_, first)| *first == greeting()));
     let mut fifty_first = Client::connect(counted.addr);
     assert_eq!(
-        fifty_first.read_to_close(),
+        fifty_first.read_to_close_text(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections from 127.0.0.1\r\n")
     );
     assert_eq!(open[0].0.cmd("NOOP"), "250 2.0.0 OK\r\n");

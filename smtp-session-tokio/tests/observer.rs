@@ -93,12 +93,12 @@ fn a_session_and_a_refusal_at_accept_time() {
     assert!(client.cmd("EHLO client.example").starts_with("250-"));
     let mut over = Client::connect(running.addr);
     assert_eq!(
-        over.read_to_close(),
+        over.read_to_close_text(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections from 127.0.0.1\r\n")
     );
     assert!(client.cmd("FOO").starts_with("500 "));
     assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
-    assert_eq!(client.read_to_close(), "");
+    assert_eq!(client.read_to_close_text(), "");
     assert_eq!(
         recorder.wait(7),
         [
@@ -134,7 +134,7 @@ fn behind_a_proxy_the_refusal_is_the_sessions_421() {
     let mut again = Client::connect(running.addr);
     again.send("PROXY TCP4 192.0.2.10 198.51.100.1 40001 25\r\n");
     assert_eq!(
-        again.read_to_close(),
+        again.read_to_close_text(),
         format!("421 4.7.0 {HOSTNAME} Error: too many connections from 192.0.2.10\r\n")
     );
     assert_eq!(

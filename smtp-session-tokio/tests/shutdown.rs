@@ -64,20 +64,20 @@ fn sessions_mid_transaction_finish_their_command_then_get_421() {
     std::thread::sleep(Duration::from_millis(100));
 
     running.shutdown.cancel();
-    assert_eq!(idle.read_to_close(), shutting_down());
+    assert_eq!(idle.read_to_close_text(), shutting_down());
     assert_eq!(
-        in_hook.read_to_close(),
+        in_hook.read_to_close_text(),
         format!("250 2.1.0 Sender OK\r\n{}", shutting_down())
     );
     // New connections are no longer taken.
     assert!(
         std::net::TcpStream::connect_timeout(&running.addr, Duration::from_secs(2))
-            .map(|s| Client::from_stream(s).read_to_close().is_empty())
+            .map(|s| Client::from_stream(s).read_to_close_text().is_empty())
             .unwrap_or(true)
     );
     in_data.send("last line\r\n.\r\n");
     assert_eq!(
-        in_data.read_to_close(),
+        in_data.read_to_close_text(),
         format!("250 2.0.0 Message accepted\r\n{}", shutting_down())
     );
     assert!(running.wait_done(Duration::from_secs(5)), "serve returned");
@@ -112,7 +112,7 @@ fn a_session_that_never_reaches_a_boundary_is_closed_after_the_grace_period() {
     let started = Instant::now();
     running.shutdown.cancel();
     assert_eq!(
-        stuck.read_to_close(),
+        stuck.read_to_close_text(),
         "",
         "no reply is owed in the middle of a message"
     );

@@ -163,6 +163,40 @@ fn implicit_tls_greets_after_the_handshake() {
     assert_eq!(context["connection"]["tls"]["protocol"], "TLSv1.3");
 }
 
+/// A client that comes back resumes its session from the ticket the first connection left
+/// it (no certificate, no signature), and the tickets are stateless: the server keeps no
+/// session to find them by.
+#[test]
+fn a_client_that_comes_back_resumes_with_a_stateless_ticket() {
+    let (server_tls, connector) = certificates();
+    assert!(server_tls.ticketer.enabled(), "tickets are on by default");
+    let running = serve(move |l| {
+        Server::new(Recorder::default())
+            .config(config())
+            .tls(server_tls)
+            .listener(Listener::implicit_tls(l))
+    });
+    runtime().block_on(async {
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(running.addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = BufReader::new(connector.connect(name, tcp).await.unwrap());
+            // The tickets come after the handshake: the greeting is read past them.
+            assert_eq!(reply(&mut tls).await, format!("220 {HOSTNAME} ESMTP\r\n"));
+            assert_eq!(command(&mut tls, "QUIT").await, "221 2.0.0 Bye\r\n");
+            kinds.push(tls.get_ref().get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ]
+        );
+    });
+}
+
 #[test]
 fn a_client_that_never_starts_its_handshake_is_closed_after_the_timeout() {
     let (server_tls, _) = certificates();
@@ -181,7 +215,7 @@ fn a_client_that_never_starts_its_handshake_is_closed_after_the_timeout() {
             .listener(listener)
     });
     let mut silent = common::Client::connect(running.addr);
-    assert_eq!(silent.read_to_close(), "");
+    assert_eq!(silent.read_to_close_text(), "");
     let context = &log.wait(1)[0];
     assert_eq!(context["arguments"]["error"]["type"], "tls");
     assert_eq!(

@@ -9,6 +9,8 @@
 //! - [`fuzz`]: the checks the fuzz targets run, the `session_ops` input format, and the seed
 //!   scenarios.
 //! - [`reference_unstuff`]: the byte-at-a-time reference model of the DATA receiver.
+//! - [`client`]: the blocking SMTP client of the tests that run a real server
+//!   (smtp-session-tokio's and mailsink's).
 //!
 //! The library itself keeps, behind its hidden `testing` feature, only what needs its
 //! internals: [`HookId::forged`](smtp_session::HookId::forged).
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod drive;
 pub mod fuzz;
 pub mod transcript;

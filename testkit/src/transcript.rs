@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use smtp_session::{
-    AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Error, Hook, HookId, IoError,
-    Message, Output, PeerCertificate, Session, TlsInfo,
+    AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Error, Extensions, Hook,
+    HookId, Hooks, IoError, Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
 use crate::drive::{self, Runtime, Then};
@@ -307,6 +307,14 @@ impl Harness {
             .as_deref()
             .expect("the disconnect hook was called")
     }
+
+    /// Greeted and `EHLO client.example` answered, with the transcript cleared: where most
+    /// scenarios begin.
+    pub fn after_ehlo(mut self) -> Self {
+        self.send("EHLO client.example\r\n");
+        self.transcript.clear();
+        self
+    }
 }
 
 /// The harness records every output; hooks are answered by its policy.
@@ -433,6 +441,47 @@ pub fn config() -> Config {
     Config {
         hostname: "mx.example".into(),
         ..Config::default()
+    }
+}
+
+/// [`config`] with AUTH offered without TLS and only the auth hook subscribed.
+pub fn auth_config() -> Config {
+    Config {
+        extensions: Extensions {
+            auth: true,
+            ..Extensions::default()
+        },
+        auth_without_tls: true,
+        hooks: Hooks {
+            auth: true,
+            ..Hooks::NONE
+        },
+        ..config()
+    }
+}
+
+/// [`config`] with STARTTLS offered.
+pub fn starttls_config() -> Config {
+    Config {
+        extensions: Extensions {
+            starttls: true,
+            ..Extensions::default()
+        },
+        ..config()
+    }
+}
+
+/// [`auth_config`] with STARTTLS offered and AUTH over TLS only: AUTH is offered after the
+/// handshake.
+pub fn tls_and_auth_config() -> Config {
+    Config {
+        extensions: Extensions {
+            starttls: true,
+            auth: true,
+            ..Extensions::default()
+        },
+        auth_without_tls: false,
+        ..auth_config()
     }
 }
 

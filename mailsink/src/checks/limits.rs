@@ -31,7 +31,7 @@ impl Check for Limits {
         Box::pin(async move {
             let refusal = match stage {
                 Stage::Mail(_) => self.guard.mail_from(&facts.hostname, facts.messages),
-                Stage::Auth(_) => self.guard.auth_refused(facts.client).await,
+                Stage::Auth(_) => self.guard.auth_refused(facts.conn.client).await,
                 _ => None,
             };
             refusal.map_or_else(Verdict::go_on, Verdict::Refuse)
@@ -50,7 +50,7 @@ impl Check for Limits {
             if !matches!(stage, Stage::Auth(_)) || *answer != bad_credentials() {
                 return None;
             }
-            self.guard.auth_failed(facts.client).await
+            self.guard.auth_failed(facts.conn.client).await
         })
     }
 }

@@ -98,7 +98,8 @@ mod tests {
     #[tokio::test]
     async fn forged_fields_go_even_when_the_verify_budget_has_no_room_in_time() {
         let dir = tempfile::tempdir().unwrap();
-        let maildir = Arc::new(Maildir::open(dir.path(), "mx.test").unwrap());
+        let maildir =
+            Arc::new(Maildir::open(dir.path(), "mx.test", std::time::Duration::ZERO).unwrap());
         let settings = DnsSettings {
             servers: vec!["127.0.0.1:9".parse().unwrap()],
             timeout: Duration::from_secs(1),

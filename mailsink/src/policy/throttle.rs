@@ -1,5 +1,8 @@
 //! `kumo.make_throttle(NAME, SPEC)` and `throttle:throttle()`: KumoMTA's named throttles, by
-//! the generic cell rate algorithm (governor's), local to the process.
+//! the generic cell rate algorithm: governor's, local to the process, or with `--redis`, as
+//! in KumoMTA once `kumo.configure_redis_throttles` ran, Redis's (shared.rs) for every SPEC
+//! that does not start with `local:`. A shared throttle that Redis does not answer in time
+//! is counted in the process (`--redis-failure open`) or comes back throttled (`closed`).
 //!
 //! Throttles live on the Lua thread. Those with the same NAME and SPEC count together, as
 //! KumoMTA's with the same NAME do; one limiter is kept per SPEC, keyed by NAME, and names
@@ -9,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -16,8 +20,10 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+use tokio::runtime::Handle;
 
 use crate::limits::Rate;
+use crate::shared::{FailurePolicy, RateKey, Shared};
 
 type Limiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -60,8 +66,19 @@ impl Registry {
     }
 }
 
-/// Adds `make_throttle` to the `kumo` module.
-pub fn install(lua: &Lua) -> mlua::Result<()> {
+/// `--redis` as the Lua thread reaches it: the store, and the runtime its connection lives
+/// on (the Lua thread waits for an answer with [`Handle::block_on`]).
+#[derive(Clone, Debug)]
+pub struct SharedThrottles {
+    /// The store.
+    pub store: Arc<Shared>,
+    /// mailsink's runtime.
+    pub runtime: Handle,
+}
+
+/// Adds `make_throttle` to the `kumo` module; throttles are shared through `shared` unless
+/// their SPEC says `local:`.
+pub fn install(lua: &Lua, shared: Option<SharedThrottles>) -> mlua::Result<()> {
     let registry = Rc::new(RefCell::new(Registry::default()));
     let kumo: Table = lua.globals().get("kumo")?;
     kumo.set(
@@ -71,11 +88,13 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
                 .parse()
                 .map_err(|e| mlua::Error::runtime(format!("kumo.make_throttle: {e}")))?;
             let limiter = registry.borrow_mut().limiter(rate)?;
+            let local = spec.trim_start().starts_with("local:");
             Ok(Throttle {
                 name,
                 rate,
                 limiter,
                 registry: registry.clone(),
+                shared: shared.clone().filter(|_| !local),
             })
         })?,
     )
@@ -87,6 +106,7 @@ struct Throttle {
     rate: Rate,
     limiter: Rc<Limiter>,
     registry: Rc<RefCell<Registry>>,
+    shared: Option<SharedThrottles>,
 }
 
 /// KumoMTA's `ThrottleResult`.
@@ -99,8 +119,48 @@ struct Outcome {
 }
 
 impl Throttle {
-    /// Counts one operation if the rate allows it.
+    /// Counts one operation if the rate allows it: in Redis when shared (and counted here
+    /// too, for when Redis is away), else here.
     fn check(&self) -> Outcome {
+        let here = self.check_here();
+        let Some(shared) = &self.shared else {
+            return here;
+        };
+        let rate = self.rate;
+        let key = RateKey {
+            key: format!(
+                "throttle:{}/{}s/{}:{}",
+                rate.quantity,
+                rate.period.as_secs(),
+                rate.burst(),
+                self.name
+            ),
+            rate,
+            peek: false,
+        };
+        let answer = shared
+            .runtime
+            .block_on(shared.store.check(std::slice::from_ref(&key)));
+        match answer.map(|answers| answers.first().copied()) {
+            Ok(Some(answer)) => Outcome {
+                throttled: !answer.allowed,
+                limit: rate.burst(),
+                remaining: u32::try_from(answer.remaining).unwrap_or(u32::MAX),
+                reset_after: answer.reset_after,
+                retry_after: (!answer.allowed).then_some(answer.retry_after),
+            },
+            _ if shared.store.failure_policy() == FailurePolicy::Open => here,
+            _ => Outcome {
+                throttled: true,
+                limit: rate.burst(),
+                remaining: 0,
+                reset_after: rate.interval(),
+                retry_after: Some(rate.interval()),
+            },
+        }
+    }
+
+    fn check_here(&self) -> Outcome {
         self.registry.borrow_mut().checked();
         let burst = self.rate.burst();
         let interval = self.rate.interval();
@@ -160,5 +220,48 @@ impl UserData for Throttle {
                  stall every connection's policy; use throttle:throttle() and kumo.reject",
             ))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::tests::{shared, TestRedis};
+
+    /// A Lua state with `kumo.make_throttle`, shared through `redis` when given.
+    fn lua(shared: Option<SharedThrottles>) -> Lua {
+        let lua = Lua::new();
+        lua.globals()
+            .set("kumo", lua.create_table().unwrap())
+            .unwrap();
+        install(&lua, shared).unwrap();
+        lua
+    }
+
+    fn throttled(lua: &Lua, spec: &str) -> bool {
+        lua.load(format!(
+            "return kumo.make_throttle('sender:a@example.org', '{spec}'):throttle().throttled"
+        ))
+        .eval()
+        .unwrap()
+    }
+
+    #[test]
+    fn with_redis_two_scripts_share_a_throttle_unless_it_is_local() {
+        let redis = TestRedis::start();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = |_| SharedThrottles {
+            store: Arc::new(shared(&redis.url(), FailurePolicy::Open)),
+            runtime: runtime.handle().clone(),
+        };
+        let (one, two) = (lua(Some(store(1))), lua(Some(store(2))));
+        assert!(!throttled(&one, "2/hour"));
+        assert!(!throttled(&two, "2/hour"));
+        assert!(throttled(&one, "2/hour"));
+        assert!(throttled(&two, "2/hour"));
+        // local: stays in each process.
+        assert!(!throttled(&one, "local:1/hour"));
+        assert!(!throttled(&two, "local:1/hour"));
+        assert!(throttled(&two, "local:1/hour"));
     }
 }

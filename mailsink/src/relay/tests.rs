@@ -16,7 +16,7 @@ use super::{Relay, RelayArgs, Target};
 use crate::check::Check;
 use crate::checks::policy::Policy;
 use crate::delivery::Delivery;
-use crate::maildir::Maildir;
+use crate::delivery::Maildir;
 use crate::sink::Sink;
 
 #[path = "../../tests/relay_servers/mod.rs"]
@@ -41,7 +41,7 @@ async fn lmtp_mailsink_with(url: &str, checks: Vec<Arc<dyn Check>>) -> SocketAdd
     };
     let relay = Relay::from_args(&args, "mx.test").unwrap().unwrap();
     let spool = tempfile::tempdir().unwrap().keep();
-    let maildir = Maildir::open(&spool, "mx.test").unwrap();
+    let maildir = Maildir::open(&spool, "mx.test", std::time::Duration::ZERO).unwrap();
     let sink = Sink::new(checks, Delivery::Relay(Arc::new(relay), Arc::new(maildir)));
     let config = Config {
         hostname: "mx.test".into(),
@@ -153,7 +153,8 @@ async fn recipients_the_policy_refuses_are_not_relayed_and_hear_its_reply() {
          end)\n",
     )
     .unwrap();
-    let lua = crate::policy::LuaPolicy::start(&script, "mx.test", Duration::from_secs(5)).unwrap();
+    let lua =
+        crate::policy::LuaPolicy::start(&script, "mx.test", Duration::from_secs(5), None).unwrap();
     let policy: Arc<dyn Check> = Arc::new(Policy::new(Arc::new(lua)));
     let addr = lmtp_mailsink_with(&dovecot.url(), vec![policy]).await;
     let mut c = Lmtp::connect(addr).await;

@@ -1,17 +1,20 @@
 //! Starts mailsink as a child process on 127.0.0.1 with a free port, collects its stdout
-//! (JSON lines) and stderr, and kills it on drop. Plus a small blocking SMTP client.
+//! (JSON lines) and stderr, and kills it on drop. The blocking SMTP client is the test
+//! kit's.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const HOSTNAME: &str = "mx.test";
-/// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(20);
+/// The blocking client of these tests, and the bound of every wait in them.
+// Not every test uses each of them.
+#[allow(unused_imports)]
+pub use smtp_session_testkit::client::{dot_stuff, Client, WAIT};
 
 pub fn policy_example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -315,115 +318,6 @@ pub fn have_tool(tool: &str) -> bool {
         eprintln!("SKIPPED: {tool} is not on PATH (install it to run this test)");
     }
     found
-}
-
-/// A blocking SMTP client over a plain socket, with timeouts.
-pub struct Client {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
-        Client::from_stream(TcpStream::connect_timeout(&addr, WAIT).expect("connect"))
-    }
-
-    /// A client over a stream connected elsewhere (from another source address).
-    pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream.write_all(bytes.as_ref()).expect("write");
-    }
-
-    fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 8192];
-        // A signal handled in the test process (a child's exit) interrupts a blocking read.
-        let n = loop {
-            match self.stream.read(&mut chunk) {
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                read => break read.expect("read (timed out?)"),
-            }
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// One whole reply (all its lines), as text.
-    pub fn reply(&mut self) -> String {
-        let mut start = 0;
-        loop {
-            while let Some(pos) = self.buf[start..].windows(2).position(|w| w == b"\r\n") {
-                let line = &self.buf[start..start + pos];
-                start += pos + 2;
-                if line.len() < 4 || line[3] != b'-' {
-                    let reply: Vec<u8> = self.buf.drain(..start).collect();
-                    return String::from_utf8(reply).unwrap();
-                }
-            }
-            if self.fill() == 0 {
-                panic!(
-                    "connection closed inside a reply: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
-            }
-        }
-    }
-
-    /// Sends a command and returns its reply.
-    pub fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n"));
-        self.reply()
-    }
-
-    /// Everything until the server closes (what is still buffered included).
-    pub fn read_to_close(&mut self) -> Vec<u8> {
-        while self.fill() > 0 {}
-        std::mem::take(&mut self.buf)
-    }
-
-    /// The greeting, EHLO, and a full transaction with `body` (dot-stuffed here).
-    pub fn send_message(&mut self, from: &str, to: &[&str], body: &[u8]) -> String {
-        self.cmd(&format!("MAIL FROM:<{from}>"));
-        for rcpt in to {
-            self.cmd(&format!("RCPT TO:<{rcpt}>"));
-        }
-        let go = self.cmd("DATA");
-        assert!(go.starts_with("354"), "{go}");
-        self.send(dot_stuff(body));
-        self.send(b".\r\n");
-        self.reply()
-    }
-
-    pub fn hello(addr: SocketAddr) -> Client {
-        let mut c = Client::connect(addr);
-        let greeting = c.reply();
-        assert!(greeting.starts_with("220 "), "{greeting}");
-        let ehlo = c.cmd("EHLO client.example");
-        assert!(ehlo.starts_with("250"), "{ehlo}");
-        c
-    }
-}
-
-/// DATA transparency: a `.` at the start of a line gets another; the body must end in CRLF.
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    assert!(body.is_empty() || body.ends_with(b"\r\n"));
-    let mut out = Vec::with_capacity(body.len() + 16);
-    let mut at_line_start = true;
-    for &b in body {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    out
 }
 
 /// Runs a client tool to completion, killing it if it takes longer than `limit`.

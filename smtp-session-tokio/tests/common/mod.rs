@@ -1,9 +1,8 @@
-//! A server on its own thread and runtime on 127.0.0.1, and a blocking SMTP client with
-//! bounded reads. Every wait here is bounded by `WAIT`.
+//! A server on its own thread and runtime on 127.0.0.1; the blocking SMTP client with
+//! bounded reads is the test kit's. Every wait here is bounded by `WAIT`.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +11,9 @@ use smtp_session_tokio::{CancellationToken, DisconnectContext, Handler, Server};
 use tokio::net::TcpListener;
 
 pub const HOSTNAME: &str = "mx.test";
-pub const WAIT: Duration = Duration::from_secs(20);
+// Not every test uses each of them.
+#[allow(unused_imports)]
+pub use smtp_session_testkit::client::{Client, WAIT};
 
 /// A server serving on its own thread until stopped or dropped.
 pub struct Running {
@@ -98,86 +99,6 @@ impl Log {
 
     pub fn now(&self) -> Vec<serde_json::Value> {
         self.0.lock().unwrap().clone()
-    }
-}
-
-/// A blocking SMTP client with bounded reads.
-pub struct Client {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
-        Client::from_stream(TcpStream::connect_timeout(&addr, WAIT).expect("connect"))
-    }
-
-    pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Connected and greeted.
-    pub fn greeted(addr: SocketAddr) -> Client {
-        let mut c = Client::connect(addr);
-        let greeting = c.reply();
-        assert_eq!(greeting, format!("220 {HOSTNAME} ESMTP\r\n"));
-        c
-    }
-
-    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream.write_all(bytes.as_ref()).expect("write");
-    }
-
-    fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 8192];
-        let n = match self.stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!(
-                "read failed (timed out?): {e}; have {:?}",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// One whole reply (all its lines), as text.
-    pub fn reply(&mut self) -> String {
-        let mut start = 0;
-        loop {
-            while let Some(pos) = self.buf[start..].windows(2).position(|w| w == b"\r\n") {
-                let line = &self.buf[start..start + pos];
-                start += pos + 2;
-                if line.len() < 4 || line[3] != b'-' {
-                    let reply: Vec<u8> = self.buf.drain(..start).collect();
-                    return String::from_utf8(reply).unwrap();
-                }
-            }
-            if self.fill() == 0 {
-                let tail = &self.buf[self.buf.len().saturating_sub(200)..];
-                panic!(
-                    "connection closed inside a reply: {:?}",
-                    String::from_utf8_lossy(tail)
-                );
-            }
-        }
-    }
-
-    pub fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n"));
-        self.reply()
-    }
-
-    /// Everything until the server closes.
-    pub fn read_to_close(&mut self) -> String {
-        while self.fill() > 0 {}
-        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
     }
 }
 

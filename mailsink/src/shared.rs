@@ -1,0 +1,621 @@
+//! `--redis URL`: the store a fleet of mailsink instances shares, Redis or Valkey.
+//!
+//! Each rate check is one atomic step in the store: a GCRA script (the generic cell rate
+//! algorithm, as redis-cell and KumoMTA's Redis throttles run it) reads the key's
+//! theoretical arrival time, decides and writes it back inside Redis, so instances checking
+//! the same key at the same instant cannot both slip through. The clock is Redis's own
+//! (`TIME`), so the instances' clocks need not agree. Several keys checked at once go in
+//! one pipeline: one round trip, whatever their number.
+//!
+//! The store being down or slow never holds a connection up for more than `--redis-timeout`:
+//! the check fails, the outage is logged once (and its end once), every failed check is
+//! counted in `mailsink_redis_failures_total`, and for a short pause no connection is tried
+//! again, so while Redis is away the checks cost nothing. What a failed check means is
+//! `--redis-failure`: `open` (the default) lets the per-process limits decide, `closed`
+//! refuses with a 4xx.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Pipeline, ServerErrorKind, Value};
+
+use crate::limits::{parse_seconds, Rate};
+
+/// The command-line flags of the shared store.
+#[derive(Debug, clap::Args)]
+pub struct RedisArgs {
+    /// Share rates, the AUTH failure limit, throttles, DNS list results and greylisting
+    /// with other instances in this Redis (or Valkey): redis://[USER:PASSWORD@]HOST[:PORT][/DB],
+    /// rediss:// for TLS, redis+unix:///PATH. Without it, all of them stay in the process.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// The longest a check may wait for Redis, connecting included; then the check fails
+    /// and --redis-failure decides.
+    #[arg(long, value_name = "SECONDS", default_value = "0.25", value_parser = parse_seconds,
+          requires = "redis")]
+    pub redis_timeout: Duration,
+
+    /// What a check that Redis did not answer means: `open` lets the per-process limits
+    /// decide (mail keeps flowing), `closed` refuses with 451 4.3.0.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        value_enum,
+        default_value_t,
+        requires = "redis"
+    )]
+    pub redis_failure: FailurePolicy,
+
+    /// Prefix of every key mailsink writes, so that several fleets can share one Redis.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "mailsink:",
+        requires = "redis"
+    )]
+    pub redis_prefix: String,
+}
+
+/// What a check that the store did not answer means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailurePolicy {
+    /// The per-process limits decide.
+    #[default]
+    Open,
+    /// Refused with a 4xx.
+    Closed,
+}
+
+/// How long no connection is tried after one failed.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// The GCRA step. KEYS[1] holds the theoretical arrival time (TAT) in microseconds of
+/// Redis's clock; ARGV: the emission interval in microseconds, the burst, the cost, and 1
+/// to peek (decide without counting). Returns {allowed, remaining, retry_after_ms,
+/// reset_after_ms}. The key expires when its allowance is whole again.
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SOURCE));
+const GCRA_SOURCE: &str = r#"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local peek = ARGV[4] == '1'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - interval * burst
+if allow_at > now then
+  return {0, 0, math.ceil((allow_at - now) / 1000), math.ceil((tat - now) / 1000)}
+end
+local reset_ms = math.ceil((new_tat - now) / 1000)
+if not peek then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', reset_ms)
+end
+return {1, math.floor((now - allow_at) / interval), 0, reset_ms}
+"#;
+
+/// A Lua script run in Redis by its SHA1 (`EVALSHA`), loaded when Redis does not know it.
+#[derive(Debug)]
+pub struct Script {
+    source: &'static str,
+    hash: String,
+}
+
+impl Script {
+    /// The script `source`.
+    pub fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            hash: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+}
+
+/// One key to check against a rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateKey {
+    /// The key, without the store's prefix.
+    pub key: String,
+    /// Its rate.
+    pub rate: Rate,
+    /// Decide whether one more would pass, without counting it.
+    pub peek: bool,
+}
+
+/// The store's answer for one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateAnswer {
+    /// Within the rate (and counted, unless peeked).
+    pub allowed: bool,
+    /// How many more would pass now.
+    pub remaining: u64,
+    /// When refused: how long until one more would pass.
+    pub retry_after: Duration,
+    /// How long until the allowance is whole again.
+    pub reset_after: Duration,
+}
+
+/// Why the store gave no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+/// The shared store; one per process.
+pub struct Shared {
+    client: Client,
+    /// The URL without its password, for messages.
+    name: String,
+    prefix: String,
+    timeout: Duration,
+    failure: FailurePolicy,
+    connection: Mutex<Connection>,
+    down: AtomicBool,
+}
+
+#[derive(Default)]
+struct Connection {
+    current: Option<MultiplexedConnection>,
+    /// No connection is tried before this instant.
+    not_before: Option<Instant>,
+    connecting: bool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("redis", &self.name)
+            .field("timeout", &self.timeout)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The store for `args`, `None` without `--redis`. The URL is checked here; the first
+    /// connection is made by the first check, so mailsink starts while Redis is away.
+    pub fn from_args(args: &RedisArgs) -> Result<Option<Shared>, String> {
+        let Some(url) = &args.redis else {
+            return Ok(None);
+        };
+        // Checks are small requests that wait for their answers: Nagle's algorithm would hold
+        // each one back behind the acknowledgement of the one before.
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("--redis: {e}"))?;
+        let tcp = TcpSettings::default().set_nodelay(true);
+        let client =
+            Client::open(info.set_tcp_settings(tcp)).map_err(|e| format!("--redis: {e}"))?;
+        Ok(Some(Shared {
+            client,
+            name: redacted(url),
+            prefix: args.redis_prefix.clone(),
+            timeout: args.redis_timeout,
+            failure: args.redis_failure,
+            connection: Mutex::default(),
+            down: AtomicBool::new(false),
+        }))
+    }
+
+    /// What a failed check means.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure
+    }
+
+    /// The store's key for `key`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Checks `keys`, each against its rate, in one round trip: one answer per key, in
+    /// order, or why there is none (within `--redis-timeout`).
+    pub async fn check(&self, keys: &[RateKey]) -> Result<Vec<RateAnswer>, Unavailable> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = self
+            .query(&[&GCRA], |pipe| {
+                for key in keys {
+                    let interval = u64::try_from(key.rate.interval().as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1);
+                    evalsha(pipe, &GCRA, &[self.key(&key.key)])
+                        .arg(interval)
+                        .arg(key.rate.burst())
+                        .arg(1)
+                        .arg(u8::from(key.peek));
+                }
+            })
+            .await?;
+        values.iter().map(answer).collect()
+    }
+
+    /// Runs the commands `build` puts in a pipeline, in one round trip, within
+    /// `--redis-timeout`: their answers in order (an error answer is a `Value` too). When
+    /// Redis has forgotten one of `scripts` (a restart, a flush), they are loaded and the
+    /// commands sent again, in one more round trip.
+    pub async fn query(
+        &self,
+        scripts: &[&Script],
+        build: impl Fn(&mut Pipeline),
+    ) -> Result<Vec<Value>, Unavailable> {
+        let outcome = tokio::time::timeout(self.timeout, self.query_now(scripts, build)).await;
+        let outcome = outcome
+            .unwrap_or_else(|_| Err(Unavailable(format!("no answer within {:?}", self.timeout))));
+        self.record(outcome.as_ref().err());
+        outcome
+    }
+
+    async fn query_now(
+        &self,
+        scripts: &[&Script],
+        build: impl Fn(&mut Pipeline),
+    ) -> Result<Vec<Value>, Unavailable> {
+        let mut connection = self.connection().await?;
+        let mut pipe = redis::pipe();
+        build(&mut pipe);
+        let values = pipe.query_async::<Vec<Value>>(&mut connection).await;
+        let values = match values {
+            Ok(values) if !values.iter().any(is_no_script) => Ok(values),
+            Err(err) if err.kind() != ServerErrorKind::NoScript.into() => Err(err),
+            _ => {
+                let mut pipe = redis::pipe();
+                for script in scripts {
+                    pipe.cmd("SCRIPT").arg("LOAD").arg(script.source);
+                }
+                build(&mut pipe);
+                pipe.query_async::<Vec<Value>>(&mut connection)
+                    .await
+                    .map(|mut values| values.split_off(scripts.len()))
+            }
+        };
+        values.map_err(|err| self.broken(err))
+    }
+
+    /// The connection, made when there is none and the pause after a failure is over.
+    async fn connection(&self) -> Result<MultiplexedConnection, Unavailable> {
+        {
+            let mut state = self.state();
+            if let Some(current) = &state.current {
+                return Ok(current.clone());
+            }
+            if state.connecting || state.not_before.is_some_and(|t| Instant::now() < t) {
+                return Err(Unavailable("not connected".into()));
+            }
+            state.connecting = true;
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let made = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await;
+        let mut state = self.state();
+        state.connecting = false;
+        match made {
+            Ok(connection) => {
+                state.current = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(err) => {
+                state.not_before = Some(Instant::now() + RECONNECT_PAUSE);
+                Err(Unavailable(err.to_string()))
+            }
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A failed query: the connection is dropped unless Redis itself answered an error.
+    fn broken(&self, err: redis::RedisError) -> Unavailable {
+        if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+            let mut state = self.state();
+            state.current = None;
+            state.not_before = Some(Instant::now() + RECONNECT_PAUSE);
+        }
+        Unavailable(err.to_string())
+    }
+
+    /// Logs an outage's start and end once each, and counts every failed check.
+    fn record(&self, failure: Option<&Unavailable>) {
+        match failure {
+            Some(Unavailable(why)) => {
+                ::metrics::counter!("mailsink_redis_failures_total").increment(1);
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    let policy = match self.failure {
+                        FailurePolicy::Open => "per-process limits apply",
+                        FailurePolicy::Closed => "checks answer 451 4.3.0",
+                    };
+                    eprintln!(
+                        "mailsink: Redis at {} is unavailable ({why}); {policy} until it is back",
+                        self.name
+                    );
+                    ::metrics::counter!("mailsink_redis_outages_total").increment(1);
+                }
+            }
+            None => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    eprintln!("mailsink: Redis at {} is back", self.name);
+                }
+            }
+        }
+    }
+
+    /// Test access: drops the connection as if it had broken.
+    #[cfg(test)]
+    fn forget_connection(&self) {
+        let mut state = self.state();
+        state.current = None;
+        state.not_before = None;
+    }
+}
+
+/// `EVALSHA script KEYS...` added to `pipe`, for the caller to add the arguments.
+pub fn evalsha<'a>(pipe: &'a mut Pipeline, script: &Script, keys: &[String]) -> &'a mut Pipeline {
+    pipe.cmd("EVALSHA")
+        .arg(&script.hash)
+        .arg(keys.len())
+        .arg(keys)
+}
+
+fn is_no_script(value: &Value) -> bool {
+    matches!(value, Value::ServerError(err) if err.code() == "NOSCRIPT")
+}
+
+/// The script's `{allowed, remaining, retry_after_ms, reset_after_ms}`.
+fn answer(value: &Value) -> Result<RateAnswer, Unavailable> {
+    let bad = || Unavailable(format!("unexpected answer from the rate script: {value:?}"));
+    let Value::Array(items) = value else {
+        if let Value::ServerError(err) = value {
+            return Err(Unavailable(format!("{err:?}")));
+        }
+        return Err(bad());
+    };
+    let numbers: Vec<i64> = items
+        .iter()
+        .map(|item| match item {
+            Value::Int(n) => Ok(*n),
+            _ => Err(bad()),
+        })
+        .collect::<Result<_, _>>()?;
+    let [allowed, remaining, retry_ms, reset_ms] = numbers[..] else {
+        return Err(bad());
+    };
+    let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
+    Ok(RateAnswer {
+        allowed: allowed == 1,
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        retry_after: ms(retry_ms),
+        reset_after: ms(reset_ms),
+    })
+}
+
+/// `url` without the password, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+
+    /// A redis-server of the test's own on loopback, without persistence; killed on drop.
+    pub struct TestRedis {
+        child: Option<Child>,
+        /// Its port.
+        pub port: u16,
+    }
+
+    impl TestRedis {
+        /// Starts one on a free port and waits until it answers; panics when it cannot.
+        pub fn start() -> TestRedis {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut redis = TestRedis { child: None, port };
+            redis.restart();
+            redis
+        }
+
+        /// Starts it again on the same port after [`stop`](TestRedis::stop).
+        pub fn restart(&mut self) {
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server) must start");
+            self.child = Some(child);
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("redis-server did not listen on port {}", self.port);
+        }
+
+        /// Kills it.
+        pub fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// Its URL.
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/", self.port)
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    pub fn shared(url: &str, failure: FailurePolicy) -> Shared {
+        let args = RedisArgs {
+            redis: Some(url.into()),
+            redis_timeout: Duration::from_millis(250),
+            redis_failure: failure,
+            redis_prefix: "test:".into(),
+        };
+        Shared::from_args(&args).unwrap().unwrap()
+    }
+
+    fn key(name: &str, rate: &str) -> RateKey {
+        RateKey {
+            key: name.into(),
+            rate: rate.parse().unwrap(),
+            peek: false,
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_rate_counts_across_two_stores_sharing_one_redis() {
+        let redis = TestRedis::start();
+        runtime().block_on(async {
+            let (a, b) = (
+                shared(&redis.url(), FailurePolicy::Open),
+                shared(&redis.url(), FailurePolicy::Open),
+            );
+            let k = [key("conn:192.0.2.1", "3/hour")];
+            let mut allowed = Vec::new();
+            for store in [&a, &b, &a, &b] {
+                allowed.push(store.check(&k).await.unwrap()[0].allowed);
+            }
+            assert_eq!(allowed, [true, true, true, false]);
+            let refused = b.check(&k).await.unwrap()[0];
+            assert!(refused.retry_after > Duration::from_secs(1100));
+            // Another key has its own allowance.
+            assert!(a.check(&[key("conn:192.0.2.2", "3/hour")]).await.unwrap()[0].allowed);
+        });
+    }
+
+    #[test]
+    fn several_keys_are_answered_in_order_and_a_peek_counts_nothing() {
+        let redis = TestRedis::start();
+        runtime().block_on(async {
+            let store = shared(&redis.url(), FailurePolicy::Open);
+            let mut peek = key("auth:192.0.2.9", "1/hour");
+            peek.peek = true;
+            let keys = [key("a", "2/min"), key("b", "1/min"), peek.clone()];
+            let first = store.check(&keys).await.unwrap();
+            assert_eq!(
+                first
+                    .iter()
+                    .map(|a| (a.allowed, a.remaining))
+                    .collect::<Vec<_>>(),
+                [(true, 1), (true, 0), (true, 0)]
+            );
+            let second = store.check(&keys).await.unwrap();
+            assert_eq!(
+                second.iter().map(|a| a.allowed).collect::<Vec<_>>(),
+                [true, false, true]
+            );
+            // Counted once for real, the peeked key is then over.
+            store
+                .check(&[key("auth:192.0.2.9", "1/hour")])
+                .await
+                .unwrap();
+            assert!(!store.check(&[peek]).await.unwrap()[0].allowed);
+        });
+    }
+
+    #[test]
+    fn a_flushed_redis_gets_the_script_again() {
+        let redis = TestRedis::start();
+        runtime().block_on(async {
+            let store = shared(&redis.url(), FailurePolicy::Open);
+            assert!(store.check(&[key("x", "5/min")]).await.unwrap()[0].allowed);
+            let client = Client::open(redis.url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let again = store.check(&[key("x", "5/min")]).await.unwrap()[0];
+            assert_eq!((again.allowed, again.remaining), (true, 3));
+        });
+    }
+
+    #[test]
+    fn redis_away_fails_within_the_timeout_and_is_used_again_when_back() {
+        let mut redis = TestRedis::start();
+        runtime().block_on(async {
+            let store = shared(&redis.url(), FailurePolicy::Open);
+            let k = [key("y", "100/min")];
+            assert!(store.check(&k).await.is_ok());
+            redis.stop();
+            for _ in 0..3 {
+                let started = Instant::now();
+                assert!(store.check(&k).await.is_err());
+                assert!(started.elapsed() < Duration::from_millis(400));
+            }
+            assert!(store.down.load(Ordering::Relaxed));
+            redis.restart();
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            let mut answered = false;
+            for _ in 0..20 {
+                if store.check(&k).await.is_ok() {
+                    answered = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(answered && !store.down.load(Ordering::Relaxed));
+            store.forget_connection();
+            assert!(store.check(&k).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn a_silent_server_is_given_up_on_at_the_timeout() {
+        // Accepts connections and never answers: Redis stopped (SIGSTOP) or overloaded.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}/", silent.local_addr().unwrap());
+        runtime().block_on(async {
+            let store = shared(&url, FailurePolicy::Closed);
+            let started = Instant::now();
+            let err = store.check(&[key("z", "1/s")]).await.unwrap_err();
+            assert!(started.elapsed() < Duration::from_millis(500), "{err:?}");
+        });
+        drop(silent);
+    }
+
+    #[test]
+    fn the_password_is_not_in_messages() {
+        assert_eq!(
+            redacted("redis://user:secret@127.0.0.1:6379/0"),
+            "redis://user:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1/"), "redis://127.0.0.1/");
+    }
+}

@@ -1,0 +1,77 @@
+//! Against a real postgrey (`postgrey --inet=127.0.0.1:PORT`, a database directory of the
+//! test's own, a 2-second delay): the first attempt of a triplet is deferred, the retry
+//! after the delay passes, on one reused connection.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::{free_port, is_root, sbin, Daemon, PolicyConn};
+use smtp_filter_proto::policy::{PolicyAction, PolicyRequest, ProtocolState};
+
+const DELAY: u64 = 2;
+
+fn start_postgrey(dir: &std::path::Path) -> (Daemon, u16) {
+    let port = free_port();
+    let mut command = Command::new(sbin("postgrey"));
+    command.arg(format!("--inet=127.0.0.1:{port}"));
+    command.arg(format!("--dbdir={}", dir.display()));
+    command.arg(format!("--delay={DELAY}"));
+    command.arg(format!("--pidfile={}/postgrey.pid", dir.display()));
+    if is_root() {
+        command.args(["--user=root", "--group=root"]);
+    }
+    (Daemon::start(command, port), port)
+}
+
+fn request(sender: &str, recipient: &str, instance: &str) -> PolicyRequest {
+    let mut r = PolicyRequest::new(ProtocolState::Rcpt);
+    r.helo_name = "client.example.org".into();
+    r.client_address = "192.0.2.7".into();
+    r.client_name = "unknown".into();
+    r.reverse_client_name = "unknown".into();
+    r.sender = sender.into();
+    r.recipient = recipient.into();
+    r.instance = instance.into();
+    r.queue_id = "4XyZ1".into();
+    r
+}
+
+#[test]
+fn postgrey_defers_a_first_attempt_and_passes_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_postgrey, port) = start_postgrey(dir.path());
+    let mut conn = PolicyConn::open(port);
+
+    let first = conn.ask(&request("alice@example.org", "bob@example.com", "a.1"));
+    let PolicyAction::DeferIfPermit(refusal) = &first.action else {
+        panic!("first attempt: {first:?}");
+    };
+    assert!(
+        refusal
+            .text
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Greylisted"),
+        "{first:?}"
+    );
+
+    // Another recipient of the same message is a triplet of its own: deferred too.
+    let second = conn.ask(&request("alice@example.org", "carol@example.com", "a.1"));
+    assert!(
+        matches!(second.action, PolicyAction::DeferIfPermit(_)),
+        "{second:?}"
+    );
+
+    std::thread::sleep(Duration::from_secs(DELAY + 1));
+    let retry = conn.ask(&request("alice@example.org", "bob@example.com", "a.2"));
+    match &retry.action {
+        PolicyAction::Prepend { name, value } => {
+            assert_eq!(name, "X-Greylist");
+            assert!(value.contains("delayed"), "{retry:?}");
+        }
+        PolicyAction::Dunno => {}
+        other => panic!("retry after the delay: {other:?}"),
+    }
+}
