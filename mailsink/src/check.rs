@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use smtp_session::{
     AuthRequest, ConnectionDetails, Decision, DisconnectArguments, Extensions, ForwardPath,
-    Message, Reply, ReversePath,
+    MailParams, Message, Reply, ReversePath,
 };
 
 use crate::facts::{ConnFacts, Screening};
@@ -198,6 +198,11 @@ impl Body<'_> {
 pub struct Facts {
     /// Addresses, HELO, TLS and AUTH, as the session knows them now.
     pub conn: ConnFacts,
+    /// The transaction so far (from MAIL on): its sender and MAIL parameters (`SIZE=`...),
+    /// and how many recipients were accepted before this stage. For filters (a policy
+    /// service's `sender` and `size`, greylisting's triplet); no built-in check reads it.
+    #[allow(dead_code)]
+    pub transaction: Option<Transaction>,
     /// Messages this connection sent before the current one.
     pub messages: u32,
     /// This server's name.
@@ -208,6 +213,18 @@ pub struct Facts {
     pub max_message_size: u64,
     /// The message's record, filled as the checks run (message stage only).
     pub record: Record,
+}
+
+/// The transaction a stage belongs to, as far as it went.
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // read by filters' checks
+pub struct Transaction {
+    /// MAIL FROM's path.
+    pub sender: ReversePath,
+    /// MAIL FROM's parameters.
+    pub params: MailParams,
+    /// Recipients accepted so far.
+    pub recipients: usize,
 }
 
 /// A check's answer to a stage.
@@ -314,6 +331,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// Counts what the record says in the metrics (`--verify`'s results).
+    pub fn count(&self) {
+        if let Some(results) = &self.auth_results {
+            results.count();
+        }
+    }
+
     /// Takes what `edits` say about the message.
     pub fn note(&mut self, edits: &Edits) {
         if let Some(results) = &edits.auth_results {

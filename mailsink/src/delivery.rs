@@ -9,7 +9,7 @@ use std::time::Instant;
 use smtp_session::{Decision, Message, Reply};
 
 use crate::check::{Edits, Facts};
-use crate::maildir::Maildir;
+pub use crate::maildir::Maildir;
 use crate::metrics;
 use crate::relay::{Content, Relay, Text};
 use crate::store;

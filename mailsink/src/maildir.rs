@@ -108,13 +108,14 @@ impl Maildir {
     }
 
     /// A new unique name: unique per process by the counter, and across processes by the
-    /// pid and the time.
+    /// pid and the time. The microseconds have six digits, so that names sort in the order
+    /// the messages came within a second.
     pub fn unique_name(&self) -> Name {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("M{}P{}Q{n}", now.subsec_micros(), std::process::id());
+        let id = format!("M{:06}P{}Q{n}", now.subsec_micros(), std::process::id());
         let file = format!("{}.{id}.{}", now.as_secs(), self.host);
         Name { id, file }
     }

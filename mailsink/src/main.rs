@@ -426,75 +426,102 @@ async fn run(args: Args) -> Result<(), String> {
         metrics::install(addr)?;
     }
     let shared = shared::Shared::from_args(&args.redis)?.map(Arc::new);
-    let throttles = shared.clone().map(|store| policy::SharedThrottles {
-        store,
-        runtime: tokio::runtime::Handle::current(),
-    });
-    let lua = match &args.policy {
-        Some(path) => Some(Arc::new(
-            policy::LuaPolicy::start(path, &hostname, LUA_TIME_LIMIT, throttles)
-                .map_err(|e| format!("policy {}: {e}", path.display()))?,
-        )),
-        None => None,
-    };
-    let relay = relay::Relay::from_args(&args.relay, &hostname)?.map(Arc::new);
-    let maildir = if args.discard || relay.is_some() {
-        None
-    } else {
-        let window = Duration::from_micros(args.group_commit_window);
-        let dir = maildir::Maildir::open(&args.maildir, &hostname, window)
-            .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
-        Some(Arc::new(dir))
-    };
-    let dns = if args.no_dns {
-        None
-    } else {
-        let settings = dns::DnsSettings {
-            servers: args.dns_server.clone(),
-            timeout: Duration::from_secs(args.dns_timeout),
-        };
-        Some(dns::Resolver::new(&settings)?)
-    };
-    let verifier = verifier(&args, &hostname, dns.as_ref(), maildir.is_some())?;
+    let lua = lua(&args, &hostname, shared.clone())?;
+    let dns = resolver(&args)?;
+    let (delivery, storage) = delivery(&args, &hostname)?;
+    let storing = matches!(delivery, delivery::Delivery::Maildir(_));
+    let verifier = verifier(&args, &hostname, dns.as_ref(), storing)?;
     let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
-    let storage = match (&relay, &maildir) {
-        (Some(relay), _) => format!("relaying to {}", relay.target()),
-        (None, Some(_)) => format!("storing into {}", args.maildir.join("new").display()),
-        (None, None) => "discarding messages".to_string(),
-    };
-    let delivery = match (relay, maildir) {
-        (Some(relay), _) => {
-            // Relayed bodies are spooled while they arrive, then relayed from the file.
-            let dir = args.relay.spool_dir();
-            let spool = maildir::Maildir::open(&dir, &hostname, Duration::ZERO)
-                .map_err(|e| format!("relay spool {}: {e}", dir.display()))?;
-            delivery::Delivery::Relay(relay, Arc::new(spool))
-        }
-        (None, Some(maildir)) => delivery::Delivery::Maildir(maildir),
-        (None, None) => delivery::Delivery::Discard,
-    };
-    let checks = checks(&args, dns, verifier, lua, shared)?;
-    let sink = sink::Sink::new(checks, delivery);
+    let sink = sink::Sink::new(checks(&args, dns, verifier, lua, shared)?, delivery);
     let config = config(&args, &hostname, &sink)?;
-    let client_certificates = match &args.tls_client_ca {
-        Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
-        None => None,
-    };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => tls::from_pem_files(cert, key, client_certificates)?,
-        _ => tls::self_signed(&hostname, client_certificates)?,
-    };
-
     let shutdown = CancellationToken::new();
     let server_limits = limits(&args, &config, &sink, verify_time, &files);
     let mut server = Server::new(sink)
         .limits(server_limits.clone())
         .config(config)
-        .tls(tls)
+        .tls(tls_config(&args, &hostname)?)
         .shutdown_on(shutdown.clone());
     if args.metrics.is_some() {
         server = server.observer(metrics::ServerMetrics::new());
     }
+    let (server, described) = listen(server, &args).await?;
+    eprintln!("mailsink {hostname}: listening on {described}; {storage}");
+    limits::describe(&server_limits, &files);
+    serve(server, shutdown).await;
+    Ok(())
+}
+
+/// The `--policy` script, loaded; its throttles count in `shared` when there is one.
+fn lua(
+    args: &Args,
+    hostname: &str,
+    shared: Option<Arc<shared::Shared>>,
+) -> Result<Option<Arc<policy::LuaPolicy>>, String> {
+    let Some(path) = &args.policy else {
+        return Ok(None);
+    };
+    let throttles = shared.map(|store| policy::SharedThrottles {
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let lua = policy::LuaPolicy::start(path, hostname, LUA_TIME_LIMIT, throttles)
+        .map_err(|e| format!("policy {}: {e}", path.display()))?;
+    Ok(Some(Arc::new(lua)))
+}
+
+/// The resolver of reverse DNS names and `--verify`, unless `--no-dns`.
+fn resolver(args: &Args) -> Result<Option<dns::Resolver>, String> {
+    if args.no_dns {
+        return Ok(None);
+    }
+    let settings = dns::DnsSettings {
+        servers: args.dns_server.clone(),
+        timeout: Duration::from_secs(args.dns_timeout),
+    };
+    Ok(Some(dns::Resolver::new(&settings)?))
+}
+
+/// Where messages go, and how the start-up line says it: a relay (its bodies spooled
+/// while they arrive, then relayed from the file), the Maildir, or nowhere.
+fn delivery(args: &Args, hostname: &str) -> Result<(delivery::Delivery, String), String> {
+    let open = |dir: &std::path::Path, what: &str, window: Duration| {
+        maildir::Maildir::open(dir, hostname, window)
+            .map(Arc::new)
+            .map_err(|e| format!("{what} {}: {e}", dir.display()))
+    };
+    if let Some(relay) = relay::Relay::from_args(&args.relay, hostname)? {
+        let storage = format!("relaying to {}", relay.target());
+        // The spool is not a store: its files are never synced, so no commit window.
+        let spool = open(&args.relay.spool_dir(), "relay spool", Duration::ZERO)?;
+        return Ok((delivery::Delivery::Relay(Arc::new(relay), spool), storage));
+    }
+    if args.discard {
+        return Ok((delivery::Delivery::Discard, "discarding messages".into()));
+    }
+    let storage = format!("storing into {}", args.maildir.join("new").display());
+    let window = Duration::from_micros(args.group_commit_window);
+    let maildir = open(&args.maildir, "maildir", window)?;
+    Ok((delivery::Delivery::Maildir(maildir), storage))
+}
+
+/// The TLS settings: the given certificate or a self-signed one, and client certificates
+/// when asked for.
+fn tls_config(args: &Args, hostname: &str) -> Result<smtp_session_tokio::Tls, String> {
+    let client_certificates = match &args.tls_client_ca {
+        Some(ca) => Some(tls::client_certificates(ca, args.tls_client_auth)?),
+        None => None,
+    };
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => tls::from_pem_files(cert, key, client_certificates),
+        _ => tls::self_signed(hostname, client_certificates),
+    }
+}
+
+/// Binds every listener the flags name; the server with them, and their description.
+async fn listen(
+    mut server: Server<sink::Sink>,
+    args: &Args,
+) -> Result<(Server<sink::Sink>, String), String> {
     let mut described = Vec::new();
     let kinds = [
         (&args.listen, Transport::Plain, "smtp+starttls", false),
@@ -509,17 +536,15 @@ async fn run(args: Args) -> Result<(), String> {
             server = server.listener(listener);
         }
     }
-    eprintln!(
-        "mailsink {}: listening on {}; {storage}",
-        hostname,
-        described.join(", ")
-    );
-    limits::describe(&server_limits, &files);
+    Ok((server, described.join(", ")))
+}
 
+/// Serves until a signal, then shuts down gracefully (a second signal exits at once).
+async fn serve(server: Server<sink::Sink>, shutdown: CancellationToken) {
     let mut serving = tokio::spawn(server.serve());
     tokio::select! {
         _ = wait_for_signal() => {}
-        _ = &mut serving => return Ok(()),
+        _ = &mut serving => return,
     }
     eprintln!("mailsink: shutting down; open connections get 421 4.3.2 when idle");
     shutdown.cancel();
@@ -527,7 +552,6 @@ async fn run(args: Args) -> Result<(), String> {
         _ = serving => {}
         _ = wait_for_signal() => eprintln!("mailsink: second signal; exiting now"),
     }
-    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -440,24 +440,14 @@ impl Worker {
                 // A new message: its meta lives on to smtp_server_message_received.
                 let meta = lua.create_table()?;
                 self.message_metas.insert(id.clone(), meta.clone());
-                let message = LuaMessage {
-                    message,
-                    meta,
-                    auth,
-                };
-                vec![Value::UserData(lua.create_userdata(message)?)]
+                vec![lua_message(&lua, message, meta, auth)?]
             }
             Event::MessageReceived(message, auth) => {
                 let meta = match self.message_metas.remove(id) {
                     Some(meta) => meta,
                     None => lua.create_table()?,
                 };
-                let message = LuaMessage {
-                    message,
-                    meta,
-                    auth,
-                };
-                vec![Value::UserData(lua.create_userdata(message)?)]
+                vec![lua_message(&lua, message, meta, auth)?]
             }
             Event::AuthPlain {
                 authz,
@@ -560,7 +550,12 @@ fn install_kumo(lua: &Lua, handlers: Handlers) -> mlua::Result<()> {
     globals.set("kumo", kumo.clone())?;
     let loaded: Table = globals.get::<Table>("package")?.get("loaded")?;
     loaded.set("kumo", kumo)?;
-    globals.set(
+    install_print(lua)
+}
+
+/// `print` writes to stderr: stdout is the JSON log.
+fn install_print(lua: &Lua) -> mlua::Result<()> {
+    lua.globals().set(
         "print",
         lua.create_function(|lua, args: MultiValue| {
             let tostring: Function = lua.globals().get("tostring")?;
@@ -576,6 +571,21 @@ fn install_kumo(lua: &Lua, handlers: Handlers) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// The message object of `smtp_server_data` and `smtp_server_message_received`.
+fn lua_message(
+    lua: &Lua,
+    message: Arc<Message>,
+    meta: Table,
+    auth: Option<Arc<AuthResults>>,
+) -> mlua::Result<Value> {
+    let message = LuaMessage {
+        message,
+        meta,
+        auth,
+    };
+    Ok(Value::UserData(lua.create_userdata(message)?))
 }
 
 /// `conn_meta`: a per-connection table behind `get_meta`/`set_meta`.

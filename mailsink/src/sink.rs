@@ -10,7 +10,7 @@ use smtp_session::{
 };
 use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
-use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages};
+use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages, Transaction};
 use crate::delivery::{self, Answer, Delivered, Delivery};
 use crate::facts::{self, ConnFacts, Screening};
 use crate::log;
@@ -69,10 +69,16 @@ impl Sink {
     }
 
     fn facts(&self, conn: &Connection<'_>) -> Facts {
+        let transaction = conn.envelope().map(|envelope| Transaction {
+            sender: envelope.mail_from.clone(),
+            params: envelope.mail_params.clone(),
+            recipients: envelope.recipients.len(),
+        });
         let mut facts = ConnFacts::of(conn);
         facts.screening.clone_from(&self.screening);
         Facts {
             conn: facts,
+            transaction,
             messages: self.messages,
             hostname: conn.config().hostname.as_str().into(),
             lmtp: conn.config().lmtp,
@@ -233,6 +239,7 @@ impl Handler for Sink {
                 mail_from: None,
                 screening: self.screening.clone(),
             },
+            transaction: None,
             messages: self.messages,
             hostname: "".into(),
             lmtp: false,
@@ -260,7 +267,7 @@ impl Sink {
     async fn judge_and_deliver(
         &self,
         mut facts: Facts,
-        mut message: Message,
+        message: Message,
         spool: Option<delivery::Spool>,
         body: Vec<u8>,
     ) -> Decision {
@@ -275,6 +282,8 @@ impl Sink {
             };
             check::decide(&self.checks, &mut facts, &stage).await
         };
+        // The metrics count what the checks found, whatever became of the message.
+        facts.record.count();
         let (delivered, refused) = match outcome {
             Outcome::Refused(decision) => {
                 discard(spool).await;
@@ -297,10 +306,13 @@ impl Sink {
             }
             Outcome::Accepted(mut edits) => {
                 let refused = std::mem::take(&mut edits.refused_recipients);
-                let changed = readdress(&mut message, &refused, edits.recipients.take());
+                let replaced = edits.recipients.take();
+                let changed = replaced.is_some();
+                let readdressed = readdress(&message, &refused, replaced);
+                let target = readdressed.as_ref().unwrap_or(&message);
                 let delivered = self
                     .delivery
-                    .deliver(&facts, &message, spool, &body, edits)
+                    .deliver(&facts, target, spool, &body, edits)
                     .await;
                 (delivered, if changed { Vec::new() } else { refused })
             }
@@ -320,32 +332,34 @@ async fn discard(spool: Option<delivery::Spool>) {
     }
 }
 
-/// The envelope the delivery sees: without the recipients the checks refused, or the
-/// recipients a check put in their place. True when they were replaced: the client's
-/// recipients then hear the delivery's one answer.
+/// The message as the delivery sees it, when the checks changed its recipients: without
+/// those they refused, or with the recipients a check put in their place (the client's
+/// recipients then hear the delivery's one answer). The log keeps the client's envelope.
 fn readdress(
-    message: &mut Message,
+    message: &Message,
     refused: &[Option<Reply>],
     replaced: Option<Vec<ForwardPath>>,
-) -> bool {
+) -> Option<Message> {
+    let mut readdressed = message.clone();
     if let Some(paths) = replaced {
-        message.envelope.recipients = paths
+        readdressed.envelope.recipients = paths
             .into_iter()
             .map(|path| smtp_session::Recipient {
                 path,
                 params: RcptParams::default(),
             })
             .collect();
-        return true;
+        return Some(readdressed);
     }
-    if refused.iter().any(Option::is_some) {
-        let mut refusals = refused.iter();
-        message
-            .envelope
-            .recipients
-            .retain(|_| refusals.next().is_none_or(Option::is_none));
+    if refused.iter().all(Option::is_none) {
+        return None;
     }
-    false
+    let mut refusals = refused.iter();
+    readdressed
+        .envelope
+        .recipients
+        .retain(|_| refusals.next().is_none_or(Option::is_none));
+    Some(readdressed)
 }
 
 /// The client's answer: per recipient under LMTP when the checks refused some (theirs
@@ -388,7 +402,7 @@ fn per_recipient(refused: Vec<Option<Reply>>, outcome: Reply) -> Decision {
 mod tests {
     use super::*;
     use crate::check::{CheckFuture, Verdict};
-    use crate::maildir::Maildir;
+    use crate::delivery::Maildir;
     use smtp_session::{BodyDelivery, Config, ConnectionInfo};
     use smtp_session_tokio::{Server, Transport};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};

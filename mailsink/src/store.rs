@@ -255,16 +255,27 @@ impl Spool {
     /// The body as received (without the trace fields), for the script: from memory for a
     /// small message, else read back from `tmp/`, at most `limit` bytes.
     pub async fn read_body(&self, limit: u64) -> io::Result<Vec<u8>> {
+        self.read_at(0, limit).await
+    }
+
+    /// At most `len` bytes of the body as received, from its byte `at` (fewer at its end,
+    /// none past it): a filter reads a large body piece by piece this way.
+    pub async fn read_at(&self, at: u64, len: u64) -> io::Result<Vec<u8>> {
         if !self.on_disk {
-            return Ok(self.pending[self.head_len..].to_vec());
+            let body = &self.pending[self.head_len..];
+            let start = body.len().min(usize::try_from(at).unwrap_or(usize::MAX));
+            let end = body
+                .len()
+                .min(start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)));
+            return Ok(body[start..end].to_vec());
         }
         let path = self.maildir.tmp_path(&self.name);
-        let skip = self.head_len as u64;
+        let skip = (self.head_len as u64).saturating_add(at);
         blocking(move || {
             let mut file = File::open(path)?;
             file.seek(SeekFrom::Start(skip))?;
             let mut body = Vec::new();
-            file.take(limit).read_to_end(&mut body)?;
+            file.take(len).read_to_end(&mut body)?;
             Ok(body)
         })
         .await
@@ -280,28 +291,6 @@ impl Spool {
         } else {
             Stored::Memory(&self.pending[self.head_len..])
         }
-    }
-
-    /// At most `max` bytes of the body as received (without the trace fields) from
-    /// `offset` on: a filter reads the body piece by piece. Empty at the end.
-    pub async fn read_at(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-        if !self.on_disk {
-            let body = &self.pending[self.head_len..];
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(body.len());
-            return Ok(body[start..(start + max).min(body.len())].to_vec());
-        }
-        let path = self.maildir.tmp_path(&self.name);
-        let skip = self.head_len as u64 + offset;
-        blocking(move || {
-            let mut file = File::open(path)?;
-            file.seek(SeekFrom::Start(skip))?;
-            let mut piece = Vec::with_capacity(max.min(1 << 16));
-            file.take(max as u64).read_to_end(&mut piece)?;
-            Ok(piece)
-        })
-        .await
     }
 
     /// Adds header fields (whole lines, each ending in CRLF) to go right below the trace
@@ -586,6 +575,38 @@ mod tests {
         let cuts = std::slice::from_ref(&beyond);
         assert!(rewrite_front(&reader, &writer, 5, b"", cuts).is_err());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), MAX_FRONT + 10);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_back_in_pieces_from_memory_and_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir =
+            Arc::new(Maildir::open(dir.path(), "mx.test", std::time::Duration::ZERO).unwrap());
+        let small = b"Subject: small\r\n\r\nbody\r\n".to_vec();
+        let large: Vec<u8> = (0..GATHER * 3).map(|i| b'a' + (i % 26) as u8).collect();
+        for body in [small, large] {
+            let mut spool = Spool::start(&maildir, maildir.unique_name(), b"Head: x\r\n".to_vec());
+            for piece in body.chunks(10_000) {
+                spool.push(piece.to_vec()).await;
+            }
+            let mut read = Vec::new();
+            loop {
+                let piece = spool.read_at(read.len() as u64, 7_000).await.unwrap();
+                if piece.is_empty() {
+                    break;
+                }
+                assert!(piece.len() <= 7_000);
+                read.extend_from_slice(&piece);
+            }
+            assert!(
+                read == body,
+                "{} bytes read back as {}",
+                body.len(),
+                read.len()
+            );
+            assert_eq!(spool.read_body(5).await.unwrap(), &body[..5]);
+            spool.discard().await;
+        }
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub fn header_too_large(max_header: u64) -> Reply {
 impl AuthResults {
     /// Counts each check's result in the metrics (`--metrics`); an unsigned message counts
     /// as `dkim` `none`.
-    fn count(&self) {
+    pub fn count(&self) {
         let checks = [
             ("spf", self.spf),
             ("spf_helo", self.spf_helo),
@@ -265,14 +265,11 @@ impl Verifier {
         let permit =
             tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(units));
         let Ok(Ok(permit)) = permit.await else {
-            let results = self.cut_short(&client);
-            results.count();
-            return Ok(results);
+            return Ok(self.cut_short(&client));
         };
         let message = spool.read_body(limit).await?;
         let results = self.message(client, message, deadline).await;
         drop(permit);
-        results.count();
         Ok(results)
     }
 
@@ -345,28 +342,30 @@ impl Checks {
         tokio::time::timeout_at(self.deadline, check).await.ok()
     }
 
+    /// SPF for the HELO identity, when there is an address and a HELO domain.
+    async fn spf_helo(&self, client: &Client) -> Option<SpfOutput> {
+        let (ip, helo) = (client.ip?, client.helo_domain()?);
+        let params = SpfParameters::verify_ehlo(ip, helo, &self.hostname);
+        Some(self.authenticator.verify_spf(params).await)
+    }
+
+    /// SPF for the MAIL FROM identity (the HELO name's for `<>`), when there is an address.
+    async fn spf_mail_from(&self, client: &Client) -> Option<SpfOutput> {
+        let ip = client.ip?;
+        let host = &*self.hostname;
+        let params = if client.mail_from.is_empty() {
+            SpfParameters::verify_ehlo(ip, client.helo_domain()?, host)
+        } else {
+            SpfParameters::verify_mail_from(ip, &client.helo, host, &client.mail_from)
+        };
+        Some(self.authenticator.verify_spf(params).await)
+    }
+
     async fn run(self, client: &Client, raw: &[u8]) -> AuthResults {
         let message = AuthenticatedMessage::parse(raw).unwrap_or_default();
         let auth = &self.authenticator;
-        let host = &*self.hostname;
-        let spf_helo = self.within(async {
-            match (client.ip, client.helo_domain()) {
-                (Some(ip), Some(helo)) => Some(
-                    auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
-                        .await,
-                ),
-                _ => None,
-            }
-        });
-        let spf = self.within(async {
-            let ip = client.ip?;
-            let params = if client.mail_from.is_empty() {
-                SpfParameters::verify_ehlo(ip, client.helo_domain()?, host)
-            } else {
-                SpfParameters::verify_mail_from(ip, &client.helo, host, &client.mail_from)
-            };
-            Some(auth.verify_spf(params).await)
-        });
+        let spf_helo = self.within(self.spf_helo(client));
+        let spf = self.within(self.spf_mail_from(client));
         let dkim = self.within(async {
             let outputs = auth.verify_dkim(&message).await;
             outputs
@@ -421,22 +420,88 @@ impl Checks {
         message: &AuthenticatedMessage<'_>,
         outputs: Outputs<'_>,
     ) -> AuthResults {
-        let late = outputs.spf_helo.is_none()
-            || outputs.spf.is_none()
-            || outputs.dkim.is_none()
-            || outputs.arc.is_none()
-            || outputs.iprev.is_none()
-            || outputs.dmarc.is_none();
+        let timed_out = outputs.late();
+        let done = outputs.settled(message);
+        let header = self.field(client, message, &done);
+        AuthResults {
+            spf: done.spf.as_ref().map_or("none", |o| spf_name(o.result())),
+            spf_helo: done
+                .spf_helo
+                .as_ref()
+                .map_or("none", |o| spf_name(o.result())),
+            dkim: done.dkim.iter().map(dkim_verdict).collect(),
+            dmarc: dmarc_name(&done.dmarc.result()),
+            dmarc_policy: match done.dmarc.policy() {
+                mail_auth::dmarc::Policy::Reject => "reject",
+                mail_auth::dmarc::Policy::Quarantine => "quarantine",
+                _ => "none",
+            },
+            arc: dkim_name(done.arc.result()),
+            iprev: done
+                .iprev
+                .as_ref()
+                .map_or("none", |o| iprev_name(&o.result)),
+            timed_out,
+            header,
+        }
+    }
+
+    /// The `Authentication-Results:` field of `done`, with its final CRLF.
+    fn field(
+        &self,
+        client: &Client,
+        message: &AuthenticatedMessage<'_>,
+        done: &Done<'_>,
+    ) -> String {
+        let mut field = AuthenticationResults::new(&self.hostname);
+        if let (Some(ip), Some(out)) = (client.ip, &done.spf_helo) {
+            field = field.with_spf_ehlo_result(out, ip, &client.helo);
+        }
+        if let (Some(ip), Some(out)) = (client.ip, &done.spf) {
+            field = field.with_spf_mailfrom_result(out, ip, &client.mail_from, &client.helo);
+        }
+        field = field
+            .with_dkim_results(&done.dkim, message.from())
+            .with_arc_result(&done.arc, client.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])))
+            .with_dmarc_result(&done.dmarc);
+        if let (Some(ip), Some(out)) = (client.ip, &done.iprev) {
+            field = field.with_iprev_result(out, ip);
+        }
+        let mut header = format!("Authentication-Results: {field}");
+        if done.dkim.is_empty() {
+            header.push_str(";\r\n\tdkim=none");
+        }
+        header.push_str("\r\n");
+        header
+    }
+}
+
+/// Every check's output, a `temperror` for those the deadline cut short; `None` where a
+/// check does not apply.
+struct Done<'x> {
+    spf_helo: Option<SpfOutput>,
+    spf: Option<SpfOutput>,
+    dkim: Vec<DkimOutput<'x>>,
+    arc: ArcOutput<'x>,
+    iprev: Option<IprevOutput>,
+    dmarc: DmarcOutput,
+}
+
+impl<'x> Outputs<'x> {
+    /// True when the deadline cut a check short.
+    fn late(&self) -> bool {
+        self.spf_helo.is_none()
+            || self.spf.is_none()
+            || self.dkim.is_none()
+            || self.arc.is_none()
+            || self.iprev.is_none()
+            || self.dmarc.is_none()
+    }
+
+    /// The outputs, a `temperror` in place of each one missing.
+    fn settled(self, message: &AuthenticatedMessage<'_>) -> Done<'x> {
         let spf_late = || Some(SpfOutput::new(String::new()).with_result(SpfResult::TempError));
-        let spf_helo = outputs.spf_helo.unwrap_or_else(spf_late);
-        let spf = outputs.spf.unwrap_or_else(spf_late);
-        let dkim = outputs.dkim.unwrap_or_else(|| {
-            // Only signatures can be late.
-            (0..message.dkim_headers.len())
-                .map(|_| DkimOutput::temp_err(timed_out()))
-                .collect()
-        });
-        let arc = outputs.arc.unwrap_or_else(|| {
+        let arc = self.arc.unwrap_or_else(|| {
             let result = if message.ams_headers.is_empty() && message.as_headers.is_empty() {
                 DkimResult::None
             } else {
@@ -444,53 +509,29 @@ impl Checks {
             };
             ArcOutput::default().with_result(result)
         });
-        let iprev = outputs.iprev.unwrap_or_else(|| {
-            Some(IprevOutput {
-                result: IprevResult::TempError(timed_out()),
-                ptr: None,
-            })
-        });
-        let dmarc = outputs.dmarc.unwrap_or_else(|| {
+        let dmarc = self.dmarc.unwrap_or_else(|| {
             let from = message.from().rsplit_once('@').map_or("", |(_, d)| d);
             DmarcOutput::new(from.to_ascii_lowercase())
                 .with_spf_result(DmarcResult::TempError(timed_out()))
                 .with_dkim_result(DmarcResult::TempError(timed_out()))
         });
-
-        let mut field = AuthenticationResults::new(&self.hostname);
-        if let (Some(ip), Some(out)) = (client.ip, &spf_helo) {
-            field = field.with_spf_ehlo_result(out, ip, &client.helo);
-        }
-        if let (Some(ip), Some(out)) = (client.ip, &spf) {
-            field = field.with_spf_mailfrom_result(out, ip, &client.mail_from, &client.helo);
-        }
-        field = field
-            .with_dkim_results(&dkim, message.from())
-            .with_arc_result(&arc, client.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])))
-            .with_dmarc_result(&dmarc);
-        if let (Some(ip), Some(out)) = (client.ip, &iprev) {
-            field = field.with_iprev_result(out, ip);
-        }
-        let mut header = format!("Authentication-Results: {field}");
-        if dkim.is_empty() {
-            header.push_str(";\r\n\tdkim=none");
-        }
-        header.push_str("\r\n");
-
-        AuthResults {
-            spf: spf.as_ref().map_or("none", |o| spf_name(o.result())),
-            spf_helo: spf_helo.as_ref().map_or("none", |o| spf_name(o.result())),
-            dkim: dkim.iter().map(dkim_verdict).collect(),
-            dmarc: dmarc_name(&dmarc.result()),
-            dmarc_policy: match dmarc.policy() {
-                mail_auth::dmarc::Policy::Reject => "reject",
-                mail_auth::dmarc::Policy::Quarantine => "quarantine",
-                _ => "none",
-            },
-            arc: dkim_name(arc.result()),
-            iprev: iprev.as_ref().map_or("none", |o| iprev_name(&o.result)),
-            timed_out: late,
-            header,
+        Done {
+            spf_helo: self.spf_helo.unwrap_or_else(spf_late),
+            spf: self.spf.unwrap_or_else(spf_late),
+            // Only signatures can be late.
+            dkim: self.dkim.unwrap_or_else(|| {
+                (0..message.dkim_headers.len())
+                    .map(|_| DkimOutput::temp_err(timed_out()))
+                    .collect()
+            }),
+            arc,
+            iprev: self.iprev.unwrap_or_else(|| {
+                Some(IprevOutput {
+                    result: IprevResult::TempError(timed_out()),
+                    ptr: None,
+                })
+            }),
+            dmarc,
         }
     }
 }

@@ -318,7 +318,7 @@ impl Conn {
     async fn body(&mut self, spool: &Spool, mut offset: u64) -> Result<Option<Said>, Failure> {
         loop {
             let piece = spool
-                .read_at(offset, PIECE)
+                .read_at(offset, PIECE as u64)
                 .await
                 .map_err(|e| format!("spool: {e}"))?;
             if piece.is_empty() {
@@ -424,7 +424,7 @@ async fn header_section(spool: &Spool) -> Result<Vec<u8>, Failure> {
     let mut section = Vec::new();
     loop {
         let piece = spool
-            .read_at(section.len() as u64, PIECE)
+            .read_at(section.len() as u64, PIECE as u64)
             .await
             .map_err(|e| format!("spool: {e}"))?;
         let done = piece.is_empty();

@@ -76,6 +76,43 @@ pub fn mail_line(envelope: &Envelope, body: BodyFacts, leg: Leg) -> Result<Strin
     if caps.size {
         out.push(MailParameter::Size(body.size as usize).to_string());
     }
+    content(envelope, body, leg, &mut out)?;
+    if caps.dsn {
+        if let Some(ret) = params.ret {
+            out.push(format!(
+                "RET={}",
+                if ret == Ret::Full { "FULL" } else { "HDRS" }
+            ));
+        }
+        if let Some(envid) = &params.envid {
+            out.push(xtext("ENVID", envid));
+        }
+    }
+    if let Some(priority) = params.mt_priority.filter(|_| caps.mt_priority) {
+        out.push(format!("MT-PRIORITY={priority}"));
+    }
+    if let Some(by) = params.deliver_by.filter(|_| caps.deliver_by) {
+        let mode = if by.mode == DeliverByMode::Notify {
+            'N'
+        } else {
+            'R'
+        };
+        let trace = if by.trace { "T" } else { "" };
+        out.push(format!("BY={};{mode}{trace}", by.seconds));
+    }
+    Ok(command(format!("MAIL FROM:<{}>", envelope.mail_from), &out))
+}
+
+/// The parameters that say what the content needs (`BODY=`, `SMTPUTF8`, `REQUIRETLS`),
+/// or the refusal when the downstream cannot take it.
+fn content(
+    envelope: &Envelope,
+    body: BodyFacts,
+    leg: Leg,
+    out: &mut Vec<String>,
+) -> Result<(), Reply> {
+    let params = &envelope.mail_params;
+    let caps = leg.caps;
     if params.body == Some(Body::BinaryMime) {
         // Not advertised while relaying; DATA could not carry it.
         return Err(refused(554, "5.6.3 Binary content is not relayed"));
@@ -111,30 +148,7 @@ pub fn mail_line(envelope: &Envelope, body: BodyFacts, leg: Leg) -> Result<Strin
         }
         out.push("REQUIRETLS".into());
     }
-    if caps.dsn {
-        if let Some(ret) = params.ret {
-            out.push(format!(
-                "RET={}",
-                if ret == Ret::Full { "FULL" } else { "HDRS" }
-            ));
-        }
-        if let Some(envid) = &params.envid {
-            out.push(xtext("ENVID", envid));
-        }
-    }
-    if let Some(priority) = params.mt_priority.filter(|_| caps.mt_priority) {
-        out.push(format!("MT-PRIORITY={priority}"));
-    }
-    if let Some(by) = params.deliver_by.filter(|_| caps.deliver_by) {
-        let mode = if by.mode == DeliverByMode::Notify {
-            'N'
-        } else {
-            'R'
-        };
-        let trace = if by.trace { "T" } else { "" };
-        out.push(format!("BY={};{mode}{trace}", by.seconds));
-    }
-    Ok(command(format!("MAIL FROM:<{}>", envelope.mail_from), &out))
+    Ok(())
 }
 
 /// `RCPT TO:<path> params\r\n` for the recipient at `index`.

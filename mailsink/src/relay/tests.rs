@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use smtp_session::Config;
 use smtp_session_tokio::Server;
@@ -12,8 +13,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Relay, RelayArgs, Target};
+use crate::check::Check;
+use crate::checks::policy::Policy;
 use crate::delivery::Delivery;
-use crate::maildir::Maildir;
+use crate::delivery::Maildir;
 use crate::sink::Sink;
 
 #[path = "../../tests/relay_servers/mod.rs"]
@@ -23,6 +26,11 @@ use relay_servers::Dovecot;
 
 /// mailsink's handler relaying to `url`, served as an LMTP server on a free port.
 async fn lmtp_mailsink(url: &str) -> SocketAddr {
+    lmtp_mailsink_with(url, Vec::new()).await
+}
+
+/// [`lmtp_mailsink`] with `checks`.
+async fn lmtp_mailsink_with(url: &str, checks: Vec<Arc<dyn Check>>) -> SocketAddr {
     let args = RelayArgs {
         relay: Some(Target::parse(url).unwrap()),
         relay_timeout: 20,
@@ -34,10 +42,7 @@ async fn lmtp_mailsink(url: &str) -> SocketAddr {
     let relay = Relay::from_args(&args, "mx.test").unwrap().unwrap();
     let spool = tempfile::tempdir().unwrap().keep();
     let maildir = Maildir::open(&spool, "mx.test", std::time::Duration::ZERO).unwrap();
-    let sink = Sink::new(
-        Vec::new(),
-        Delivery::Relay(Arc::new(relay), Arc::new(maildir)),
-    );
+    let sink = Sink::new(checks, Delivery::Relay(Arc::new(relay), Arc::new(maildir)));
     let config = Config {
         hostname: "mx.test".into(),
         lmtp: true,
@@ -129,5 +134,45 @@ async fn an_lmtp_client_hears_each_recipients_own_reply() {
         delivered[0]
     );
     assert!(delivered[0].ends_with("\n\nhello\n"), "{}", delivered[0]);
+    assert!(dovecot.delivered("bob").is_empty());
+}
+
+#[tokio::test]
+async fn recipients_the_policy_refuses_are_not_relayed_and_hear_its_reply() {
+    // The policy refuses bob, whom Dovecot would take: he hears the policy's reply and
+    // gets nothing; alice hears Dovecot's.
+    let dovecot = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("policy.lua");
+    std::fs::write(
+        &script,
+        "kumo.on('smtp_server_message_received', function(msg)\n\
+           if tostring(msg:recipient()):sub(1, 4) == 'bob@' then\n\
+             kumo.reject(550, '5.7.1 not for bob here')\n\
+           end\n\
+         end)\n",
+    )
+    .unwrap();
+    let lua =
+        crate::policy::LuaPolicy::start(&script, "mx.test", Duration::from_secs(5), None).unwrap();
+    let policy: Arc<dyn Check> = Arc::new(Policy::new(Arc::new(lua)));
+    let addr = lmtp_mailsink_with(&dovecot.url(), vec![policy]).await;
+    let mut c = Lmtp::connect(addr).await;
+    assert!(c.cmd("LHLO client.example").await.starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@x.example>").await.starts_with("250"));
+    for rcpt in ["alice", "bob"] {
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}@example.org>")).await;
+        assert!(reply.starts_with("250 2.1.5"), "{reply}");
+    }
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let alice = c.cmd("Subject: some of them\r\n\r\nhello\r\n.").await;
+    let bob = c.reply().await;
+    assert!(
+        alice.starts_with("250 2.0.0 <alice@example.org> ") && alice.ends_with(" Saved\r\n"),
+        "{alice}"
+    );
+    assert_eq!(bob, "550 5.7.1 not for bob here\r\n");
+    assert!(c.cmd("QUIT").await.starts_with("221"));
+    assert_eq!(dovecot.delivered("alice").len(), 1);
     assert!(dovecot.delivered("bob").is_empty());
 }
