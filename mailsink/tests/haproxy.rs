@@ -182,7 +182,10 @@ impl Haproxy {
             .map(|row| ServerStat {
                 name: column(&row, "svname"),
                 status: column(&row, "status"),
-                check_status: column(&row, "check_status"),
+                // "* L7OK": a check is running now, and the last one passed.
+                check_status: column(&row, "check_status")
+                    .trim_start_matches("* ")
+                    .to_string(),
                 check_failures: column(&row, "chkfail").parse().unwrap_or(u64::MAX),
                 sessions: column(&row, "stot").parse().unwrap_or(0),
             })
