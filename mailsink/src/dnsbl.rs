@@ -27,7 +27,7 @@ use redis::Value;
 use smtp_session::{Decision, DisconnectMode, Reply};
 
 use crate::dns::Resolver;
-use crate::limits::parse_seconds;
+use crate::rate::parse_seconds;
 use crate::shared::Shared;
 
 /// The command-line flags of this module.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use smtp_session::{Decision, Reply};
 
-use crate::limits::parse_seconds;
+use crate::rate::parse_seconds;
 use crate::shared::{evalsha, FailurePolicy, Script, Shared};
 
 /// The command-line flags of this module.

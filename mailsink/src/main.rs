@@ -26,6 +26,7 @@ mod log;
 mod maildir;
 mod metrics;
 mod policy;
+mod rate;
 mod rates;
 mod relay;
 mod shared;

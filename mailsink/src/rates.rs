@@ -23,7 +23,7 @@ use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use smtp_session::{Decision, DisconnectMode, ReversePath};
 use smtp_session_tokio::{Client, ClientKey};
 
-use crate::limits::Rate;
+use crate::rate::Rate;
 use crate::shared::{FailurePolicy, RateKey, Shared};
 
 /// The command-line flags of this module.

@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Pipeline, ServerErrorKind, Value};
 
-use crate::limits::{parse_seconds, Rate};
+use crate::rate::{parse_seconds, Rate};
 
 /// The command-line flags of the shared store.
 #[derive(Debug, clap::Args)]

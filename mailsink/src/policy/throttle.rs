@@ -22,7 +22,7 @@ use governor::RateLimiter;
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 use tokio::runtime::Handle;
 
-use crate::limits::Rate;
+use crate::rate::Rate;
 use crate::shared::{FailurePolicy, RateKey, Shared};
 
 type Limiter =
