@@ -492,7 +492,9 @@ impl Checker {
             return self.decide_wrong(0);
         };
         let described = format!("{decision:?} for {:?}", pending.kind);
-        self.expect_side = Some(CloseSide::Local);
+        // Whatever the decision, a close it causes is the session's; but once the client's
+        // EOF is in, a decision that does not close lets the session see the client gone.
+        self.expect_side = (!self.eof_sent).then_some(CloseSide::Local);
         match self.session.decide(pending.id, decision, self.now) {
             Ok(()) | Err(Error::InvalidDecision(_)) => {}
             Err(other) => panic!("{described}: unexpected {other:?}"),

@@ -171,6 +171,23 @@ mod tests {
         script
     }
 
+    /// Found by the fuzzer: a BDAT LAST chunk's message hook pending, the client's EOF, then
+    /// any decision that does not close: the session sees the client gone and closes with
+    /// the remote side, as it must.
+    #[test]
+    fn a_decision_after_the_clients_eof_closes_on_the_remote_side() {
+        session_ops(&[
+            0, 0, 0, 0, 7, 0, 1, 0, 7, 0, 1, 2, 7, 0, 1, 7, 7, 0, 0, 54, 0, 66, 68, 65, 84, 32, 52,
+            48, 32, 76, 65, 83, 84, 13, 10, 104, 101, 108, 108, 111, 10, 84, 32, 52, 48, 32, 76,
+            65, 83, 84, 13, 10, 104, 101, 108, 61, 0, 38, 0, 67, 117, 98, 106, 101, 99, 116, 58,
+            32, 67, 117, 116, 32, 115, 104, 111, 114, 116, 13, 250, 151, 242, 245, 158, 147, 153,
+            182, 84, 32, 52, 48, 32, 76, 65, 83, 84, 13, 10, 104, 101, 108, 61, 0, 38, 0, 67, 117,
+            98, 106, 101, 99, 116, 58, 32, 67, 117, 116, 32, 115, 104, 111, 114, 116, 13, 250, 151,
+            242, 245, 158, 147, 153, 182, 77, 69, 0, 9, 1, 13, 10, 46, 13, 10, 13, 109, 112, 108,
+            101, 62, 13, 104, 10, 7, 0, 10, 1, 36, 2,
+        ]);
+    }
+
     #[test]
     fn session_bytes_over_generated_scripts() {
         let mut rng = Rng::new(3);
