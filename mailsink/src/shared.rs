@@ -422,65 +422,9 @@ fn redacted(url: &str) -> String {
 pub mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
 
     /// A redis-server of the test's own on loopback, without persistence; killed on drop.
-    pub struct TestRedis {
-        child: Option<Child>,
-        /// Its port.
-        pub port: u16,
-    }
-
-    impl TestRedis {
-        /// Starts one on a free port and waits until it answers; panics when it cannot.
-        pub fn start() -> TestRedis {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut redis = TestRedis { child: None, port };
-            redis.restart();
-            redis
-        }
-
-        /// Starts it again on the same port after [`stop`](TestRedis::stop).
-        pub fn restart(&mut self) {
-            let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (apt-get install redis-server) must start");
-            self.child = Some(child);
-            for _ in 0..200 {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            panic!("redis-server did not listen on port {}", self.port);
-        }
-
-        /// Kills it.
-        pub fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        /// Its URL.
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-    }
-
-    impl Drop for TestRedis {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
+    pub use smtp_session_testkit::daemons::Redis as TestRedis;
 
     pub fn shared(url: &str, failure: FailurePolicy) -> Shared {
         let args = RedisArgs {

@@ -9,103 +9,20 @@ mod scrape;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{after_trace, Client, Server, WAIT};
+use common::{after_trace, Client, Server};
+use smtp_session_testkit::daemons;
 
 const MESSAGE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n\
 Subject: through a milter\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\
 Message-ID: <1@example.com>\r\n\r\nHello Bob.\r\n";
 
-/// A daemon started by a test, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `command` and waits until it listens on `port`; fails the test if it cannot.
-fn start(command: Command, port: u16) -> Daemon {
-    start_within(command, port, WAIT)
-}
-
-/// [`start`], waiting up to `limit` for the port.
-fn start_within(mut command: Command, port: u16, limit: Duration) -> Daemon {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut daemon = Daemon(child.unwrap_or_else(|e| panic!("cannot start {command:?}: {e}")));
-    let deadline = Instant::now() + limit;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            let mut err = String::new();
-            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("{command:?} exited ({status}): {err}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{command:?} did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
-}
-
-fn opendkim(dir: &std::path::Path) -> (Daemon, u16) {
-    let genkey = Command::new("/usr/sbin/opendkim-genkey")
-        .args([
-            "-D",
-            dir.to_str().unwrap(),
-            "-d",
-            "example.com",
-            "-s",
-            "test",
-        ])
-        .status()
-        .expect("opendkim-genkey (Debian package opendkim-tools; .ci/run installs it)");
-    assert!(genkey.success());
-    let port = free_port();
-    let conf = format!(
-        "Syslog no\nBackground no\nMode sv\nDomain example.com\nSelector test\n\
-         KeyFile {dir}/test.private\nSocket inet:{port}@127.0.0.1\nPidFile {dir}/pid\n\
-         RequireSafeKeys false\nInternalHosts 127.0.0.1\nUserID root\n",
-        dir = dir.display()
-    );
-    std::fs::write(dir.join("opendkim.conf"), conf).unwrap();
-    let mut command = Command::new("/usr/sbin/opendkim");
-    command.args(["-f", "-x"]).arg(dir.join("opendkim.conf"));
-    (start(command, port), port)
-}
-
 #[test]
 fn opendkim_signs_what_mailsink_stores_below_its_trace_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let (_opendkim, port) = opendkim(dir.path());
-    let milter = format!("inet:127.0.0.1:{port}");
+    let opendkim = daemons::opendkim(dir.path());
+    let milter = opendkim.inet();
     let server = Server::start(&["--milter", &milter]);
     let mut client = Client::hello(server.addr);
     let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
@@ -237,71 +154,17 @@ fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
     }
 }
 
-/// rspamd's proxy worker as a milter (`milter = yes`, scanning itself), over the
-/// distribution's configuration with overrides of the test's own; ports all free ones.
-fn rspamd(dir: &std::path::Path) -> (Daemon, u16) {
-    let (normal, controller, proxy) = (free_port(), free_port(), free_port());
-    let over = dir.join("override.d");
-    for sub in ["override.d", "db", "run", "log"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let write = |name: &str, text: String| std::fs::write(over.join(name), text).unwrap();
-    write(
-        "worker-normal.inc",
-        format!("bind_socket = \"127.0.0.1:{normal}\";\n"),
-    );
-    write(
-        "worker-controller.inc",
-        format!("bind_socket = \"127.0.0.1:{controller}\";\n"),
-    );
-    write(
-        "worker-proxy.inc",
-        format!(
-            "bind_socket = \"127.0.0.1:{proxy}\";\nmilter = yes;\ntimeout = 120s;\n\
-             upstream \"local\" {{ default = yes; self_scan = yes; }}\n"
-        ),
-    );
-    // Its verdict in headers also for a client on loopback (skipped by default as local).
-    write(
-        "milter_headers.conf",
-        "use = [\"x-spamd-result\", \"x-spam-status\"];\nskip_local = false;\nskip_authenticated = false;\n".to_string(),
-    );
-    let log = dir.join("log/rspamd.log");
-    write(
-        "logging.inc",
-        format!(
-            "type = \"file\";\nfilename = \"{}\";\nlevel = \"warning\";\n",
-            log.display()
-        ),
-    );
-    let var = |name: &str, path: &std::path::Path| format!("--var={name}={}", path.display());
-    let mut command = Command::new("/usr/bin/rspamd");
-    command
-        .args([
-            "-f",
-            "-u",
-            "root",
-            "-g",
-            "root",
-            "-c",
-            "/etc/rspamd/rspamd.conf",
-        ])
-        .arg(var("LOCAL_CONFDIR", dir))
-        .arg(var("DBDIR", &dir.join("db")))
-        .arg(var("RUNDIR", &dir.join("run")))
-        .arg(var("LOGDIR", &dir.join("log")));
-    // Loading its rules takes rspamd a while on a busy machine.
-    (
-        start_within(command, proxy, Duration::from_secs(120)),
-        proxy,
-    )
-}
+/// Its verdict in headers also for a client on loopback (skipped by default as local).
+const RSPAMD_HEADERS: (&str, &str) = (
+    "milter_headers.conf",
+    "use = [\"x-spamd-result\", \"x-spam-status\"];\nskip_local = false;\nskip_authenticated = false;\n",
+);
 
 #[test]
 fn rspamd_refuses_gtube_with_its_reply_and_passes_a_clean_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (_rspamd, port) = rspamd(dir.path());
-    let milter = format!("inet:127.0.0.1:{port}");
+    let rspamd = daemons::rspamd(dir.path(), &[RSPAMD_HEADERS]);
+    let milter = rspamd.inet();
     let server = Server::start(&["--milter", &milter, "--milter-timeout", "30"]);
     let mut client = Client::hello(server.addr);
     let gtube = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: test\r\n\

@@ -8,68 +8,19 @@ mod scrape;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Client, Server, WAIT};
+use common::{Client, Server};
+use smtp_session_testkit::daemons;
 
 const MESSAGE: &[u8] = b"From: alice@example.org\r\nSubject: greylisted\r\n\r\nHello.\r\n";
 const DELAY: u64 = 2;
 
-/// postgrey on a free port with a database of its own; stopped when dropped.
-struct Postgrey(Child, u16);
-
-impl Drop for Postgrey {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn postgrey(dir: &std::path::Path) -> Postgrey {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = Command::new("/usr/sbin/postgrey");
-    command
-        .arg(format!("--inet=127.0.0.1:{port}"))
-        .arg(format!("--dbdir={}", dir.display()))
-        .arg(format!("--pidfile={}/pid", dir.display()))
-        .arg(format!("--delay={DELAY}"))
-        .args(["--user=root", "--group=root"]);
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut daemon = Postgrey(
-        child.expect("postgrey (Debian package postgrey; .ci/run installs it)"),
-        port,
-    );
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            let mut err = String::new();
-            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("postgrey exited ({status}): {err}");
-        }
-        assert!(Instant::now() < deadline, "postgrey did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
-}
-
 #[test]
 fn postgrey_defers_the_first_attempt_and_lets_the_retry_through() {
     let dir = tempfile::tempdir().unwrap();
-    let service = postgrey(dir.path());
-    let addr = format!("inet:127.0.0.1:{}", service.1);
+    let postgrey = daemons::postgrey(dir.path(), DELAY);
+    let addr = postgrey.inet();
     let server = Server::start(&["--policy-service", &addr]);
     let mut client = Client::hello(server.addr);
     assert!(client

@@ -3,60 +3,14 @@
 //! The figures are printed (`cargo test -p mailsink --test store_memory -- --nocapture`).
 
 mod common;
+#[path = "common/memory.rs"]
+mod memory;
 
-use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Client, Server, WAIT};
-
-const CLIENTS: usize = 10;
-const MESSAGE: usize = 20 << 20;
-const HALF: usize = MESSAGE / 2;
-/// What the server may hold for ten messages in flight, over idle.
-const BUDGET: u64 = 2 << 20;
-
-/// The server's resident set, from /proc.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * 1024
-}
-
-/// 64 KiB of message text: 1024 lines of 64 octets.
-fn block(n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 * 1024);
-    for line in 0..1024 {
-        let text = format!("block {n:05} line {line:04} ");
-        out.extend_from_slice(text.as_bytes());
-        out.resize(out.len() + 62 - text.len(), b'x');
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Sizes of the files in `tmp/`.
-fn tmp_sizes(maildir: &Path) -> Vec<u64> {
-    std::fs::read_dir(maildir.join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .collect()
-}
-
-/// A client at the point where the message text goes.
-fn in_data(server: &Server, n: usize) -> Client {
-    let mut c = Client::hello(server.addr);
-    assert!(c
-        .cmd(&format!("MAIL FROM:<s{n}@x.example> SIZE={MESSAGE}"))
-        .starts_with("250"));
-    assert!(c.cmd("RCPT TO:<r@y.example>").starts_with("250"));
-    assert!(c.cmd("DATA").starts_with("354"));
-    c
-}
+use common::Server;
+use memory::{block, half_way_within_budget, in_data, rss, tmp_sizes, CLIENTS, HALF, MESSAGE};
 
 #[test]
 fn ten_clients_half_way_through_20_mib_messages_cost_at_most_2_mib_over_idle() {
@@ -80,48 +34,7 @@ fn ten_clients_half_way_through_20_mib_messages_cost_at_most_2_mib_over_idle() {
     thread::sleep(Duration::from_millis(300));
     let idle = rss(server.pid());
 
-    let mut clients: Vec<Client> = (0..CLIENTS).map(|n| in_data(&server, n)).collect();
-    let senders: Vec<_> = clients
-        .iter()
-        .map(|c| {
-            let mut stream = c.stream.try_clone().unwrap();
-            thread::spawn(move || {
-                use std::io::Write;
-                for n in 0..HALF / (64 * 1024) {
-                    stream.write_all(&block(n)).unwrap();
-                }
-            })
-        })
-        .collect();
-    senders.into_iter().for_each(|t| t.join().unwrap());
-    // Every byte sent so far is in a file in tmp/ (but for the few the end-of-data scan
-    // holds back).
-    let start = Instant::now();
-    while tmp_sizes(&server.maildir())
-        .iter()
-        .filter(|&&s| s >= HALF as u64)
-        .count()
-        < CLIENTS
-    {
-        assert!(
-            start.elapsed() < WAIT,
-            "tmp/: {:?}",
-            tmp_sizes(&server.maildir())
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    let busy = rss(server.pid());
-    eprintln!(
-        "mailsink resident memory: idle {:.1} MiB, ten clients half-way through 20 MiB \
-         messages {:.1} MiB (+{} KiB)",
-        idle as f64 / (1 << 20) as f64,
-        busy as f64 / (1 << 20) as f64,
-        busy.saturating_sub(idle) / 1024
-    );
-    assert!(
-        busy <= idle + BUDGET,
-        "idle {idle} bytes, with ten messages in flight {busy} bytes"
-    );
+    let mut clients = half_way_within_budget(&server, &server.maildir(), idle, "mailsink");
 
     // The messages end and are stored whole.
     let finishers: Vec<_> = clients

@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::daemon::{free_port, is_root, sbin, Daemon, MilterConn};
+use common::daemon::MilterConn;
 use smtp_filter_proto::edits::{parse_header_section, Envelope, HeaderList, MessageEdits, Path};
 use smtp_filter_proto::milter::{
     ClientAddress, Macros, MilterConfig, Modification, Output, Step, Verdict,
 };
+use smtp_session_testkit::daemons;
 
 const MESSAGE: &[u8] = b"From: Alice <alice@example.com>\r\n\
 To: Bob <bob@example.net>\r\n\
@@ -23,42 +22,6 @@ Message-ID: <1@example.com>\r\n\
 \r\n\
 Hello Bob,\r\n\
 this message goes through OpenDKIM.\r\n";
-
-fn start_opendkim(dir: &std::path::Path) -> (Daemon, u16) {
-    let status = Command::new(sbin("opendkim-genkey"))
-        .args([
-            "-D",
-            dir.to_str().unwrap(),
-            "-d",
-            "example.com",
-            "-s",
-            "test",
-        ])
-        .status()
-        .expect("run opendkim-genkey");
-    assert!(status.success(), "opendkim-genkey failed");
-    // The public key as its TXT record would hold it, for OpenDKIM's TestPublicKeys (no DNS
-    // in the tests): the quoted strings of the zone-file line opendkim-genkey wrote.
-    let zone = std::fs::read_to_string(dir.join("test.txt")).unwrap();
-    let record: String = zone.split('"').skip(1).step_by(2).collect();
-    std::fs::write(
-        dir.join("keys"),
-        format!("test._domainkey.example.com {record}\n"),
-    )
-    .unwrap();
-    let port = free_port();
-    let user = if is_root() { "UserID root\n" } else { "" };
-    let conf = format!(
-        "Syslog no\nBackground no\nMode sv\nDomain example.com\nSelector test\n\
-         KeyFile {dir}/test.private\nSocket inet:{port}@127.0.0.1\nPidFile {dir}/opendkim.pid\n\
-         RequireSafeKeys false\nInternalHosts 127.0.0.1\nTestPublicKeys {dir}/keys\nAuthservID mx.example.com\n{user}",
-        dir = dir.display()
-    );
-    std::fs::write(dir.join("opendkim.conf"), conf).unwrap();
-    let mut command = Command::new(sbin("opendkim"));
-    command.args(["-f", "-x"]).arg(dir.join("opendkim.conf"));
-    (Daemon::start(command, port), port)
-}
 
 fn verdict(outputs: &[Output]) -> Option<(Step, Verdict)> {
     outputs.iter().find_map(|o| match o {
@@ -124,7 +87,8 @@ fn through(port: u16, client: &str, message: &[u8]) -> Vec<Output> {
 #[test]
 fn opendkim_signs_for_an_internal_client_and_verifies_the_signature_for_an_outside_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (_opendkim, port) = start_opendkim(dir.path());
+    let opendkim = daemons::opendkim(dir.path());
+    let port = opendkim.port;
     let (mut conn, negotiated) = MilterConn::open(port, MilterConfig::default());
     assert!(
         matches!(negotiated.as_slice(), [Output::Negotiated(_)]),

@@ -4,26 +4,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{free_port, is_root, sbin, Daemon, PolicyConn};
+use common::daemon::PolicyConn;
 use smtp_filter_proto::policy::{PolicyAction, PolicyRequest, ProtocolState};
+use smtp_session_testkit::daemons;
 
 const DELAY: u64 = 2;
-
-fn start_postgrey(dir: &std::path::Path) -> (Daemon, u16) {
-    let port = free_port();
-    let mut command = Command::new(sbin("postgrey"));
-    command.arg(format!("--inet=127.0.0.1:{port}"));
-    command.arg(format!("--dbdir={}", dir.display()));
-    command.arg(format!("--delay={DELAY}"));
-    command.arg(format!("--pidfile={}/postgrey.pid", dir.display()));
-    if is_root() {
-        command.args(["--user=root", "--group=root"]);
-    }
-    (Daemon::start(command, port), port)
-}
 
 fn request(sender: &str, recipient: &str, instance: &str) -> PolicyRequest {
     let mut r = PolicyRequest::new(ProtocolState::Rcpt);
@@ -41,7 +28,8 @@ fn request(sender: &str, recipient: &str, instance: &str) -> PolicyRequest {
 #[test]
 fn postgrey_defers_a_first_attempt_and_passes_the_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let (_postgrey, port) = start_postgrey(dir.path());
+    let postgrey = daemons::postgrey(dir.path(), DELAY);
+    let port = postgrey.port;
     let mut conn = PolicyConn::open(port);
 
     let first = conn.ask(&request("alice@example.org", "bob@example.com", "a.1"));

@@ -4,58 +4,12 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::daemon::{free_port, sbin, Daemon, MilterConn};
+use common::daemon::MilterConn;
 use smtp_filter_proto::edits::parse_header_section;
 use smtp_filter_proto::milter::{ClientAddress, Macros, MilterConfig, Output, Step, Verdict};
+use smtp_session_testkit::daemons;
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
-
-fn start_rspamd(dir: &std::path::Path) -> (Daemon, u16) {
-    let (normal, controller, proxy) = (free_port(), free_port(), free_port());
-    let over = dir.join("override.d");
-    for sub in ["override.d", "local.d", "db", "run", "log"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let write = |name: &str, text: String| std::fs::write(over.join(name), text).unwrap();
-    write(
-        "worker-normal.inc",
-        format!("bind_socket = \"127.0.0.1:{normal}\";\n"),
-    );
-    write(
-        "worker-controller.inc",
-        format!("bind_socket = \"127.0.0.1:{controller}\";\n"),
-    );
-    write(
-        "worker-proxy.inc",
-        format!(
-            "bind_socket = \"127.0.0.1:{proxy}\";\nmilter = yes;\ntimeout = 120s;\n\
-             upstream \"local\" {{ default = yes; self_scan = yes; }}\n"
-        ),
-    );
-    write(
-        "logging.inc",
-        "type = \"console\";\nlevel = \"warning\";\n".to_string(),
-    );
-    let var = |name: &str, path: &std::path::Path| format!("--var={name}={}", path.display());
-    let mut command = Command::new(sbin("rspamd"));
-    command
-        .args([
-            "-f",
-            "-u",
-            "root",
-            "-g",
-            "root",
-            "-c",
-            "/etc/rspamd/rspamd.conf",
-        ])
-        .arg(var("LOCAL_CONFDIR", dir))
-        .arg(var("DBDIR", &dir.join("db")))
-        .arg(var("RUNDIR", &dir.join("run")))
-        .arg(var("LOGDIR", &dir.join("log")));
-    (Daemon::start(command, proxy), proxy)
-}
 
 /// One message through the milter; the outputs of end of message, or of the first step
 /// the filter refused.
@@ -115,7 +69,8 @@ fn scan(port: u16, message: &[u8]) -> Vec<Output> {
 #[test]
 fn rspamd_refuses_gtube_and_lets_a_clean_message_through() {
     let dir = tempfile::tempdir().unwrap();
-    let (_rspamd, port) = start_rspamd(dir.path());
+    let rspamd = daemons::rspamd(dir.path(), &[]);
+    let port = rspamd.port;
 
     let spam = format!(
         "From: alice@example.org\r\nTo: bob@example.com\r\nSubject: test\r\n\

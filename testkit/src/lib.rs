@@ -11,6 +11,8 @@
 //! - [`reference_unstuff`]: the byte-at-a-time reference model of the DATA receiver.
 //! - [`client`]: the blocking SMTP client of the tests that run a real server
 //!   (smtp-session-tokio's and mailsink's).
+//! - [`daemons`]: the real daemons the tests run against (Redis, rspamd, OpenDKIM,
+//!   postgrey), started on loopback with a configuration of the test's own.
 //!
 //! The library itself keeps, behind its hidden `testing` feature, only what needs its
 //! internals: [`HookId::forged`](smtp_session::HookId::forged).
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod daemons;
 pub mod drive;
 pub mod fuzz;
 pub mod transcript;
