@@ -12,8 +12,9 @@
 
 use memchr::memchr2;
 
+use crate::body::LeadingWhitespace;
 use crate::body::{scan_text, Bounded};
-use crate::data::{BareLineEndings, LeadingWhitespace};
+use crate::data::BareLineEndings;
 
 /// Progress of a [`BdatReceiver`] after [`BdatReceiver::feed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-pub use crate::data::{BareLineEndings, LeadingWhitespace};
+pub use crate::body::LeadingWhitespace;
+pub use crate::data::BareLineEndings;
 
 /// The ESMTP extensions a session advertises in its EHLO reply and accepts.
 ///

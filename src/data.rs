@@ -36,6 +36,7 @@ use std::sync::OnceLock;
 
 use memchr::memmem::Finder;
 
+pub use crate::body::LeadingWhitespace;
 use crate::body::{scan_text, Bounded, TextScan};
 
 /// Finds the start of a line beginning with a dot: `CRLF .`.
@@ -60,29 +61,6 @@ pub enum BareLineEndings {
     Normalize,
     /// Store the byte unchanged and accept the message.
     Allow,
-}
-
-/// What to do with message content whose first byte is a space or a tab.
-///
-/// Such content starts with a continuation line where a header section must begin
-/// (RFC 5322 section 2.2.3). Stored as it came, right below the fields a receiver prepends
-/// (`Return-Path:`, `Received:`, `Authentication-Results:`), it would fold into the last of
-/// them: `\t; dkim=pass header.d=bank.example` sent as the first line of a message would
-/// read as part of this host's own field. Whatever the policy,
-/// [`DataReceiver::saw_leading_whitespace`] reports that the content began so.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[non_exhaustive]
-pub enum LeadingWhitespace {
-    /// Store the content unchanged; the caller is expected to refuse the message (the
-    /// session answers `550 5.6.0` once the data ends, and stores nothing of it).
-    #[default]
-    Reject,
-    /// Store an empty line (CRLF) before the content, as Postfix's smtpd does: the header
-    /// section then ends with the receiver's own fields and the whole content is the body,
-    /// so no client byte can join a field written above it. The two bytes count toward
-    /// the message's size.
-    InsertEmptyLine,
 }
 
 /// What one `feed` knows of the input ahead of the fast path.

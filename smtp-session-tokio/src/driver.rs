@@ -21,38 +21,19 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smtp_session::{DisconnectContext, Hook, HookCall, Output, Reply, Session};
+use smtp_session::{DisconnectContext, Hook, HookCall, Output, Session};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use crate::env::{bounded, Env};
 use crate::handler::Handler;
-use crate::hooks::{bounded, decided_here, forced_close, run_hook, settle_hook, Body};
-use crate::limits::{Counts, Limits, Slot};
-use crate::observer::{observe_replies, Observer};
+use crate::hooks::{decided_here, forced_close, run_hook, settle_hook, Body};
+use crate::limits::Slot;
+use crate::observer::observe_replies;
 use crate::socket::Conn;
-
-/// What a connection needs from its server.
-pub(crate) struct Env<'a> {
-    pub(crate) limits: &'a Limits,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<&'a crate::tls::Tls>,
-    pub(crate) shutdown: &'a CancellationToken,
-    pub(crate) force: &'a CancellationToken,
-    /// With a PROXY header, the per-client limit is applied at the connect stage.
-    pub(crate) proxy_ip_limit: Option<&'a Arc<Counts>>,
-    /// Whether the handler itself wants the connect hook (it may be subscribed only for
-    /// the limit above).
-    pub(crate) handler_connect: bool,
-    /// Told of every reply, and of a refusal under the per-client limit.
-    pub(crate) observer: Option<&'a dyn Observer>,
-    /// A connection over a limit at accept: its connect stage is refused with this reply,
-    /// so that it ends as every connection does, with its disconnect context.
-    pub(crate) refusal: Option<&'a Reply>,
-}
 
 /// Runs one session over `io` to its end, the disconnect hook included.
 ///
@@ -332,6 +313,11 @@ mod tests {
     use smtp_session::{Config, ConnectionInfo};
 
     use super::*;
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::limits::Limits;
 
     struct Nothing;
 

@@ -5,15 +5,15 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use smtp_session::{AbortReason, Decision, Hook, HookId, IoError, IoErrorKind, Reply, Session};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::driver::Env;
+use crate::env::{bounded, Env};
 use crate::handler::{Connection, Handler, HookError, HookResult};
 use crate::limits::{Counts, Limits, Slot};
 use crate::observer::Refusal;
@@ -233,14 +233,4 @@ pub(crate) fn forced_close() -> IoError {
         "closed at the end of the shutdown grace period",
         None,
     )
-}
-
-/// Runs `fut` to its end, or for `limit` at most once it had to wait: a future that is ready
-/// at once (a write into an empty socket buffer) costs no timer.
-pub(crate) async fn bounded<F: Future>(fut: F, limit: Duration) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        return Some(output);
-    }
-    tokio::time::timeout(limit, fut).await.ok()
 }

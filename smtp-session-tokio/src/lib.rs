@@ -179,6 +179,7 @@
 
 mod client;
 mod driver;
+mod env;
 mod handler;
 mod hooks;
 mod limits;

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
-use crate::driver::{drive, Env};
+use crate::driver::drive;
+use crate::env::{bounded, Env};
 use crate::handler::Handler;
-use crate::hooks::bounded;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
 use crate::listener::{Accepted, AcceptedStream, Listener, Transport};
 use crate::observer::{Observer, Refusal};

@@ -15,8 +15,7 @@ use smtp_session::Session;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::Env;
-use crate::hooks::bounded;
+use crate::env::{bounded, Env};
 use crate::limits::{ErrorDelay, Limits};
 use crate::stream::{io_error, tls_error, Stream};
 
