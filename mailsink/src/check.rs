@@ -19,6 +19,12 @@
 //!   apply at delivery; a refusal drops the edits gathered before it.
 //! - A check that fails ([`Verdict::Failed`]) takes its default action,
 //!   [`Check::on_failure`] (the session's hook failure unless the check says otherwise).
+//!
+//! Checks are shared by all connections. A check that keeps something for one connection
+//! (the milter's connections to its filters, which live as long as the client's) opens a
+//! [`Dialogue`] for it ([`Check::open`]): the connection's [`Dialogues`] hold it from the
+//! first stage to the end, and that connection's stages go to it instead of to
+//! [`Check::check`]. The disconnect stage is its last, where it closes what it opened.
 
 use std::future::Future;
 use std::io;
@@ -73,6 +79,48 @@ pub trait Check: Send + Sync + 'static {
     /// mailsink, KumoMTA's `421 4.3.0 <hostname> technical difficulties`).
     fn on_failure(&self) -> Decision {
         Decision::HookFailed
+    }
+
+    /// What this check keeps for one connection, if anything: made at the connection's
+    /// first stage; the connection's stages then go to it, not to [`Check::check`]. None by
+    /// default.
+    fn open(&self) -> Option<Box<dyn Dialogue>> {
+        None
+    }
+}
+
+/// One check's own part of one connection (see the module docs): it answers the stages the
+/// check named, in order, connect first and disconnect last, and is dropped after.
+pub trait Dialogue: Send + Sync {
+    /// Its verdict on `stage`, as [`Check::check`]'s.
+    fn check<'a>(&'a mut self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a>;
+}
+
+/// The dialogues of one connection, one slot per check, opened at its first stage. A clone
+/// is a new connection's: nothing open.
+#[derive(Default)]
+pub struct Dialogues(Option<Vec<Option<Box<dyn Dialogue>>>>);
+
+impl Clone for Dialogues {
+    fn clone(&self) -> Self {
+        Dialogues::default()
+    }
+}
+
+impl std::fmt::Debug for Dialogues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.0.iter().flatten().filter(|d| d.is_some()).count();
+        write!(f, "Dialogues({open} open)")
+    }
+}
+
+impl Dialogues {
+    /// The dialogue of the `index`th of `checks`, opening them all the first time.
+    fn get(&mut self, checks: &[Arc<dyn Check>], index: usize) -> Option<&mut Box<dyn Dialogue>> {
+        let all = self
+            .0
+            .get_or_insert_with(|| checks.iter().map(|check| check.open()).collect());
+        all.get_mut(index).and_then(Option::as_mut)
     }
 }
 
@@ -263,8 +311,17 @@ pub struct Edits {
     /// Ranges of the message as received (offsets from its first byte, in order, apart)
     /// to leave out: header fields it must not keep.
     pub remove: Vec<Range<u64>>,
+    /// Whole header fields, each ending in CRLF, to go in at offsets of the message as
+    /// received (field boundaries of its header section, in order): a filter's fields at the
+    /// places it asked for, below the trace fields whatever it asked.
+    pub insert: Vec<(u64, Vec<u8>)>,
     /// The recipients the message goes to instead of the envelope's.
     pub recipients: Option<Vec<ForwardPath>>,
+    /// The envelope sender the message is stored (its `Return-Path:`) or relayed with
+    /// instead of the client's.
+    pub sender: Option<ReversePath>,
+    /// A body in place of the one received, with the header section as edited.
+    pub body: Option<crate::store::NewBody>,
     /// Under LMTP: the recipients refused, one entry per envelope recipient (`None` for
     /// those not refused); the others still get the message.
     pub refused_recipients: Vec<Option<Reply>>,
@@ -287,8 +344,18 @@ impl Edits {
             self.remove.sort_by_key(|range| range.start);
             self.remove.dedup();
         }
+        if !later.insert.is_empty() {
+            self.insert.extend(later.insert);
+            self.insert.sort_by_key(|(at, _)| *at);
+        }
         if later.recipients.is_some() {
             self.recipients = later.recipients;
+        }
+        if later.sender.is_some() {
+            self.sender = later.sender;
+        }
+        if later.body.is_some() {
+            self.body = later.body;
         }
         merge_refusals(&mut self.refused_recipients, later.refused_recipients);
         self.extensions = later.extensions.or(self.extensions);
@@ -359,14 +426,26 @@ pub enum Outcome {
     Discard(String),
 }
 
-/// Asks `checks` about `stage` in order and merges their verdicts by the rule of the
-/// module docs. What a check found goes into `facts` at once (the reverse DNS name, the
-/// message's record), so the checks after it see it.
-pub async fn decide(checks: &[Arc<dyn Check>], facts: &mut Facts, stage: &Stage<'_>) -> Outcome {
+/// Asks `checks` about `stage` in order (through the connection's `dialogues` for those that
+/// keep one) and merges their verdicts by the rule of the module docs. What a check found
+/// goes into `facts` at once (the reverse DNS name, the message's record), so the checks
+/// after it see it.
+pub async fn decide(
+    checks: &[Arc<dyn Check>],
+    dialogues: &mut Dialogues,
+    facts: &mut Facts,
+    stage: &Stage<'_>,
+) -> Outcome {
     let mut edits = Edits::default();
     let mut accepted = false;
-    for check in checks.iter().filter(|check| check.stages().has(stage)) {
-        let verdict = check.check(facts, stage).await;
+    for (index, check) in checks.iter().enumerate() {
+        if !check.stages().has(stage) {
+            continue;
+        }
+        let verdict = match dialogues.get(checks, index) {
+            Some(dialogue) => dialogue.check(facts, stage).await,
+            None => check.check(facts, stage).await,
+        };
         let (more, last) = match verdict {
             Verdict::Continue(more) => (more, false),
             Verdict::Accept(more) => (more, true),

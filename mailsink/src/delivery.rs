@@ -151,6 +151,13 @@ async fn store_spool(spool: Option<Spool>, edits: Edits, quarantine: bool) -> De
     };
     spool.add_fields(&edits.add_fields);
     spool.remove(edits.remove);
+    spool.insert(edits.insert);
+    if let Some(sender) = &edits.sender {
+        spool.set_sender(sender);
+    }
+    if let Some(body) = edits.body {
+        spool.replace_body(body);
+    }
     if quarantine {
         spool.to_quarantine();
     }
@@ -186,9 +193,25 @@ async fn relay_message(
         Some(store::Stored::Memory(bytes)) => Text::Memory(bytes),
         None => Text::Memory(body),
     };
+    if edits.body.is_some() {
+        eprintln!("mailsink: a filter's new body cannot be relayed");
+        if let Some(spool) = spool {
+            spool.discard().await;
+        }
+        return Delivered {
+            answer: Answer::Same(store::store_failed()),
+            file: None,
+            taken: false,
+        };
+    }
+    // A filter's fields go below the relay's Received: field, with the checks' own.
+    let mut fields = edits.add_fields;
+    for (_, more) in edits.insert {
+        fields.extend_from_slice(&more);
+    }
     let content = Content {
         text,
-        fields: &edits.add_fields,
+        fields: &fields,
         cuts: &edits.remove,
     };
     let started = Instant::now();

@@ -49,8 +49,8 @@ impl fmt::Display for FilterAddr {
 }
 
 /// A byte stream to a filter.
-pub trait FilterIo: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> FilterIo for T {}
+pub trait FilterIo: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> FilterIo for T {}
 
 /// Connects within `limit`.
 pub async fn connect(addr: &FilterAddr, limit: Duration) -> std::io::Result<Box<dyn FilterIo>> {

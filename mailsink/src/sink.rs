@@ -30,6 +30,8 @@ pub struct Sink {
     pub messages: u32,
     /// What `--dnsbl` made of the client, from the connect stage on.
     pub screening: Option<Arc<Screening>>,
+    /// What the checks keep for this connection (the milter's filter connections).
+    pub dialogues: check::Dialogues,
 }
 
 impl std::fmt::Debug for dyn Check {
@@ -47,6 +49,7 @@ impl Sink {
             delivery: Arc::new(delivery),
             messages: 0,
             screening: None,
+            dialogues: check::Dialogues::default(),
         }
     }
 
@@ -90,7 +93,7 @@ impl Sink {
     /// The checks' answer to `stage`, with the connection's edits applied.
     async fn decide(&mut self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
         let mut facts = self.facts(conn);
-        match check::decide(&self.checks, &mut facts, stage).await {
+        match check::decide(&self.checks, &mut self.dialogues, &mut facts, stage).await {
             Outcome::Accepted(mut edits) => {
                 if let Some(screening) = edits.screening.take() {
                     self.screening = Some(screening);
@@ -251,7 +254,7 @@ impl Handler for Sink {
             arguments: &context.arguments,
             connection: &context.connection,
         };
-        check::decide(&self.checks, &mut facts, &stage).await;
+        check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await;
     }
 
     fn hook_failed(&mut self, error: &HookError) {
@@ -265,7 +268,7 @@ impl Sink {
     /// The message stage: the checks judge the message, then it is delivered, quarantined,
     /// dropped or refused as they said; its log line and counters follow from its record.
     async fn judge_and_deliver(
-        &self,
+        &mut self,
         mut facts: Facts,
         message: Message,
         spool: Option<delivery::Spool>,
@@ -280,7 +283,7 @@ impl Sink {
                 message: &message,
                 body: view,
             };
-            check::decide(&self.checks, &mut facts, &stage).await
+            check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await
         };
         // The metrics count what the checks found, whatever became of the message.
         facts.record.count();
@@ -308,7 +311,11 @@ impl Sink {
                 let refused = std::mem::take(&mut edits.refused_recipients);
                 let replaced = edits.recipients.take();
                 let changed = replaced.is_some();
-                let readdressed = readdress(&message, &refused, replaced);
+                let mut readdressed = readdress(&message, &refused, replaced);
+                if let Some(sender) = &edits.sender {
+                    let target = readdressed.get_or_insert_with(|| message.clone());
+                    target.envelope.mail_from = sender.clone();
+                }
                 let target = readdressed.as_ref().unwrap_or(&message);
                 let delivered = self
                     .delivery

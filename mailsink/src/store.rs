@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use smtp_session::{trace, Envelope, Reply};
+use smtp_session::{trace, Envelope, Reply, ReversePath};
 use smtp_session_tokio::Connection;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
@@ -191,11 +191,74 @@ pub struct Spool {
     cuts: Vec<Range<u64>>,
     /// Delivered into the quarantine folder instead of `new/`.
     quarantine: bool,
+    /// Header fields that go in at offsets of the message as received (field boundaries
+    /// of its header section, in order): a filter's, where it asked for them.
+    inserts: Vec<(u64, Vec<u8>)>,
+    /// The length of the `Return-Path:` field at the start of the head (0: none).
+    return_path_len: usize,
+    /// The `Return-Path:` field in its place, when the envelope sender changed.
+    return_path: Option<Vec<u8>>,
+    /// A body in place of the one received.
+    new_body: Option<NewBody>,
+}
+
+/// A body a filter wrote in place of the one received: a file beside the message's in
+/// `tmp/`, removed when dropped. It replaces the message from offset `after` (the end of
+/// the received header section) on.
+#[derive(Debug)]
+pub struct NewBody {
+    path: PathBuf,
+    file: Option<File>,
+    len: u64,
+    after: u64,
+}
+
+impl NewBody {
+    /// Its length so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `bytes`.
+    pub async fn append(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("the new body's file was lost"))?;
+        let n = bytes.len() as u64;
+        self.file = Some(blocking(move || file.write_all(&bytes).map(|()| file)).await?);
+        self.len += n;
+        Ok(())
+    }
+
+    /// At most `len` bytes from its byte `at`.
+    pub async fn read_at(&self, at: u64, len: u64) -> io::Result<Vec<u8>> {
+        let path = self.path.clone();
+        blocking(move || {
+            let mut file = File::open(path)?;
+            file.seek(SeekFrom::Start(at))?;
+            let mut piece = Vec::new();
+            file.take(len).read_to_end(&mut piece)?;
+            Ok(piece)
+        })
+        .await
+    }
+}
+
+impl Drop for NewBody {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Spool {
     /// A new message named `name`, starting with the trace fields `head`.
     pub fn start(maildir: &Arc<Maildir>, name: Name, head: Vec<u8>) -> Spool {
+        let return_path_len = if head.starts_with(b"Return-Path:") {
+            memchr::memchr(b'\n', &head).map_or(0, |i| i + 1)
+        } else {
+            0
+        };
         Spool {
             maildir: maildir.clone(),
             name,
@@ -207,7 +270,34 @@ impl Spool {
             fields: Vec::new(),
             cuts: Vec::new(),
             quarantine: false,
+            inserts: Vec::new(),
+            return_path_len,
+            return_path: None,
+            new_body: None,
         }
+    }
+
+    /// A new, empty body for the message from its byte `after` on (the end of its header
+    /// section), in a file beside it; `n` tells apart the bodies of several filters.
+    pub async fn new_body(&self, n: u32, after: u64) -> io::Result<NewBody> {
+        let mut path = self.maildir.tmp_path(&self.name).into_os_string();
+        path.push(format!(".body{n}"));
+        let path = PathBuf::from(path);
+        let at = path.clone();
+        let file = blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(at)
+        })
+        .await?;
+        Ok(NewBody {
+            path,
+            file: Some(file),
+            len: 0,
+            after,
+        })
     }
 
     /// Appends a piece of the body: in memory up to [`GATHER`], then to the file.
@@ -305,6 +395,56 @@ impl Spool {
         self.cuts = ranges;
     }
 
+    /// Has header fields (whole lines, each ending in CRLF) go in at offsets of the message
+    /// as received: field boundaries of its header section, in order.
+    pub fn insert(&mut self, inserts: Vec<(u64, Vec<u8>)>) {
+        self.inserts = inserts;
+    }
+
+    /// Has the message's `Return-Path:` name `sender` (when it has one: relayed messages
+    /// do not).
+    pub fn set_sender(&mut self, sender: &ReversePath) {
+        if self.return_path_len > 0 {
+            self.return_path = Some(trace::return_path(sender).into_bytes());
+        }
+    }
+
+    /// Has the message delivered with `body` in place of the body received.
+    pub fn replace_body(&mut self, body: NewBody) {
+        self.new_body = Some(body);
+    }
+
+    /// Every change to the file at delivery, as ranges of it (in order, apart) and the
+    /// bytes that take their place.
+    fn splices(&mut self) -> Vec<(Range<u64>, Vec<u8>)> {
+        let head = self.head_len as u64;
+        let mut splices = Vec::new();
+        if let Some(line) = self.return_path.take() {
+            splices.push((0..self.return_path_len as u64, line));
+        }
+        let mut message: Vec<(Range<u64>, Vec<u8>)> = std::mem::take(&mut self.inserts)
+            .into_iter()
+            .map(|(at, bytes)| (at..at, bytes))
+            .chain(
+                std::mem::take(&mut self.cuts)
+                    .into_iter()
+                    .map(|c| (c, Vec::new())),
+            )
+            .collect();
+        // Stable: of an insert and a cut at one offset, the insert (listed first) goes first.
+        message.sort_by_key(|(range, _)| range.start);
+        let fields = std::mem::take(&mut self.fields);
+        if !fields.is_empty() {
+            splices.push((head..head, fields));
+        }
+        splices.extend(
+            message
+                .into_iter()
+                .map(|(r, bytes)| (head + r.start..head + r.end, bytes)),
+        );
+        splices
+    }
+
     /// Has the message delivered into the quarantine folder instead of `new/`.
     pub fn to_quarantine(&mut self) {
         self.quarantine = true;
@@ -319,16 +459,12 @@ impl Spool {
         }
         let file = self.file.take();
         let mut rest = std::mem::take(&mut self.pending);
-        let mut fields = std::mem::take(&mut self.fields);
-        let mut cuts = std::mem::take(&mut self.cuts);
+        let splices = self.splices();
+        let new_body = self.new_body.take();
         let fresh = !self.on_disk;
-        if fresh {
+        if fresh && new_body.is_none() {
             // All of the message is still here: it is put right before it is written.
-            let body = self.head_len;
-            for cut in cuts.drain(..).rev() {
-                rest.drain(body + cut.start as usize..body + cut.end as usize);
-            }
-            rest.splice(body..body, fields.drain(..));
+            splice_all(&mut rest, &splices)?;
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
@@ -340,10 +476,24 @@ impl Spool {
                 None if fresh => maildir.create(&name)?,
                 None => return Err(io::Error::other("the message's file was lost")),
             };
-            file.write_all(&rest)?;
-            if !fields.is_empty() || !cuts.is_empty() {
-                let reader = File::open(maildir.tmp_path(&name))?;
-                rewrite_front(&reader, &file, head_len, &fields, &cuts)?;
+            let path = maildir.tmp_path(&name);
+            match new_body {
+                Some(body) => {
+                    let front = head_len + body.after;
+                    let front = if fresh {
+                        rest.truncate(usize::try_from(front).unwrap_or(usize::MAX));
+                        rest
+                    } else {
+                        read_front(&File::open(&path)?, front)?
+                    };
+                    rebuild(&file, front, &splices, &body)?;
+                }
+                None => {
+                    file.write_all(&rest)?;
+                    if !fresh && !splices.is_empty() {
+                        rewrite_front(&File::open(&path)?, &file, 0, &splices)?;
+                    }
+                }
             }
             maildir.place(file, &name, quarantine)
         })
@@ -394,21 +544,18 @@ pub const MAX_FRONT: u64 = 1 << 20;
 /// Pieces in which [`move_bytes`] moves a file's bytes.
 const MOVE_PIECE: usize = 64 * 1024;
 
-/// Rewrites the file read by `reader` and written by `writer` from offset `at`: `bytes` go
-/// in at `at`, and the `cuts` (offsets from `at`, in order, apart) go out. The bytes up to
-/// the last cut are rewritten in memory, at most [`MAX_FRONT`] of them (else an error);
-/// everything after it moves along in [`MOVE_PIECE`] pieces, and a file that shrank is cut
-/// to its new length.
-fn rewrite_front(
-    reader: &File,
-    writer: &File,
-    at: u64,
-    bytes: &[u8],
-    cuts: &[Range<u64>],
-) -> io::Result<()> {
+/// A range of a file (or of a message) and the bytes that take its place.
+type Splice = (Range<u64>, Vec<u8>);
+
+/// Rewrites the file read by `reader` and written by `writer` from offset `at`: each of
+/// `splices` (offsets from `at`, in order, apart) puts its bytes in place of its range. The
+/// bytes up to the last splice are rewritten in memory, at most [`MAX_FRONT`] of them (else
+/// an error); everything after it moves along in [`MOVE_PIECE`] pieces, and a file that
+/// shrank is cut to its new length.
+fn rewrite_front(reader: &File, writer: &File, at: u64, splices: &[Splice]) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let len = reader.metadata()?.len();
-    let old_end = at + cuts.last().map_or(0, |cut| cut.end);
+    let old_end = at + splices.last().map_or(0, |(range, _)| range.end);
     if old_end > len {
         return Err(io::Error::other(
             "a header field to remove lies past the message's end",
@@ -421,10 +568,7 @@ fn rewrite_front(
     }
     let mut front = vec![0; (old_end - at) as usize];
     reader.read_exact_at(&mut front, at)?;
-    for cut in cuts.iter().rev() {
-        front.drain(cut.start as usize..cut.end as usize);
-    }
-    front.splice(0..0, bytes.iter().copied());
+    splice_all(&mut front, splices)?;
     let new_end = at + front.len() as u64;
     move_bytes(reader, writer, old_end..len, new_end)?;
     writer.write_all_at(&front, at)?;
@@ -432,6 +576,63 @@ fn rewrite_front(
         writer.set_len(len - (old_end - new_end))?;
     }
     Ok(())
+}
+
+/// Applies `splices` (in order, apart) to `bytes`; an error, changing nothing, when one
+/// lies past their end.
+fn splice_all(bytes: &mut Vec<u8>, splices: &[Splice]) -> io::Result<()> {
+    let apart = splices.windows(2).all(|w| w[0].0.end <= w[1].0.start);
+    let within = splices
+        .iter()
+        .all(|(range, _)| range.start <= range.end && range.end <= bytes.len() as u64);
+    if !apart || !within {
+        return Err(io::Error::other(
+            "a header edit lies past the message's end",
+        ));
+    }
+    for (range, with) in splices.iter().rev() {
+        bytes.splice(
+            range.start as usize..range.end as usize,
+            with.iter().copied(),
+        );
+    }
+    Ok(())
+}
+
+/// The first `len` bytes of the file (at most [`MAX_FRONT`] past a head of trace fields).
+fn read_front(reader: &File, len: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    if len > MAX_FRONT + MAX_FRONT / 8 {
+        return Err(io::Error::other("the header section is past its limit"));
+    }
+    let mut front = vec![0; len as usize];
+    reader.read_exact_at(&mut front, 0)?;
+    Ok(front)
+}
+
+/// Writes the message anew into `writer`: `front` (its head and header section) with
+/// `splices` applied, then `body`, copied in [`MOVE_PIECE`] pieces.
+fn rebuild(
+    writer: &File,
+    mut front: Vec<u8>,
+    splices: &[Splice],
+    body: &NewBody,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    splice_all(&mut front, splices)?;
+    writer.set_len(0)?;
+    writer.write_all_at(&front, 0)?;
+    let reader = File::open(&body.path)?;
+    let mut buf = vec![0; MOVE_PIECE];
+    let mut at = 0u64;
+    loop {
+        let n = reader.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(());
+        }
+        writer.write_all_at(&buf[..n], front.len() as u64 + at)?;
+        at += n as u64;
+    }
 }
 
 /// Moves the bytes of `range` to start at `to`, a piece at a time in the order that never
@@ -536,7 +737,10 @@ mod tests {
             std::fs::write(&path, &original).unwrap();
             let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             let reader = File::open(&path).unwrap();
-            rewrite_front(&reader, &writer, at, insert, &cuts).unwrap();
+            let mut splices = vec![(0..0, insert.to_vec())];
+            splices.extend(cuts.iter().map(|cut| (cut.clone(), Vec::new())));
+            splices.sort_by_key(|(range, _)| range.start);
+            rewrite_front(&reader, &writer, at, &splices).unwrap();
             let mut expected = original.clone();
             for cut in cuts.iter().rev() {
                 expected.drain((at + cut.start) as usize..(at + cut.end) as usize);
@@ -557,9 +761,7 @@ mod tests {
         std::fs::write(&path, b"short").unwrap();
         let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let reader = File::open(&path).unwrap();
-        let past_the_end = 1..10;
-        let cuts = std::slice::from_ref(&past_the_end);
-        assert!(rewrite_front(&reader, &writer, 2, b"", cuts).is_err());
+        assert!(rewrite_front(&reader, &writer, 2, &[(1..10, Vec::new())]).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
     }
 
@@ -571,9 +773,8 @@ mod tests {
         file.set_len(MAX_FRONT + 10).unwrap();
         let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let reader = File::open(&path).unwrap();
-        let beyond = MAX_FRONT..MAX_FRONT + 1;
-        let cuts = std::slice::from_ref(&beyond);
-        assert!(rewrite_front(&reader, &writer, 5, b"", cuts).is_err());
+        let beyond = (MAX_FRONT..MAX_FRONT + 1, Vec::new());
+        assert!(rewrite_front(&reader, &writer, 5, &[beyond]).is_err());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), MAX_FRONT + 10);
     }
 

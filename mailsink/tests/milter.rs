@@ -96,12 +96,23 @@ fn garbage(mut stream: TcpStream) {
     let _ = stream.write_all(b"\0\0\0\x05Zjunk and more junk");
 }
 
+/// EHLO, and when the filter broke after it, a message: the reply that refused.
+fn refused_reply(client: &mut Client, breaks_at_connect: bool) -> String {
+    let ehlo = client.cmd("EHLO client.example");
+    if breaks_at_connect {
+        return ehlo;
+    }
+    assert!(ehlo.starts_with("250"), "{ehlo}");
+    client.send_message("alice@example.com", &["bob@example.net"], MESSAGE)
+}
+
 #[test]
 fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
-    for (name, serve) in [
-        ("hangs", hangs as fn(TcpStream)),
-        ("closes", closes_mid_message),
-        ("garbage", garbage),
+    // The first two break at connect, the third in the body.
+    for (name, serve, at_connect) in [
+        ("hangs", hangs as fn(TcpStream), true),
+        ("garbage", garbage, true),
+        ("closes", closes_mid_message, false),
     ] {
         let milter = format!("inet:127.0.0.1:{}", broken_filter(serve));
         let metrics = scrape::free_port();
@@ -114,14 +125,19 @@ fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
             "--metrics",
             &listen,
         ]);
-        let mut client = Client::hello(server.addr);
-        for _ in 0..2 {
-            let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
-            assert!(reply.starts_with("451 4.7.1 "), "{name}: {reply}");
-        }
+        let mut client = Client::greeted(server.addr);
+        let reply = refused_reply(&mut client, at_connect);
+        assert!(reply.starts_with("451 4.7.1 "), "{name}: {reply}");
+        // As Postfix: the filter is not used again, and the rest of the connection is
+        // refused with the default action.
+        let again = client.cmd("MAIL FROM:<alice@example.com>");
+        assert!(
+            again.starts_with("451 4.7.1 ") || again.starts_with("503 "),
+            "{name}: {again}"
+        );
         let failed = scrape::scrape(metrics)
             ["mailsink_filter_verdicts_total{filter=\"milter\",verdict=\"failed\"}"];
-        assert_eq!(failed, 2.0, "{name}");
+        assert_eq!(failed, 1.0, "{name}");
         assert!(server.stored().is_empty(), "{name}");
         assert!(client.cmd("NOOP").starts_with("250"), "{name}");
         let stderr = server.wait_stderr_containing("milter inet:127.0.0.1");
@@ -148,8 +164,8 @@ fn a_broken_filter_gets_the_default_action_and_mailsink_keeps_serving() {
             "--milter-default-action",
             "reject",
         ]);
-        let mut client = Client::hello(server.addr);
-        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+        let mut client = Client::greeted(server.addr);
+        let reply = refused_reply(&mut client, at_connect);
         assert!(reply.starts_with("550 5.7.1 "), "{name}: {reply}");
     }
 }

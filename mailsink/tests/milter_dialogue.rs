@@ -1,0 +1,319 @@
+//! `--milter` during the dialogue, as Postfix's `smtpd_milters`: a filter is asked at
+//! connect, HELO, MAIL, RCPT and DATA when the client sends them, and its refusal answers
+//! that command (at RCPT only that recipient); at end of message its sender change, body
+//! replacement and header fields at the index it asked for reach the stored message. The
+//! filters here are small scripted ones speaking the milter protocol's raw bytes, for the
+//! verdicts and changes no real daemon can be told to make.
+
+mod common;
+#[path = "common/memory.rs"]
+#[allow(dead_code)]
+mod memory;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use common::{after_trace, Client, Server};
+
+const MESSAGE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n\
+Subject: through a milter\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\
+Message-ID: <1@example.com>\r\n\r\nHello Bob.\r\n";
+
+/// What a scripted filter answers to one command: the packets, whole.
+type Script = dyn Fn(u8, &[u8]) -> Vec<Vec<u8>> + Send + Sync;
+
+/// One packet: length, code, data.
+fn pkt(code: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+    out.push(code);
+    out.extend_from_slice(data);
+    out
+}
+
+/// `SMFIR_REPLYCODE` with this reply.
+fn reply(text: &str) -> Vec<Vec<u8>> {
+    vec![pkt(b'y', format!("{text}\0").as_bytes())]
+}
+
+fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut data).ok()?;
+    Some((data[0], data[1..].to_vec()))
+}
+
+/// A filter on a free port that takes the `actions` (`SMFIF_*`), wants every step and
+/// answers each with `script` (an empty answer is "continue"). The commands it was sent,
+/// by code, in order, macros left out.
+fn filter(actions: u32, script: Arc<Script>) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("inet:127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (script, log) = (script.clone(), log.clone());
+            std::thread::spawn(move || serve(stream, actions, &*script, &log));
+        }
+    });
+    (addr, seen)
+}
+
+fn serve(mut stream: TcpStream, actions: u32, script: &Script, seen: &Mutex<Vec<u8>>) {
+    let Some((b'O', _)) = read_packet(&mut stream) else {
+        return;
+    };
+    let mut optneg = 6u32.to_be_bytes().to_vec();
+    optneg.extend_from_slice(&actions.to_be_bytes());
+    optneg.extend_from_slice(&0u32.to_be_bytes());
+    let _ = stream.write_all(&pkt(b'O', &optneg));
+    while let Some((code, data)) = read_packet(&mut stream) {
+        if code == b'D' {
+            continue;
+        }
+        seen.lock().unwrap().push(code);
+        match code {
+            b'A' => continue,
+            b'Q' => return,
+            _ => {}
+        }
+        let mut answer = script(code, &data);
+        if answer.is_empty() {
+            answer.push(pkt(b'c', b""));
+        }
+        for packet in answer {
+            if stream.write_all(&packet).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the filter was sent, once it was sent QUIT (or after 5 seconds).
+fn seen(log: &Mutex<Vec<u8>>) -> String {
+    for _ in 0..100 {
+        if log.lock().unwrap().ends_with(b"Q") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    String::from_utf8(log.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn a_filter_refusing_a_recipient_at_rcpt_refuses_only_that_one() {
+    let (milter, log) = filter(
+        0,
+        Arc::new(|code, data: &[u8]| match code {
+            b'R' if data.starts_with(b"<nobody@") => reply("550 5.1.1 No such user here"),
+            _ => Vec::new(),
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+    assert_eq!(
+        client.cmd("RCPT TO:<nobody@example.net>"),
+        "550 5.1.1 No such user here\r\n"
+    );
+    assert!(client.cmd("DATA").starts_with("354 "));
+    client.send(MESSAGE);
+    let done = client.cmd(".");
+    assert!(done.starts_with("250 "), "{done}");
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    let stored = server.stored_files();
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0].1);
+    assert!(text.contains("for <bob@example.net>"), "{text}");
+    // Connect, HELO, MAIL, two RCPTs, DATA, the five fields, end of headers, the body, end
+    // of message, then QUIT: each step when the client sent it.
+    assert_eq!(seen(&log), "CHMRRTLLLLLNBEQ");
+}
+
+#[test]
+fn a_filter_refusing_the_sender_at_mail_refuses_that_transaction_only() {
+    let (milter, log) = filter(
+        0,
+        Arc::new(|code, data: &[u8]| match code {
+            b'M' if data.starts_with(b"<spammer@") => vec![pkt(b't', b"")],
+            _ => Vec::new(),
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    assert_eq!(
+        client.cmd("MAIL FROM:<spammer@example.com>"),
+        "451 4.7.1 Service unavailable - try again later\r\n"
+    );
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("503 "));
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert_eq!(server.stored().len(), 1);
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    // The refused transaction is aborted before the next one opens.
+    assert_eq!(seen(&log), "CHMAMRTLLLLLNBEQ");
+}
+
+#[test]
+fn a_filter_tempfailing_at_connect_refuses_the_clients_commands() {
+    let (milter, _) = filter(
+        0,
+        Arc::new(|code, _: &[u8]| match code {
+            b'C' => vec![pkt(b't', b"")],
+            _ => Vec::new(),
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::connect(server.addr);
+    assert!(client.reply().starts_with("220 "));
+    let refused = "451 4.7.1 Service unavailable - try again later\r\n";
+    assert_eq!(client.cmd("EHLO client.example"), refused);
+    assert_eq!(client.cmd("HELO client.example"), refused);
+    assert!(client.cmd("NOOP").starts_with("250 "));
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    assert!(server.stored().is_empty());
+}
+
+#[test]
+fn a_sender_change_is_the_stored_return_path() {
+    let (milter, _) = filter(
+        0x40,
+        Arc::new(|code, _: &[u8]| match code {
+            b'E' => vec![
+                pkt(b'e', b"<bounces+alice@lists.example.org>\0SIZE=100\0"),
+                pkt(b'c', b""),
+            ],
+            _ => Vec::new(),
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let stored = server.stored_files();
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0].1);
+    assert!(
+        text.starts_with("Return-Path: <bounces+alice@lists.example.org>\r\nReceived: "),
+        "{text}"
+    );
+    assert!(after_trace(&stored[0].1) == MESSAGE, "{text}");
+}
+
+#[test]
+fn header_fields_inserted_at_an_index_land_there_below_the_trace_fields() {
+    let (milter, _) = filter(
+        0x01 | 0x10,
+        Arc::new(|code, _: &[u8]| {
+            let at = |index: u32, field: &str| {
+                let mut data = index.to_be_bytes().to_vec();
+                data.extend_from_slice(field.as_bytes());
+                data
+            };
+            match code {
+                b'E' => vec![
+                    pkt(b'i', &at(0, "X-Zero\0top\0")),
+                    pkt(b'i', &at(2, "X-Two\0after two\0")),
+                    pkt(b'i', &at(99, "X-End\0past the end\0")),
+                    pkt(b'h', b"X-Added\0appended\0"),
+                    pkt(b'm', &at(1, "Subject\0changed in place\0")),
+                    pkt(b'm', &at(1, "Date\0\0")),
+                    pkt(b'c', b""),
+                ],
+                _ => Vec::new(),
+            }
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let stored = server.stored();
+    assert_eq!(stored.len(), 1);
+    // stored() checked the trace fields at the top and starts below them.
+    assert_eq!(
+        String::from_utf8_lossy(&stored[0].1),
+        "X-Zero: top\r\nFrom: Alice <alice@example.com>\r\nX-Two: after two\r\n\
+To: Bob <bob@example.net>\r\nSubject: changed in place\r\n\
+Message-ID: <1@example.com>\r\nX-End: past the end\r\nX-Added: appended\r\n\r\nHello Bob.\r\n"
+    );
+}
+
+/// A new body of `n` blocks of 64 KiB, sent in halves (a packet holds less than 64 KiB).
+fn new_body(n: usize) -> Vec<Vec<u8>> {
+    let mut packets: Vec<Vec<u8>> = (0..n)
+        .flat_map(|i| {
+            let block = memory::block(i);
+            [
+                pkt(b'b', &block[..32 * 1024]),
+                pkt(b'b', &block[32 * 1024..]),
+            ]
+        })
+        .collect();
+    packets.push(pkt(b'c', b""));
+    packets
+}
+
+#[test]
+fn a_replaced_body_is_stored_with_the_header_section_and_held_in_a_file() {
+    // 24 MiB of new body in 64 KiB pieces, below the 25 MiB limit.
+    const PIECES: usize = 384;
+    let (milter, _) = filter(
+        0x01 | 0x02,
+        Arc::new(|code, _: &[u8]| match code {
+            b'E' => {
+                let mut packets = vec![pkt(b'h', b"X-Replaced\0yes\0")];
+                packets.extend(new_body(PIECES));
+                packets
+            }
+            _ => Vec::new(),
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let idle = memory::rss(server.pid());
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let grown = memory::rss(server.pid()).saturating_sub(idle);
+    assert!(
+        grown < 8 << 20,
+        "{grown} bytes more than idle for a 24 MiB body"
+    );
+    let stored = server.stored();
+    assert_eq!(stored.len(), 1);
+    let message = &stored[0].1;
+    let header = b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n\
+Subject: through a milter\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\
+Message-ID: <1@example.com>\r\nX-Replaced: yes\r\n\r\n";
+    assert!(message.starts_with(header));
+    let body = &message[header.len()..];
+    assert_eq!(body.len(), PIECES * 64 * 1024);
+    assert!(body
+        .chunks(64 * 1024)
+        .enumerate()
+        .all(|(i, b)| b == memory::block(i)));
+    // Nothing left beside the messages.
+    assert!(memory::tmp_sizes(&server.maildir()).is_empty());
+}
+
+#[test]
+fn a_replaced_body_over_the_size_limit_takes_the_default_action() {
+    let (milter, _) = filter(
+        0x02,
+        Arc::new(|code, _: &[u8]| match code {
+            b'E' => new_body(2),
+            _ => Vec::new(),
+        }),
+    );
+    let server = Server::start(&["--milter", &milter, "--max-message-size", "100000"]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert_eq!(reply, "451 4.7.1 Service unavailable - try again later\r\n");
+    assert!(server.stored().is_empty());
+    assert!(memory::tmp_sizes(&server.maildir()).is_empty());
+}
