@@ -311,11 +311,7 @@ impl Sink {
                 let refused = std::mem::take(&mut edits.refused_recipients);
                 let replaced = edits.recipients.take();
                 let changed = replaced.is_some();
-                let mut readdressed = readdress(&message, &refused, replaced);
-                if let Some(sender) = &edits.sender {
-                    let target = readdressed.get_or_insert_with(|| message.clone());
-                    target.envelope.mail_from = sender.clone();
-                }
+                let readdressed = readdress(&message, &refused, replaced, edits.sender.clone());
                 let target = readdressed.as_ref().unwrap_or(&message);
                 let delivered = self
                     .delivery
@@ -339,15 +335,23 @@ async fn discard(spool: Option<delivery::Spool>) {
     }
 }
 
-/// The message as the delivery sees it, when the checks changed its recipients: without
+/// The message as the delivery sees it, when the checks changed its sender or its
+/// recipients: with the new sender; without
 /// those they refused, or with the recipients a check put in their place (the client's
 /// recipients then hear the delivery's one answer). The log keeps the client's envelope.
 fn readdress(
     message: &Message,
     refused: &[Option<Reply>],
     replaced: Option<Vec<ForwardPath>>,
+    sender: Option<ReversePath>,
 ) -> Option<Message> {
     let mut readdressed = message.clone();
+    if let Some(sender) = sender {
+        readdressed.envelope.mail_from = sender;
+        if replaced.is_none() && refused.iter().all(Option::is_none) {
+            return Some(readdressed);
+        }
+    }
     if let Some(paths) = replaced {
         readdressed.envelope.recipients = paths
             .into_iter()

@@ -471,30 +471,19 @@ impl Spool {
         let quarantine = self.quarantine;
         self.on_disk = true;
         let delivered = blocking(move || {
-            let mut file = match file {
+            let file = match file {
                 Some(file) => file,
                 None if fresh => maildir.create(&name)?,
                 None => return Err(io::Error::other("the message's file was lost")),
             };
-            let path = maildir.tmp_path(&name);
-            match new_body {
-                Some(body) => {
-                    let front = head_len + body.after;
-                    let front = if fresh {
-                        rest.truncate(usize::try_from(front).unwrap_or(usize::MAX));
-                        rest
-                    } else {
-                        read_front(&File::open(&path)?, front)?
-                    };
-                    rebuild(&file, front, &splices, &body)?;
-                }
-                None => {
-                    file.write_all(&rest)?;
-                    if !fresh && !splices.is_empty() {
-                        rewrite_front(&File::open(&path)?, &file, 0, &splices)?;
-                    }
-                }
-            }
+            let edits = Rewrite {
+                rest,
+                splices,
+                new_body,
+                head_len,
+                fresh,
+            };
+            let file = edits.write(file, &maildir.tmp_path(&name))?;
             maildir.place(file, &name, quarantine)
         })
         .await;
@@ -525,6 +514,45 @@ impl Spool {
             })
             .await;
         }
+    }
+}
+
+/// What is left to write of a message at its delivery.
+struct Rewrite {
+    /// The bytes not written yet (all of the message when `fresh`).
+    rest: Vec<u8>,
+    /// The changes to the file (see [`Spool::splices`]).
+    splices: Vec<Splice>,
+    new_body: Option<NewBody>,
+    /// The trace fields' length.
+    head_len: u64,
+    /// Nothing was written to the file yet, and `splices` are applied to `rest`.
+    fresh: bool,
+}
+
+impl Rewrite {
+    /// Writes the message into `file` (at `path`), as changed. Blocking.
+    fn write(self, mut file: File, path: &std::path::Path) -> io::Result<File> {
+        match self.new_body {
+            Some(body) => {
+                let front = self.head_len + body.after;
+                let front = if self.fresh {
+                    let mut rest = self.rest;
+                    rest.truncate(usize::try_from(front).unwrap_or(usize::MAX));
+                    rest
+                } else {
+                    read_front(&File::open(path)?, front)?
+                };
+                rebuild(&file, front, &self.splices, &body)?;
+            }
+            None => {
+                file.write_all(&self.rest)?;
+                if !self.fresh && !self.splices.is_empty() {
+                    rewrite_front(&File::open(path)?, &file, 0, &self.splices)?;
+                }
+            }
+        }
+        Ok(file)
     }
 }
 

@@ -91,12 +91,7 @@ impl Filters {
         if let Some(why) = self.discard.take() {
             return Verdict::Discard(why);
         }
-        let parsed = header_section(spool).await.and_then(|section| {
-            let (fields, body_at) =
-                parse_header_section(&section).ok_or("the header section cannot be parsed")?;
-            Ok((section, fields, body_at as u64))
-        });
-        let (section, fields, body_at) = match parsed {
+        let (section, fields, body_at) = match read_header(spool).await {
             Ok(parsed) => parsed,
             Err(err) => {
                 eprintln!("mailsink: milter error: {err}");
@@ -106,16 +101,8 @@ impl Filters {
                 };
             }
         };
-        let envelope = Envelope {
-            sender: Path::new(format!("<{}>", message.envelope.mail_from)),
-            recipients: message
-                .envelope
-                .recipients
-                .iter()
-                .map(|r| Path::new(format!("<{}>", r.path)))
-                .collect(),
-        };
-        let mut edits = MessageEdits::new(HeaderList::new(Vec::new(), fields.clone()), envelope);
+        let headers = HeaderList::new(Vec::new(), fields.clone());
+        let mut edits = MessageEdits::new(headers, envelope(message));
         let mut body: Option<NewBody> = None;
         for index in 0..self.filters.len() {
             let Some(conn) = self.filters[index].conn.as_mut() else {
@@ -134,10 +121,7 @@ impl Filters {
             edits.next_filter();
             let said = match said {
                 Ok((said, new)) => {
-                    metrics::filter_verdict("milter", said.name());
-                    if new.is_some() {
-                        body = new;
-                    }
+                    body = new.or(body);
                     said
                 }
                 Err(err) => match self.fail(index, err) {
@@ -145,20 +129,53 @@ impl Filters {
                     None => continue,
                 },
             };
-            let addr = &self.filters[index].addr;
-            match said {
-                Said::Continue => {}
-                Said::Refuse(reply) => return Verdict::Refuse(refusal(facts, message, reply)),
-                Said::Quarantine(why) => {
-                    return Verdict::Quarantine(format!("milter {addr}: {why}"))
-                }
-                Said::Discard => return Verdict::Discard(format!("milter {addr}")),
+            if let Some(settled) = self.settle(index, said, facts, message) {
+                return settled;
             }
         }
         let mut changed = changes(&section, &fields, &edits, message);
         changed.body = body;
         Verdict::Continue(changed)
     }
+
+    /// What the `index`th filter said of the message, if that settles it.
+    fn settle(
+        &self,
+        index: usize,
+        said: Said,
+        facts: &Facts,
+        message: &Message,
+    ) -> Option<Verdict> {
+        metrics::filter_verdict("milter", said.name());
+        let addr = &self.filters[index].addr;
+        match said {
+            Said::Continue => None,
+            Said::Refuse(reply) => Some(Verdict::Refuse(refusal(facts, message, reply))),
+            Said::Quarantine(why) => Some(Verdict::Quarantine(format!("milter {addr}: {why}"))),
+            Said::Discard => Some(Verdict::Discard(format!("milter {addr}"))),
+        }
+    }
+}
+
+/// The envelope as the filters are told it at first.
+fn envelope(message: &Message) -> Envelope {
+    Envelope {
+        sender: Path::new(format!("<{}>", message.envelope.mail_from)),
+        recipients: message
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| Path::new(format!("<{}>", r.path)))
+            .collect(),
+    }
+}
+
+/// The header section (with its empty line), its fields, and where the body starts.
+async fn read_header(spool: &Spool) -> Result<(Vec<u8>, Vec<Header>, u64), Failure> {
+    let section = header_section(spool).await?;
+    let (fields, body_at) =
+        parse_header_section(&section).ok_or("the header section cannot be parsed")?;
+    Ok((section, fields, body_at as u64))
 }
 
 /// One filter over one message.
