@@ -25,13 +25,21 @@ fn opendkim_signs_what_mailsink_stores_below_its_trace_fields() {
     let milter = opendkim.inet();
     let server = Server::start(&["--milter", &milter]);
     let mut client = Client::hello(server.addr);
-    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
-    assert!(reply.starts_with("250 "), "{reply}");
+    // One filter connection serves the SMTP connection's transactions, a reset one too.
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("RSET").starts_with("250 "));
+    for _ in 0..2 {
+        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+        assert!(reply.starts_with("250 "), "{reply}");
+    }
     // The file starts with mailsink's Return-Path and Received (checked by after_trace);
     // the signature comes right below them.
     let stored = server.stored_files();
-    assert_eq!(stored.len(), 1);
-    let message = String::from_utf8_lossy(after_trace(&stored[0].1)).into_owned();
+    assert_eq!(stored.len(), 2);
+    let message = String::from_utf8_lossy(after_trace(&stored[1].1)).into_owned();
+    assert!(String::from_utf8_lossy(&stored[0].1).contains("\r\nDKIM-Signature: v=1;"));
     assert!(message.starts_with("DKIM-Signature: v=1;"), "{message}");
     assert!(
         message.contains(" d=example.com;") && message.contains(" s=test;"),

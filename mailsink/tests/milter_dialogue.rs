@@ -317,3 +317,101 @@ fn a_replaced_body_over_the_size_limit_takes_the_default_action() {
     assert!(server.stored().is_empty());
     assert!(memory::tmp_sizes(&server.maildir()).is_empty());
 }
+
+#[test]
+fn a_large_messages_file_gets_the_new_sender_the_fields_and_the_new_body() {
+    // Past the 32 KiB a message gathers in memory: its file is rewritten in place.
+    let mut large = MESSAGE.to_vec();
+    for i in 0..4 {
+        large.extend_from_slice(&memory::block(i));
+    }
+    for replace in [false, true] {
+        let (milter, _) = filter(
+            0x01 | 0x02 | 0x10 | 0x40,
+            Arc::new(move |code, _: &[u8]| {
+                if code != b'E' {
+                    return Vec::new();
+                }
+                let mut inserted = 1u32.to_be_bytes().to_vec();
+                inserted.extend_from_slice(b"X-Second\0in place\0");
+                let mut deleted = 1u32.to_be_bytes().to_vec();
+                deleted.extend_from_slice(b"Date\0\0");
+                let mut packets = vec![
+                    pkt(b'e', b"<>\0"),
+                    pkt(b'i', &inserted),
+                    pkt(b'm', &deleted),
+                ];
+                if replace {
+                    packets.push(pkt(b'b', b"New body.\r\n"));
+                }
+                packets.push(pkt(b'c', b""));
+                packets
+            }),
+        );
+        let server = Server::start(&["--milter", &milter]);
+        let mut client = Client::hello(server.addr);
+        let reply = client.send_message("alice@example.com", &["bob@example.net"], &large);
+        assert!(reply.starts_with("250 "), "{reply}");
+        let stored = server.stored_files();
+        assert_eq!(stored.len(), 1);
+        let file = &stored[0].1;
+        assert!(
+            file.starts_with(b"Return-Path: <>\r\nReceived: "),
+            "{replace}"
+        );
+        let header = b"From: Alice <alice@example.com>\r\nX-Second: in place\r\n\
+To: Bob <bob@example.net>\r\nSubject: through a milter\r\n\
+Message-ID: <1@example.com>\r\n\r\n";
+        let mut expected = header.to_vec();
+        match replace {
+            true => expected.extend_from_slice(b"New body.\r\n"),
+            false => expected.extend_from_slice(&large[MESSAGE.len() - 12..]),
+        }
+        assert!(after_trace(file) == expected, "{replace}");
+        assert!(memory::tmp_sizes(&server.maildir()).is_empty());
+    }
+}
+
+#[test]
+fn a_filter_gets_the_macros_it_asked_for_at_negotiation_and_no_others() {
+    // A filter that answers the negotiation with its own macro lists (libmilter's
+    // smfi_setsymlist): only {client_addr} at connect, only {mail_addr} at MAIL.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let milter = format!("inet:127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let server = Server::start(&["--milter", &milter]);
+    let client = std::thread::spawn(move || {
+        let mut client = Client::hello(server.addr);
+        assert!(client
+            .cmd("MAIL FROM:<alice@example.com>")
+            .starts_with("250 "));
+        assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    });
+    let (mut stream, _) = listener.accept().unwrap();
+    assert_eq!(read_packet(&mut stream).unwrap().0, b'O');
+    let mut optneg = 6u32.to_be_bytes().to_vec();
+    optneg.extend_from_slice(&0x100u32.to_be_bytes());
+    optneg.extend_from_slice(&0u32.to_be_bytes());
+    optneg.extend_from_slice(&0u32.to_be_bytes());
+    optneg.extend_from_slice(b"{client_addr}\0");
+    optneg.extend_from_slice(&2u32.to_be_bytes());
+    optneg.extend_from_slice(b"{mail_addr}\0");
+    stream.write_all(&pkt(b'O', &optneg)).unwrap();
+    let mut macros = Vec::new();
+    while let Some((code, data)) = read_packet(&mut stream) {
+        match code {
+            b'D' => macros.push(String::from_utf8_lossy(&data).into_owned()),
+            b'Q' => break,
+            b'A' => {}
+            _ => stream.write_all(&pkt(b'c', b"")).unwrap(),
+        }
+    }
+    client.join().unwrap();
+    // HELO's list is the default one, of which mailsink knows none on a plain connection.
+    assert_eq!(
+        macros,
+        [
+            "C{client_addr}\u{0}127.0.0.1\u{0}",
+            "M{mail_addr}\u{0}alice@example.com\u{0}"
+        ]
+    );
+}
