@@ -14,9 +14,10 @@
 //!   that accepts, or it is refused with `535 5.7.8`).
 //! - [`Verdict::Quarantine`] and [`Verdict::Discard`] end the message stage: the message is
 //!   stored in the quarantine folder, or answered 250 and dropped; both are logged.
-//! - Edits accumulate in the order the checks ran: header fields go below the trace fields
-//!   (each check's below those of the checks before it), removals and recipient changes
-//!   apply at delivery; a refusal drops the edits gathered before it.
+//! - Edits accumulate in the order the checks ran: added header fields go below the trace
+//!   fields (each check's below those of the checks before it), fields inserted at a place
+//!   in the message's own header section go there, removals, sender, recipient and body
+//!   changes apply at delivery; a refusal drops the edits gathered before it.
 //! - A check that fails ([`Verdict::Failed`]) takes its default action,
 //!   [`Check::on_failure`] (the session's hook failure unless the check says otherwise).
 //!
@@ -45,8 +46,8 @@ use crate::verify::AuthResults;
 pub type CheckFuture<'a, T = Verdict> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A judge of connections and messages; see the module docs for how verdicts merge.
-/// Checks are shared by all connections: what a check keeps per connection comes to it in
-/// [`Facts`].
+/// Checks are shared by all connections: what the connection knows comes to a check in
+/// [`Facts`], and what a check keeps for one connection is its [`Dialogue`].
 pub trait Check: Send + Sync + 'static {
     /// A short name, for stderr.
     fn name(&self) -> &'static str;

@@ -9,6 +9,7 @@ mod common;
 #[path = "common/memory.rs"]
 #[allow(dead_code)]
 mod memory;
+mod relay_servers;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -414,4 +415,42 @@ fn a_filter_gets_the_macros_it_asked_for_at_negotiation_and_no_others() {
             "M{mail_addr}\u{0}alice@example.com\u{0}"
         ]
     );
+}
+
+#[test]
+fn under_relay_the_new_sender_is_the_mail_from_and_a_new_body_is_not_relayed() {
+    let sink = relay_servers::SmtpSink::start(&[]);
+    for replace in [false, true] {
+        let (milter, _) = filter(
+            0x01 | 0x02 | 0x40,
+            Arc::new(move |code, _: &[u8]| {
+                if code != b'E' {
+                    return Vec::new();
+                }
+                let mut packets = vec![
+                    pkt(b'e', b"<bounces@lists.example.org>\0"),
+                    pkt(b'h', b"X-Filtered\0yes\0"),
+                ];
+                if replace {
+                    packets.push(pkt(b'b', b"New body.\r\n"));
+                }
+                packets.push(pkt(b'c', b""));
+                packets
+            }),
+        );
+        let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+        let mut client = Client::hello(server.addr);
+        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+        if replace {
+            assert!(reply.starts_with("451 4.3.0 "), "{reply}");
+            continue;
+        }
+        assert!(reply.starts_with("250 "), "{reply}");
+        let dump = &sink.wait_dumps(1)[0];
+        assert!(
+            dump.contains("X-Mail-Args: <bounces@lists.example.org>"),
+            "{dump}"
+        );
+        assert!(dump.contains("\nX-Filtered: yes\nFrom: Alice"), "{dump}");
+    }
 }
