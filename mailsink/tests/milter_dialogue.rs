@@ -21,6 +21,11 @@ const MESSAGE: &[u8] = b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example
 Subject: through a milter\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\
 Message-ID: <1@example.com>\r\n\r\nHello Bob.\r\n";
 
+/// `SMFIP_NOHELO`, `SMFIP_NOBODY`, `SMFIP_NR_RCPT`.
+const NO_HELO: u32 = 0x02;
+const NO_BODY: u32 = 0x10;
+const NO_REPLY_RCPT: u32 = 0x8000;
+
 /// What a scripted filter answers to one command: the packets, whole.
 type Script = dyn Fn(u8, &[u8]) -> Vec<Vec<u8>> + Send + Sync;
 
@@ -49,6 +54,12 @@ fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 /// answers each with `script` (an empty answer is "continue"). The commands it was sent,
 /// by code, in order, macros left out.
 fn filter(actions: u32, script: Arc<Script>) -> (String, Arc<Mutex<Vec<u8>>>) {
+    filter_with(actions, 0, script)
+}
+
+/// As [`filter`], with the protocol flags `protocol` (`SMFIP_*`): the steps it skips are
+/// not sent, and those it does not answer (`SMFIP_NR_RCPT` only, here) are not answered.
+fn filter_with(actions: u32, protocol: u32, script: Arc<Script>) -> (String, Arc<Mutex<Vec<u8>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("inet:127.0.0.1:{}", listener.local_addr().unwrap().port());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -56,19 +67,20 @@ fn filter(actions: u32, script: Arc<Script>) -> (String, Arc<Mutex<Vec<u8>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let (script, log) = (script.clone(), log.clone());
-            std::thread::spawn(move || serve(stream, actions, &*script, &log));
+            std::thread::spawn(move || serve(stream, (actions, protocol), &*script, &log));
         }
     });
     (addr, seen)
 }
 
-fn serve(mut stream: TcpStream, actions: u32, script: &Script, seen: &Mutex<Vec<u8>>) {
+fn serve(mut stream: TcpStream, flags: (u32, u32), script: &Script, seen: &Mutex<Vec<u8>>) {
+    let (actions, protocol) = flags;
     let Some((b'O', _)) = read_packet(&mut stream) else {
         return;
     };
     let mut optneg = 6u32.to_be_bytes().to_vec();
     optneg.extend_from_slice(&actions.to_be_bytes());
-    optneg.extend_from_slice(&0u32.to_be_bytes());
+    optneg.extend_from_slice(&protocol.to_be_bytes());
     let _ = stream.write_all(&pkt(b'O', &optneg));
     while let Some((code, data)) = read_packet(&mut stream) {
         if code == b'D' {
@@ -77,6 +89,7 @@ fn serve(mut stream: TcpStream, actions: u32, script: &Script, seen: &Mutex<Vec<
         seen.lock().unwrap().push(code);
         match code {
             b'A' => continue,
+            b'R' if protocol & NO_REPLY_RCPT != 0 => continue,
             b'Q' => return,
             _ => {}
         }
@@ -453,4 +466,25 @@ fn under_relay_the_new_sender_is_the_mail_from_and_a_new_body_is_not_relayed() {
         );
         assert!(dump.contains("\nX-Filtered: yes\nFrom: Alice"), "{dump}");
     }
+}
+
+#[test]
+fn the_steps_a_filter_skips_are_not_sent_and_those_it_does_not_answer_are_not_awaited() {
+    let (milter, log) = filter_with(
+        0,
+        NO_HELO | NO_BODY | NO_REPLY_RCPT,
+        Arc::new(|_, _: &[u8]| Vec::new()),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message(
+        "alice@example.com",
+        &["bob@example.net", "carol@example.net"],
+        MESSAGE,
+    );
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    assert_eq!(server.stored().len(), 1);
+    // No HELO, no body; the recipients sent, unanswered.
+    assert_eq!(seen(&log), "CMRRTLLLLLNEQ");
 }
