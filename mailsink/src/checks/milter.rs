@@ -153,7 +153,11 @@ impl Dialogue for Filters {
                         _ => Verdict::Refuse(Decision::Reject(reply)),
                     }
                 }
-                Stage::Helo { host, .. } => self.each(|m| m.helo(host, &macros)).await,
+                Stage::Helo { host, .. } => {
+                    // HELO and EHLO end a transaction too.
+                    self.abort().await;
+                    self.each(|m| m.helo(host, &macros)).await
+                }
                 Stage::Mail(path) => {
                     self.discard = None;
                     self.abort().await;
