@@ -56,8 +56,8 @@ impl DefaultAction {
 /// The milter options.
 #[derive(Debug, clap::Args)]
 pub struct MilterArgs {
-    /// A mail filter, inet:HOST:PORT or unix:PATH (repeatable; run in this order at the
-    /// message stage, each seeing the changes of the ones before).
+    /// A mail filter, inet:HOST:PORT or unix:PATH (repeatable; asked in this order at each
+    /// step, each seeing the message as the ones before changed it).
     #[arg(long = "milter", value_name = "ADDR")]
     pub milters: Vec<FilterAddr>,
     /// Seconds a filter may take to connect and to answer each step (within the 60 s a
