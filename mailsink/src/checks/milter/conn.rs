@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use smtp_filter_proto::milter::{Milter, MilterConfig, Output, Verdict as Answer};
+use smtp_filter_proto::milter::{Milter, MilterConfig, Output, ProtocolFlags, Verdict as Answer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::filter_socket::{self, FilterAddr, FilterIo};
@@ -27,7 +27,11 @@ impl Conn {
             .map_err(|e| e.to_string())?;
         let mut conn = Conn {
             io,
-            milter: Milter::new(MilterConfig::default()),
+            // Recipients mailsink refused are not sent: `SMFIP_RCPT_REJ` is not offered.
+            milter: Milter::new(MilterConfig {
+                protocol: ProtocolFlags::ALL.difference(ProtocolFlags::REJECTED_RECIPIENTS),
+                ..MilterConfig::default()
+            }),
             timeout,
         };
         conn.run().await?;
