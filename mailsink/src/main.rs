@@ -238,8 +238,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    // One thread: a connection never blocks it (storage runs on blocking threads, the
-    // policy on its own), and no task ever moves between threads or wakes another one.
+    // One thread: a connection never blocks it (storage runs on blocking threads), and no
+    // task ever moves between threads or wakes another one. The Lua policy runs here too,
+    // its handlers bounded by their time limit (policy.rs says why and when not).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
