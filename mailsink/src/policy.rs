@@ -170,6 +170,8 @@ pub enum Outcome {
 }
 
 /// Work for the script's own thread.
+// Sent by value through a channel, one at a time: a Forget the size of a Run costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// Run an event's handlers and send back what they made of it.
     Run {
