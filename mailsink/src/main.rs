@@ -83,7 +83,8 @@ struct Args {
     discard: bool,
 
     /// Lua policy script with KumoMTA-style handlers (kumo.on, kumo.reject,
-    /// kumo.disconnect).
+    /// kumo.disconnect). It runs on the server's thread (on its own with --redis): no other
+    /// connection is served while a handler runs, stopped after 50 s.
     #[arg(long, value_name = "FILE.lua")]
     policy: Option<PathBuf>,
 
