@@ -83,7 +83,8 @@ struct Args {
     discard: bool,
 
     /// Lua policy script with KumoMTA-style handlers (kumo.on, kumo.reject,
-    /// kumo.disconnect).
+    /// kumo.disconnect). It runs on the server's thread (on its own with --redis): no other
+    /// connection is served while a handler runs, stopped after 50 s.
     #[arg(long, value_name = "FILE.lua")]
     policy: Option<PathBuf>,
 
@@ -238,8 +239,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    // One thread: a connection never blocks it (storage runs on blocking threads, the
-    // policy on its own), and no task ever moves between threads or wakes another one.
+    // One thread: a connection never blocks it (storage runs on blocking threads), and no
+    // task ever moves between threads or wakes another one. The Lua policy runs here too,
+    // its handlers bounded by their time limit (policy.rs says why and when not).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

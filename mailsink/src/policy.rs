@@ -1,4 +1,13 @@
-//! A KumoMTA-compatible subset of Lua policy, run on one dedicated Lua thread.
+//! A KumoMTA-compatible subset of Lua policy, run on one Lua state.
+//!
+//! Where it runs: on mailsink's runtime thread (a current-thread runtime), in the hook's own
+//! poll, so an event costs no hand-off to another thread and back (two wake-ups, a channel
+//! and a oneshot); with `--redis`, whose shared throttles wait for Redis by blocking on the
+//! runtime, and on a multi-thread runtime, on a Lua thread of its own. The price of the
+//! first: while a handler runs, no other connection is served, so a slow handler holds up
+//! the whole server, for at most the handler's time limit (on its own thread, it held up
+//! only the other connections' handlers). Policy handlers are meant to be quick: a lookup
+//! that waits belongs in a check of its own (a DNS list, a policy service, a milter).
 //!
 //! What works as in KumoMTA:
 //!
@@ -27,11 +36,12 @@
 //!   as KumoMTA serialises them; `retry_after` nil when allowed). Throttles are local to the
 //!   process (governor's GCRA); the same NAME and SPEC count together.
 //!   `throttle:sleep_if_throttled()` is an error: sleeping would stall every connection's
-//!   policy on the one Lua thread; reject with `kumo.reject` instead.
+//!   policy on the one Lua state; reject with `kumo.reject` instead.
 //! - `kumo.reject(CODE, MESSAGE)` and `kumo.disconnect(CODE, MESSAGE [, MODE])`, MODE one
 //!   of `"ForceDisconnect"` (default), `"FollowWith421"`, `"If421"`. Both raise a Lua error
 //!   that ends the handler; the message is sent verbatim. An unknown MODE, or a code outside
-//!   200..=599, is a script error.
+//!   200..=599, is a script error. The error raised is mailsink's own value, handed back
+//!   without a traceback (a real error's message still says where it happened).
 //! - Sender and recipient objects: `tostring(x)` is `user@domain` (empty for `<>`), with
 //!   `x.user` and `x.domain`.
 //! - `conn_meta:get_meta(key)` / `conn_meta:set_meta(key, value)`, per connection, with
@@ -54,8 +64,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use mlua::{
@@ -63,6 +75,7 @@ use mlua::{
     UserDataFields, UserDataMethods, Value, VmState,
 };
 use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, ReversePath};
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 
 use crate::facts::ConnFacts;
@@ -156,15 +169,47 @@ pub enum Outcome {
     Failed(String),
 }
 
-struct Job {
-    facts: ConnFacts,
-    event: Event,
-    reply: oneshot::Sender<Outcome>,
+/// Work for the script's own thread.
+// Sent by value through a channel, one at a time: a Forget the size of a Run costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// Run an event's handlers and send back what they made of it.
+    Run {
+        facts: ConnFacts,
+        event: Event,
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// The connection ended and no handler hears of it: forget its meta (no answer).
+    Forget(String),
 }
 
-/// A loaded policy script, running on its own thread.
+/// Where a script runs.
+enum Home {
+    /// On the thread of the current-thread runtime that loaded it, in the hook's own poll:
+    /// no hand-off to another thread and back. A handler holds up every connection of the
+    /// runtime while it runs (at most its time limit).
+    Inline {
+        thread: ThreadId,
+        /// The worker's key in [`INLINE`].
+        key: u64,
+    },
+    /// On a thread of its own, fed by a channel, answering on a oneshot: a slow handler holds
+    /// up only the other connections' handlers. The way with a multi-thread runtime, and
+    /// with `--redis`, whose throttles wait for Redis by blocking on the runtime.
+    Thread(mpsc::Sender<Job>),
+}
+
+thread_local! {
+    /// The scripts that run inline on this thread, by key.
+    static INLINE: RefCell<HashMap<u64, Worker>> = RefCell::default();
+}
+
+/// Keys for [`INLINE`].
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+
+/// A loaded policy script, running on the runtime's thread or on its own (see [`Home`]).
 pub struct LuaPolicy {
-    jobs: mpsc::Sender<Job>,
+    home: Home,
     registered: BTreeSet<String>,
 }
 
@@ -176,9 +221,24 @@ impl fmt::Debug for LuaPolicy {
     }
 }
 
+impl Drop for LuaPolicy {
+    fn drop(&mut self) {
+        if let Home::Inline { key, .. } = self.home {
+            // Off its thread, or when that thread is ending, the worker goes with the thread.
+            let _ = INLINE.try_with(|workers| {
+                if let Ok(mut workers) = workers.try_borrow_mut() {
+                    workers.remove(&key);
+                }
+            });
+        }
+    }
+}
+
 impl LuaPolicy {
-    /// Loads and runs `path` on a new Lua thread. Errors (missing file, syntax, a failing
-    /// top level, `kumo.on` misuse) come back as a message for the operator.
+    /// Loads and runs `path`: on the calling thread when that is a current-thread tokio
+    /// runtime's and there are no `shared` throttles, else on a new Lua thread. Errors
+    /// (missing file, syntax, a failing top level, `kumo.on` misuse) come back as a message
+    /// for the operator.
     ///
     /// `hostname` fills `conn_meta`'s `hostname`; `time_limit` bounds each handler.
     /// `shared`: `--redis`, for `kumo.make_throttle`.
@@ -192,6 +252,28 @@ impl LuaPolicy {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let name = format!("@{}", path.display());
         let hostname = hostname.to_string();
+        let current_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if current_thread && shared.is_none() {
+            let worker = Worker::load(&source, &name, hostname, time_limit, None)?;
+            let registered = worker.registered();
+            let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+            INLINE.with_borrow_mut(|workers| workers.insert(key, worker));
+            let thread = std::thread::current().id();
+            let home = Home::Inline { thread, key };
+            return Ok(LuaPolicy { home, registered });
+        }
+        Self::start_thread(source, name, hostname, time_limit, shared)
+    }
+
+    /// The script on a thread of its own.
+    fn start_thread(
+        source: Vec<u8>,
+        name: String,
+        hostname: String,
+        time_limit: Duration,
+        shared: Option<SharedThrottles>,
+    ) -> Result<LuaPolicy, String> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (jobs, job_rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -206,15 +288,26 @@ impl LuaPolicy {
                 };
                 let _ = ready_tx.send(Ok(worker.registered()));
                 while let Ok(job) = job_rx.recv() {
-                    let outcome = worker.run(&job.facts, job.event);
-                    let _ = job.reply.send(outcome);
+                    match job {
+                        Job::Run {
+                            facts,
+                            event,
+                            reply,
+                        } => {
+                            let _ = reply.send(worker.run(&facts, event));
+                        }
+                        Job::Forget(id) => worker.forget(&id),
+                    }
                 }
             })
             .map_err(|e| format!("cannot start the Lua thread: {e}"))?;
         let registered = ready_rx
             .recv()
             .map_err(|_| "the Lua thread died while loading the script".to_string())??;
-        Ok(LuaPolicy { jobs, registered })
+        Ok(LuaPolicy {
+            home: Home::Thread(jobs),
+            registered,
+        })
     }
 
     /// True when the script registered a handler for `event`.
@@ -222,35 +315,77 @@ impl LuaPolicy {
         self.registered.contains(event)
     }
 
-    /// Runs `event`'s handlers; resolves when they are done.
+    /// Runs `event`'s handlers; resolves when they are done (at once, run inline).
     pub fn call(
         &self,
-        facts: ConnFacts,
+        facts: &ConnFacts,
         event: Event,
     ) -> impl std::future::Future<Output = Outcome> + Send + 'static {
-        // Timed only where the script has handlers (the disconnect event always runs, to
-        // forget the connection).
+        // Timed only where the script has handlers.
         let timed = self.handles(event.name()).then_some(event.name());
         let started = std::time::Instant::now();
-        let (reply, outcome) = oneshot::channel();
-        let sent = self.jobs.send(Job {
-            facts,
-            event,
-            reply,
-        });
-        async move {
-            if sent.is_err() {
-                return Outcome::Failed("the Lua thread is gone".into());
+        let pending = match &self.home {
+            Home::Inline { thread, key } => {
+                Ok(inline(*thread, *key, |worker| worker.run(facts, event)))
             }
-            let outcome = outcome
-                .await
-                .unwrap_or_else(|_| Outcome::Failed("the Lua thread is gone".into()));
+            Home::Thread(jobs) => {
+                let (reply, outcome) = oneshot::channel();
+                let job = Job::Run {
+                    facts: facts.clone(),
+                    event,
+                    reply,
+                };
+                match jobs.send(job) {
+                    Ok(()) => Err(outcome),
+                    Err(_) => Ok(gone()),
+                }
+            }
+        };
+        async move {
+            let outcome = match pending {
+                Ok(outcome) => outcome,
+                Err(reply) => reply.await.unwrap_or_else(|_| gone()),
+            };
             if let Some(event) = timed {
                 crate::metrics::policy_duration(event, started.elapsed());
             }
             outcome
         }
     }
+
+    /// The connection `id` ended and no handler hears of it: its `conn_meta` is forgotten,
+    /// without waiting.
+    pub fn forget(&self, id: &str) {
+        match &self.home {
+            Home::Inline { thread, key } => {
+                inline(*thread, *key, |worker| {
+                    worker.forget(id);
+                    Outcome::Continue(true)
+                });
+            }
+            Home::Thread(jobs) => {
+                let _ = jobs.send(Job::Forget(id.to_string()));
+            }
+        }
+    }
+}
+
+fn gone() -> Outcome {
+    Outcome::Failed("the Lua thread is gone".into())
+}
+
+/// `run` on the inline worker `key`, which lives on `thread`.
+fn inline(thread: ThreadId, key: u64, run: impl FnOnce(&mut Worker) -> Outcome) -> Outcome {
+    if std::thread::current().id() != thread {
+        return Outcome::Failed("the policy was called off its runtime's thread".into());
+    }
+    INLINE.with(|workers| match workers.try_borrow_mut() {
+        Ok(mut workers) => match workers.get_mut(&key) {
+            Some(worker) => run(worker),
+            None => gone(),
+        },
+        Err(_) => Outcome::Failed("the policy was called from within a handler".into()),
+    })
 }
 
 /// What `kumo.reject` and `kumo.disconnect` raise: a decision riding on a Lua error.
@@ -273,6 +408,21 @@ fn find_action(err: &mlua::Error) -> Option<&Decision> {
         }
         _ => None,
     }
+}
+
+/// The decision as a Lua error value: mlua's own error object, which `Function::call`
+/// hands back as it is, without the traceback it builds for other errors.
+fn action(decision: Decision) -> Value {
+    Value::Error(Box::new(mlua::Error::external(KumoAction(decision))))
+}
+
+/// A Lua function raising what `make` returns. A Rust function that returns an error gets
+/// a traceback built for it (a walk of every loaded module's table) on each call; raising
+/// from Lua costs none, and `kumo.reject` is on the hot path of a refusing server.
+fn raising(lua: &Lua, make: Function) -> mlua::Result<Function> {
+    lua.load("local make = ...; return function(...) error(make(...)) end")
+        .set_name("=kumo")
+        .call(make)
 }
 
 fn check_code(code: i64) -> mlua::Result<u16> {
@@ -360,10 +510,15 @@ impl Worker {
             }
         };
         if disconnect {
-            self.metas.remove(&facts.info.id);
-            self.message_metas.remove(&facts.info.id);
+            self.forget(&facts.info.id);
         }
         outcome
+    }
+
+    /// The connection `id` ended: its meta tables go.
+    fn forget(&mut self, id: &str) {
+        self.metas.remove(id);
+        self.message_metas.remove(id);
     }
 
     /// Runs `handlers` in turn. With `chained`, a handler that returns a table replaces that
@@ -520,32 +675,28 @@ fn install_kumo(lua: &Lua, handlers: Handlers) -> mlua::Result<()> {
             Ok(())
         })?,
     )?;
-    kumo.set(
-        "reject",
-        lua.create_function(|_, (code, message): (i64, String)| -> mlua::Result<()> {
-            let decision = Decision::reject(check_code(code)?, &message)
-                .map_err(|e| mlua::Error::runtime(format!("kumo.reject: {e}")))?;
-            Err(mlua::Error::external(KumoAction(decision)))
-        })?,
+    let reject = lua.create_function(|_, (code, message): (i64, String)| {
+        let decision = Decision::reject(check_code(code)?, &message)
+            .map_err(|e| mlua::Error::runtime(format!("kumo.reject: {e}")))?;
+        Ok(action(decision))
+    })?;
+    kumo.set("reject", raising(lua, reject)?)?;
+    let disconnect = lua.create_function(
+        |_, (code, message, mode): (i64, String, Option<String>)| {
+            let mode = match mode.as_deref() {
+                None => DisconnectMode::ForceDisconnect,
+                Some(name) => DisconnectMode::from_name(name).ok_or_else(|| {
+                    mlua::Error::runtime(format!(
+                        "kumo.disconnect: unknown mode '{name}' (expected ForceDisconnect, FollowWith421 or If421)"
+                    ))
+                })?,
+            };
+            let decision = Decision::disconnect(check_code(code)?, &message, mode)
+                .map_err(|e| mlua::Error::runtime(format!("kumo.disconnect: {e}")))?;
+            Ok(action(decision))
+        },
     )?;
-    kumo.set(
-        "disconnect",
-        lua.create_function(
-            |_, (code, message, mode): (i64, String, Option<String>)| -> mlua::Result<()> {
-                let mode = match mode.as_deref() {
-                    None => DisconnectMode::ForceDisconnect,
-                    Some(name) => DisconnectMode::from_name(name).ok_or_else(|| {
-                        mlua::Error::runtime(format!(
-                            "kumo.disconnect: unknown mode '{name}' (expected ForceDisconnect, FollowWith421 or If421)"
-                        ))
-                    })?,
-                };
-                let decision = Decision::disconnect(check_code(code)?, &message, mode)
-                    .map_err(|e| mlua::Error::runtime(format!("kumo.disconnect: {e}")))?;
-                Err(mlua::Error::external(KumoAction(decision)))
-            },
-        )?,
-    )?;
+    kumo.set("disconnect", raising(lua, disconnect)?)?;
     let globals = lua.globals();
     globals.set("kumo", kumo.clone())?;
     let loaded: Table = globals.get::<Table>("package")?.get("loaded")?;
@@ -838,7 +989,7 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(policy.call(facts(), event))
+            .block_on(policy.call(&facts(), event))
     }
 
     fn sender(text: &str) -> ReversePath {
@@ -931,6 +1082,89 @@ mod tests {
         ));
         match run(&p, Event::DataCommand) {
             Outcome::Decided(d) => assert_eq!(d, Decision::reject(451, "dom.example").unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Meta set at MAIL, read at DATA: kept across hooks until the connection is forgotten.
+    const METAS: &str = r#"
+        kumo.on('smtp_server_mail_from', function(sender, meta)
+          meta:set_meta('seen', sender.domain)
+        end)
+        kumo.on('smtp_server_data_command', function(meta)
+          kumo.reject(451, meta:get_meta('seen') or 'nothing seen')
+        end)
+        "#;
+
+    fn data_reply(outcome: Outcome) -> Decision {
+        match outcome {
+            Outcome::Decided(decision) => decision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn reject(text: &str) -> Decision {
+        Decision::reject(451, text).unwrap()
+    }
+
+    #[test]
+    fn on_a_current_thread_runtime_the_script_runs_inline_and_keeps_meta_until_forgotten() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let p = runtime.block_on(async { script(METAS) }).unwrap();
+        assert!(matches!(p.home, Home::Inline { .. }));
+        let call = |event| runtime.block_on(p.call(&facts(), event));
+        call(Event::MailFrom(sender("<a@seen.example>")));
+        assert_eq!(data_reply(call(Event::DataCommand)), reject("seen.example"));
+        p.forget("c1");
+        assert_eq!(data_reply(call(Event::DataCommand)), reject("nothing seen"));
+        // Another thread cannot reach the script: the hook fails, nothing breaks.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                let outcome = other.block_on(p.call(&facts(), Event::DataCommand));
+                assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+            });
+        });
+    }
+
+    #[test]
+    fn on_its_own_thread_the_script_keeps_meta_until_forgotten() {
+        let p = script(METAS).unwrap();
+        assert!(matches!(p.home, Home::Thread(_)));
+        run(&p, Event::MailFrom(sender("<a@seen.example>")));
+        assert_eq!(
+            data_reply(run(&p, Event::DataCommand)),
+            reject("seen.example")
+        );
+        p.forget("c1");
+        assert_eq!(
+            data_reply(run(&p, Event::DataCommand)),
+            reject("nothing seen")
+        );
+    }
+
+    #[test]
+    fn a_reject_carries_no_traceback_and_a_script_error_still_says_where() {
+        let p = script(
+            r#"
+            kumo.on('smtp_server_mail_from', function(sender)
+              if sender.user == 'x' then error('oops') end
+              local ok, err = pcall(kumo.reject, 550, '5.7.1 no')
+              kumo.reject(550, tostring(err):find('traceback') and 'traceback' or 'none')
+            end)
+            "#,
+        )
+        .unwrap();
+        match run(&p, Event::MailFrom(sender("<r@x.example>"))) {
+            Outcome::Decided(d) => assert_eq!(d, Decision::reject(550, "none").unwrap()),
+            other => panic!("{other:?}"),
+        }
+        match run(&p, Event::MailFrom(sender("<x@x.example>"))) {
+            Outcome::Failed(err) => assert!(err.contains("p.lua:3: oops"), "{err}"),
             other => panic!("{other:?}"),
         }
     }

@@ -44,7 +44,7 @@ impl Policy {
 
     /// Runs `event`'s handlers: a decision refuses, an error fails, the rest goes on.
     async fn stage(&self, facts: &Facts, event: Event) -> Verdict {
-        verdict(self.lua.call(facts.conn.clone(), event).await)
+        verdict(self.lua.call(&facts.conn, event).await)
     }
 }
 
@@ -72,7 +72,8 @@ impl Check for Policy {
             rcpt: self.handles("smtp_server_rcpt_to"),
             data: self.handles("smtp_server_data_command"),
             message: self.needs_body(),
-            // Even without a handler: the script forgets the connection's meta.
+            // Even without a handler: the script forgets the connection's meta (without
+            // running anything).
             disconnect: true,
         }
     }
@@ -95,7 +96,7 @@ impl Check for Policy {
                         domain: host.to_string(),
                         extensions: keywords.to_vec(),
                     };
-                    match self.lua.call(facts.conn.clone(), event).await {
+                    match self.lua.call(&facts.conn, event).await {
                         Outcome::Extensions(list) => Verdict::Continue(Edits {
                             extensions: Some(policy::extensions_from(*extensions, keywords, &list)),
                             ..Edits::default()
@@ -112,6 +113,10 @@ impl Check for Policy {
                     arguments,
                     connection,
                 } => {
+                    if !self.handles("smtp_server_disconnect") {
+                        self.lua.forget(&facts.conn.info.id);
+                        return Verdict::go_on();
+                    }
                     let event = Event::Disconnect {
                         arguments: serde_json::to_value(arguments).unwrap_or_default(),
                         connection: serde_json::to_value(connection).unwrap_or_default(),
@@ -144,7 +149,7 @@ impl Policy {
             authc,
             password,
         };
-        match self.lua.call(facts.conn.clone(), event).await {
+        match self.lua.call(&facts.conn, event).await {
             Outcome::Continue(true) => Verdict::Accept(Edits::default()),
             Outcome::Continue(false) | Outcome::Extensions(_) => Verdict::Refuse(bad_credentials()),
             other => verdict(other),
@@ -199,7 +204,7 @@ impl Policy {
             let mut one = message.clone();
             one.envelope.recipients = vec![rcpt.clone()];
             let event = Event::MessageReceived(Arc::new(one), auth.clone());
-            match self.lua.call(conn.clone(), event).await {
+            match self.lua.call(conn, event).await {
                 Outcome::Decided(Decision::Reject(reply)) if !reply.is_error() => {
                     return Verdict::Failed(format!("a rejection with {}", reply.code()));
                 }

@@ -4,7 +4,7 @@
 //! that does not start with `local:`. A shared throttle that Redis does not answer in time
 //! is counted in the process (`--redis-failure open`) or comes back throttled (`closed`).
 //!
-//! Throttles live on the Lua thread. Those with the same NAME and SPEC count together, as
+//! Throttles live with the Lua state. Those with the same NAME and SPEC count together, as
 //! KumoMTA's with the same NAME do; one limiter is kept per SPEC, keyed by NAME, and names
 //! whose allowance is whole again are forgotten now and then, so a script that makes a
 //! throttle per sender does not grow memory without bound.
@@ -67,7 +67,8 @@ impl Registry {
 }
 
 /// `--redis` as the Lua thread reaches it: the store, and the runtime its connection lives
-/// on (the Lua thread waits for an answer with [`Handle::block_on`]).
+/// on (the Lua thread, the script's own with `--redis`, waits for an answer with
+/// [`Handle::block_on`]).
 #[derive(Clone, Debug)]
 pub struct SharedThrottles {
     /// The store.
