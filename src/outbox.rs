@@ -283,7 +283,14 @@ pub(crate) struct Outbox {
     enhanced_codes: bool,
     /// `Close` was queued: nothing more is written.
     closed: bool,
+    /// A `Write` buffer the runtime handed back (`Session::recycle_write`), empty: the next
+    /// replies are written into it instead of a new allocation.
+    spare: Vec<u8>,
 }
+
+/// The largest `Write` buffer kept for reuse: replies to one round of pipelined commands
+/// fit, and an idle session keeps little.
+pub(crate) const MAX_RECYCLED_WRITE: usize = 4 << 10;
 
 impl Outbox {
     pub(crate) fn new(enhanced_codes: bool) -> Outbox {
@@ -340,7 +347,11 @@ impl Outbox {
         }
         let reply = reply.for_extensions(self.enhanced_codes);
         if self.replies.capacity() == 0 {
-            self.replies.reserve(256);
+            if self.spare.capacity() > 0 {
+                self.replies = std::mem::take(&mut self.spare);
+            } else {
+                self.replies.reserve(256);
+            }
         }
         let before = self.replies.len();
         reply.write_to(&mut self.replies);
@@ -371,6 +382,7 @@ impl Outbox {
         }
         self.push(Output::Close);
         self.closed = true;
+        self.spare = Vec::new();
     }
 
     fn flush(&mut self) {
@@ -390,6 +402,11 @@ impl Outbox {
                     // Drained: an idle session keeps no queue.
                     self.queue = VecDeque::new();
                 }
+                if self.spare.capacity() > 0 {
+                    // Nor a spare write buffer: reuse pays within a drain, where a
+                    // pipelining client's replies are split by hook calls.
+                    self.spare = Vec::new();
+                }
                 return None;
             }
         };
@@ -397,6 +414,21 @@ impl Outbox {
             self.held -= bytes.len();
         }
         Some(output)
+    }
+
+    /// Keeps an emptied `Write` buffer for the next replies: at most one, of at most
+    /// [`MAX_RECYCLED_WRITE`] bytes, until the outputs are drained; none once the session
+    /// closed.
+    pub(crate) fn recycle_write(&mut self, mut bytes: Vec<u8>) {
+        if self.closed
+            || self.spare.capacity() > 0
+            || bytes.capacity() == 0
+            || bytes.capacity() > MAX_RECYCLED_WRITE
+        {
+            return;
+        }
+        bytes.clear();
+        self.spare = bytes;
     }
 
     /// Bytes handed out but not yet polled: replies and body pieces.
