@@ -274,6 +274,8 @@ pub(crate) mod closing {
 pub(crate) struct Outbox {
     queue: VecDeque<Output>,
     /// Replies not yet queued: one `Write` when anything follows them or the runtime polls.
+    /// Empty with a capacity: a `Write` buffer the runtime handed back
+    /// (`Session::recycle_write`), which the next replies reuse.
     replies: Vec<u8>,
     /// Bytes in `queue` (writes and body pieces) plus `replies`.
     held: usize,
@@ -283,9 +285,6 @@ pub(crate) struct Outbox {
     enhanced_codes: bool,
     /// `Close` was queued: nothing more is written.
     closed: bool,
-    /// A `Write` buffer the runtime handed back (`Session::recycle_write`), empty: the next
-    /// replies are written into it instead of a new allocation.
-    spare: Vec<u8>,
 }
 
 /// The largest `Write` buffer kept for reuse: replies to one round of pipelined commands
@@ -347,11 +346,7 @@ impl Outbox {
         }
         let reply = reply.for_extensions(self.enhanced_codes);
         if self.replies.capacity() == 0 {
-            if self.spare.capacity() > 0 {
-                self.replies = std::mem::take(&mut self.spare);
-            } else {
-                self.replies.reserve(256);
-            }
+            self.replies.reserve(256);
         }
         let before = self.replies.len();
         reply.write_to(&mut self.replies);
@@ -382,7 +377,7 @@ impl Outbox {
         }
         self.push(Output::Close);
         self.closed = true;
-        self.spare = Vec::new();
+        self.replies = Vec::new();
     }
 
     fn flush(&mut self) {
@@ -402,10 +397,10 @@ impl Outbox {
                     // Drained: an idle session keeps no queue.
                     self.queue = VecDeque::new();
                 }
-                if self.spare.capacity() > 0 {
-                    // Nor a spare write buffer: reuse pays within a drain, where a
+                if self.replies.capacity() > 0 {
+                    // Nor a recycled write buffer: reuse pays within a drain, where a
                     // pipelining client's replies are split by hook calls.
-                    self.spare = Vec::new();
+                    self.replies = Vec::new();
                 }
                 return None;
             }
@@ -420,15 +415,11 @@ impl Outbox {
     /// [`MAX_RECYCLED_WRITE`] bytes, until the outputs are drained; none once the session
     /// closed.
     pub(crate) fn recycle_write(&mut self, mut bytes: Vec<u8>) {
-        if self.closed
-            || self.spare.capacity() > 0
-            || bytes.capacity() == 0
-            || bytes.capacity() > MAX_RECYCLED_WRITE
-        {
+        if self.closed || self.replies.capacity() > 0 || bytes.capacity() > MAX_RECYCLED_WRITE {
             return;
         }
         bytes.clear();
-        self.spare = bytes;
+        self.replies = bytes;
     }
 
     /// Bytes handed out but not yet polled: replies and body pieces.
