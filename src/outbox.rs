@@ -12,7 +12,9 @@ use crate::reply::{EnhancedCode, Reply};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Output {
-    /// Send these bytes to the client, after every earlier `Write`.
+    /// Send these bytes to the client, after every earlier `Write`. Once they are sent, the
+    /// buffer may be handed back with [`Session::recycle_write`](crate::Session::recycle_write)
+    /// for the next replies.
     Write(Vec<u8>),
     /// Send every earlier `Write`, then close the connection. Emitted exactly once, also when
     /// the client is already gone, so a runtime has one place to release the connection.
