@@ -435,8 +435,9 @@ impl Session {
     /// gets several writes per transaction. The bytes written are the same either way.
     ///
     /// The session keeps at most one such buffer, of at most 4 KiB (a larger one is
-    /// dropped), and drops it when its outputs are drained ([`poll_output`] returns `None`)
-    /// and when it closes, so an idle session holds none.
+    /// dropped), and drops it the next time its outputs are drained ([`poll_output`]
+    /// returns `None`) and when it closes: a runtime that hands its buffers back while it
+    /// drains leaves an idle session holding none.
     ///
     /// [`poll_output`]: Session::poll_output
     ///
