@@ -63,7 +63,10 @@
 //! assert!(String::from_utf8(to_client).unwrap().ends_with("250 2.0.0 Message accepted\r\n221 2.0.0 Bye\r\n"));
 //! ```
 //!
-//! Replies produced while handling one input are coalesced into one `Write`. Time comes only
+//! Replies produced while handling one input are coalesced into one `Write`; a hook call
+//! flushes the replies before it into a `Write` of its own. A runtime that has sent a
+//! `Write` may give its buffer back with [`Session::recycle_write`], so that the next replies
+//! reuse it instead of allocating. Time comes only
 //! from the caller: pass `now` in, and call [`Session::handle_timeout`] when the instant from
 //! [`Session::poll_timeout`] passes (calling it early does nothing).
 //!

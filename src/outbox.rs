@@ -12,7 +12,9 @@ use crate::reply::{EnhancedCode, Reply};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Output {
-    /// Send these bytes to the client, after every earlier `Write`.
+    /// Send these bytes to the client, after every earlier `Write`. Once they are sent, the
+    /// buffer may be handed back with [`Session::recycle_write`](crate::Session::recycle_write)
+    /// for the next replies.
     Write(Vec<u8>),
     /// Send every earlier `Write`, then close the connection. Emitted exactly once, also when
     /// the client is already gone, so a runtime has one place to release the connection.
@@ -274,6 +276,8 @@ pub(crate) mod closing {
 pub(crate) struct Outbox {
     queue: VecDeque<Output>,
     /// Replies not yet queued: one `Write` when anything follows them or the runtime polls.
+    /// Empty with a capacity: a `Write` buffer the runtime handed back
+    /// (`Session::recycle_write`), which the next replies reuse.
     replies: Vec<u8>,
     /// Bytes in `queue` (writes and body pieces) plus `replies`.
     held: usize,
@@ -284,6 +288,10 @@ pub(crate) struct Outbox {
     /// `Close` was queued: nothing more is written.
     closed: bool,
 }
+
+/// The largest `Write` buffer kept for reuse: replies to one round of pipelined commands
+/// fit, and an idle session keeps little.
+pub(crate) const MAX_RECYCLED_WRITE: usize = 4 << 10;
 
 impl Outbox {
     pub(crate) fn new(enhanced_codes: bool) -> Outbox {
@@ -371,6 +379,7 @@ impl Outbox {
         }
         self.push(Output::Close);
         self.closed = true;
+        self.replies = Vec::new();
     }
 
     fn flush(&mut self) {
@@ -390,6 +399,11 @@ impl Outbox {
                     // Drained: an idle session keeps no queue.
                     self.queue = VecDeque::new();
                 }
+                if self.replies.capacity() > 0 {
+                    // Nor a recycled write buffer: reuse pays within a drain, where a
+                    // pipelining client's replies are split by hook calls.
+                    self.replies = Vec::new();
+                }
                 return None;
             }
         };
@@ -397,6 +411,17 @@ impl Outbox {
             self.held -= bytes.len();
         }
         Some(output)
+    }
+
+    /// Keeps an emptied `Write` buffer for the next replies: at most one, of at most
+    /// [`MAX_RECYCLED_WRITE`] bytes, until the outputs are drained; none once the session
+    /// closed.
+    pub(crate) fn recycle_write(&mut self, mut bytes: Vec<u8>) {
+        if self.closed || self.replies.capacity() > 0 || bytes.capacity() > MAX_RECYCLED_WRITE {
+            return;
+        }
+        bytes.clear();
+        self.replies = bytes;
     }
 
     /// Bytes handed out but not yet polled: replies and body pieces.

@@ -428,6 +428,46 @@ impl Session {
         }
     }
 
+    /// Optional: hands the buffer of an [`Output::Write`] back once the runtime has sent (or
+    /// copied) its bytes, so that the next replies are written into it instead of a new
+    /// allocation. It pays with hooks: the replies before each hook call are flushed into a
+    /// `Write` of their own (SPEC 7), so a pipelining client with every hook subscribed
+    /// gets several writes per transaction. The bytes written are the same either way.
+    ///
+    /// The session keeps at most one such buffer, of at most 4 KiB (a larger one is
+    /// dropped), and drops it the next time its outputs are drained ([`poll_output`]
+    /// returns `None`) and when it closes: a runtime that hands its buffers back while it
+    /// drains leaves an idle session holding none.
+    ///
+    /// [`poll_output`]: Session::poll_output
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{Config, ConnectionInfo, Decision, Hooks, Output, Session};
+    /// let config = Config { hooks: Hooks::ALL, ..Config::default() };
+    /// let now = Instant::now();
+    /// let mut session = Session::new(config, ConnectionInfo::default(), now);
+    /// session.handle_input(b"EHLO c\r\nNOOP\r\nMAIL FROM:<a@b.example>\r\n", now)?;
+    /// let mut socket = Vec::new();
+    /// while let Some(output) = session.poll_output() {
+    ///     match output {
+    ///         Output::Write(bytes) => {
+    ///             socket.extend_from_slice(&bytes); // send it
+    ///             session.recycle_write(bytes);
+    ///         }
+    ///         Output::HookCall(call) if call.needs_decision() => {
+    ///             session.decide(call.id, Decision::Accept, now)?;
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// assert!(socket.ends_with(b"250 2.0.0 OK\r\n250 2.1.0 Sender OK\r\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recycle_write(&mut self, bytes: Vec<u8>) {
+        self.out.recycle_write(bytes);
+    }
+
     /// With implicit TLS behind a PROXY header: the bytes that followed the header, which are
     /// the start of the client's TLS handshake. The runtime feeds them to its TLS layer
     /// before reading more from the socket. Empty in every other case.

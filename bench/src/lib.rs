@@ -252,9 +252,11 @@ impl drive::Runtime for Connection<'_> {
     fn output(&mut self, output: Output) -> Then {
         let counts = &mut *self.counts;
         match output {
+            // A runtime sends the bytes, then gives the buffer back for the next replies.
             Output::Write(bytes) => {
                 counts.writes += 1;
                 counts.written += bytes.len();
+                self.session.recycle_write(bytes);
             }
             Output::Close => counts.closed = true,
             // A runtime writes the piece to its spool; here it is freed at once.

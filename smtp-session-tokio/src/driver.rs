@@ -205,7 +205,7 @@ where
         if let Some(observer) = self.env.observer {
             observe_replies(observer, &bytes);
         }
-        self.conn.queue(bytes, &self.session, self.env.limits);
+        self.conn.queue(bytes, &mut self.session, self.env.limits);
         if self
             .conn
             .unsent_reaches(self.session.config().max_pending_output)

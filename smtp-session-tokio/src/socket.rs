@@ -156,7 +156,7 @@ where
 
     /// Gathers replies to send, and owes the error delay of the session's errors so far
     /// (none for a client exempt from per-client limits).
-    pub(crate) fn queue(&mut self, bytes: Vec<u8>, session: &Session, limits: &Limits) {
+    pub(crate) fn queue(&mut self, bytes: Vec<u8>, session: &mut Session, limits: &Limits) {
         if self.broken {
             return;
         }
@@ -169,10 +169,13 @@ where
         self.pacing
             .count(session.error_count(), &limits.error_delay, exempt);
         if self.wbuf.is_empty() {
-            // Usually one write per input: taken as it is, not copied.
-            self.wbuf = bytes;
+            // Usually one write per input: taken as it is, not copied; the emptied buffer
+            // it replaces goes back to the session for its next replies.
+            let spare = std::mem::replace(&mut self.wbuf, bytes);
+            session.recycle_write(spare);
         } else {
             self.wbuf.extend_from_slice(&bytes);
+            session.recycle_write(bytes);
         }
     }
 
