@@ -3,7 +3,8 @@
 //! MAIL, RCPT, DATA, the header fields, the body read piece by piece from the spool, end of
 //! message) and sees what the filters before it changed. A refusal refuses the message with
 //! the filter's reply; the header and recipient changes go to the delivery; a filter that
-//! fails, times out or breaks the protocol takes `--milter-default-action`.
+//! fails, times out or breaks the protocol takes `--milter-default-action`. What each
+//! filter said comes back with the verdict, for the log, the metrics and the policy.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -17,9 +18,9 @@ use smtp_filter_proto::milter::{
 use smtp_session::address::parse_forward_path;
 use smtp_session::{Decision, ForwardPath, Message, Reply};
 
-use crate::check::{Body, Check, CheckFuture, Edits, Facts, Stage, Stages, Verdict};
+use crate::check::{Body, Check, CheckFuture, Edits, Facts, Findings, Stage, Stages, Verdict};
+use crate::facts::FilterVerdict;
 use crate::filter_socket::{self, FilterAddr, FilterIo};
-use crate::metrics;
 use crate::store::Spool;
 
 /// The most of a message's header section read to send its fields.
@@ -112,7 +113,14 @@ impl Check for Milters {
                 Stage::Message {
                     message,
                     body: Body::Spool(spool),
-                } => self.message(facts, message, spool).await,
+                } => {
+                    let mut said = Vec::new();
+                    let verdict = self.message(facts, message, spool, &mut said).await;
+                    verdict.found(Findings {
+                        filters: said,
+                        ..Findings::default()
+                    })
+                }
                 _ => Verdict::go_on(),
             }
         })
@@ -120,7 +128,14 @@ impl Check for Milters {
 }
 
 impl Milters {
-    async fn message(&self, facts: &Facts, message: &Message, spool: &Spool) -> Verdict {
+    /// The filters' verdict on the message; what each said goes into `said`.
+    async fn message(
+        &self,
+        facts: &Facts,
+        message: &Message,
+        spool: &Spool,
+        said: &mut Vec<FilterVerdict>,
+    ) -> Verdict {
         let section = match header_section(spool).await {
             Ok(section) => section,
             Err(err) => return self.failed(facts, message, None, err),
@@ -144,12 +159,12 @@ impl Milters {
         };
         let mut edits = MessageEdits::new(HeaderList::new(Vec::new(), fields.clone()), envelope);
         for addr in &self.addrs {
-            let said = self
+            let answer = self
                 .consult(addr, facts, &mut edits, spool, body_at as u64)
                 .await;
             edits.next_filter();
-            metrics::filter_verdict("milter", said.as_ref().map_or("failed", Said::name));
-            match said {
+            said.push(exported(addr, &answer));
+            match answer {
                 Ok(Said::Continue) => {}
                 Ok(Said::Refuse(reply)) => return Verdict::Refuse(refusal(facts, message, reply)),
                 Ok(Said::Quarantine(why)) => {
@@ -158,7 +173,14 @@ impl Milters {
                 Ok(Said::Discard) => return Verdict::Discard(format!("milter {addr}")),
                 Err(err) => match self.failed(facts, message, Some(addr), err) {
                     Verdict::Continue(_) => {}
-                    other => return other,
+                    other => {
+                        if let (Some(last), Verdict::Refuse(Decision::Reject(reply))) =
+                            (said.last_mut(), &other)
+                        {
+                            last.set_reply(reply);
+                        }
+                        return other;
+                    }
                 },
             }
         }
@@ -229,6 +251,19 @@ impl Milters {
         let _ = conn.run().await;
         end_of_message(outputs, edits)
     }
+}
+
+/// What `addr` said, for the record.
+fn exported(addr: &FilterAddr, answer: &Result<Said, Failure>) -> FilterVerdict {
+    let verdict = answer.as_ref().map_or("failed", Said::name);
+    let mut exported = FilterVerdict::new("milter", addr.to_string(), verdict);
+    match answer {
+        Ok(Said::Refuse(reply)) => exported.set_reply(reply),
+        Ok(Said::Quarantine(why)) => exported.reason = Some(why.clone()),
+        Err(err) => exported.reason = Some(err.clone()),
+        _ => {}
+    }
+    exported
 }
 
 /// A connection to one filter.
