@@ -175,3 +175,30 @@ pub fn ehlo_keywords(conn: &Connection<'_>) -> Vec<String> {
         .filter_map(|(on, keyword)| on.then_some(keyword))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(verdict: &'static str) -> FilterVerdict {
+        FilterVerdict::new("policy_service", "inet:127.0.0.1:1".into(), verdict)
+    }
+
+    #[test]
+    fn a_connection_keeps_its_last_verdicts_and_counts_those_left_out() {
+        let mut context = ConnContext::default();
+        assert!(context.is_empty());
+        context.add(&[said("dunno"), said("warn")], 3);
+        let from = context.total();
+        context.add(&[said("hold"), said("prepend")], 3);
+        let kept: Vec<&str> = context.filter_verdicts.iter().map(|v| v.verdict).collect();
+        assert_eq!(kept, ["warn", "hold", "prepend"]);
+        assert_eq!(context.filter_verdicts_left_out, 1);
+        assert_eq!(context.total(), 4);
+        let since: Vec<&str> = context.since(from).iter().map(|v| v.verdict).collect();
+        assert_eq!(since, ["hold", "prepend"]);
+        assert!(context.since(0).len() == 3 && context.since(9).is_empty());
+        let line = serde_json::to_string(&context).unwrap();
+        assert!(line.ends_with(r#""filter_verdicts_left_out":1}"#), "{line}");
+    }
+}

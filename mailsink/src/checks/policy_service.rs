@@ -363,9 +363,9 @@ fn refusal_reply(code: u16, class: u8, r: &Refusal, default: &str) -> Reply {
         format!("{class}.{}.{}", e.subject, e.detail)
     });
     let text = r.text.as_deref().unwrap_or(default);
-    Reply::new(code, &format!("{enhanced} {text}"))
-        .or_else(|_| Reply::new(code, &format!("{enhanced} {default}")))
-        .or_else(|_| Reply::new(code, &format!("{class}.7.1 {default}")))
+    Reply::new(code, format!("{enhanced} {text}"))
+        .or_else(|_| Reply::new(code, format!("{enhanced} {default}")))
+        .or_else(|_| Reply::new(code, format!("{class}.7.1 {default}")))
         .expect("a valid reply")
 }
 
@@ -388,7 +388,7 @@ fn verdict(action: PolicyAction) -> Verdict {
             text,
         } => {
             let enhanced = enhanced.map(|e| format!("{e} ")).unwrap_or_default();
-            match Reply::new(code, &format!("{enhanced}{text}")) {
+            match Reply::new(code, format!("{enhanced}{text}")) {
                 Ok(reply) => Verdict::Refuse(Decision::Reject(reply)),
                 Err(_) => refuse(451, "4.3.5 Server configuration problem"),
             }
