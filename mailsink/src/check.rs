@@ -20,6 +20,17 @@
 //!   changes apply at delivery; a refusal drops the edits gathered before it.
 //! - A check that fails ([`Verdict::Failed`]) takes its default action,
 //!   [`Check::on_failure`] (the session's hook failure unless the check says otherwise).
+//! - Postfix's conditional deferrals, for the checks *after* the one that asked
+//!   (`DEFER_IF_PERMIT` and `DEFER_IF_REJECT` of a policy service): after
+//!   [`Verdict::DeferIfPermit`] the stage goes on, and if it ends accepted (no check
+//!   refused, or a later one accepted) it is refused with that check's `4xx` reply instead;
+//!   after [`Verdict::DeferIfReject`] the stage goes on, and if a later check rejects it with
+//!   a `5xx` reply (a reject, or per recipient under LMTP), that check's `4xx` reply is sent
+//!   in its place, as Postfix's `smtpd_check_reject` does. A disconnect, a `4xx` or a hook
+//!   failure stands. The first of each kind counts.
+//! - What a check found on the way ([`Verdict::Found`]: its filters' verdicts, the DNS
+//!   lists' screening) is kept whatever the stage's outcome, in the stage's [`Facts`], for
+//!   the log, the metrics, the disconnect context and the checks after.
 //!
 //! Checks are shared by all connections. A check that keeps something for one connection
 //! (the milter's connections to its filters, which live as long as the client's) opens a
@@ -38,7 +49,7 @@ use smtp_session::{
     MailParams, Message, Reply, ReversePath,
 };
 
-use crate::facts::{ConnFacts, Screening};
+use crate::facts::{ConnContext, ConnFacts, FilterVerdict, Screening};
 use crate::store::Spool;
 use crate::verify::AuthResults;
 
@@ -213,7 +224,34 @@ pub enum Stage<'a> {
         arguments: &'a DisconnectArguments,
         /// The connection's details.
         connection: &'a ConnectionDetails,
+        /// mailsink's own context (Halon's `$context`): the filters' verdicts.
+        context: &'a ConnContext,
     },
+}
+
+impl Stage<'_> {
+    /// Its name in the log: `connect`, `helo`, `auth`, `mail`, `rcpt`, `data`, `message`,
+    /// `disconnect`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo { .. } => "helo",
+            Stage::Auth(_) => "auth",
+            Stage::Mail(_) => "mail",
+            Stage::Rcpt(_) => "rcpt",
+            Stage::Data => "data",
+            Stage::Message { .. } => "message",
+            Stage::Disconnect { .. } => "disconnect",
+        }
+    }
+
+    /// True for the stages of a transaction, from MAIL to the message.
+    fn in_transaction(&self) -> bool {
+        matches!(
+            self,
+            Stage::Mail(_) | Stage::Rcpt(_) | Stage::Data | Stage::Message { .. }
+        )
+    }
 }
 
 /// A message's body, read-only: in a spool (memory or a file), or gathered by the session.
@@ -295,6 +333,14 @@ pub enum Verdict {
     Discard(String),
     /// The check could not decide: its [`Check::on_failure`] applies.
     Failed(String),
+    /// No objection now; but if the stage ends accepted, it is refused with this reply
+    /// (Postfix's `DEFER_IF_PERMIT`).
+    DeferIfPermit(Reply),
+    /// No objection now; but if a later check rejects the stage with a `5xx`, this reply
+    /// is sent instead (Postfix's `DEFER_IF_REJECT`).
+    DeferIfReject(Reply),
+    /// The verdict, with what the check found on the way, kept whatever the outcome.
+    Found(Findings, Box<Verdict>),
 }
 
 impl Verdict {
@@ -302,6 +348,20 @@ impl Verdict {
     pub fn go_on() -> Verdict {
         Verdict::Continue(Edits::default())
     }
+
+    /// This verdict, with `findings` kept whatever the stage's outcome.
+    pub fn found(self, findings: Findings) -> Verdict {
+        Verdict::Found(findings, Box::new(self))
+    }
+}
+
+/// What a check found, kept whatever the stage's outcome (a refusal included).
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// What its filters said, in order.
+    pub filters: Vec<FilterVerdict>,
+    /// At connect: what `--dnsbl` made of the client.
+    pub screening: Option<Arc<Screening>>,
 }
 
 /// What a check wants changed; the handler applies it.
@@ -332,8 +392,6 @@ pub struct Edits {
     pub remote_ptr: Option<Option<String>>,
     /// `--verify`'s results, for the checks after, the log and the metrics.
     pub auth_results: Option<Arc<AuthResults>>,
-    /// At connect: what `--dnsbl` made of the client, for the checks after and the log.
-    pub screening: Option<Arc<Screening>>,
 }
 
 impl Edits {
@@ -366,9 +424,6 @@ impl Edits {
         if later.auth_results.is_some() {
             self.auth_results = later.auth_results;
         }
-        if later.screening.is_some() {
-            self.screening = later.screening;
-        }
     }
 }
 
@@ -396,6 +451,9 @@ pub struct Record {
     pub quarantined: Option<String>,
     /// Why it was dropped.
     pub discarded: Option<String>,
+    /// The filters' verdicts on it: its transaction's (from MAIL on), then the message
+    /// stage's. At the other stages, what the stage's filters said.
+    pub filters: Vec<FilterVerdict>,
 }
 
 impl Record {
@@ -429,8 +487,8 @@ pub enum Outcome {
 
 /// Asks `checks` about `stage` in order (through the connection's `dialogues` for those that
 /// keep one) and merges their verdicts by the rule of the module docs. What a check found
-/// goes into `facts` at once (the reverse DNS name, the message's record), so the checks
-/// after it see it.
+/// goes into `facts` at once (the reverse DNS name, the screening, the filters' verdicts, the
+/// message's record), so the checks after it see it.
 pub async fn decide(
     checks: &[Arc<dyn Check>],
     dialogues: &mut Dialogues,
@@ -439,24 +497,43 @@ pub async fn decide(
 ) -> Outcome {
     let mut edits = Edits::default();
     let mut accepted = false;
+    let mut deferrals = Deferrals::default();
     for (index, check) in checks.iter().enumerate() {
         if !check.stages().has(stage) {
             continue;
         }
-        let verdict = match dialogues.get(checks, index) {
+        let mut verdict = match dialogues.get(checks, index) {
             Some(dialogue) => dialogue.check(facts, stage).await,
             None => check.check(facts, stage).await,
         };
+        while let Verdict::Found(findings, inner) = verdict {
+            keep(facts, stage, findings);
+            verdict = *inner;
+        }
         let (more, last) = match verdict {
             Verdict::Continue(more) => (more, false),
             Verdict::Accept(more) => (more, true),
-            Verdict::Refuse(decision) => return refused(checks, facts, stage, decision).await,
+            Verdict::Refuse(decision) => {
+                let decision = refused(checks, facts, stage, decision).await;
+                return Outcome::Refused(deferrals.if_reject(decision));
+            }
             Verdict::Quarantine(why) => return Outcome::Quarantine(why, edits),
             Verdict::Discard(why) => return Outcome::Discard(why),
             Verdict::Failed(error) => {
                 eprintln!("mailsink: {} error: {error}", check.name());
-                return refused(checks, facts, stage, check.on_failure()).await;
+                let decision = refused(checks, facts, stage, check.on_failure()).await;
+                return Outcome::Refused(deferrals.if_reject(decision));
             }
+            Verdict::DeferIfPermit(reply) => {
+                deferrals.if_permit.get_or_insert(reply);
+                continue;
+            }
+            Verdict::DeferIfReject(reply) => {
+                deferrals.if_reject.get_or_insert(reply);
+                continue;
+            }
+            // Unwrapped above.
+            Verdict::Found(..) => continue,
         };
         if let Some(ptr) = &more.remote_ptr {
             facts.conn.info.remote_ptr.clone_from(ptr);
@@ -469,9 +546,65 @@ pub async fn decide(
         }
     }
     if matches!(stage, Stage::Auth(_)) && !accepted {
-        return refused(checks, facts, stage, bad_credentials()).await;
+        let decision = refused(checks, facts, stage, bad_credentials()).await;
+        return Outcome::Refused(deferrals.if_reject(decision));
     }
-    Outcome::Accepted(edits)
+    match deferrals.if_permit {
+        Some(reply) => Outcome::Refused(Decision::Reject(reply)),
+        None => Outcome::Accepted(edits),
+    }
+}
+
+/// A check's findings, into the stage's facts: the filters' verdicts with their stage and
+/// message.
+fn keep(facts: &mut Facts, stage: &Stage<'_>, findings: Findings) {
+    let message = stage
+        .in_transaction()
+        .then(|| facts.messages.saturating_add(1));
+    facts
+        .record
+        .filters
+        .extend(findings.filters.into_iter().map(|mut verdict| {
+            verdict.stage = stage.name();
+            verdict.message = message;
+            verdict
+        }));
+    if let Some(screening) = findings.screening {
+        facts.conn.screening = Some(screening);
+    }
+}
+
+/// The conditional deferrals asked for so far in a stage (the first of each kind).
+#[derive(Debug, Default)]
+struct Deferrals {
+    /// `DEFER_IF_PERMIT`'s reply.
+    if_permit: Option<Reply>,
+    /// `DEFER_IF_REJECT`'s reply.
+    if_reject: Option<Reply>,
+}
+
+impl Deferrals {
+    /// The final refusal: a `5xx` reject becomes the `DEFER_IF_REJECT` reply, if one was
+    /// asked for (per recipient, each `5xx`).
+    fn if_reject(&self, decision: Decision) -> Decision {
+        let Some(deferral) = &self.if_reject else {
+            return decision;
+        };
+        let soften = |reply: Reply| {
+            if reply.code() >= 500 {
+                deferral.clone()
+            } else {
+                reply
+            }
+        };
+        match decision {
+            Decision::Reject(reply) => Decision::Reject(soften(reply)),
+            Decision::PerRecipient(replies) => {
+                Decision::PerRecipient(replies.into_iter().map(soften).collect())
+            }
+            other => other,
+        }
+    }
 }
 
 /// A refusal, after the checks that saw the stage had their say on it.
@@ -480,16 +613,16 @@ async fn refused(
     facts: &Facts,
     stage: &Stage<'_>,
     decision: Decision,
-) -> Outcome {
+) -> Decision {
     if decision == Decision::HookFailed {
-        return Outcome::Refused(decision);
+        return decision;
     }
     for check in checks.iter().filter(|check| check.stages().has(stage)) {
         if let Some(harder) = check.refused(facts, stage, &decision).await {
-            return Outcome::Refused(harder);
+            return harder;
         }
     }
-    Outcome::Refused(decision)
+    decision
 }
 
 /// `535 5.7.8`: no check accepted the credentials.

@@ -12,7 +12,7 @@ use smtp_session::{
 };
 
 use crate::check::Record;
-use crate::facts::{ConnFacts, Screening};
+use crate::facts::{ConnContext, ConnFacts, FilterVerdict, Screening};
 use crate::verify::AuthResults;
 
 #[derive(Serialize)]
@@ -23,6 +23,11 @@ struct DisconnectLine<'a> {
     /// What `--dnsbl` made of the client; absent without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     dnsbl: Option<&'a Screening>,
+    /// mailsink's user context (Halon's `$context`, which the library does not
+    /// serialise): the filters' verdicts; absent when no filter said anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "context")]
+    context_own: Option<&'a ConnContext>,
 }
 
 /// The connection part of a message line: the same keys as the disconnect line's.
@@ -53,22 +58,35 @@ struct MessageLine<'a> {
     /// Why a check dropped it; absent unless one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     discarded: Option<&'a str>,
+    /// What the filters said about it (its transaction's policy service answers, the
+    /// milters); absent when none did.
+    #[serde(skip_serializing_if = "<[FilterVerdict]>::is_empty")]
+    filter_verdicts: &'a [FilterVerdict],
 }
 
 /// `{"event":"disconnect","arguments":{..},"connection":{..},"transaction":{}}`, with
-/// `"dnsbl":{"score":N,"listed":[..],"allowed_by":[..],"unanswered":[..]}` after `--dnsbl`.
-pub fn disconnect_line(context: &DisconnectContext, dnsbl: Option<&Screening>) -> String {
+/// `"dnsbl":{"score":N,"listed":[..],"allowed_by":[..],"unanswered":[..]}` after `--dnsbl`
+/// (a client refused for its score included), and
+/// `"context":{"filter_verdicts":[{"filter":"milter","name":"inet:..","stage":"message",
+/// "message":1,"verdict":"reject","reply":"550 5.7.1 .."},..]}` once a filter answered.
+pub fn disconnect_line(
+    context: &DisconnectContext,
+    dnsbl: Option<&Screening>,
+    own: &ConnContext,
+) -> String {
     serde_json::to_string(&DisconnectLine {
         event: "disconnect",
         context,
         dnsbl,
+        context_own: (!own.is_empty()).then_some(own),
     })
     .expect("the disconnect context serialises")
 }
 
 /// `{"event":"message","connection":{..},"envelope":{..},"size":N,"chunked":false,"file":".."}`,
-/// with `"auth":{"spf":"pass",..}` after `--verify`, and `"quarantined"` or `"discarded"`
-/// with a check's reason: what the message's `record` says.
+/// with `"auth":{"spf":"pass",..}` after `--verify`, `"quarantined"` or `"discarded"`
+/// with a check's reason, and `"filter_verdicts":[..]` (as in the disconnect line) when
+/// filters judged it: what the message's `record` says.
 pub fn message_line(facts: &ConnFacts, message: &Message, record: &Record) -> String {
     serde_json::to_string(&MessageLine {
         event: "message",
@@ -85,6 +103,7 @@ pub fn message_line(facts: &ConnFacts, message: &Message, record: &Record) -> St
         auth: record.auth_results.as_deref(),
         quarantined: record.quarantined.as_deref(),
         discarded: record.discarded.as_deref(),
+        filter_verdicts: &record.filters,
     })
     .expect("the message line serialises")
 }

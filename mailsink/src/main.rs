@@ -180,6 +180,11 @@ struct Args {
     #[command(flatten)]
     policy_service: checks::policy_service::PolicyServiceArgs,
 
+    /// The most verdicts of --milter and --policy-service a connection keeps for its
+    /// disconnect line (the last ones; the others are counted as left out).
+    #[arg(long, value_name = "N", default_value_t = sink::MAX_FILTER_VERDICTS)]
+    max_filter_verdicts: usize,
+
     #[command(flatten)]
     relay: relay::RelayArgs,
 
@@ -435,7 +440,8 @@ async fn run(args: Args) -> Result<(), String> {
     let storing = matches!(delivery, delivery::Delivery::Maildir(_));
     let verifier = verifier(&args, &hostname, dns.as_ref(), storing)?;
     let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
-    let sink = sink::Sink::new(checks(&args, dns, verifier, lua, shared)?, delivery);
+    let mut sink = sink::Sink::new(checks(&args, dns, verifier, lua, shared)?, delivery);
+    sink.max_filter_verdicts = args.max_filter_verdicts;
     let config = config(&args, &hostname, &sink)?;
     let shutdown = CancellationToken::new();
     let server_limits = limits(&args, &config, &sink, verify_time, &files);

@@ -26,6 +26,7 @@
 //! | `mailsink_dnsbl_lookups_total` | counter | `list`, `result` (`listed`, `not_listed`, `timeout`) | `--dnsbl` answers (dnsbl.rs) |
 //! | `mailsink_dnsbl_refusals_total` | counter | | clients refused for their DNS list score |
 //! | `mailsink_greylisted_total` | counter | | greylisting's `450 4.2.0` answers (greylist.rs) |
+//! | `mailsink_filter_verdicts_total` | counter | `filter` (`milter`, `policy_service`), `verdict` (`continue`, `reject`, `tempfail`, `discard`, `quarantine`, `failed`; a policy action in lower case: `ok`, `dunno`, `defer_if_permit`, `hold`, `warn`...) | what the filters said, one per filter consulted, counted by the handler from the stage's record (refused stages included) |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -207,7 +208,8 @@ pub fn authentication_result(method: &'static str, result: &'static str) {
 
 /// A filter answered: `filter` is `milter` or `policy_service`, `verdict` what it said
 /// (`continue`, `accept`, `reject`, `tempfail`, `reply`, `discard`, `quarantine`, `hold`,
-/// `prepend`, `failed`...). One call per filter consulted.
+/// `prepend`, `failed`...). One call per filter consulted, by the handler (see
+/// [`crate::facts::FilterVerdict`]).
 pub fn filter_verdict(filter: &'static str, verdict: &'static str) {
     counter!("mailsink_filter_verdicts_total", "filter" => filter, "verdict" => verdict)
         .increment(1);

@@ -18,8 +18,9 @@
 //!   `smtp_server_message_received(message, conn_meta)` (the same message, its meta carried
 //!   over), `smtp_server_auth_plain(authz, authc, password, conn_meta)` returning true or
 //!   false (AUTH LOGIN is checked by the same handler with an empty authz), and
-//!   `smtp_server_disconnect(arguments, connection)` with the Halon-shaped tables of the
-//!   disconnect log line (null parts are nil).
+//!   `smtp_server_disconnect(arguments, connection, context)` with the Halon-shaped tables
+//!   of the disconnect log line (null parts are nil; `context` is mailsink's `$context`,
+//!   `{filter_verdicts = {..}}`, see below).
 //! - `smtp_server_ehlo` gets the keywords the EHLO reply will list (`SIZE 26214400`,
 //!   `STARTTLS`, `AUTH PLAIN LOGIN`...) and may return a new list, as in KumoMTA. Here the
 //!   list is what the session offers *and accepts*: a keyword left out switches its extension
@@ -50,6 +51,12 @@
 //!   (the lists, comma-separated) with `--dnsbl`. The message object has `sender()`, `recipient()`,
 //!   `recipient_list()`, `get_data()`, `get_first_named_header_value(name)`, `get_meta`,
 //!   `set_meta`.
+//! - What the filters said (`--milter`, `--policy-service`; docs/filters.md): mailsink's own
+//!   meta keys `filter_verdicts`, `milter_verdicts` and `policy_service_verdicts`, each a
+//!   list of tables `{filter, name, stage, message, verdict, reply, reason}` (as in the log
+//!   lines), nil when empty. On the message (`msg:get_meta`): the verdicts on it, its
+//!   transaction's and the milters'; on `conn_meta`: the connection's before the current
+//!   stage; in `smtp_server_disconnect`: `context.filter_verdicts`, all of them.
 //! - `local kumo = require 'kumo'` works; `print` writes to stderr (stdout is the JSON log).
 //!
 //! Any other error in a handler is a hook failure: the caller configures the session for
@@ -78,7 +85,7 @@ use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, R
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 
-use crate::facts::ConnFacts;
+use crate::facts::{ConnFacts, FilterVerdict};
 use crate::verify::AuthResults;
 
 mod throttle;
@@ -129,12 +136,15 @@ pub enum Event {
         /// The password.
         password: String,
     },
-    /// `smtp_server_disconnect(arguments, connection)`: JSON of the disconnect context.
+    /// `smtp_server_disconnect(arguments, connection, context)`: JSON of the disconnect
+    /// context.
     Disconnect {
         /// Halon's `$arguments`.
         arguments: serde_json::Value,
         /// Halon's `$connection`.
         connection: serde_json::Value,
+        /// Halon's `$context`: mailsink's (the filters' verdicts).
+        context: serde_json::Value,
     },
 }
 
@@ -566,6 +576,7 @@ impl Worker {
         if let Event::Disconnect {
             arguments,
             connection,
+            context,
         } = &event
         {
             let options = mlua::SerializeOptions::new()
@@ -573,7 +584,8 @@ impl Worker {
                 .serialize_unit_to_null(false);
             let arguments = lua.to_value_with(arguments, options)?;
             let connection = lua.to_value_with(connection, options)?;
-            return Ok(MultiValue::from_iter([arguments, connection]));
+            let context = lua.to_value_with(context, options)?;
+            return Ok(MultiValue::from_iter([arguments, connection, context]));
         }
         let meta = self.conn_meta(facts)?;
         let meta = Value::UserData(lua.create_userdata(ConnMeta(meta.clone()))?);
@@ -594,6 +606,7 @@ impl Worker {
             Event::Data(message, auth) => {
                 // A new message: its meta lives on to smtp_server_message_received.
                 let meta = lua.create_table()?;
+                set_filter_verdicts(&lua, &meta, &facts.message_filters)?;
                 self.message_metas.insert(id.clone(), meta.clone());
                 vec![lua_message(&lua, message, meta, auth)?]
             }
@@ -602,6 +615,7 @@ impl Worker {
                     Some(meta) => meta,
                     None => lua.create_table()?,
                 };
+                set_filter_verdicts(&lua, &meta, &facts.message_filters)?;
                 vec![lua_message(&lua, message, meta, auth)?]
             }
             Event::AuthPlain {
@@ -652,8 +666,28 @@ impl Worker {
         let screening = facts.screening.as_deref();
         table.set("dnsbl_score", screening.map(|s| s.score))?;
         table.set("dnsbl_listed", screening.map(|s| s.listed.join(",")))?;
+        set_filter_verdicts(&self.lua, &table, &facts.filters)?;
         Ok(table)
     }
+}
+
+/// The meta keys of the filters' verdicts: `filter_verdicts` (all), `milter_verdicts` and
+/// `policy_service_verdicts`, each a list of tables like the log's, nil when empty.
+fn set_filter_verdicts(lua: &Lua, meta: &Table, verdicts: &[FilterVerdict]) -> mlua::Result<()> {
+    let options = mlua::SerializeOptions::new().serialize_none_to_null(false);
+    let list = |filter: Option<&str>| -> mlua::Result<Value> {
+        let some: Vec<&FilterVerdict> = verdicts
+            .iter()
+            .filter(|v| filter.is_none_or(|f| v.filter == f))
+            .collect();
+        if some.is_empty() {
+            return Ok(Value::Nil);
+        }
+        lua.to_value_with(&some, options)
+    };
+    meta.set("filter_verdicts", list(None)?)?;
+    meta.set("milter_verdicts", list(Some("milter"))?)?;
+    meta.set("policy_service_verdicts", list(Some("policy_service"))?)
 }
 
 /// Installs the `kumo` module as a global and as `require 'kumo'`, and sends `print` to
@@ -975,6 +1009,8 @@ mod tests {
             client: None,
             mail_from: None,
             screening: None,
+            filters: Arc::new([]),
+            message_filters: Arc::new([]),
         }
     }
 

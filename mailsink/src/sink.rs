@@ -12,7 +12,7 @@ use smtp_session_tokio::{Connection, Handler, HookError, HookResult};
 
 use crate::check::{self, Body, Check, Edits, Facts, Outcome, Record, Stage, Stages, Transaction};
 use crate::delivery::{self, Answer, Delivered, Delivery};
-use crate::facts::{self, ConnFacts, Screening};
+use crate::facts::{self, ConnContext, ConnFacts, FilterVerdict, Screening};
 use crate::log;
 use crate::metrics;
 
@@ -32,7 +32,16 @@ pub struct Sink {
     pub screening: Option<Arc<Screening>>,
     /// What the checks keep for this connection (the milter's filter connections).
     pub dialogues: check::Dialogues,
+    /// The most filter verdicts a connection keeps for its disconnect context (the last
+    /// ones).
+    pub max_filter_verdicts: usize,
+    /// Where the open transaction's filter verdicts begin, counting every verdict of the
+    /// connection (see [`ConnContext::total`]).
+    transaction_from: u64,
 }
+
+/// The default of `--max-filter-verdicts`.
+pub const MAX_FILTER_VERDICTS: usize = 100;
 
 impl std::fmt::Debug for dyn Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +59,8 @@ impl Sink {
             messages: 0,
             screening: None,
             dialogues: check::Dialogues::default(),
+            max_filter_verdicts: MAX_FILTER_VERDICTS,
+            transaction_from: 0,
         }
     }
 
@@ -71,7 +82,7 @@ impl Sink {
             .fold(Stages::default(), |all, check| all.union(check.stages()))
     }
 
-    fn facts(&self, conn: &Connection<'_>) -> Facts {
+    fn facts(&self, conn: &mut Connection<'_>) -> Facts {
         let transaction = conn.envelope().map(|envelope| Transaction {
             sender: envelope.mail_from.clone(),
             params: envelope.mail_params.clone(),
@@ -79,6 +90,9 @@ impl Sink {
         });
         let mut facts = ConnFacts::of(conn);
         facts.screening.clone_from(&self.screening);
+        if let Some(context) = context(conn) {
+            facts.filters = context.filter_verdicts.clone();
+        }
         Facts {
             conn: facts,
             transaction,
@@ -93,11 +107,16 @@ impl Sink {
     /// The checks' answer to `stage`, with the connection's edits applied.
     async fn decide(&mut self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
         let mut facts = self.facts(conn);
-        match check::decide(&self.checks, &mut self.dialogues, &mut facts, stage).await {
-            Outcome::Accepted(mut edits) => {
-                if let Some(screening) = edits.screening.take() {
-                    self.screening = Some(screening);
-                }
+        if let Stage::Mail(_) = stage {
+            self.transaction_from = context(conn).map_or(0, |c| c.total());
+        }
+        let outcome = check::decide(&self.checks, &mut self.dialogues, &mut facts, stage).await;
+        // Whatever the outcome: the screening of a client refused for it, the verdict of
+        // a filter that refused.
+        self.screening = facts.conn.screening;
+        self.keep_verdicts(conn, &facts.record.filters);
+        match outcome {
+            Outcome::Accepted(edits) => {
                 apply(conn, edits);
                 Ok(Decision::Accept)
             }
@@ -106,6 +125,29 @@ impl Sink {
             Outcome::Quarantine(..) | Outcome::Discard(_) => Ok(Decision::Accept),
         }
     }
+}
+
+impl Sink {
+    /// Counts `found` in the metrics and adds it to the connection's context.
+    fn keep_verdicts(&self, conn: &mut Connection<'_>, found: &[FilterVerdict]) {
+        if found.is_empty() {
+            return;
+        }
+        for verdict in found {
+            metrics::filter_verdict(verdict.filter, verdict.verdict);
+        }
+        if context(conn).is_none() {
+            conn.set_user_context(Box::new(ConnContext::default()));
+        }
+        if let Some(context) = context(conn) {
+            context.add(found, self.max_filter_verdicts);
+        }
+    }
+}
+
+/// mailsink's value in the session's user context, once a filter said something.
+fn context<'c>(conn: &'c mut Connection<'_>) -> Option<&'c mut ConnContext> {
+    conn.user_context_mut()?.downcast_mut()
 }
 
 /// What a stage's edits change on the connection itself.
@@ -185,7 +227,10 @@ impl Handler for Sink {
     }
 
     async fn message(&mut self, conn: &mut Connection<'_>, mut message: Message) -> HookResult {
-        let facts = self.facts(conn);
+        let mut facts = self.facts(conn);
+        if let Some(context) = context(conn) {
+            facts.record.filters = context.since(self.transaction_from).to_vec();
+        }
         self.messages = self.messages.saturating_add(1);
         let spool = match self.delivery.spool_dir() {
             Some(dir) => {
@@ -208,7 +253,9 @@ impl Handler for Sink {
         }
         // A body the session gathered (no spool) is judged and delivered from here.
         let body = std::mem::take(&mut message.body);
-        Ok(self.judge_and_deliver(facts, message, spool, body).await)
+        Ok(self
+            .judge_and_deliver(conn, facts, message, spool, body)
+            .await)
     }
 
     async fn body_piece(
@@ -231,7 +278,17 @@ impl Handler for Sink {
     }
 
     async fn disconnect(&mut self, context: DisconnectContext) {
-        log::emit(&log::disconnect_line(&context, self.screening.as_deref()));
+        let empty = ConnContext::default();
+        let own = context
+            .context
+            .as_ref()
+            .and_then(|own| own.downcast_ref::<ConnContext>())
+            .unwrap_or(&empty);
+        log::emit(&log::disconnect_line(
+            &context,
+            self.screening.as_deref(),
+            own,
+        ));
         let mut facts = Facts {
             conn: ConnFacts {
                 info: context.connection.info.clone(),
@@ -241,6 +298,8 @@ impl Handler for Sink {
                 client: None,
                 mail_from: None,
                 screening: self.screening.clone(),
+                filters: own.filter_verdicts.clone(),
+                message_filters: Arc::new([]),
             },
             transaction: None,
             messages: self.messages,
@@ -253,6 +312,7 @@ impl Handler for Sink {
         let stage = Stage::Disconnect {
             arguments: &context.arguments,
             connection: &context.connection,
+            context: own,
         };
         check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await;
     }
@@ -269,6 +329,7 @@ impl Sink {
     /// dropped or refused as they said; its log line and counters follow from its record.
     async fn judge_and_deliver(
         &mut self,
+        conn: &mut Connection<'_>,
         mut facts: Facts,
         message: Message,
         spool: Option<delivery::Spool>,
@@ -283,7 +344,10 @@ impl Sink {
                 message: &message,
                 body: view,
             };
-            check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await
+            let before = facts.record.filters.len();
+            let outcome = check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await;
+            self.keep_verdicts(conn, &facts.record.filters[before..]);
+            outcome
         };
         // The metrics count what the checks found, whatever became of the message.
         facts.record.count();

@@ -1,7 +1,8 @@
 //! `--milter`: a real OpenDKIM signing what mailsink stores, a real rspamd refusing the
 //! GTUBE test message with its reply and adding its headers to a clean one, and filters
 //! that hang, close mid-message or answer garbage, which take `--milter-default-action`
-//! while mailsink keeps serving.
+//! while mailsink keeps serving; what each filter said in the log lines, the Lua policy's
+//! meta and the metrics.
 
 mod common;
 #[path = "common/scrape.rs"]
@@ -225,5 +226,118 @@ Shall we have lunch on Tuesday?\r\n";
             .iter()
             .any(|f| f.starts_with("X-Spamd-Result: default: False [")),
         "{message}"
+    );
+}
+
+fn send(stream: &mut TcpStream, code: u8, data: &[u8]) {
+    let len = u32::try_from(data.len() + 1).unwrap().to_be_bytes();
+    let _ = stream.write_all(&[&len[..], &[code], data].concat());
+}
+
+/// A filter allowed to quarantine (`SMFIF_QUARANTINE`) that continues at every step and
+/// quarantines every message at its end.
+fn quarantines(mut stream: TcpStream) {
+    let _ = packet(&mut stream);
+    send(&mut stream, b'O', &[0, 0, 0, 6, 0, 0, 0, 0x20, 0, 0, 0, 0]);
+    while let Some((code, _)) = packet(&mut stream) {
+        match code {
+            b'D' | b'A' => {}
+            b'Q' => return,
+            b'E' => {
+                send(&mut stream, b'q', b"suspicious attachment\0");
+                send(&mut stream, b'c', b"");
+            }
+            _ => send(&mut stream, b'c', b""),
+        }
+    }
+}
+
+/// Prints the milters' verdicts on the message, as its meta shows them.
+const PRINTS_MILTER_VERDICTS: &str = r#"
+kumo.on('smtp_server_message_received', function(msg)
+  for _, v in ipairs(msg:get_meta('milter_verdicts') or {}) do
+    print('milter said ' .. v.name .. ' ' .. v.verdict .. ' ' .. v.stage)
+  end
+end)
+"#;
+
+#[test]
+fn what_each_milter_said_is_in_the_log_lines_the_policy_and_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let opendkim = daemons::opendkim(dir.path());
+    let signer = opendkim.inet();
+    let quarantine = format!("inet:127.0.0.1:{}", broken_filter(quarantines));
+    let policy = dir.path().join("policy.lua");
+    std::fs::write(&policy, PRINTS_MILTER_VERDICTS).unwrap();
+    let server = Server::start(&["--milter", &signer, "--policy", policy.to_str().unwrap()]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert_eq!(reply, "250 2.0.0 Message accepted\r\n");
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    let said = serde_json::json!([{"filter": "milter", "name": signer, "stage": "message",
+        "message": 1, "verdict": "continue"}]);
+    assert_eq!(server.wait_events("message", 1)[0]["filter_verdicts"], said);
+    let disconnect = &server.wait_events("disconnect", 1)[0];
+    assert_eq!(disconnect["context"]["filter_verdicts"], said);
+    server.wait_stderr_containing(&format!("milter said {signer} continue message"));
+
+    // Signed, then quarantined by the second filter: both verdicts, in order.
+    drop(server);
+    let metrics = scrape::free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let server = Server::start(&[
+        "--milter",
+        &signer,
+        "--milter",
+        &quarantine,
+        "--metrics",
+        &listen,
+    ]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert_eq!(reply, "250 2.0.0 Message accepted\r\n");
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    assert!(server.stored().is_empty());
+    let line = &server.wait_events("message", 1)[0];
+    assert_eq!(
+        line["quarantined"],
+        format!("milter {quarantine}: suspicious attachment")
+    );
+    let verdicts = &line["filter_verdicts"];
+    assert_eq!(verdicts[0]["verdict"], "continue");
+    assert_eq!(verdicts[1]["name"], quarantine.as_str());
+    assert_eq!(verdicts[1]["verdict"], "quarantine");
+    assert_eq!(verdicts[1]["reason"], "suspicious attachment");
+    let disconnect = &server.wait_events("disconnect", 1)[0];
+    assert_eq!(&disconnect["context"]["filter_verdicts"], verdicts);
+    let counted = scrape::scrape(metrics);
+    let key = |verdict: &str| {
+        format!("mailsink_filter_verdicts_total{{filter=\"milter\",verdict=\"{verdict}\"}}")
+    };
+    assert_eq!(counted.get(&key("continue")), Some(&1.0), "{counted:?}");
+    assert_eq!(counted.get(&key("quarantine")), Some(&1.0), "{counted:?}");
+}
+
+#[test]
+fn a_failed_milter_and_its_default_reply_are_in_the_disconnect_line() {
+    let milter = format!("inet:127.0.0.1:{}", broken_filter(garbage));
+    let server = Server::start(&["--milter", &milter]);
+    // The filter answers the client's connection with garbage: as Postfix, every command
+    // after the greeting gets the default action's reply.
+    let mut client = Client::greeted(server.addr);
+    let reply = client.cmd("EHLO client.example");
+    assert_eq!(reply, "451 4.7.1 Service unavailable - try again later\r\n");
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    let disconnect = &server.wait_events("disconnect", 1)[0];
+    let said = &disconnect["context"]["filter_verdicts"][0];
+    assert_eq!(said["verdict"], "failed", "{disconnect}");
+    assert_eq!(said["stage"], "connect", "{disconnect}");
+    assert_eq!(
+        said["reply"],
+        "451 4.7.1 Service unavailable - try again later"
+    );
+    assert!(
+        said["reason"].as_str().unwrap().contains("protocol error"),
+        "{said}"
     );
 }

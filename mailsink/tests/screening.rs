@@ -59,6 +59,12 @@ fn a_listed_client_is_refused_in_place_of_the_greeting_with_drop() {
     assert!(client.read_to_close().is_empty());
     let disconnect = &server.wait_events("disconnect", 1)[0];
     assert_eq!(disconnect["arguments"]["reply"]["code"], 554);
+    // Why it was refused: the score and the lists, as with enforce.
+    assert_eq!(disconnect["dnsbl"]["score"], 3, "{disconnect}");
+    assert_eq!(
+        disconnect["dnsbl"]["listed"],
+        serde_json::json!(["zen.example", "pbl.example"])
+    );
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! With `drop`, a client over the threshold is refused in place of the greeting; with
 //! `enforce`, it is greeted and each MAIL and RCPT is refused; with `log`, only recorded.
 //! The screening goes to the checks after (the greylist skips a client on an allow list),
-//! and to the disconnect line.
+//! and to the disconnect line, the refused client's too.
 
 use std::sync::Arc;
 
-use crate::check::{Check, CheckFuture, Edits, Facts, Stage, Stages, Verdict};
+use crate::check::{Check, CheckFuture, Facts, Findings, Stage, Stages, Verdict};
 use crate::dnsbl::{Action, Dnsbl};
 
 /// The screening of `--dnsbl`.
@@ -46,15 +46,18 @@ impl Check for Screen {
                 return refusal.map_or_else(Verdict::go_on, Verdict::Refuse);
             }
             let screening = self.dnsbl.screen(client.ip).await;
-            if self.dnsbl.action() == Action::Drop {
-                if let Some(refusal) = self.dnsbl.refusal(&screening, client.ip) {
-                    return Verdict::Refuse(refusal);
-                }
-            }
-            Verdict::Continue(Edits {
+            let refusal = match self.dnsbl.action() {
+                Action::Drop => self.dnsbl.refusal(&screening, client.ip),
+                _ => None,
+            };
+            // Kept refused or not: the disconnect line says why.
+            let found = Findings {
                 screening: Some(Arc::new(screening)),
-                ..Edits::default()
-            })
+                ..Findings::default()
+            };
+            refusal
+                .map_or_else(Verdict::go_on, Verdict::Refuse)
+                .found(found)
         })
     }
 }

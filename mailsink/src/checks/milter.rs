@@ -11,6 +11,9 @@
 //! fails, times out or breaks the protocol takes `--milter-default-action` and is not used
 //! again on that connection: with `accept` it is as if it were not there, with `tempfail`
 //! or `reject` the command it failed at and every later one are refused, as Postfix does.
+//! What each filter said (a refusal, a discard or quarantine, a failure, and at the end of
+//! a message its verdict) comes back with the stage's verdict as a finding, for the log
+//! lines, the metrics, the disconnect context and the Lua policy.
 
 mod conn;
 mod message;
@@ -22,9 +25,9 @@ use smtp_filter_proto::milter::{
 };
 use smtp_session::{Decision, Reply};
 
-use crate::check::{Body, Check, CheckFuture, Dialogue, Facts, Stage, Stages, Verdict};
+use crate::check::{Body, Check, CheckFuture, Dialogue, Facts, Findings, Stage, Stages, Verdict};
+use crate::facts::FilterVerdict;
 use crate::filter_socket::FilterAddr;
-use crate::metrics;
 
 use conn::{Conn, Failure};
 
@@ -109,6 +112,7 @@ impl Check for Milters {
             filters: Vec::new(),
             refused: None,
             discard: None,
+            said: Vec::new(),
         }))
     }
 }
@@ -128,60 +132,76 @@ struct Filters {
     refused: Option<Reply>,
     /// A filter asked at MAIL, RCPT or DATA for the message to be dropped.
     discard: Option<String>,
+    /// What the filters said during the stage being answered, for its findings.
+    said: Vec<FilterVerdict>,
 }
 
 impl Dialogue for Filters {
     fn check<'a>(&'a mut self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
-            let macros = macros(facts);
-            match stage {
-                Stage::Connect => self.connect(facts, &macros).await,
-                Stage::Disconnect { .. } => {
-                    for filter in self.filters.drain(..) {
-                        if let Some(conn) = filter.conn {
-                            conn.close().await;
-                        }
-                    }
-                    Verdict::go_on()
-                }
-                _ if self.refused.is_some() => {
-                    let reply = self.refused.clone().expect("checked");
-                    match stage {
-                        Stage::Message { message, .. } => {
-                            Verdict::Refuse(message::refusal(facts, message, reply))
-                        }
-                        _ => Verdict::Refuse(Decision::Reject(reply)),
-                    }
-                }
-                Stage::Helo { host, .. } => {
-                    // HELO and EHLO end a transaction too.
-                    self.abort().await;
-                    self.each(|m| m.helo(host, &macros)).await
-                }
-                Stage::Mail(path) => {
-                    self.discard = None;
-                    self.abort().await;
-                    let sender = format!("<{path}>");
-                    let macros = macros.with("{mail_addr}", path.to_string());
-                    self.each(|m| m.mail(&sender, &[], &macros)).await
-                }
-                Stage::Rcpt(path) => {
-                    let rcpt = format!("<{path}>");
-                    let macros = macros.with("{rcpt_addr}", path.to_string());
-                    self.each(|m| m.rcpt(&rcpt, &[], &macros)).await
-                }
-                Stage::Data => self.each(|m| m.data(&macros)).await,
-                Stage::Message {
-                    message,
-                    body: Body::Spool(spool),
-                } => self.message(facts, message, spool, &macros).await,
-                _ => Verdict::go_on(),
+            let verdict = self.answer(facts, stage).await;
+            let said = std::mem::take(&mut self.said);
+            if said.is_empty() {
+                verdict
+            } else {
+                verdict.found(Findings {
+                    filters: said,
+                    ..Findings::default()
+                })
             }
         })
     }
 }
 
 impl Filters {
+    /// The filters' answer to `stage`; what each said goes into `said`.
+    async fn answer(&mut self, facts: &Facts, stage: &Stage<'_>) -> Verdict {
+        let macros = macros(facts);
+        match stage {
+            Stage::Connect => self.connect(facts, &macros).await,
+            Stage::Disconnect { .. } => {
+                for filter in self.filters.drain(..) {
+                    if let Some(conn) = filter.conn {
+                        conn.close().await;
+                    }
+                }
+                Verdict::go_on()
+            }
+            _ if self.refused.is_some() => {
+                let reply = self.refused.clone().expect("checked");
+                match stage {
+                    Stage::Message { message, .. } => {
+                        Verdict::Refuse(message::refusal(facts, message, reply))
+                    }
+                    _ => Verdict::Refuse(Decision::Reject(reply)),
+                }
+            }
+            Stage::Helo { host, .. } => {
+                // HELO and EHLO end a transaction too.
+                self.abort().await;
+                self.each(|m| m.helo(host, &macros)).await
+            }
+            Stage::Mail(path) => {
+                self.discard = None;
+                self.abort().await;
+                let sender = format!("<{path}>");
+                let macros = macros.with("{mail_addr}", path.to_string());
+                self.each(|m| m.mail(&sender, &[], &macros)).await
+            }
+            Stage::Rcpt(path) => {
+                let rcpt = format!("<{path}>");
+                let macros = macros.with("{rcpt_addr}", path.to_string());
+                self.each(|m| m.rcpt(&rcpt, &[], &macros)).await
+            }
+            Stage::Data => self.each(|m| m.data(&macros)).await,
+            Stage::Message {
+                message,
+                body: Body::Spool(spool),
+            } => self.message(facts, message, spool, &macros).await,
+            _ => Verdict::go_on(),
+        }
+    }
+
     /// Connects to each filter and sends it the client's connection. A refusal is kept
     /// for the commands to come; the greeting goes out (but 421 closes at once).
     async fn connect(&mut self, facts: &Facts, macros: &Macros) -> Verdict {
@@ -206,11 +226,11 @@ impl Filters {
             match answer.map(refusal) {
                 Ok(None) => {}
                 Ok(Some(reply)) if reply.code() == 421 => {
-                    self.count(&reply);
+                    self.count(index, &reply);
                     return Verdict::Refuse(Decision::Reject(reply));
                 }
                 Ok(Some(reply)) => {
-                    self.count(&reply);
+                    self.count(index, &reply);
                     self.refused = Some(reply);
                     return Verdict::go_on();
                 }
@@ -234,10 +254,12 @@ impl Filters {
             match conn.step(&step).await {
                 Ok(Answer::Discard) => {
                     self.discard = Some(format!("milter {}", filter.addr));
+                    let verdict = FilterVerdict::new("milter", filter.addr.to_string(), "discard");
+                    self.said.push(verdict);
                 }
                 Ok(answer) => {
                     if let Some(reply) = refusal(answer) {
-                        self.count(&reply);
+                        self.count(index, &reply);
                         return Verdict::Refuse(Decision::Reject(reply));
                     }
                 }
@@ -269,20 +291,27 @@ impl Filters {
         let filter = &mut self.filters[index];
         eprintln!("mailsink: milter {} error: {err}", filter.addr);
         filter.conn = None;
-        metrics::filter_verdict("milter", "failed");
-        let reply = self.milters.default_action.reply()?;
-        self.refused = Some(reply.clone());
-        Some(reply)
+        let mut said = FilterVerdict::new("milter", filter.addr.to_string(), "failed");
+        said.reason = Some(err);
+        let reply = self.milters.default_action.reply();
+        if let Some(reply) = &reply {
+            said.set_reply(reply);
+            self.refused = Some(reply.clone());
+        }
+        self.said.push(said);
+        reply
     }
 
-    /// Counts a filter's refusal.
-    fn count(&self, reply: &Reply) {
+    /// Records the `index`th filter's refusal.
+    fn count(&mut self, index: usize, reply: &Reply) {
         let verdict = if reply.code() < 500 {
             "tempfail"
         } else {
             "reject"
         };
-        metrics::filter_verdict("milter", verdict);
+        let mut said = FilterVerdict::new("milter", self.filters[index].addr.to_string(), verdict);
+        said.set_reply(reply);
+        self.said.push(said);
     }
 }
 

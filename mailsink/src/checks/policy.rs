@@ -112,6 +112,7 @@ impl Check for Policy {
                 Stage::Disconnect {
                     arguments,
                     connection,
+                    context,
                 } => {
                     if !self.handles("smtp_server_disconnect") {
                         self.lua.forget(&facts.conn.info.id);
@@ -120,6 +121,7 @@ impl Check for Policy {
                     let event = Event::Disconnect {
                         arguments: serde_json::to_value(arguments).unwrap_or_default(),
                         connection: serde_json::to_value(connection).unwrap_or_default(),
+                        context: serde_json::to_value(context).unwrap_or_default(),
                     };
                     // Halon: on script error Pass() is called; nothing changes.
                     self.stage(facts, event).await
@@ -170,6 +172,10 @@ impl Policy {
         }
         let auth = facts.record.auth_results.clone();
         let message = Arc::new(message);
+        // The message's meta shows what the filters said about it.
+        let mut facts = facts.clone();
+        facts.conn.message_filters = facts.record.filters.clone().into();
+        let facts = &facts;
         if self.handles("smtp_server_data") {
             let event = Event::Data(message.clone(), auth.clone());
             if let refusal @ (Verdict::Refuse(_) | Verdict::Failed(_)) =

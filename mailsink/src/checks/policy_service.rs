@@ -1,8 +1,10 @@
 //! `--policy-service`: Postfix's policy delegation (postgrey, postfwd, policyd-spf...) at
 //! one SMTP stage, RCPT by default. Each request carries what Postfix would send; the
-//! answer maps onto the stage's verdict as access(5) says. Connections are kept and reused,
-//! one per request in flight. A service that fails, times out or answers garbage takes
-//! `--policy-service-default-action`.
+//! answer maps onto the stage's verdict as access(5) says (`DEFER_IF_PERMIT` and
+//! `DEFER_IF_REJECT` by the merge rule of [`crate::check`], as in Postfix). Connections are
+//! kept and reused, one per request in flight. A service that fails, times out or answers
+//! garbage takes `--policy-service-default-action`. Each answer comes back with the verdict,
+//! for the log, the metrics and the policy.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,9 +15,9 @@ use smtp_filter_proto::policy::{
 };
 use smtp_session::{Decision, Reply};
 
-use crate::check::{Check, CheckFuture, Edits, Facts, Stage, Stages, Verdict};
+use crate::check::{Check, CheckFuture, Edits, Facts, Findings, Stage, Stages, Verdict};
+use crate::facts::FilterVerdict;
 use crate::filter_socket::{self, FilterAddr, FilterIo};
-use crate::metrics;
 
 /// The largest response accepted.
 const MAX_RESPONSE: usize = 4096;
@@ -164,27 +166,49 @@ impl Check for PolicyService {
                 _ => return Verdict::go_on(),
             };
             let request = self.request(facts, stage, state);
-            let verdict = match self.ask(&request).await {
-                Ok(response) => {
-                    metrics::filter_verdict("policy_service", action_name(&response.action));
-                    self.keep_for_the_message(&id, response.action)
-                }
-                Err(err) => {
-                    metrics::filter_verdict("policy_service", "failed");
-                    self.failed(err)
-                }
-            };
+            let (verdict, said) = self.answer(&id, &request).await;
             if let Stage::Rcpt(_) = stage {
-                if matches!(verdict, Verdict::Continue(_) | Verdict::Accept(_)) {
+                if matches!(
+                    verdict,
+                    Verdict::Continue(_) | Verdict::Accept(_) | Verdict::DeferIfReject(_)
+                ) {
                     self.count_recipient(&id);
                 }
             }
-            verdict
+            verdict.found(Findings {
+                filters: vec![said],
+                ..Findings::default()
+            })
         })
     }
 }
 
 impl PolicyService {
+    /// The service's answer to `request`: the stage's verdict, and what it said.
+    async fn answer(&self, id: &str, request: &PolicyRequest) -> (Verdict, FilterVerdict) {
+        let name = self.addr.to_string();
+        let (verdict, mut said) = match self.ask(request).await {
+            Ok(response) => {
+                let mut said =
+                    FilterVerdict::new("policy_service", name, action_name(&response.action));
+                said.reason = action_text(&response.action);
+                (self.keep_for_the_message(id, response.action), said)
+            }
+            Err(err) => {
+                let mut said = FilterVerdict::new("policy_service", name, "failed");
+                said.reason = Some(err.clone());
+                (self.failed(err), said)
+            }
+        };
+        match &verdict {
+            Verdict::Refuse(Decision::Reject(reply))
+            | Verdict::DeferIfPermit(reply)
+            | Verdict::DeferIfReject(reply) => said.set_reply(reply),
+            _ => {}
+        }
+        (verdict, said)
+    }
+
     fn count_recipient(&self, id: &str) {
         if let Some(transaction) = self.envelopes.lock().expect("lock").get_mut(id) {
             transaction.recipients += 1;
@@ -330,14 +354,19 @@ fn refuse(code: u16, text: &str) -> Verdict {
 
 /// A refusal with the service's optional text, or the default text.
 fn refusal(code: u16, class: u8, r: &Refusal, default: &str) -> Verdict {
+    Verdict::Refuse(Decision::Reject(refusal_reply(code, class, r, default)))
+}
+
+/// The reply of a refusal with the service's optional text, or the default text.
+fn refusal_reply(code: u16, class: u8, r: &Refusal, default: &str) -> Reply {
     let enhanced = r.enhanced.map_or(format!("{class}.7.1"), |e| {
         format!("{class}.{}.{}", e.subject, e.detail)
     });
     let text = r.text.as_deref().unwrap_or(default);
-    match Reply::new(code, &format!("{enhanced} {text}")) {
-        Ok(reply) => Verdict::Refuse(Decision::Reject(reply)),
-        Err(_) => refuse(code, &format!("{enhanced} {default}")),
-    }
+    Reply::new(code, format!("{enhanced} {text}"))
+        .or_else(|_| Reply::new(code, format!("{enhanced} {default}")))
+        .or_else(|_| Reply::new(code, format!("{class}.7.1 {default}")))
+        .expect("a valid reply")
 }
 
 /// The stage's verdict for an access(5) action.
@@ -345,9 +374,13 @@ fn verdict(action: PolicyAction) -> Verdict {
     match action {
         PolicyAction::Ok => Verdict::Accept(Edits::default()),
         PolicyAction::Reject(r) => refusal(554, 5, &r, "Access denied"),
-        // Without restriction classes after it, "if the others permit" is always: defer.
-        PolicyAction::Defer(r) | PolicyAction::DeferIfPermit(r) => {
-            refusal(450, 4, &r, "Service unavailable")
+        PolicyAction::Defer(r) => refusal(450, 4, &r, "Service unavailable"),
+        // Decided by the checks after it, in the merge of the stage's verdicts.
+        PolicyAction::DeferIfPermit(r) => {
+            Verdict::DeferIfPermit(refusal_reply(450, 4, &r, "Service unavailable"))
+        }
+        PolicyAction::DeferIfReject(r) => {
+            Verdict::DeferIfReject(refusal_reply(450, 4, &r, "Service unavailable"))
         }
         PolicyAction::Reply {
             code,
@@ -355,7 +388,7 @@ fn verdict(action: PolicyAction) -> Verdict {
             text,
         } => {
             let enhanced = enhanced.map(|e| format!("{e} ")).unwrap_or_default();
-            match Reply::new(code, &format!("{enhanced}{text}")) {
+            match Reply::new(code, format!("{enhanced}{text}")) {
                 Ok(reply) => Verdict::Refuse(Decision::Reject(reply)),
                 Err(_) => refuse(451, "4.3.5 Server configuration problem"),
             }
@@ -364,17 +397,38 @@ fn verdict(action: PolicyAction) -> Verdict {
             eprintln!("mailsink: policy service: action {action} is not supported");
             refuse(451, "4.3.5 Server configuration problem")
         }
-        PolicyAction::Warn(Some(text)) | PolicyAction::Info(Some(text)) => {
-            eprintln!("mailsink: policy service: {text}");
+        PolicyAction::Warn(text) | PolicyAction::Info(text) => {
+            // Also in the log lines, as the verdict's reason.
+            eprintln!(
+                "mailsink: policy service: {}",
+                text.as_deref().unwrap_or("(a warning without text)")
+            );
             Verdict::go_on()
         }
-        // DUNNO, DEFER_IF_REJECT (nothing after it rejects); PREPEND, DISCARD and HOLD
-        // outside a transaction (at connect or HELO) have no message to act on.
+        // DUNNO; PREPEND, DISCARD and HOLD outside a transaction (at connect or HELO) have
+        // no message to act on.
         _ => Verdict::go_on(),
     }
 }
 
-/// The action's name, for the metrics.
+/// The action's own text, for the record: a `WARN`'s, a `HOLD`'s, the prepended field...
+fn action_text(action: &PolicyAction) -> Option<String> {
+    match action {
+        PolicyAction::Reject(r)
+        | PolicyAction::Defer(r)
+        | PolicyAction::DeferIfReject(r)
+        | PolicyAction::DeferIfPermit(r) => r.text.clone(),
+        PolicyAction::Prepend { name, value } => Some(format!("{name}:{value}")),
+        PolicyAction::Discard(text)
+        | PolicyAction::Warn(text)
+        | PolicyAction::Hold(text)
+        | PolicyAction::Info(text) => text.clone(),
+        PolicyAction::Unsupported { action, text } => Some(format!("{action} {text}")),
+        _ => None,
+    }
+}
+
+/// The action's name, for the record and the metrics.
 fn action_name(action: &PolicyAction) -> &'static str {
     match action {
         PolicyAction::Ok => "ok",

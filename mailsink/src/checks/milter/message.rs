@@ -23,7 +23,7 @@ use smtp_session::address::{parse_forward_path, parse_reverse_path};
 use smtp_session::{Decision, ForwardPath, Message, Reply, ReversePath};
 
 use crate::check::{Edits, Facts, Verdict};
-use crate::metrics;
+use crate::facts::FilterVerdict;
 use crate::store::{NewBody, Spool};
 
 use super::conn::{Conn, Failure};
@@ -140,13 +140,20 @@ impl Filters {
 
     /// What the `index`th filter said of the message, if that settles it.
     fn settle(
-        &self,
+        &mut self,
         index: usize,
         said: Said,
         facts: &Facts,
         message: &Message,
     ) -> Option<Verdict> {
-        metrics::filter_verdict("milter", said.name());
+        let addr = &self.filters[index].addr;
+        let mut verdict = FilterVerdict::new("milter", addr.to_string(), said.name());
+        match &said {
+            Said::Refuse(reply) => verdict.set_reply(reply),
+            Said::Quarantine(why) => verdict.reason = Some(why.clone()),
+            Said::Continue | Said::Discard => {}
+        }
+        self.said.push(verdict);
         let addr = &self.filters[index].addr;
         match said {
             Said::Continue => None,
