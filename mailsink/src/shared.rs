@@ -5,7 +5,9 @@
 //! theoretical arrival time, decides and writes it back inside Redis, so instances checking
 //! the same key at the same instant cannot both slip through. The clock is Redis's own
 //! (`TIME`), so the instances' clocks need not agree. Several keys checked at once go to
-//! one call of the script: one atomic step and one round trip, whatever their number.
+//! one call of the script: one atomic step and one round trip, whatever their number. The
+//! `--rate` checks may lease several tokens of a key in that step and spend them without a
+//! round trip (lease.rs).
 //!
 //! The store being down or slow never holds a connection up for more than `--redis-timeout`:
 //! the check fails, the outage is logged once (and its end once), every failed check is
