@@ -20,6 +20,7 @@ mod facts;
 mod filter_socket;
 mod greylist;
 mod group_commit;
+mod lease;
 mod limits;
 mod listen;
 mod log;

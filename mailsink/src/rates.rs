@@ -11,8 +11,10 @@
 //!
 //! Every check is counted in the process by governor's GCRA limiter. With `--redis` the
 //! checks of one stage also go to Redis in one pipelined round trip (see shared.rs), and
-//! Redis's answer decides; when Redis does not answer, `--redis-failure open` lets the
-//! process's own count decide and `closed` answers `451 4.3.0`.
+//! Redis's answer decides; a busy key is answered from tokens leased from Redis
+//! (`--redis-lease`, lease.rs), without a round trip. When Redis does not answer,
+//! `--redis-failure open` lets the process's own count decide and `closed` answers
+//! `451 4.3.0`.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -244,8 +246,8 @@ impl Rates {
             None => local,
             Some(shared) => {
                 let wanted: Vec<RateKey> = keys.iter().map(|(_, key)| key.clone()).collect();
-                match shared.check(&wanted).await {
-                    Ok(answers) => answers.iter().map(|a| a.allowed).collect(),
+                match shared.check_leased(&wanted).await {
+                    Ok(allowed) => allowed,
                     Err(_) if shared.failure_policy() == FailurePolicy::Open => local,
                     Err(_) => return Some(store_failed()),
                 }
@@ -310,7 +312,7 @@ fn refusal(rule: RateRule, client: IpAddr) -> Decision {
         RateKind::UserMessages => "too much mail from this user".to_string(),
         RateKind::DomainMessages => "too much mail from this sender domain".to_string(),
     };
-    Decision::reject(450, &format!("4.7.1 Error: {what}, try again later"))
+    Decision::reject(450, format!("4.7.1 Error: {what}, try again later"))
         .unwrap_or(Decision::HookFailed)
 }
 

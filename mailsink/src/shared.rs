@@ -5,7 +5,9 @@
 //! theoretical arrival time, decides and writes it back inside Redis, so instances checking
 //! the same key at the same instant cannot both slip through. The clock is Redis's own
 //! (`TIME`), so the instances' clocks need not agree. Several keys checked at once go to
-//! one call of the script: one atomic step and one round trip, whatever their number.
+//! one call of the script: one atomic step and one round trip, whatever their number. The
+//! `--rate` checks may lease several tokens of a key in that step and spend them without a
+//! round trip (lease.rs).
 //!
 //! The store being down or slow never holds a connection up for more than `--redis-timeout`:
 //! the check fails, the outage is logged once (and its end once), every failed check is
@@ -14,14 +16,19 @@
 //! `--redis-failure`: `open` (the default) lets the per-process limits decide, `closed`
 //! refuses with a 4xx.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Pipeline, ServerErrorKind, Value};
+use redis::{
+    AsyncConnectionConfig, Client, IntoConnectionInfo, Pipeline, ServerErrorKind, TlsCertificates,
+    Value,
+};
 
+use crate::lease::Leases;
 use crate::rate::{parse_seconds, Rate};
 
 /// The command-line flags of the shared store.
@@ -58,6 +65,23 @@ pub struct RedisArgs {
         requires = "redis"
     )]
     pub redis_prefix: String,
+
+    /// How long tokens of a --rate leased from Redis may be spent by this instance without
+    /// asking Redis again; unspent ones are then dropped. 0 asks Redis at every check.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds,
+          requires = "redis")]
+    pub redis_lease: Duration,
+
+    /// The most tokens of one --rate key leased at once (a lease never takes more than a
+    /// quarter of what the key has left). 1 asks Redis at every check.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "redis")]
+    pub redis_lease_tokens: u32,
+
+    /// CA certificates (PEM) that a rediss:// server's certificate is verified against,
+    /// instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 /// What a check that the store did not answer means.
@@ -74,36 +98,41 @@ pub enum FailurePolicy {
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 /// The GCRA step, for each key of KEYS in turn: the key holds its theoretical arrival time
-/// (TAT) in microseconds of Redis's clock; ARGV has three values per key: the emission
-/// interval in microseconds, the burst, and 1 to peek (decide without counting). Returns
-/// {allowed, remaining, retry_after_ms, reset_after_ms} per key, one flat array. Each key
-/// expires when its allowance is whole again. All the keys of one check are decided in
-/// one atomic step.
+/// (TAT) in microseconds of Redis's clock; ARGV has four values per key: the emission
+/// interval in microseconds, the burst, 1 to peek (decide without counting), and how many
+/// tokens are wanted (a lease, see lease.rs; 1 for a plain check). With a ≥ 1 tokens
+/// available it grants min(wanted, max(1, ⌊a/4⌋)), all consumed at once. Returns
+/// {granted, remaining, retry_after_ms, reset_after_ms} per key, one flat array. Each key
+/// expires when its allowance is whole again. All the keys of one check are decided in one
+/// atomic step.
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SOURCE));
 const GCRA_SOURCE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  local peek = ARGV[3 * i] == '1'
+  local interval = tonumber(ARGV[4 * i - 3])
+  local burst = tonumber(ARGV[4 * i - 2])
+  local peek = ARGV[4 * i - 1] == '1'
+  local want = tonumber(ARGV[4 * i])
   local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - interval * burst
-  if allow_at > now then
+  local available = math.floor((now + interval * burst - tat) / interval)
+  if available < 1 then
     table.insert(out, 0)
     table.insert(out, 0)
-    table.insert(out, math.ceil((allow_at - now) / 1000))
+    table.insert(out, math.ceil((tat + interval - interval * burst - now) / 1000))
     table.insert(out, math.ceil((tat - now) / 1000))
   else
+    local granted = 1
+    if want > 1 then granted = math.min(want, math.max(1, math.floor(available / 4))) end
+    local new_tat = tat + interval * granted
     local reset_ms = math.ceil((new_tat - now) / 1000)
     if not peek then
       redis.call('SET', key, string.format('%.0f', new_tat), 'PX', reset_ms)
     end
-    table.insert(out, 1)
-    table.insert(out, math.floor((now - allow_at) / interval))
+    table.insert(out, granted)
+    table.insert(out, available - granted)
     table.insert(out, 0)
     table.insert(out, reset_ms)
   end
@@ -144,6 +173,9 @@ pub struct RateKey {
 pub struct RateAnswer {
     /// Within the rate (and counted, unless peeked).
     pub allowed: bool,
+    /// Tokens consumed in the store: 0 when refused, 1 for a plain check, up to the number
+    /// asked for a lease.
+    pub granted: u64,
     /// How many more would pass now.
     pub remaining: u64,
     /// When refused: how long until one more would pass.
@@ -166,6 +198,7 @@ pub struct Shared {
     failure: FailurePolicy,
     connection: Mutex<Connection>,
     down: AtomicBool,
+    leases: Leases,
 }
 
 #[derive(Default)]
@@ -199,17 +232,28 @@ impl Shared {
             .as_str()
             .into_connection_info()
             .map_err(|e| format!("--redis: {e}"))?;
-        let tcp = TcpSettings::default().set_nodelay(true);
-        let client =
-            Client::open(info.set_tcp_settings(tcp)).map_err(|e| format!("--redis: {e}"))?;
+        let info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = match &args.redis_ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--redis-ca-file {}: {e}", path.display()))?;
+                let certificates = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+        };
         Ok(Some(Shared {
-            client,
+            client: client.map_err(|e| format!("--redis: {e}"))?,
             name: redacted(url),
             prefix: args.redis_prefix.clone(),
             timeout: args.redis_timeout,
             failure: args.redis_failure,
             connection: Mutex::default(),
             down: AtomicBool::new(false),
+            leases: Leases::new(args.redis_lease, args.redis_lease_tokens),
         }))
     }
 
@@ -226,28 +270,73 @@ impl Shared {
     /// Checks `keys`, each against its rate, in one atomic step and one round trip: one
     /// answer per key, in order, or why there is none (within `--redis-timeout`).
     pub async fn check(&self, keys: &[RateKey]) -> Result<Vec<RateAnswer>, Unavailable> {
-        if keys.is_empty() {
+        let asked: Vec<(&RateKey, u32)> = keys.iter().map(|key| (key, 1)).collect();
+        self.gcra(&asked).await
+    }
+
+    /// Checks `keys` as [`check`](Shared::check) does, answering only whether each passed,
+    /// and spending tokens leased from the store (`--redis-lease`, lease.rs): a key this
+    /// instance holds tokens of costs no round trip; the others go to the store in one
+    /// call, which leases them more. For rates that count consumption only: a peeked key
+    /// is never leased.
+    pub async fn check_leased(&self, keys: &[RateKey]) -> Result<Vec<bool>, Unavailable> {
+        let now = Instant::now();
+        let wants: Vec<Option<u32>> = keys
+            .iter()
+            .map(|key| match key.peek {
+                true => Some(1),
+                false => self.leases.spend(&key.key, now),
+            })
+            .collect();
+        let asked: Vec<(&RateKey, u32)> = keys
+            .iter()
+            .zip(&wants)
+            .filter_map(|(key, want)| Some((key, (*want)?)))
+            .collect();
+        let answers = self.gcra(&asked).await?;
+        let now = Instant::now();
+        let mut answers = answers.iter().zip(&asked);
+        let mut allowed = Vec::with_capacity(keys.len());
+        for want in &wants {
+            if want.is_none() {
+                allowed.push(true);
+                continue;
+            }
+            let (answer, (key, want)) = answers.next().ok_or_else(|| bad_answer(None))?;
+            if !key.peek {
+                self.leases.granted(&key.key, *want, answer.granted, now);
+            }
+            allowed.push(answer.allowed);
+        }
+        Ok(allowed)
+    }
+
+    /// One call of the GCRA script for `asked`, each key with the tokens it wants.
+    async fn gcra(&self, asked: &[(&RateKey, u32)]) -> Result<Vec<RateAnswer>, Unavailable> {
+        if asked.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<String> = keys.iter().map(|key| self.key(&key.key)).collect();
+        let names: Vec<String> = asked.iter().map(|(key, _)| self.key(&key.key)).collect();
         let values = self
             .query(&[&GCRA], |pipe| {
                 let call = evalsha(pipe, &GCRA, &names);
-                for key in keys {
+                for (key, want) in asked {
                     let interval = u64::try_from(key.rate.interval().as_micros())
                         .unwrap_or(u64::MAX)
                         .max(1);
                     call.arg(interval)
                         .arg(key.rate.burst())
-                        .arg(u8::from(key.peek));
+                        .arg(u8::from(key.peek))
+                        .arg(*want);
                 }
             })
             .await?;
-        let answers = match values.first() {
-            Some(Value::Array(items)) => items.chunks(4).map(answer).collect::<Result<_, _>>()?,
-            other => return Err(bad_answer(other)),
-        };
-        Ok(answers)
+        match values.first() {
+            Some(Value::Array(items)) if items.len() == 4 * asked.len() => {
+                items.chunks(4).map(answer).collect()
+            }
+            other => Err(bad_answer(other)),
+        }
     }
 
     /// Runs the commands `build` puts in a pipeline, in one round trip, within
@@ -389,18 +478,20 @@ fn bad_answer(value: Option<&Value>) -> Unavailable {
     Unavailable(format!("unexpected answer from the rate script: {value:?}"))
 }
 
-/// One key's `{allowed, remaining, retry_after_ms, reset_after_ms}` from the script.
+/// One key's `{granted, remaining, retry_after_ms, reset_after_ms}` from the script.
 fn answer(items: &[Value]) -> Result<RateAnswer, Unavailable> {
     let number = |item: &Value| match item {
         Value::Int(n) => Ok(*n),
         other => Err(bad_answer(Some(other))),
     };
-    let [allowed, remaining, retry_ms, reset_ms] = items else {
+    let [granted, remaining, retry_ms, reset_ms] = items else {
         return Err(bad_answer(items.first()));
     };
     let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
+    let granted = u64::try_from(number(granted)?).unwrap_or(0);
     Ok(RateAnswer {
-        allowed: number(allowed)? == 1,
+        allowed: granted > 0,
+        granted,
         remaining: u64::try_from(number(remaining)?).unwrap_or(0),
         retry_after: ms(number(retry_ms)?),
         reset_after: ms(number(reset_ms)?),
@@ -432,6 +523,9 @@ pub mod tests {
             redis_timeout: Duration::from_millis(250),
             redis_failure: failure,
             redis_prefix: "test:".into(),
+            redis_lease: Duration::from_secs(1),
+            redis_lease_tokens: 64,
+            redis_ca_file: None,
         };
         Shared::from_args(&args).unwrap().unwrap()
     }

@@ -1,6 +1,9 @@
 //! Two mailsink instances sharing one real redis-server (`--redis`): a client over its rate
 //! on one is refused on the other; Redis killed mid-test leaves both serving under
 //! `--redis-failure`, each outage logged once, and Redis is used again once it is back.
+//! With tokens leased from Redis (`--redis-lease`), a busy key costs a fraction of a script
+//! per message and the fleet still never accepts more than the rate; over `rediss://` (TLS)
+//! the same holds, the server verified against `--redis-ca-file`.
 
 mod common;
 #[path = "common/redis.rs"]
@@ -184,4 +187,133 @@ fn a_redis_that_never_answers_holds_no_connection_up_past_the_timeout() {
     }
     assert_eq!(count_containing(&a, "is unavailable"), 1);
     drop(silent);
+}
+
+/// Scripts Redis has run (`INFO commandstats`, `EVALSHA` calls).
+fn scripts_run(redis: &Redis) -> u64 {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[test]
+fn with_leases_two_instances_together_never_accept_more_than_the_rate() {
+    let redis = Redis::start();
+    // A burst of 40: a lease takes at most a quarter of what is left, so up to 10 tokens.
+    let rate = ["--rate", "messages=40/hour"];
+    let (a, b) = (instance(&redis, &rate), instance(&redis, &rate));
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    for _ in 0..50 {
+        replies.push(message(a.addr));
+        replies.push(message(b.addr));
+    }
+    let accepted = replies.iter().filter(|r| *r == ACCEPTED).count();
+    let refused = replies.iter().filter(|r| *r == TOO_MUCH_MAIL).count();
+    assert_eq!(accepted + refused, 100, "{replies:?}");
+    // One more comes back every 90 seconds.
+    let refilled = (started.elapsed().as_secs() / 90) as usize;
+    assert!(accepted <= 40 + refilled, "{accepted} accepted");
+    // Early refusals are bounded by what the other instance holds unspent (at most 9 of a
+    // lease of 10); here each instance spends its lease before the other runs dry.
+    assert!(accepted >= 40 - 9, "{accepted} accepted");
+    assert_eq!(&replies[98..], [TOO_MUCH_MAIL, TOO_MUCH_MAIL]);
+    assert_eq!(a.stored().len() + b.stored().len(), accepted);
+    // Leases were used: each refusal asked Redis, the accepted messages far fewer times.
+    let granting = scripts_run(&redis) - refused as u64;
+    assert!(
+        granting <= accepted as u64 / 2,
+        "{granting} scripts granted {accepted}"
+    );
+}
+
+#[test]
+fn leases_cut_the_scripts_redis_runs_per_message() {
+    let redis = Redis::start();
+    let rates = [
+        "--rate",
+        "messages=100000/hour",
+        "--rate",
+        "domain-messages=100000/hour",
+        "--rate",
+        "recipients=100000/hour",
+    ];
+    let mut exact_args = rates.to_vec();
+    exact_args.extend(["--redis-lease", "0"]);
+    let exact = instance(&redis, &exact_args);
+    let leased = instance(&redis, &rates);
+    let scripts_for = |server: &Server| {
+        // The first loads the script (a refused EVALSHA counts as a call too).
+        assert_eq!(message(server.addr), ACCEPTED);
+        let before = scripts_run(&redis);
+        for _ in 0..100 {
+            assert_eq!(message(server.addr), ACCEPTED);
+        }
+        scripts_run(&redis) - before
+    };
+    // Three keys per message: two at MAIL in one script, one at RCPT.
+    assert_eq!(scripts_for(&exact), 200);
+    // Leases of up to 64 tokens, doubled while used up within their second.
+    let with_leases = scripts_for(&leased);
+    assert!(with_leases <= 50, "{with_leases} scripts for 100 messages");
+}
+
+/// A CA, and a certificate for 127.0.0.1 it signed, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path) -> smtp_session_testkit::daemons::RedisTls {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "mailsink test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    smtp_session_testkit::daemons::RedisTls {
+        cert: write("redis.pem", cert.pem()),
+        key: write("redis.key", key.serialize_pem()),
+        ca: write("ca.pem", ca.pem()),
+    }
+}
+
+#[test]
+fn over_rediss_a_rate_counts_across_the_fleet_and_an_unknown_ca_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = certificates(dir.path());
+    let redis = Redis::start_tls(tls.clone());
+    assert!(redis.url().starts_with("rediss://127.0.0.1:"));
+    let ca = tls.ca.to_str().unwrap();
+    let args = ["--redis-ca-file", ca, "--rate", "messages=2/hour"];
+    let (a, b) = (instance(&redis, &args), instance(&redis, &args));
+    assert_eq!(message(a.addr), ACCEPTED);
+    assert_eq!(message(b.addr), ACCEPTED);
+    assert_eq!(message(a.addr), TOO_MUCH_MAIL);
+    assert_eq!(message(b.addr), TOO_MUCH_MAIL);
+    assert_eq!(count_containing(&a, "is unavailable"), 0);
+    // Verified against the system's CAs instead, the test CA's certificate is refused.
+    let untrusting = instance(
+        &redis,
+        &["--rate", "messages=2/hour", "--redis-failure", "closed"],
+    );
+    assert_eq!(
+        message(untrusting.addr),
+        "451 4.3.0 Temporary lookup failure, try again later\r\n"
+    );
+    untrusting.wait_stderr_containing("is unavailable");
 }

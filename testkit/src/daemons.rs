@@ -128,6 +128,19 @@ pub struct Redis {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    tls: Option<RedisTls>,
+}
+
+/// The PEM files of a Redis that speaks only TLS.
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    /// Its certificate.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+    /// The CA certificate its clients' certificates would be verified against (Redis
+    /// needs one; clients are not asked for a certificate).
+    pub ca: std::path::PathBuf,
 }
 
 impl Redis {
@@ -136,6 +149,19 @@ impl Redis {
         let mut redis = Redis {
             child: None,
             port: free_port(),
+            tls: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts one that speaks only TLS (`--tls-port`, no plain port) with `tls`, clients
+    /// unauthenticated; fails the test when it cannot (a redis-server built without TLS).
+    pub fn start_tls(tls: RedisTls) -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            tls: Some(tls),
         };
         redis.restart();
         redis
@@ -144,9 +170,27 @@ impl Redis {
     /// Starts it again, on the same port and empty, after [`stop`](Redis::stop).
     pub fn restart(&mut self) {
         let mut command = Command::new(sbin("redis-server"));
-        command
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        let port = self.port.to_string();
+        command.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca),
+        };
+        command.args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
         let port = self.port;
         // Stored first, so that a failed wait still kills it when the Redis is dropped.
         let child = self.child.insert(spawn(&mut command, "redis-server"));
@@ -161,9 +205,15 @@ impl Redis {
         }
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis://127.0.0.1:PORT/`, or `rediss://` for one started with
+    /// [`start_tls`](Redis::start_tls).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 }
 
