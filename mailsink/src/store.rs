@@ -329,6 +329,12 @@ impl Spool {
                 rest.drain(body + cut.start as usize..body + cut.end as usize);
             }
             rest.splice(body..body, fields.drain(..));
+            let journaled = self
+                .maildir
+                .journal_message(&self.name, self.quarantine, &rest);
+            if let Some(journaled) = journaled.await {
+                return journaled;
+            }
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
