@@ -253,4 +253,43 @@ mod tests {
             assert_eq!(calls.load(Ordering::Relaxed), 1, "twenty waiters, one sync");
         });
     }
+
+    #[test]
+    fn each_sync_is_given_the_items_of_its_waiters_in_order_and_only_those() {
+        runtime().block_on(async {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            let commit = Arc::new(
+                GroupCommit::start_with("test-commit", Duration::from_millis(500), move |items| {
+                    record.lock().unwrap().push(items);
+                    Ok(())
+                })
+                .unwrap(),
+            );
+            // One after another: each waits for its own sync.
+            for n in 0..3u32 {
+                commit.submit(n).await.unwrap();
+            }
+            // Together, within the window: one sync for all.
+            let together: Vec<_> = (10..15u32)
+                .map(|n| {
+                    let commit = commit.clone();
+                    tokio::spawn(async move { commit.submit(n).await })
+                })
+                .collect();
+            for waiter in together {
+                waiter.await.unwrap().unwrap();
+            }
+            let mut seen = seen.lock().unwrap().clone();
+            let last = seen.pop().unwrap();
+            assert_eq!(seen, [vec![0], vec![1], vec![2]]);
+            let mut last_sorted = last.clone();
+            last_sorted.sort();
+            assert_eq!(
+                last_sorted,
+                [10, 11, 12, 13, 14],
+                "one sync for the five: {last:?}"
+            );
+        });
+    }
 }

@@ -40,7 +40,8 @@ mod verify;
 /// An SMTP receiver that stores every message it accepts in a Maildir.
 ///
 /// Each message is written to DIR/tmp, fsynced, renamed into DIR/new and the directory
-/// fsynced before the client gets its 250. stdout carries one JSON line per accepted message
+/// fsynced before the client gets its 250 (or, with --durability journal, synced in a
+/// journal first and written into DIR/new just after). stdout carries one JSON line per accepted message
 /// and one per connection end (Halon's disconnect script fields); stderr is for humans.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]

@@ -28,7 +28,7 @@ const CLIENTS: usize = 20;
 /// as it arrives; the others small enough to be written at the end in one go.
 fn message(client: usize, n: usize) -> Vec<u8> {
     let mut body = format!("Subject: durable {client}-{n}\r\n\r\n").into_bytes();
-    let len = if n % 3 == 0 { 100_000 } else { 300 };
+    let len = if n.is_multiple_of(3) { 100_000 } else { 300 };
     while body.len() < len {
         body.extend_from_slice(b"the quick brown fox jumps over the lazy dog .\r\n");
     }
@@ -248,7 +248,7 @@ fn a_kill_between_the_journals_sync_and_delivery_loses_nothing_and_delivers_once
     let mut client = Client::hello(server.addr);
     let mut answered = Vec::new();
     // Small messages only (n not a multiple of 3): the large ones are not journalled.
-    for n in (1..30).filter(|n| n % 3 != 0) {
+    for n in (1..30).filter(|n: &usize| !n.is_multiple_of(3)) {
         let reply = client.send_message("a@x.example", &["b@y.example"], &message(0, n));
         assert!(reply.starts_with("250 "), "{reply}");
         answered.push(format!("durable 0-{n}"));
