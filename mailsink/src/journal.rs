@@ -53,7 +53,7 @@ pub enum DeliverySync {
     /// One `syncfs` of the Maildir's file system (it also writes back whatever else is
     /// dirty on that file system).
     Syncfs,
-    /// An fsync of each file, one after another.
+    /// An fsync of each file, spread over a few threads so that the flushes overlap.
     Fsync,
 }
 
@@ -389,11 +389,7 @@ fn deliver(
     };
     match sync {
         DeliverySync::Syncfs => rustix::fs::syncfs(first)?,
-        DeliverySync::Fsync => {
-            for (file, ..) in &written {
-                file.sync_all()?;
-            }
-        }
+        DeliverySync::Fsync => fsync_all(written.iter().map(|(file, ..)| file))?,
     }
     let quarantined = written.iter().any(|(.., quarantine)| *quarantine);
     let count = written.len();
@@ -406,6 +402,25 @@ fn deliver(
         File::open(&layout.quarantine_new)?.sync_all()?;
     }
     Ok(count)
+}
+
+/// Threads that fsync one batch's files at once, so that their flushes overlap.
+const FSYNC_THREADS: usize = 8;
+
+/// Fsyncs `files`, spread over up to [`FSYNC_THREADS`] threads.
+fn fsync_all<'a>(files: impl Iterator<Item = &'a File>) -> io::Result<()> {
+    let files: Vec<&File> = files.collect();
+    let per_thread = files.len().div_ceil(FSYNC_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(|f| f.sync_all())))
+            .collect();
+        syncs.into_iter().try_for_each(|sync| {
+            sync.join()
+                .unwrap_or_else(|_| Err(io::Error::other("an fsync thread panicked")))
+        })
+    })
 }
 
 /// The segment being appended to; runs on the group commit's thread.
@@ -747,6 +762,7 @@ mod tests {
         let layout = layout(root.path());
         let mut settings = settings(root.path());
         settings.backlog = 4096;
+        settings.sync = DeliverySync::Fsync;
         let journal = Arc::new(Journal::open(&settings, layout.clone()).unwrap());
         // The deliverer cannot rename into new/ while it is not a directory.
         fs::remove_dir(&layout.new).unwrap();

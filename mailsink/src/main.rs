@@ -534,7 +534,7 @@ enum Durability {
 enum JournalSync {
     /// One syncfs of the Maildir's file system per batch.
     Syncfs,
-    /// One fsync per file.
+    /// One fsync per file, a few at once.
     Fsync,
 }
 
