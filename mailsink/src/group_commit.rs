@@ -19,23 +19,42 @@ use tokio::sync::oneshot;
 /// of which waits for at most one message).
 pub const MAX_BATCH: usize = 4096;
 
-/// A thread that runs one sync for many waiters.
+/// A thread that runs one sync for many waiters, each of which may hand it an item (a
+/// journal record) to write before the sync.
 #[derive(Debug)]
-pub struct GroupCommit {
-    queue: Sender<Waiter>,
+pub struct GroupCommit<T = ()> {
+    queue: Sender<(T, Waiter)>,
 }
 
 type Waiter = oneshot::Sender<io::Result<()>>;
 
-impl GroupCommit {
+impl GroupCommit<()> {
     /// Starts the thread. `sync` makes durable everything done before it is called;
     /// `window` is how long the first waiter of a batch waits for others to join it
     /// (zero: only those that asked while the previous sync ran share the next).
     pub fn start(
         name: &str,
         window: Duration,
-        sync: impl FnMut() -> io::Result<()> + Send + 'static,
+        mut sync: impl FnMut() -> io::Result<()> + Send + 'static,
     ) -> io::Result<GroupCommit> {
+        GroupCommit::start_with(name, window, move |_| sync())
+    }
+
+    /// Resolves once a sync that began after this call has returned, with its result.
+    pub async fn sync(&self) -> io::Result<()> {
+        self.submit(()).await
+    }
+}
+
+impl<T: Send + 'static> GroupCommit<T> {
+    /// Starts the thread. `sync` is given the items of one batch, in the order they were
+    /// submitted: it writes them and makes them durable, with everything done before it
+    /// was called. `window` as for [`GroupCommit::start`].
+    pub fn start_with(
+        name: &str,
+        window: Duration,
+        sync: impl FnMut(Vec<T>) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<GroupCommit<T>> {
         let (queue, waiting) = mpsc::channel();
         std::thread::Builder::new()
             .name(name.into())
@@ -43,11 +62,12 @@ impl GroupCommit {
         Ok(GroupCommit { queue })
     }
 
-    /// Resolves once a sync that began after this call has returned, with its result.
-    pub async fn sync(&self) -> io::Result<()> {
+    /// Hands `item` to the next sync; resolves once that sync (which began after this
+    /// call) has returned, with its result.
+    pub async fn submit(&self, item: T) -> io::Result<()> {
         let (done, result) = oneshot::channel();
         self.queue
-            .send(done)
+            .send((item, done))
             .map_err(|_| io::Error::other("the group commit thread has stopped"))?;
         result
             .await
@@ -57,11 +77,16 @@ impl GroupCommit {
 
 /// The thread's loop: wait for a first waiter, gather the others, sync, answer them all.
 /// Ends when the [`GroupCommit`] is dropped.
-fn run(waiting: &Receiver<Waiter>, window: Duration, mut sync: impl FnMut() -> io::Result<()>) {
+fn run<T>(
+    waiting: &Receiver<(T, Waiter)>,
+    window: Duration,
+    mut sync: impl FnMut(Vec<T>) -> io::Result<()>,
+) {
     while let Ok(first) = waiting.recv() {
-        let batch = gather(waiting, first, window);
-        let result = sync();
-        for waiter in batch {
+        let (items, waiters): (Vec<T>, Vec<Waiter>) =
+            gather(waiting, first, window).into_iter().unzip();
+        let result = sync(items);
+        for waiter in waiters {
             // A waiter that went away (its connection closed) needs no answer.
             let _ = waiter.send(copy(&result));
         }
@@ -70,7 +95,11 @@ fn run(waiting: &Receiver<Waiter>, window: Duration, mut sync: impl FnMut() -> i
 
 /// `first` and every waiter that arrives within `window` of it, or is already queued, up
 /// to [`MAX_BATCH`].
-fn gather(waiting: &Receiver<Waiter>, first: Waiter, window: Duration) -> Vec<Waiter> {
+fn gather<T>(
+    waiting: &Receiver<(T, Waiter)>,
+    first: (T, Waiter),
+    window: Duration,
+) -> Vec<(T, Waiter)> {
     let mut batch = vec![first];
     let deadline = Instant::now() + window;
     while batch.len() < MAX_BATCH {
@@ -222,6 +251,45 @@ mod tests {
                 assert_eq!(err.to_string(), "disk full");
             }
             assert_eq!(calls.load(Ordering::Relaxed), 1, "twenty waiters, one sync");
+        });
+    }
+
+    #[test]
+    fn each_sync_is_given_the_items_of_its_waiters_in_order_and_only_those() {
+        runtime().block_on(async {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            let commit = Arc::new(
+                GroupCommit::start_with("test-commit", Duration::from_millis(500), move |items| {
+                    record.lock().unwrap().push(items);
+                    Ok(())
+                })
+                .unwrap(),
+            );
+            // One after another: each waits for its own sync.
+            for n in 0..3u32 {
+                commit.submit(n).await.unwrap();
+            }
+            // Together, within the window: one sync for all.
+            let together: Vec<_> = (10..15u32)
+                .map(|n| {
+                    let commit = commit.clone();
+                    tokio::spawn(async move { commit.submit(n).await })
+                })
+                .collect();
+            for waiter in together {
+                waiter.await.unwrap().unwrap();
+            }
+            let mut seen = seen.lock().unwrap().clone();
+            let last = seen.pop().unwrap();
+            assert_eq!(seen, [vec![0], vec![1], vec![2]]);
+            let mut last_sorted = last.clone();
+            last_sorted.sort();
+            assert_eq!(
+                last_sorted,
+                [10, 11, 12, 13, 14],
+                "one sync for the five: {last:?}"
+            );
         });
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::group_commit::GroupCommit;
+use crate::journal::{self, Journal};
 
 /// How old a file in `tmp/` must be before it is taken for a crash's leftover (the
 /// Maildir convention: a delivery never takes this long).
@@ -33,6 +34,8 @@ pub struct Maildir {
     counter: AtomicU64,
     /// Syncs `new/` for every message renamed into it.
     new_synced: GroupCommit,
+    /// With `--durability journal`: where messages held in memory are made durable.
+    journal: Option<Journal>,
 }
 
 /// The name of one message: unique, the same in `tmp/` and `new/`.
@@ -71,6 +74,7 @@ impl Maildir {
             host,
             counter: AtomicU64::new(0),
             new_synced,
+            journal: None,
         };
         let removed = maildir.remove_stale(STALE_TMP, SystemTime::now())?;
         if removed > 0 {
@@ -80,6 +84,51 @@ impl Maildir {
             );
         }
         Ok(maildir)
+    }
+
+    /// Makes messages durable in a journal (see [`crate::journal`]) before they are
+    /// written here; first delivers what the journal holds from before. Blocking.
+    pub fn journaled(mut self, settings: &journal::Settings) -> io::Result<Maildir> {
+        let layout = journal::Layout {
+            tmp: self.root.join("tmp"),
+            new: self.new_dir(),
+            quarantine_new: self.root.join(QUARANTINE).join("new"),
+        };
+        self.journal = Some(Journal::open(settings, layout)?);
+        Ok(self)
+    }
+
+    /// The journal's default directory: `journal` in the Maildir (Maildir readers look
+    /// only at `tmp`, `new`, `cur` and the folders, whose names begin with a dot).
+    pub fn default_journal_dir(root: &std::path::Path) -> PathBuf {
+        root.join("journal")
+    }
+
+    /// With a journal: appends the whole message `bytes`, to appear as `name` in `new/`
+    /// (or the quarantine folder's); resolves with its path there once the journal's
+    /// sync covers it, though the file itself appears a moment later. `None` without a
+    /// journal.
+    pub async fn journal_message(
+        &self,
+        name: &Name,
+        quarantine: bool,
+        bytes: &[u8],
+    ) -> Option<io::Result<PathBuf>> {
+        let journal = self.journal.as_ref()?;
+        let dir = if quarantine {
+            self.root.join(QUARANTINE).join("new")
+        } else {
+            self.new_dir()
+        };
+        let appended = journal.append(&name.file, quarantine, bytes).await;
+        Some(appended.map(|()| dir.join(&name.file)))
+    }
+
+    /// Resolves once every message in the journal is in `new/` (at once without one).
+    pub async fn drained(&self) {
+        if let Some(journal) = &self.journal {
+            journal.drained().await;
+        }
     }
 
     /// Removes the files in `tmp/` last modified more than `age` before `now`; returns how

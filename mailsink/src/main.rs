@@ -20,6 +20,7 @@ mod facts;
 mod filter_socket;
 mod greylist;
 mod group_commit;
+mod journal;
 mod lease;
 mod limits;
 mod listen;
@@ -40,7 +41,8 @@ mod verify;
 /// An SMTP receiver that stores every message it accepts in a Maildir.
 ///
 /// Each message is written to DIR/tmp, fsynced, renamed into DIR/new and the directory
-/// fsynced before the client gets its 250. stdout carries one JSON line per accepted message
+/// fsynced before the client gets its 250 (or, with --durability journal, synced in a
+/// journal first and written into DIR/new just after). stdout carries one JSON line per accepted message
 /// and one per connection end (Halon's disconnect script fields); stderr is for humans.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
@@ -78,6 +80,33 @@ struct Args {
     /// always share the next one; 0 adds no wait.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     group_commit_window: u64,
+
+    /// How a message is made durable before its 250. fsync: written to DIR/tmp, fsynced,
+    /// renamed into DIR/new, DIR/new fsynced. journal: a message of up to 32 KiB is
+    /// appended to a journal file (DIR/journal) and one fdatasync covers all appended
+    /// before it; a thread then writes it into DIR/new, where it appears a moment after
+    /// the 250 (and at the next start, after a crash). Larger messages take the fsync way.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+
+    /// With --durability journal: a journal segment file is closed, and the next begun,
+    /// once it is this long; segments wholly delivered are removed.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    journal_segment_size: u64,
+
+    /// With --durability journal: the most bytes of messages in the journal not yet in
+    /// DIR/new. When delivery lags this far behind, the 250 of a finished message waits
+    /// for room.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(65536..))]
+    journal_backlog: u64,
+
+    /// With --durability journal: how a batch of messages written into DIR/tmp is made
+    /// durable before it is renamed into DIR/new: one syncfs of the file system, or an
+    /// fsync of each file.
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = JournalSync::Syncfs)]
+    journal_delivery_sync: JournalSync,
 
     /// Accept messages and drop them instead of storing them (for benchmarks).
     #[arg(long)]
@@ -439,6 +468,7 @@ async fn run(args: Args) -> Result<(), String> {
     let dns = resolver(&args)?;
     let (delivery, storage) = delivery(&args, &hostname)?;
     let storing = matches!(delivery, delivery::Delivery::Maildir(_));
+    let store = delivery.spool_dir().cloned();
     let verifier = verifier(&args, &hostname, dns.as_ref(), storing)?;
     let verify_time = verifier.as_ref().map_or(Duration::ZERO, |v| v.timeout());
     let mut sink = sink::Sink::new(checks(&args, dns, verifier, lua, shared)?, delivery);
@@ -458,8 +488,16 @@ async fn run(args: Args) -> Result<(), String> {
     eprintln!("mailsink {hostname}: listening on {described}; {storage}");
     limits::describe(&server_limits, &files);
     serve(server, shutdown).await;
+    if let Some(store) = store {
+        // What the journal holds goes into new/ before the process ends (or at the next
+        // start, if that takes too long).
+        let _ = tokio::time::timeout(DRAIN_TIME, store.drained()).await;
+    }
     Ok(())
 }
+
+/// The longest a shutdown waits for the journal's messages to reach new/.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
 
 /// The `--policy` script, loaded; its throttles count in `shared` when there is one.
 fn lua(
@@ -491,6 +529,43 @@ fn resolver(args: &Args) -> Result<Option<dns::Resolver>, String> {
     Ok(Some(dns::Resolver::new(&settings)?))
 }
 
+/// `--durability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Durability {
+    /// A file, its fsync and a rename per message; one sync of new/ per batch.
+    Fsync,
+    /// A journal with one sync per batch; the Maildir written behind it.
+    Journal,
+}
+
+/// `--journal-delivery-sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum JournalSync {
+    /// One syncfs of the Maildir's file system per batch.
+    Syncfs,
+    /// One fsync per file, a few at once.
+    Fsync,
+}
+
+/// The Maildir of `--maildir`, with its journal under `--durability journal`.
+fn store(args: &Args, hostname: &str, window: Duration) -> std::io::Result<maildir::Maildir> {
+    let maildir = maildir::Maildir::open(&args.maildir, hostname, window)?;
+    if args.durability == Durability::Fsync {
+        return Ok(maildir);
+    }
+    let settings = journal::Settings {
+        dir: maildir::Maildir::default_journal_dir(&args.maildir),
+        window,
+        segment_size: args.journal_segment_size,
+        backlog: args.journal_backlog,
+        sync: match args.journal_delivery_sync {
+            JournalSync::Syncfs => journal::DeliverySync::Syncfs,
+            JournalSync::Fsync => journal::DeliverySync::Fsync,
+        },
+    };
+    maildir.journaled(&settings)
+}
+
 /// Where messages go, and how the start-up line says it: a relay (its bodies spooled
 /// while they arrive, then relayed from the file), the Maildir, or nowhere.
 fn delivery(args: &Args, hostname: &str) -> Result<(delivery::Delivery, String), String> {
@@ -508,10 +583,18 @@ fn delivery(args: &Args, hostname: &str) -> Result<(delivery::Delivery, String),
     if args.discard {
         return Ok((delivery::Delivery::Discard, "discarding messages".into()));
     }
-    let storage = format!("storing into {}", args.maildir.join("new").display());
+    let storage = format!(
+        "storing into {} ({} durability)",
+        args.maildir.join("new").display(),
+        match args.durability {
+            Durability::Fsync => "fsync",
+            Durability::Journal => "journal",
+        }
+    );
     let window = Duration::from_micros(args.group_commit_window);
-    let maildir = open(&args.maildir, "maildir", window)?;
-    Ok((delivery::Delivery::Maildir(maildir), storage))
+    let maildir = store(args, hostname, window)
+        .map_err(|e| format!("maildir {}: {e}", args.maildir.display()))?;
+    Ok((delivery::Delivery::Maildir(Arc::new(maildir)), storage))
 }
 
 /// The TLS settings: the given certificate or a self-signed one, and client certificates

@@ -465,6 +465,12 @@ impl Spool {
         if fresh && new_body.is_none() {
             // All of the message is still here: it is put right before it is written.
             splice_all(&mut rest, &splices)?;
+            let journaled = self
+                .maildir
+                .journal_message(&self.name, self.quarantine, &rest);
+            if let Some(journaled) = journaled.await {
+                return journaled;
+            }
         }
         let (maildir, name) = (self.maildir.clone(), self.name.clone());
         let head_len = self.head_len as u64;
