@@ -345,7 +345,8 @@ impl Sink {
                 body: view,
             };
             let before = facts.record.filters.len();
-            let outcome = check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await;
+            let outcome =
+                check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await;
             self.keep_verdicts(conn, &facts.record.filters[before..]);
             outcome
         };
