@@ -502,15 +502,7 @@ pub async fn decide(
         if !check.stages().has(stage) {
             continue;
         }
-        let mut verdict = match dialogues.get(checks, index) {
-            Some(dialogue) => dialogue.check(facts, stage).await,
-            None => check.check(facts, stage).await,
-        };
-        while let Verdict::Found(findings, inner) = verdict {
-            keep(facts, stage, findings);
-            verdict = *inner;
-        }
-        let (more, last) = match verdict {
+        let (more, last) = match ask(checks, index, dialogues, facts, stage).await {
             Verdict::Continue(more) => (more, false),
             Verdict::Accept(more) => (more, true),
             Verdict::Refuse(decision) => {
@@ -553,6 +545,26 @@ pub async fn decide(
         Some(reply) => Outcome::Refused(Decision::Reject(reply)),
         None => Outcome::Accepted(edits),
     }
+}
+
+/// The `index`th check's verdict on `stage` (through the connection's dialogue with it, if
+/// it keeps one), its findings kept in `facts` on the way.
+async fn ask(
+    checks: &[Arc<dyn Check>],
+    index: usize,
+    dialogues: &mut Dialogues,
+    facts: &mut Facts,
+    stage: &Stage<'_>,
+) -> Verdict {
+    let mut verdict = match dialogues.get(checks, index) {
+        Some(dialogue) => dialogue.check(facts, stage).await,
+        None => checks[index].check(facts, stage).await,
+    };
+    while let Verdict::Found(findings, inner) = verdict {
+        keep(facts, stage, findings);
+        verdict = *inner;
+    }
+    verdict
 }
 
 /// A check's findings, into the stage's facts: the filters' verdicts with their stage and

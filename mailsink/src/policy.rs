@@ -579,13 +579,7 @@ impl Worker {
             context,
         } = &event
         {
-            let options = mlua::SerializeOptions::new()
-                .serialize_none_to_null(false)
-                .serialize_unit_to_null(false);
-            let arguments = lua.to_value_with(arguments, options)?;
-            let connection = lua.to_value_with(connection, options)?;
-            let context = lua.to_value_with(context, options)?;
-            return Ok(MultiValue::from_iter([arguments, connection, context]));
+            return disconnect_arguments(&lua, arguments, connection, context);
         }
         let meta = self.conn_meta(facts)?;
         let meta = Value::UserData(lua.create_userdata(ConnMeta(meta.clone()))?);
@@ -990,6 +984,23 @@ fn unknown_keyword(word: &str) {
              offer; it is not advertised (said once)"
         )
     });
+}
+
+/// The disconnect handler's arguments: Halon's `$arguments`, `$connection` and `$context`
+/// as tables (null parts are nil).
+fn disconnect_arguments(
+    lua: &Lua,
+    arguments: &serde_json::Value,
+    connection: &serde_json::Value,
+    context: &serde_json::Value,
+) -> mlua::Result<MultiValue> {
+    let options = mlua::SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    let arguments = lua.to_value_with(arguments, options)?;
+    let connection = lua.to_value_with(connection, options)?;
+    let context = lua.to_value_with(context, options)?;
+    Ok(MultiValue::from_iter([arguments, connection, context]))
 }
 
 #[cfg(test)]

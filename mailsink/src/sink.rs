@@ -325,6 +325,21 @@ impl Handler for Sink {
 }
 
 impl Sink {
+    /// The checks' verdict on the message; what the filters said is kept for the connection.
+    async fn judge(
+        &mut self,
+        conn: &mut Connection<'_>,
+        facts: &mut Facts,
+        message: &Message,
+        body: Body<'_>,
+    ) -> Outcome {
+        let stage = Stage::Message { message, body };
+        let before = facts.record.filters.len();
+        let outcome = check::decide(&self.checks, &mut self.dialogues, facts, &stage).await;
+        self.keep_verdicts(conn, &facts.record.filters[before..]);
+        outcome
+    }
+
     /// The message stage: the checks judge the message, then it is delivered, quarantined,
     /// dropped or refused as they said; its log line and counters follow from its record.
     async fn judge_and_deliver(
@@ -335,21 +350,11 @@ impl Sink {
         spool: Option<delivery::Spool>,
         body: Vec<u8>,
     ) -> Decision {
-        let outcome = {
-            let view = match &spool {
-                Some(spool) => Body::Spool(spool),
-                None => Body::Memory(&body),
-            };
-            let stage = Stage::Message {
-                message: &message,
-                body: view,
-            };
-            let before = facts.record.filters.len();
-            let outcome =
-                check::decide(&self.checks, &mut self.dialogues, &mut facts, &stage).await;
-            self.keep_verdicts(conn, &facts.record.filters[before..]);
-            outcome
+        let view = match &spool {
+            Some(spool) => Body::Spool(spool),
+            None => Body::Memory(&body),
         };
+        let outcome = self.judge(conn, &mut facts, &message, view).await;
         // The metrics count what the checks found, whatever became of the message.
         facts.record.count();
         let (delivered, refused) = match outcome {
