@@ -75,6 +75,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     listen_backlog: u32,
 
+    /// Threads that accept and serve TCP connections, each with its own event loop (and
+    /// its own copy of the --policy script); a connection stays on the thread that
+    /// accepted it [default: the number of CPUs, at most 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+
     /// How long a message stored in the Maildir waits for others to share the sync of
     /// new/ that makes it durable, in microseconds. Messages that finish while a sync runs
     /// always share the next one; 0 adds no wait.
@@ -274,9 +280,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    // One thread: a connection never blocks it (storage runs on blocking threads), and no
-    // task ever moves between threads or wakes another one. The Lua policy runs here too,
-    // its handlers bounded by their time limit (policy.rs says why and when not).
+    // An event loop per thread (this one, and --threads - 1 more that the server starts): a
+    // connection never blocks its thread (storage runs on blocking threads), and no task
+    // ever moves between threads or wakes another one. The Lua policy runs on each, its
+    // handlers bounded by their time limit (policy.rs says why and when not).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -477,6 +484,7 @@ async fn run(args: Args) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let server_limits = limits(&args, &config, &sink, verify_time, &files);
     let mut server = Server::new(sink)
+        .threads(threads(&args))
         .limits(server_limits.clone())
         .config(config)
         .tls(tls_config(&args, &hostname)?)
@@ -494,6 +502,14 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = tokio::time::timeout(DRAIN_TIME, store.drained()).await;
     }
     Ok(())
+}
+
+/// `--threads`, or one per CPU.
+fn threads(args: &Args) -> usize {
+    args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
+        usize::from,
+    )
 }
 
 /// The longest a shutdown waits for the journal's messages to reach new/.

@@ -1,13 +1,17 @@
-//! A KumoMTA-compatible subset of Lua policy, run on one Lua state.
+//! A KumoMTA-compatible subset of Lua policy, run on a Lua state per serving thread.
 //!
-//! Where it runs: on mailsink's runtime thread (a current-thread runtime), in the hook's own
-//! poll, so an event costs no hand-off to another thread and back (two wake-ups, a channel
-//! and a oneshot); with `--redis`, whose shared throttles wait for Redis by blocking on the
-//! runtime, and on a multi-thread runtime, on a Lua thread of its own. The price of the
-//! first: while a handler runs, no other connection is served, so a slow handler holds up
-//! the whole server, for at most the handler's time limit (on its own thread, it held up
-//! only the other connections' handlers). Policy handlers are meant to be quick: a lookup
-//! that waits belongs in a check of its own (a DNS list, a policy service, a milter).
+//! Where it runs: on each of mailsink's serving threads (each a current-thread runtime), in
+//! the hook's own poll, so an event costs no hand-off to another thread and back (two
+//! wake-ups, a channel and a oneshot); with `--redis`, whose shared throttles wait for Redis
+//! by blocking on the runtime, and on a multi-thread runtime, on a Lua thread of its own.
+//! Every serving thread loads the script into a Lua state of its own, as KumoMTA keeps a
+//! pool of Lua states: a global variable is not shared between connections of different
+//! threads (use `kumo.make_throttle`, whose throttles are the process's, or Redis). The price
+//! of running inline: while a handler runs, no other connection of its thread is served, so
+//! a slow handler holds up that thread's connections, for at most the handler's time limit
+//! (on its own thread, it held up only the other connections' handlers). Policy handlers are
+//! meant to be quick: a lookup that waits belongs in a check of its own (a DNS list, a
+//! policy service, a milter).
 //!
 //! What works as in KumoMTA:
 //!
@@ -67,6 +71,7 @@
 //! Handlers registered for the same event run in registration order until one rejects.
 
 use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
@@ -74,7 +79,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use mlua::{
@@ -195,18 +199,30 @@ enum Job {
 
 /// Where a script runs.
 enum Home {
-    /// On the thread of the current-thread runtime that loaded it, in the hook's own poll:
-    /// no hand-off to another thread and back. A handler holds up every connection of the
-    /// runtime while it runs (at most its time limit).
+    /// On the thread of each current-thread runtime that calls it, in the hook's own poll:
+    /// no hand-off to another thread and back. Each such thread runs a Lua state of its own,
+    /// loaded at its first call (the loading thread's at start-up); the throttles are the
+    /// process's. A handler holds up every connection of its thread while it runs (at most
+    /// its time limit).
     Inline {
-        thread: ThreadId,
-        /// The worker's key in [`INLINE`].
+        /// The workers' key in [`INLINE`].
         key: u64,
+        script: Arc<Script>,
     },
     /// On a thread of its own, fed by a channel, answering on a oneshot: a slow handler holds
     /// up only the other connections' handlers. The way with a multi-thread runtime, and
     /// with `--redis`, whose throttles wait for Redis by blocking on the runtime.
     Thread(mpsc::Sender<Job>),
+}
+
+/// What a Lua state is made of: the script and its settings.
+struct Script {
+    source: Vec<u8>,
+    name: String,
+    hostname: String,
+    time_limit: Duration,
+    shared: Option<SharedThrottles>,
+    throttles: throttle::Throttles,
 }
 
 thread_local! {
@@ -234,7 +250,7 @@ impl fmt::Debug for LuaPolicy {
 impl Drop for LuaPolicy {
     fn drop(&mut self) {
         if let Home::Inline { key, .. } = self.home {
-            // Off its thread, or when that thread is ending, the worker goes with the thread.
+            // On the other threads, and when this one is ending, a worker goes with its thread.
             let _ = INLINE.try_with(|workers| {
                 if let Ok(mut workers) = workers.try_borrow_mut() {
                     workers.remove(&key);
@@ -260,36 +276,34 @@ impl LuaPolicy {
     ) -> Result<LuaPolicy, String> {
         let source =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let name = format!("@{}", path.display());
-        let hostname = hostname.to_string();
-        let current_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
-        if current_thread && shared.is_none() {
-            let worker = Worker::load(&source, &name, hostname, time_limit, None)?;
+        let script = Script {
+            source,
+            name: format!("@{}", path.display()),
+            hostname: hostname.to_string(),
+            time_limit,
+            shared,
+            throttles: throttle::Throttles::default(),
+        };
+        if on_current_thread_runtime() && script.shared.is_none() {
+            let worker = Worker::load(&script)?;
             let registered = worker.registered();
             let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
             INLINE.with_borrow_mut(|workers| workers.insert(key, worker));
-            let thread = std::thread::current().id();
-            let home = Home::Inline { thread, key };
+            let script = Arc::new(script);
+            let home = Home::Inline { key, script };
             return Ok(LuaPolicy { home, registered });
         }
-        Self::start_thread(source, name, hostname, time_limit, shared)
+        Self::start_thread(script)
     }
 
     /// The script on a thread of its own.
-    fn start_thread(
-        source: Vec<u8>,
-        name: String,
-        hostname: String,
-        time_limit: Duration,
-        shared: Option<SharedThrottles>,
-    ) -> Result<LuaPolicy, String> {
+    fn start_thread(script: Script) -> Result<LuaPolicy, String> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (jobs, job_rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("mailsink-lua".into())
             .spawn(move || {
-                let mut worker = match Worker::load(&source, &name, hostname, time_limit, shared) {
+                let mut worker = match Worker::load(&script) {
                     Ok(worker) => worker,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
@@ -335,8 +349,8 @@ impl LuaPolicy {
         let timed = self.handles(event.name()).then_some(event.name());
         let started = std::time::Instant::now();
         let pending = match &self.home {
-            Home::Inline { thread, key } => {
-                Ok(inline(*thread, *key, |worker| worker.run(facts, event)))
+            Home::Inline { key, script } => {
+                Ok(inline(*key, script, |worker| worker.run(facts, event)))
             }
             Home::Thread(jobs) => {
                 let (reply, outcome) = oneshot::channel();
@@ -367,10 +381,13 @@ impl LuaPolicy {
     /// without waiting.
     pub fn forget(&self, id: &str) {
         match &self.home {
-            Home::Inline { thread, key } => {
-                inline(*thread, *key, |worker| {
-                    worker.forget(id);
-                    Outcome::Continue(true)
+            Home::Inline { key, .. } => {
+                // A thread that never ran the script has nothing to forget.
+                let _ = INLINE.try_with(|workers| {
+                    if let Some(worker) = workers.try_borrow_mut().ok()?.get_mut(key) {
+                        worker.forget(id);
+                    }
+                    Some(())
                 });
             }
             Home::Thread(jobs) => {
@@ -384,17 +401,30 @@ fn gone() -> Outcome {
     Outcome::Failed("the Lua thread is gone".into())
 }
 
-/// `run` on the inline worker `key`, which lives on `thread`.
-fn inline(thread: ThreadId, key: u64, run: impl FnOnce(&mut Worker) -> Outcome) -> Outcome {
-    if std::thread::current().id() != thread {
-        return Outcome::Failed("the policy was called off its runtime's thread".into());
-    }
-    INLINE.with(|workers| match workers.try_borrow_mut() {
-        Ok(mut workers) => match workers.get_mut(&key) {
-            Some(worker) => run(worker),
-            None => gone(),
-        },
-        Err(_) => Outcome::Failed("the policy was called from within a handler".into()),
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread)
+}
+
+/// `run` on this thread's worker `key`, loaded from `script` at the thread's first call.
+fn inline(key: u64, script: &Script, run: impl FnOnce(&mut Worker) -> Outcome) -> Outcome {
+    INLINE.with(|workers| {
+        let Ok(mut workers) = workers.try_borrow_mut() else {
+            return Outcome::Failed("the policy was called from within a handler".into());
+        };
+        let worker = match workers.entry(key) {
+            Entry::Occupied(worker) => worker.into_mut(),
+            // A task of a multi-thread runtime could move between threads, and its
+            // connection's meta with it: only current-thread runtimes run the script inline.
+            Entry::Vacant(_) if !on_current_thread_runtime() => {
+                return Outcome::Failed("the policy was called off a current-thread runtime".into())
+            }
+            Entry::Vacant(place) => match Worker::load(script) {
+                Ok(worker) => place.insert(worker),
+                Err(err) => return Outcome::Failed(format!("loading the policy: {err}")),
+            },
+        };
+        run(worker)
     })
 }
 
@@ -458,18 +488,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn load(
-        source: &[u8],
-        name: &str,
-        hostname: String,
-        time_limit: Duration,
-        shared: Option<SharedThrottles>,
-    ) -> Result<Worker, String> {
+    fn load(script: &Script) -> Result<Worker, String> {
         let lua = Lua::new();
         let handlers: Handlers = Rc::default();
         let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
         install_kumo(&lua, handlers.clone()).map_err(|e| e.to_string())?;
-        throttle::install(&lua, shared).map_err(|e| e.to_string())?;
+        throttle::install(&lua, script.shared.clone(), script.throttles.clone())
+            .map_err(|e| e.to_string())?;
         let hook_deadline = deadline.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(10_000),
@@ -481,8 +506,9 @@ impl Worker {
             },
         );
         // A top level that never ends must not hang the start-up either.
+        let time_limit = script.time_limit;
         deadline.set(Some(Instant::now() + time_limit));
-        let loaded = lua.load(source).set_name(name).exec();
+        let loaded = lua.load(&script.source).set_name(&script.name).exec();
         deadline.set(None);
         loaded.map_err(|e| e.to_string())?;
         Ok(Worker {
@@ -490,7 +516,7 @@ impl Worker {
             handlers,
             metas: HashMap::new(),
             message_metas: HashMap::new(),
-            hostname,
+            hostname: script.hostname.clone(),
             deadline,
             time_limit,
         })
@@ -1166,16 +1192,27 @@ mod tests {
         assert_eq!(data_reply(call(Event::DataCommand)), reject("seen.example"));
         p.forget("c1");
         assert_eq!(data_reply(call(Event::DataCommand)), reject("nothing seen"));
-        // Another thread cannot reach the script: the hook fails, nothing breaks.
+        call(Event::MailFrom(sender("<a@seen.example>")));
+        // Another current-thread runtime's thread runs its own copy of the script, with its
+        // own connections' meta; a multi-thread runtime's cannot run it.
         std::thread::scope(|s| {
             s.spawn(|| {
                 let other = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .unwrap();
-                let outcome = other.block_on(p.call(&facts(), Event::DataCommand));
+                let outcome = other.block_on(async { p.call(&facts(), Event::DataCommand).await });
+                assert_eq!(data_reply(outcome), reject("nothing seen"));
+            });
+            s.spawn(|| {
+                let other = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .build()
+                    .unwrap();
+                let outcome = other.block_on(async { p.call(&facts(), Event::DataCommand).await });
                 assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
             });
         });
+        assert_eq!(data_reply(call(Event::DataCommand)), reject("seen.example"));
     }
 
     #[test]

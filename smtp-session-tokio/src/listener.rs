@@ -174,6 +174,79 @@ impl Listener {
     }
 }
 
+/// A copy of a [`Listener`]'s socket (the same bound socket, a second descriptor), not yet
+/// registered with a runtime: what another thread's runtime accepts on.
+#[derive(Debug)]
+pub(crate) struct Detached {
+    socket: DetachedSocket,
+    local: Option<SocketAddr>,
+    transport: Transport,
+    lmtp: bool,
+    server_id: String,
+}
+
+#[derive(Debug)]
+enum DetachedSocket {
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Tcp(std::net::TcpListener),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Listener {
+    /// A second descriptor of the same socket, for a runtime on another thread. Both accept
+    /// from the one queue of the kernel; whichever is free takes the next connection.
+    #[cfg(unix)]
+    pub(crate) fn detached_copy(&self) -> io::Result<Detached> {
+        use std::os::fd::AsFd;
+        let fd = match &self.socket {
+            ListenSocket::Tcp(tcp) => tcp.as_fd().try_clone_to_owned()?,
+            #[cfg(unix)]
+            ListenSocket::Unix(unix) => unix.as_fd().try_clone_to_owned()?,
+        };
+        let socket = match &self.socket {
+            ListenSocket::Tcp(_) => DetachedSocket::Tcp(fd.into()),
+            #[cfg(unix)]
+            ListenSocket::Unix(_) => DetachedSocket::Unix(fd.into()),
+        };
+        Ok(Detached {
+            socket,
+            local: self.local,
+            transport: self.transport,
+            lmtp: self.lmtp,
+            server_id: self.server_id.clone(),
+        })
+    }
+
+    /// Elsewhere a listener is served by one thread.
+    #[cfg(not(unix))]
+    pub(crate) fn detached_copy(&self) -> io::Result<Detached> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a listener is served by one thread on this system",
+        ))
+    }
+}
+
+impl Detached {
+    /// The listener again, registered with the current runtime.
+    pub(crate) fn attach(self) -> io::Result<Listener> {
+        // The descriptor shares the original's non-blocking mode, which tokio set.
+        let socket = match self.socket {
+            DetachedSocket::Tcp(tcp) => ListenSocket::Tcp(TcpListener::from_std(tcp)?),
+            #[cfg(unix)]
+            DetachedSocket::Unix(unix) => ListenSocket::Unix(UnixListener::from_std(unix)?),
+        };
+        Ok(Listener {
+            socket,
+            local: self.local,
+            transport: self.transport,
+            lmtp: self.lmtp,
+            server_id: self.server_id,
+        })
+    }
+}
+
 impl From<TcpListener> for Listener {
     fn from(tcp: TcpListener) -> Self {
         Listener::plain(tcp)

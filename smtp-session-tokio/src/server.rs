@@ -19,7 +19,7 @@ use crate::driver::drive;
 use crate::env::{bounded, Env};
 use crate::handler::Handler;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
-use crate::listener::{Accepted, AcceptedStream, Listener, Transport};
+use crate::listener::{Accepted, AcceptedStream, Detached, ListenSocket, Listener, Transport};
 use crate::observer::{Observer, Refusal};
 #[cfg(feature = "tls")]
 use crate::tls::Tls;
@@ -49,6 +49,7 @@ pub struct Server<H> {
     configs: Mutex<Vec<(ConfigKey, Arc<Config>)>>,
     ids: ConnectionIds,
     observer: Option<Arc<dyn Observer>>,
+    threads: usize,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
@@ -91,6 +92,7 @@ impl<H: Handler> Server<H> {
             configs: Mutex::new(Vec::new()),
             ids: ConnectionIds::new(),
             observer: None,
+            threads: 1,
         }
     }
 
@@ -123,6 +125,18 @@ impl<H: Handler> Server<H> {
     /// [`UnixListener`](tokio::net::UnixListener) for plaintext SMTP.
     pub fn listener(mut self, listener: impl Into<Listener>) -> Self {
         self.listeners.push(listener.into());
+        self
+    }
+
+    /// Accepts and serves connections on `threads` threads (at least one): the one that
+    /// calls [`serve`](Server::serve), and `threads - 1` more, each with a current-thread
+    /// runtime of its own and a copy of every listener. A connection stays on the thread that
+    /// accepted it from start to end; the limits, the shutdown and the observer are the
+    /// server's, across all of them. Use it from a current-thread runtime to put every core
+    /// to work without tasks moving between threads; a UNIX socket and a non-UNIX system are
+    /// served by the calling thread alone. The default is 1.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
         self
     }
 
@@ -160,16 +174,38 @@ impl<H: Handler> Server<H> {
     /// [`Limits::shutdown_grace`], plus the disconnect hooks of the sessions closed then).
     pub async fn serve(mut self) {
         let listeners = std::mem::take(&mut self.listeners);
+        let copies = detached_copies(&listeners, self.threads - 1);
         let server = Arc::new(self);
+        let mut others = Vec::new();
+        for copies in copies {
+            let server = server.clone();
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name("smtp-server".into())
+                .spawn(move || serve_on_new_runtime(server, copies, done));
+            if thread.is_ok() {
+                others.push(finished);
+            }
+        }
+        server.serve_listeners(listeners).await;
+        for finished in others {
+            // Sent when the thread is done, or dropped if it ended otherwise.
+            let _ = finished.await;
+        }
+    }
+
+    /// The accept loops of `listeners` on the current runtime, until shutdown, then their
+    /// connections to their end.
+    async fn serve_listeners(self: &Arc<Self>, listeners: Vec<Listener>) {
         let tracker = TaskTracker::new();
         for listener in listeners {
-            tracker.spawn(accept_loop(server.clone(), listener, tracker.clone()));
+            tracker.spawn(accept_loop(self.clone(), listener, tracker.clone()));
         }
-        server.shutdown.cancelled().await;
+        self.shutdown.cancelled().await;
         tracker.close();
-        let grace = server.limits.shutdown_grace;
+        let grace = self.limits.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            server.force.cancel();
+            self.force.cancel();
             tracker.wait().await;
         }
     }
@@ -451,6 +487,47 @@ impl Drop for Refusing {
 /// ENOBUFS, ENOMEM) pauses the loop, 5 ms at first and doubling up to
 /// [`Limits::accept_backoff`], and a connection that ends wakes it at once: never a busy
 /// loop, and the next client is taken as soon as a descriptor is free.
+/// For each of `extra` more threads, a copy of every listener that can be shared (TCP on a
+/// UNIX system); none when there is none to share.
+fn detached_copies(listeners: &[Listener], extra: usize) -> Vec<Vec<Detached>> {
+    let shared = || {
+        listeners
+            .iter()
+            .filter(|l| matches!(l.socket(), ListenSocket::Tcp(_)))
+    };
+    if shared().next().is_none() {
+        return Vec::new();
+    }
+    (0..extra)
+        .map_while(|_| {
+            shared()
+                .map(Listener::detached_copy)
+                .collect::<Result<_, _>>()
+                .ok()
+        })
+        .collect()
+}
+
+/// One more serving thread: a current-thread runtime accepting on `copies` until the
+/// server shuts down and its connections end.
+fn serve_on_new_runtime<H: Handler>(
+    server: Arc<Server<H>>,
+    copies: Vec<Detached>,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let listeners = copies.into_iter().filter_map(|c| c.attach().ok()).collect();
+        server.serve_listeners(listeners).await;
+    });
+    let _ = done.send(());
+}
+
 async fn accept_loop<H: Handler>(server: Arc<Server<H>>, listener: Listener, tracker: TaskTracker) {
     let mut backoff = Duration::ZERO;
     loop {

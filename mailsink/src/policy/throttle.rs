@@ -4,15 +4,13 @@
 //! that does not start with `local:`. A shared throttle that Redis does not answer in time
 //! is counted in the process (`--redis-failure open`) or comes back throttled (`closed`).
 //!
-//! Throttles live with the Lua state. Those with the same NAME and SPEC count together, as
-//! KumoMTA's with the same NAME do; one limiter is kept per SPEC, keyed by NAME, and names
+//! Throttles live with the process: the Lua state of every thread counts in the same ones.
+//! Those with the same NAME and SPEC count together, as KumoMTA's with the same NAME do; one limiter is kept per SPEC, keyed by NAME, and names
 //! whose allowance is whole again are forgotten now and then, so a script that makes a
 //! throttle per sender does not grow memory without bound.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -35,12 +33,25 @@ const FORGET_EVERY: u32 = 4096;
 
 #[derive(Default)]
 struct Registry {
-    limiters: HashMap<Rate, Rc<Limiter>>,
+    limiters: HashMap<Rate, Arc<Limiter>>,
     checks: u32,
 }
 
+/// The process's throttles, which the Lua state of every thread makes and checks.
+#[derive(Clone, Default)]
+pub struct Throttles(Arc<Mutex<Registry>>);
+
+impl Throttles {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic elsewhere cannot leave a limiter half made: the map is still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 impl Registry {
-    fn limiter(&mut self, rate: Rate) -> mlua::Result<Rc<Limiter>> {
+    fn limiter(&mut self, rate: Rate) -> mlua::Result<Arc<Limiter>> {
         if let Some(limiter) = self.limiters.get(&rate) {
             return Ok(limiter.clone());
         }
@@ -49,7 +60,7 @@ impl Registry {
                 "kumo.make_throttle: more than {MAX_SPECS} different throttle specs"
             )));
         }
-        let limiter = Rc::new(
+        let limiter = Arc::new(
             RateLimiter::keyed(rate.quota()).with_middleware::<StateInformationMiddleware>(),
         );
         self.limiters.insert(rate, limiter.clone());
@@ -79,8 +90,11 @@ pub struct SharedThrottles {
 
 /// Adds `make_throttle` to the `kumo` module; throttles are shared through `shared` unless
 /// their SPEC says `local:`.
-pub fn install(lua: &Lua, shared: Option<SharedThrottles>) -> mlua::Result<()> {
-    let registry = Rc::new(RefCell::new(Registry::default()));
+pub fn install(
+    lua: &Lua,
+    shared: Option<SharedThrottles>,
+    registry: Throttles,
+) -> mlua::Result<()> {
     let kumo: Table = lua.globals().get("kumo")?;
     kumo.set(
         "make_throttle",
@@ -88,7 +102,7 @@ pub fn install(lua: &Lua, shared: Option<SharedThrottles>) -> mlua::Result<()> {
             let rate: Rate = spec
                 .parse()
                 .map_err(|e| mlua::Error::runtime(format!("kumo.make_throttle: {e}")))?;
-            let limiter = registry.borrow_mut().limiter(rate)?;
+            let limiter = registry.registry().limiter(rate)?;
             let local = spec.trim_start().starts_with("local:");
             Ok(Throttle {
                 name,
@@ -105,8 +119,8 @@ pub fn install(lua: &Lua, shared: Option<SharedThrottles>) -> mlua::Result<()> {
 struct Throttle {
     name: String,
     rate: Rate,
-    limiter: Rc<Limiter>,
-    registry: Rc<RefCell<Registry>>,
+    limiter: Arc<Limiter>,
+    registry: Throttles,
     shared: Option<SharedThrottles>,
 }
 
@@ -162,7 +176,7 @@ impl Throttle {
     }
 
     fn check_here(&self) -> Outcome {
-        self.registry.borrow_mut().checked();
+        self.registry.registry().checked();
         let burst = self.rate.burst();
         let interval = self.rate.interval();
         match self.limiter.check_key(&self.name) {
@@ -229,13 +243,19 @@ mod tests {
     use super::*;
     use crate::shared::tests::{shared, TestRedis};
 
-    /// A Lua state with `kumo.make_throttle`, shared through `redis` when given.
+    /// A Lua state of its own process with `kumo.make_throttle`, shared through `redis` when
+    /// given.
     fn lua(shared: Option<SharedThrottles>) -> Lua {
+        lua_of(shared, Throttles::default())
+    }
+
+    /// A Lua state of the process whose throttles are `throttles`.
+    fn lua_of(shared: Option<SharedThrottles>, throttles: Throttles) -> Lua {
         let lua = Lua::new();
         lua.globals()
             .set("kumo", lua.create_table().unwrap())
             .unwrap();
-        install(&lua, shared).unwrap();
+        install(&lua, shared, throttles).unwrap();
         lua
     }
 
@@ -245,6 +265,18 @@ mod tests {
         ))
         .eval()
         .unwrap()
+    }
+
+    #[test]
+    fn the_lua_states_of_one_process_count_in_the_same_throttles() {
+        let process = Throttles::default();
+        let (one, two) = (lua_of(None, process.clone()), lua_of(None, process));
+        assert!(!throttled(&one, "2/hour"));
+        assert!(!throttled(&two, "2/hour"));
+        assert!(throttled(&one, "2/hour"));
+        assert!(throttled(&two, "2/hour"));
+        // Another process counts in its own.
+        assert!(!throttled(&lua(None), "2/hour"));
     }
 
     #[test]
