@@ -19,6 +19,7 @@
 #   ROUNDS=5 CONNECTIONS=5000 scripts/bench-tls.sh
 #   MODES="reject" scripts/bench-tls.sh        # only some of plain, full, resumed, reject
 #   MAILSINK_BIN=/path/to/other/mailsink scripts/bench-tls.sh
+#   MAILSINK_ARGS="--threads 1" scripts/bench-tls.sh   # more mailsink flags
 #
 # Needs root (Postfix's master, the cgroups), openssl, and Postfix (see bench-lib.sh).
 set -euo pipefail
@@ -30,6 +31,7 @@ SESSIONS=${SESSIONS:-20}
 CONNECTIONS=${CONNECTIONS:-2000}
 LENGTH=${LENGTH:-4096}
 MODES=${MODES:-plain full resumed reject}
+MAILSINK_ARGS=${MAILSINK_ARGS:-}
 MAILSINK_PORT=${MAILSINK_PORT:-22545}
 POSTFIX_PORT=${POSTFIX_PORT:-22546}
 
@@ -66,7 +68,7 @@ end)
 END
 "$mailsink_bin" --hostname bench.example --listen "127.0.0.1:$MAILSINK_PORT" --no-dns \
     --max-connections-per-ip 0 --maildir "$work/maildir" --policy "$work/policy.lua" \
-    --tls-cert "$work/chain.pem" --tls-key "$work/key.pem" \
+    --tls-cert "$work/chain.pem" --tls-key "$work/key.pem" $MAILSINK_ARGS \
     >/dev/null 2>"$work/mailsink.err" &
 mailsink_pid=$!
 pids+=("$mailsink_pid")

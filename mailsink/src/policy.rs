@@ -89,6 +89,7 @@ use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, R
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 
+use crate::dnsbl::Screening;
 use crate::facts::{ConnFacts, FilterVerdict};
 use crate::verify::AuthResults;
 
@@ -478,7 +479,7 @@ struct Worker {
     lua: Lua,
     handlers: Handlers,
     /// Per-connection `conn_meta` tables, dropped at disconnect.
-    metas: HashMap<String, Table>,
+    metas: HashMap<String, ConnMetaTable>,
     /// Per connection, the meta table of the message between `smtp_server_data` and
     /// `smtp_server_message_received`.
     message_metas: HashMap<String, Table>,
@@ -654,41 +655,108 @@ impl Worker {
     }
 
     /// The connection's meta table, refreshed with what is known now.
+    /// The connection's `conn_meta`, its keys brought up to date with `facts` (set again
+    /// only when what they show changed, so that an event costs no table writes).
     fn conn_meta(&mut self, facts: &ConnFacts) -> mlua::Result<Table> {
-        let table = match self.metas.get(&facts.info.id) {
-            Some(table) => table.clone(),
-            None => {
-                let table = self.lua.create_table()?;
-                self.metas.insert(facts.info.id.clone(), table.clone());
-                table
-            }
+        let id = &facts.info.id;
+        if !self.metas.contains_key(id) {
+            let table = self.lua.create_table()?;
+            table.set("hostname", self.hostname.as_str())?;
+            let meta = ConnMetaTable { table, shown: None };
+            self.metas.insert(id.clone(), meta);
+        }
+        let Some(meta) = self.metas.get_mut(id) else {
+            unreachable!("inserted above");
         };
-        let info = &facts.info;
-        let join = |ip: Option<std::net::IpAddr>, port: Option<u16>| match (ip, port) {
-            (Some(ip), Some(port)) => Some(std::net::SocketAddr::new(ip, port).to_string()),
-            (Some(ip), None) => Some(ip.to_string()),
-            _ => None,
-        };
-        table.set("received_from", join(info.remote_ip, info.remote_port))?;
-        table.set("received_via", join(info.local_ip, info.local_port))?;
-        table.set("hostname", self.hostname.as_str())?;
-        table.set("ehlo_domain", facts.helo.as_ref().map(|h| h.host.as_str()))?;
-        table.set(
-            "tls_protocol_version",
-            facts.tls.as_ref().map(|t| t.protocol.as_str()),
-        )?;
-        table.set("tls_cipher", facts.tls.as_ref().map(|t| t.cipher.as_str()))?;
-        table.set(
-            "authn_id",
-            facts.auth.as_ref().and_then(|a| a.username.as_deref()),
-        )?;
-        // mailsink's own: what --dnsbl made of the client.
-        let screening = facts.screening.as_deref();
-        table.set("dnsbl_score", screening.map(|s| s.score))?;
-        table.set("dnsbl_listed", screening.map(|s| s.listed.join(",")))?;
-        set_filter_verdicts(&self.lua, &table, &facts.filters)?;
-        Ok(table)
+        if !meta.shown.as_ref().is_some_and(|shown| shown.shows(facts)) {
+            set_conn_meta(&self.lua, &meta.table, facts)?;
+            meta.shown = Some(Shown::of(facts));
+        }
+        Ok(meta.table.clone())
     }
+}
+
+/// A connection's `conn_meta` table, and the facts its keys show.
+struct ConnMetaTable {
+    table: Table,
+    shown: Option<Shown>,
+}
+
+/// What of a connection's facts `conn_meta` shows.
+struct Shown {
+    addresses: Addresses,
+    helo: Option<String>,
+    tls: Option<(String, String)>,
+    authn_id: Option<String>,
+    screening: Option<Arc<Screening>>,
+    filters: Arc<[FilterVerdict]>,
+}
+
+type Addresses = [(Option<std::net::IpAddr>, Option<u16>); 2];
+
+fn addresses(facts: &ConnFacts) -> Addresses {
+    let info = &facts.info;
+    [
+        (info.remote_ip, info.remote_port),
+        (info.local_ip, info.local_port),
+    ]
+}
+
+fn authn_id(facts: &ConnFacts) -> Option<&str> {
+    facts.auth.as_ref().and_then(|a| a.username.as_deref())
+}
+
+impl Shown {
+    fn of(facts: &ConnFacts) -> Self {
+        Shown {
+            addresses: addresses(facts),
+            helo: facts.helo.as_ref().map(|h| h.host.clone()),
+            tls: (facts.tls.as_ref()).map(|t| (t.protocol.clone(), t.cipher.clone())),
+            authn_id: authn_id(facts).map(str::to_string),
+            screening: facts.screening.clone(),
+            filters: facts.filters.clone(),
+        }
+    }
+
+    fn shows(&self, facts: &ConnFacts) -> bool {
+        let tls = facts
+            .tls
+            .as_ref()
+            .map(|t| (t.protocol.as_str(), t.cipher.as_str()));
+        self.addresses == addresses(facts)
+            && self.helo.as_deref() == facts.helo.as_ref().map(|h| h.host.as_str())
+            && self.tls.as_ref().map(|(p, c)| (p.as_str(), c.as_str())) == tls
+            && self.authn_id.as_deref() == authn_id(facts)
+            && match (&self.screening, &facts.screening) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+            && *self.filters == *facts.filters
+    }
+}
+
+/// Sets the keys of `conn_meta` that show the connection's facts.
+fn set_conn_meta(lua: &Lua, table: &Table, facts: &ConnFacts) -> mlua::Result<()> {
+    let join = |(ip, port): (Option<std::net::IpAddr>, Option<u16>)| match (ip, port) {
+        (Some(ip), Some(port)) => Some(std::net::SocketAddr::new(ip, port).to_string()),
+        (Some(ip), None) => Some(ip.to_string()),
+        _ => None,
+    };
+    let [remote, local] = addresses(facts);
+    table.set("received_from", join(remote))?;
+    table.set("received_via", join(local))?;
+    table.set("ehlo_domain", facts.helo.as_ref().map(|h| h.host.as_str()))?;
+    table.set(
+        "tls_protocol_version",
+        facts.tls.as_ref().map(|t| t.protocol.as_str()),
+    )?;
+    table.set("tls_cipher", facts.tls.as_ref().map(|t| t.cipher.as_str()))?;
+    table.set("authn_id", authn_id(facts))?;
+    // mailsink's own: what --dnsbl made of the client.
+    let screening = facts.screening.as_deref();
+    table.set("dnsbl_score", screening.map(|s| s.score))?;
+    table.set("dnsbl_listed", screening.map(|s| s.listed.join(",")))?;
+    set_filter_verdicts(lua, table, &facts.filters)
 }
 
 /// The meta keys of the filters' verdicts: `filter_verdicts` (all), `milter_verdicts` and

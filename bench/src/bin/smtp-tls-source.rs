@@ -29,14 +29,15 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsConnector;
 
-/// No reply may take longer than this.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// No connection may take longer than this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Options {
     sessions: usize,
     connections: usize,
     length: usize,
-    recipient: String,
+    /// `RCPT TO:<...>`.
+    rcpt: String,
     reject: bool,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     server: SocketAddr,
@@ -91,7 +92,7 @@ fn parse_args() -> Options {
         sessions: sessions.max(1),
         connections,
         length,
-        recipient,
+        rcpt: format!("RCPT TO:<{recipient}>"),
         reject,
         tls,
         server: server.unwrap_or_else(|| usage("no HOST:PORT")),
@@ -120,79 +121,93 @@ fn connector(ca: &PathBuf, name: String, resume: bool) -> (TlsConnector, ServerN
     (TlsConnector::from(Arc::new(config)), name)
 }
 
-/// Reads one reply (all its lines); an error unless its code starts with `class`.
-async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufStream<S>,
-    class: char,
-    after: &str,
-) -> Result<(), String> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = tokio::time::timeout(REPLY_TIMEOUT, stream.read_line(&mut line)).await;
-        match read {
-            Err(_) => return Err(format!("no reply to {after} in {REPLY_TIMEOUT:?}")),
-            Ok(Err(e)) => return Err(format!("after {after}: {e}")),
-            Ok(Ok(0)) => return Err(format!("connection closed after {after}")),
-            Ok(Ok(_)) if line.as_bytes().get(3) == Some(&b'-') => continue,
-            Ok(Ok(_)) if line.starts_with(class) => return Ok(()),
-            Ok(Ok(_)) => return Err(format!("{after}: {}", line.trim_end())),
+/// A connection's stream, buffered, and the line buffer its replies are read into.
+struct Conn<S> {
+    stream: BufStream<S>,
+    line: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Small buffers: a reply is a few hundred octets, and a body larger than the write
+    /// buffer goes to the socket directly.
+    fn new(stream: S) -> Self {
+        Conn {
+            stream: BufStream::with_capacity(2048, 2048, stream),
+            line: String::new(),
         }
     }
-}
 
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufStream<S>,
-    line: &str,
-    class: char,
-) -> Result<(), String> {
-    stream
-        .write_all(format!("{line}\r\n").as_bytes())
-        .await
-        .and(stream.flush().await)
-        .map_err(|e| format!("{line}: {e}"))?;
-    expect(stream, class, line).await
-}
-
-/// MAIL, RCPT, then the message or the refusal, then QUIT.
-async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufStream<S>,
-    options: &Options,
-    body: &[u8],
-) -> Result<(), String> {
-    command(stream, "MAIL FROM:<sender@client.example>", '2').await?;
-    let rcpt = format!("RCPT TO:<{}>", options.recipient);
-    if options.reject {
-        command(stream, &rcpt, '5').await?;
-    } else {
-        command(stream, &rcpt, '2').await?;
-        command(stream, "DATA", '3').await?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        command(stream, ".", '2').await?;
+    /// Reads one reply (all its lines); an error unless its code starts with `class`.
+    async fn expect(&mut self, class: char, after: &str) -> Result<(), String> {
+        loop {
+            self.line.clear();
+            match self.stream.read_line(&mut self.line).await {
+                Err(e) => return Err(format!("after {after}: {e}")),
+                Ok(0) => return Err(format!("connection closed after {after}")),
+                Ok(_) if self.line.as_bytes().get(3) == Some(&b'-') => continue,
+                Ok(_) if self.line.starts_with(class) => return Ok(()),
+                Ok(_) => return Err(format!("{after}: {}", self.line.trim_end())),
+            }
+        }
     }
-    command(stream, "QUIT", '2').await
+
+    async fn command(&mut self, line: &str, class: char) -> Result<(), String> {
+        let stream = &mut self.stream;
+        let sent = async {
+            stream.write_all(line.as_bytes()).await?;
+            stream.write_all(b"\r\n").await?;
+            stream.flush().await
+        };
+        sent.await.map_err(|e| format!("{line}: {e}"))?;
+        self.expect(class, line).await
+    }
+
+    /// MAIL, RCPT, then the message or the refusal, then QUIT.
+    async fn transaction(&mut self, options: &Options, body: &[u8]) -> Result<(), String> {
+        self.command("MAIL FROM:<sender@client.example>", '2')
+            .await?;
+        if options.reject {
+            self.command(&options.rcpt, '5').await?;
+        } else {
+            self.command(&options.rcpt, '2').await?;
+            self.command("DATA", '3').await?;
+            self.stream
+                .write_all(body)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.command(".", '2').await?;
+        }
+        self.command("QUIT", '2').await
+    }
 }
 
+/// One connection, bounded as a whole by [`CONNECTION_TIMEOUT`].
 async fn one_connection(options: &Options, body: &[u8]) -> Result<(), String> {
+    tokio::time::timeout(CONNECTION_TIMEOUT, connection(options, body))
+        .await
+        .unwrap_or_else(|_| Err(format!("a connection took over {CONNECTION_TIMEOUT:?}")))
+}
+
+async fn connection(options: &Options, body: &[u8]) -> Result<(), String> {
     let tcp = TcpStream::connect(options.server)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut plain = BufStream::new(tcp);
-    expect(&mut plain, '2', "connect").await?;
-    command(&mut plain, "EHLO client.example", '2').await?;
+    let mut plain = Conn::new(tcp);
+    plain.expect('2', "connect").await?;
+    plain.command("EHLO client.example", '2').await?;
     let Some((connector, name)) = &options.tls else {
-        return transaction(&mut plain, options, body).await;
+        return plain.transaction(options, body).await;
     };
-    command(&mut plain, "STARTTLS", '2').await?;
-    let tcp = plain.into_inner();
+    plain.command("STARTTLS", '2').await?;
+    let tcp = plain.stream.into_inner();
     let tls = connector
         .connect(name.clone(), tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
-    let mut secure = BufStream::new(tls);
-    command(&mut secure, "EHLO client.example", '2').await?;
-    transaction(&mut secure, options, body).await
+    let mut secure = Conn::new(tls);
+    secure.command("EHLO client.example", '2').await?;
+    secure.transaction(options, body).await
 }
 
 /// A message of `length` octets or a little more, in whole CRLF lines that need no
