@@ -315,6 +315,7 @@ pub mod proxy;
 mod reply;
 pub mod sasl;
 mod session;
+mod spare;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 mod testing;
