@@ -509,6 +509,7 @@ impl Session {
     /// assert_eq!(recipients, ["c@d.example"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn recycle_hook(&mut self, call: HookCall) {
         if self.is_closed()
             || matches!(
