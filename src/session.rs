@@ -470,18 +470,19 @@ impl Session {
     }
 
     /// Optional: hands a hook call back once the runtime is done with it (it has read the
-    /// call, and copied or stored what it keeps), so that the copies the session makes for
-    /// the next calls reuse its buffers instead of allocating: the strings of the MAIL and
-    /// RCPT paths (the session keeps its own copy for the envelope), and the message hook's
-    /// body buffer, recipient list and box for the next message. It pays with hooks that
-    /// are answered at once, where a pipelining client makes one call per command. The
-    /// calls and decisions are the same either way; the call may be handed back before or
-    /// after its decision.
+    /// call, and copied or stored what it keeps), so that the session makes its next copies
+    /// in the call's buffers instead of allocating: the strings of the next MAIL and RCPT
+    /// paths, both the parser's (kept for the envelope) and the hook calls' copies, and the
+    /// next message's body buffer, recipient list and box. It pays with hooks that are
+    /// answered at once, where a pipelining client makes one call per command. What the
+    /// client receives and the hooks are given is the same either way; the call may be
+    /// handed back before or after its decision.
     ///
-    /// The session keeps at most 8 strings of at most 256 bytes, one body buffer of at most
-    /// 1 MiB, one recipient list and one message box, never an auth hook's credentials, and
-    /// drops them all the next time its outputs are drained ([`poll_output`] returns
-    /// `None`) and when it closes, so an idle session holds none.
+    /// The session keeps at most 16 strings of at most 256 bytes, one body buffer of at
+    /// most 1 MiB (and of at most [`Config::max_message_size`]), one recipient list and one
+    /// message box, never an auth hook's credentials, and drops them all the next time its
+    /// outputs are drained ([`poll_output`] returns `None`) and when it closes, so an idle
+    /// session holds none.
     ///
     /// [`poll_output`]: Session::poll_output
     ///

@@ -27,7 +27,10 @@ const MAX_RECIPIENTS: usize = 1024;
 /// What the runtime gave back, for the next copies.
 #[derive(Default)]
 pub(crate) struct Spares {
-    strings: Vec<String>,
+    /// `strings[..kept]` are kept strings, the rest empty: in the one allocation of the
+    /// spares, which a `Vec` growing to its bound would take several of.
+    strings: [String; MAX_STRINGS],
+    kept: usize,
     /// A message body's buffer, empty.
     body: Vec<u8>,
     /// An envelope's list of recipients, empty.
@@ -80,34 +83,36 @@ impl Spares {
         }
     }
 
+    /// The domain first: strings are taken back last in, first out, and a path is made
+    /// local part first, so each part tends to get a string of its own size.
     fn keep_mailbox(&mut self, mailbox: Mailbox) {
-        self.keep_string(mailbox.local_part);
         if let Domain::Name(name) = mailbox.domain {
             self.keep_string(name);
         }
+        self.keep_string(mailbox.local_part);
     }
 
     fn keep_string(&mut self, string: String) {
-        if self.strings.len() < MAX_STRINGS && (1..=MAX_STRING).contains(&string.capacity()) {
-            self.strings.push(string);
+        if self.kept < MAX_STRINGS && (1..=MAX_STRING).contains(&string.capacity()) {
+            self.strings[self.kept] = string;
+            self.kept += 1;
         }
     }
 
     /// A copy of `from`, in a kept string when there is one.
     pub(crate) fn string(&mut self, from: &str) -> String {
-        match self.strings.pop() {
-            Some(mut string) => {
+        let mut string = match self.kept.checked_sub(1) {
+            Some(last) => {
+                self.kept = last;
+                let mut string = std::mem::take(&mut self.strings[last]);
                 string.clear();
-                string.reserve(from.len().max(MIN_STRING));
-                string.push_str(from);
+                string.reserve(from.len());
                 string
             }
-            None => {
-                let mut string = String::with_capacity(from.len().max(MIN_STRING));
-                string.push_str(from);
-                string
-            }
-        }
+            None => String::with_capacity(from.len().max(MIN_STRING)),
+        };
+        string.push_str(from);
+        string
     }
 
     fn mailbox(&mut self, mailbox: &Mailbox) -> Mailbox {
