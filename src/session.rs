@@ -482,7 +482,9 @@ impl Session {
     /// most 1 MiB (and of at most [`Config::max_message_size`]), one recipient list and one
     /// message box, never an auth hook's credentials, and drops them all the next time its
     /// outputs are drained ([`poll_output`] returns `None`) and when it closes, so an idle
-    /// session holds none.
+    /// session holds none. A message hook call's buffers are kept only beside those of an
+    /// earlier call of the same drain: alone, they would seldom meet a next message before
+    /// the drain ends.
     ///
     /// [`poll_output`]: Session::poll_output
     ///
@@ -522,6 +524,12 @@ impl Session {
         }
         let max_body = message::MAX_KEPT_BODY.min(self.config.max_message_size);
         let max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
+        // A message alone does not start the spares: the next transaction seldom comes in
+        // the same drain (a client waits for the reply to its data), and they would cost an
+        // allocation of their own for nothing.
+        if self.out.spares.is_none() && matches!(call.hook, Hook::Message(_)) {
+            return;
+        }
         self.out
             .spares
             .get_or_insert_with(Box::default)

@@ -85,6 +85,7 @@ impl Spares {
 
     /// The domain first: strings are taken back last in, first out, and a path is made
     /// local part first, so each part tends to get a string of its own size.
+    #[inline]
     fn keep_mailbox(&mut self, mailbox: Mailbox) {
         if let Domain::Name(name) = mailbox.domain {
             self.keep_string(name);
@@ -92,6 +93,7 @@ impl Spares {
         self.keep_string(mailbox.local_part);
     }
 
+    #[inline]
     fn keep_string(&mut self, string: String) {
         if self.kept < MAX_STRINGS && (1..=MAX_STRING).contains(&string.capacity()) {
             self.strings[self.kept] = string;
@@ -100,6 +102,7 @@ impl Spares {
     }
 
     /// A copy of `from`, in a kept string when there is one.
+    #[inline]
     pub(crate) fn string(&mut self, from: &str) -> String {
         let mut string = match self.kept.checked_sub(1) {
             Some(last) => {
@@ -115,6 +118,7 @@ impl Spares {
         string
     }
 
+    #[inline]
     fn mailbox(&mut self, mailbox: &Mailbox) -> Mailbox {
         Mailbox {
             local_part: self.string(&mailbox.local_part),
