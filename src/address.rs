@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::spare::Spares;
+
 /// RFC 5321 section 4.5.3.1.1, counted on the wire form (quotes included).
 const MAX_LOCAL_PART: usize = 64;
 /// RFC 5321 section 4.5.3.1.2.
@@ -231,20 +233,28 @@ impl fmt::Display for ForwardPath {
 /// a length limit is exceeded, [`AddressError::InvalidUtf8`] for bad UTF-8
 /// inside the local part or domain.
 pub fn parse_reverse_path(input: &[u8]) -> Result<(ReversePath, usize), AddressError> {
-    reverse_path(input, None)
+    reverse_path(input, None, None)
 }
 
 /// [`parse_reverse_path`] over a command line already known to be UTF-8: its pieces are
 /// sliced from it rather than checked again.
-pub(crate) fn parse_reverse_path_str(input: &str) -> Result<(ReversePath, usize), AddressError> {
-    reverse_path(input.as_bytes(), Some(input))
+/// Its strings come from `spares` when there are any.
+pub(crate) fn parse_reverse_path_str(
+    input: &str,
+    spares: Option<&mut Spares>,
+) -> Result<(ReversePath, usize), AddressError> {
+    reverse_path(input.as_bytes(), Some(input), spares)
 }
 
-fn reverse_path(input: &[u8], text: Option<&str>) -> Result<(ReversePath, usize), AddressError> {
+fn reverse_path(
+    input: &[u8],
+    text: Option<&str>,
+    spares: Option<&mut Spares>,
+) -> Result<(ReversePath, usize), AddressError> {
     if input.starts_with(b"<>") {
         return Ok((ReversePath::Null, 2));
     }
-    let (mailbox, used) = parse_path(input, text)?;
+    let (mailbox, used) = parse_path(input, text, spares)?;
     Ok((ReversePath::Mailbox(mailbox), used))
 }
 
@@ -260,15 +270,23 @@ fn reverse_path(input: &[u8], text: Option<&str>) -> Result<(ReversePath, usize)
 /// a length limit is exceeded, [`AddressError::InvalidUtf8`] for bad UTF-8
 /// inside the local part or domain.
 pub fn parse_forward_path(input: &[u8]) -> Result<(ForwardPath, usize), AddressError> {
-    forward_path(input, None)
+    forward_path(input, None, None)
 }
 
-/// [`parse_forward_path`] over a command line already known to be UTF-8.
-pub(crate) fn parse_forward_path_str(input: &str) -> Result<(ForwardPath, usize), AddressError> {
-    forward_path(input.as_bytes(), Some(input))
+/// [`parse_forward_path`] over a command line already known to be UTF-8; its strings come
+/// from `spares` when there are any.
+pub(crate) fn parse_forward_path_str(
+    input: &str,
+    spares: Option<&mut Spares>,
+) -> Result<(ForwardPath, usize), AddressError> {
+    forward_path(input.as_bytes(), Some(input), spares)
 }
 
-fn forward_path(input: &[u8], text: Option<&str>) -> Result<(ForwardPath, usize), AddressError> {
+fn forward_path(
+    input: &[u8],
+    text: Option<&str>,
+    spares: Option<&mut Spares>,
+) -> Result<(ForwardPath, usize), AddressError> {
     const POSTMASTER: &[u8] = b"<postmaster>";
     if input
         .get(..POSTMASTER.len())
@@ -276,7 +294,7 @@ fn forward_path(input: &[u8], text: Option<&str>) -> Result<(ForwardPath, usize)
     {
         return Ok((ForwardPath::Postmaster, POSTMASTER.len()));
     }
-    let (mailbox, used) = parse_path(input, text)?;
+    let (mailbox, used) = parse_path(input, text, spares)?;
     Ok((ForwardPath::Mailbox(mailbox), used))
 }
 
@@ -306,11 +324,16 @@ pub fn is_valid_helo_host(arg: &str) -> bool {
 /// `<` [source-route `:`] mailbox `>`; `<>` and `<postmaster>` are handled
 /// by the callers because each is valid in only one direction.
 /// `text` is `input` as a `str` when the caller knows it is UTF-8.
-fn parse_path(input: &[u8], text: Option<&str>) -> Result<(Mailbox, usize), AddressError> {
+fn parse_path(
+    input: &[u8],
+    text: Option<&str>,
+    spares: Option<&mut Spares>,
+) -> Result<(Mailbox, usize), AddressError> {
     let mut p = Parser {
         input,
         text,
         pos: 0,
+        spares,
     };
     p.expect(b'<')?;
     if p.peek() == Some(b'@') {
@@ -329,6 +352,8 @@ struct Parser<'a> {
     /// `input` as text, when known to be UTF-8.
     text: Option<&'a str>,
     pos: usize,
+    /// Strings a runtime handed back, for the parts of the path.
+    spares: Option<&'a mut Spares>,
 }
 
 impl<'a> Parser<'a> {
@@ -349,6 +374,13 @@ impl<'a> Parser<'a> {
             Ok(())
         } else {
             Err(AddressError::Syntax)
+        }
+    }
+
+    fn owned(&mut self, text: &str) -> String {
+        match self.spares.as_deref_mut() {
+            Some(spares) => spares.string(text),
+            None => text.to_owned(),
         }
     }
 
@@ -390,7 +422,8 @@ impl<'a> Parser<'a> {
         } else {
             let start = self.pos;
             self.pos += scan_domain_name(self.rest(), DomainRules::Mailbox)?;
-            Domain::Name(check_domain_text(self.text(start, self.pos)?)?.to_owned())
+            let name = check_domain_text(self.text(start, self.pos)?)?;
+            Domain::Name(self.owned(name))
         };
         Ok(Mailbox { local_part, domain })
     }
@@ -408,7 +441,8 @@ impl<'a> Parser<'a> {
             return Err(AddressError::TooLong);
         }
         if !quoted {
-            return self.text(start, self.pos).map(str::to_owned);
+            let text = self.text(start, self.pos)?;
+            return Ok(self.owned(text));
         }
         let wire = self.slice(start, self.pos)?;
         let inner = wire

@@ -66,7 +66,9 @@
 //! Replies produced while handling one input are coalesced into one `Write`; a hook call
 //! flushes the replies before it into a `Write` of its own. A runtime that has sent a
 //! `Write` may give its buffer back with [`Session::recycle_write`], so that the next replies
-//! reuse it instead of allocating. Time comes only
+//! reuse it instead of allocating; likewise a runtime done with a [`HookCall`] may hand it
+//! back with [`Session::recycle_hook`], and the session's next paths, hook copies and
+//! message body are made in its buffers. Time comes only
 //! from the caller: pass `now` in, and call [`Session::handle_timeout`] when the instant from
 //! [`Session::poll_timeout`] passes (calling it early does nothing).
 //!
@@ -315,6 +317,7 @@ pub mod proxy;
 mod reply;
 pub mod sasl;
 mod session;
+mod spare;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 mod testing;

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use crate::context::ReplyState;
 use crate::hooks::{AbortReason, HookCall};
 use crate::reply::{EnhancedCode, Reply};
+use crate::spare::Spares;
 
 /// An action the runtime must carry out, in the order [`Session::poll_output`](crate::Session::poll_output) returns them.
 #[derive(Debug)]
@@ -287,6 +288,10 @@ pub(crate) struct Outbox {
     enhanced_codes: bool,
     /// `Close` was queued: nothing more is written.
     closed: bool,
+    /// Buffers of hook calls the runtime gave back (`Session::recycle_hook`), for the
+    /// session's next copies; like a recycled write buffer, kept until the outputs are
+    /// drained.
+    pub(crate) spares: Option<Box<Spares>>,
 }
 
 /// The largest `Write` buffer kept for reuse: replies to one round of pipelined commands
@@ -357,11 +362,13 @@ impl Outbox {
     }
 
     /// Queues a hook call after the replies written so far.
+    #[inline]
     pub(crate) fn hook_call(&mut self, call: HookCall) {
         self.push(Output::HookCall(call));
     }
 
     /// Queues an action after the replies written so far.
+    #[inline]
     pub(crate) fn push(&mut self, output: Output) {
         self.flush();
         if let Output::Write(bytes) | Output::BodyPiece(bytes) = &output {
@@ -380,6 +387,7 @@ impl Outbox {
         self.push(Output::Close);
         self.closed = true;
         self.replies = Vec::new();
+        self.spares = None;
     }
 
     fn flush(&mut self) {
@@ -390,6 +398,7 @@ impl Outbox {
     }
 
     /// The next action: queued ones first, then the replies written since as one `Write`.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<Output> {
         let output = match self.queue.pop_front() {
             Some(output) => output,
@@ -404,6 +413,7 @@ impl Outbox {
                     // pipelining client's replies are split by hook calls.
                     self.replies = Vec::new();
                 }
+                self.spares = None;
                 return None;
             }
         };

@@ -391,6 +391,7 @@ impl Session {
     /// sends them. When the session holds input it could not act on yet,
     /// [`poll_timeout`](Session::poll_timeout) returns an instant already passed.
     #[must_use]
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop()
     }
@@ -466,6 +467,73 @@ impl Session {
     /// ```
     pub fn recycle_write(&mut self, bytes: Vec<u8>) {
         self.out.recycle_write(bytes);
+    }
+
+    /// Optional: hands a hook call back once the runtime is done with it (it has read the
+    /// call, and copied or stored what it keeps), so that the session makes its next copies
+    /// in the call's buffers instead of allocating: the strings of the next MAIL and RCPT
+    /// paths, both the parser's (kept for the envelope) and the hook calls' copies, and the
+    /// next message's body buffer, recipient list and box. It pays with hooks that are
+    /// answered at once, where a pipelining client makes one call per command. What the
+    /// client receives and the hooks are given is the same either way; the call may be
+    /// handed back before or after its decision.
+    ///
+    /// The session keeps at most 16 strings of at most 256 bytes, one body buffer of at
+    /// most 1 MiB (and of at most [`Config::max_message_size`]), one recipient list and one
+    /// message box, never an auth hook's credentials, and drops them all the next time its
+    /// outputs are drained ([`poll_output`] returns `None`) and when it closes, so an idle
+    /// session holds none. A message hook call's buffers are kept only beside those of an
+    /// earlier call of the same drain: alone, they would seldom meet a next message before
+    /// the drain ends.
+    ///
+    /// [`poll_output`]: Session::poll_output
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use smtp_session::{Config, ConnectionInfo, Decision, Hook, Hooks, Output, Session};
+    /// let config = Config { hooks: Hooks::ALL, ..Config::default() };
+    /// let now = Instant::now();
+    /// let mut session = Session::new(config, ConnectionInfo::default(), now);
+    /// let input = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n";
+    /// session.handle_input(input, now)?;
+    /// let mut recipients = Vec::new();
+    /// while let Some(output) = session.poll_output() {
+    ///     if let Output::HookCall(call) = output {
+    ///         if let Hook::RcptTo { path, .. } = &call.hook {
+    ///             recipients.push(path.to_string()); // what the policy keeps
+    ///         }
+    ///         if call.needs_decision() {
+    ///             let id = call.id;
+    ///             session.recycle_hook(call);
+    ///             session.decide(id, Decision::Accept, now)?;
+    ///         }
+    ///     }
+    /// }
+    /// assert_eq!(recipients, ["c@d.example"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn recycle_hook(&mut self, call: HookCall) {
+        if self.is_closed()
+            || matches!(
+                call.hook,
+                Hook::Connect | Hook::Data | Hook::Auth(_) | Hook::Disconnect(_)
+            )
+        {
+            return;
+        }
+        let max_body = message::MAX_KEPT_BODY.min(self.config.max_message_size);
+        let max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
+        // A message alone does not start the spares: the next transaction seldom comes in
+        // the same drain (a client waits for the reply to its data), and they would cost an
+        // allocation of their own for nothing.
+        if self.out.spares.is_none() && matches!(call.hook, Hook::Message(_)) {
+            return;
+        }
+        self.out
+            .spares
+            .get_or_insert_with(Box::default)
+            .keep(call, max_body);
     }
 
     /// With implicit TLS behind a PROXY header: the bytes that followed the header, which are

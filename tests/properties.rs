@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use smtp_session::{
     BareLineEndings, CloseSide, Config, Decision, DisconnectMode, Extensions, Hook, Hooks, IoError,
-    IoErrorKind, Output, Reply, Session, TlsInfo,
+    IoErrorKind, Message, Output, Reply, Session, TlsInfo,
 };
 use smtp_session_testkit::drive::{self, Runtime, Then};
 
@@ -181,7 +181,20 @@ fn run_split_policy(
     input: &[u8],
     chunks: &[usize],
 ) -> String {
+    run_split_recycling(config, policy, input, chunks, false).0
+}
+
+/// [`run_split_policy`], with every hook call not kept handed back when `recycle` is set;
+/// also returns the accepted messages.
+fn run_split_recycling(
+    config: Config,
+    policy: fn(&Hook) -> Decision,
+    input: &[u8],
+    chunks: &[usize],
+    recycle: bool,
+) -> (String, Vec<Message>) {
     let mut h = Harness::with_policy(config, Policy::Auto(Box::new(policy)));
+    h.recycle_hooks = recycle;
     let mut pos = 0;
     let mut i = 0;
     while pos < input.len() && !h.session.is_closed() {
@@ -194,7 +207,7 @@ fn run_split_policy(
     if !h.session.is_closed() {
         h.eof();
     }
-    h.transcript
+    (h.transcript, h.messages)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,6 +424,17 @@ proptest! {
         prop_assert_eq!(&whole, &bytewise, "byte by byte, input {:?}", escape(&input));
         let chunked = run_split_policy(full_config(), scripted_policy, &input, &chunks);
         prop_assert_eq!(&whole, &chunked, "chunks {:?}, input {:?}", chunks, escape(&input));
+    }
+
+    #[test]
+    fn hook_calls_handed_back_change_no_transcript_and_no_message(
+        input in script(),
+        chunks in chunk_sizes(),
+    ) {
+        let plain = run_split_recycling(full_config(), scripted_policy, &input, &chunks, false);
+        let recycled = run_split_recycling(full_config(), scripted_policy, &input, &chunks, true);
+        prop_assert_eq!(&plain.0, &recycled.0, "chunks {:?}, input {:?}", chunks, escape(&input));
+        prop_assert_eq!(&plain.1, &recycled.1, "chunks {:?}, input {:?}", chunks, escape(&input));
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! Buffers a runtime hands back (`Session::recycle_write`): they are reused, and what the
-//! client receives is byte for byte the same as without them.
+//! Buffers a runtime hands back (`Session::recycle_write`, `Session::recycle_hook`): they
+//! are reused, and what the client receives and the hooks are given is the same as without
+//! them.
 
 mod common;
 use common::*;
-use smtp_session::{Config, Decision, Hooks, Output, Session};
+use smtp_session::{
+    Config, Decision, Domain, ForwardPath, Hook, HookCall, Hooks, Mailbox, Output, ReversePath,
+    Session,
+};
 
 const PIPELINED: &[u8] = b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n\
 RCPT TO:<c@example.net>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nRSET\r\n\
@@ -108,4 +112,166 @@ fn a_write_buffer_handed_back_after_the_close_or_too_large_is_dropped() {
     // After the close it changes nothing, and is no misuse.
     s.recycle_write(bytes);
     assert!(s.poll_output().is_none());
+}
+
+/// Transactions whose paths and bodies differ in every way a kept buffer could carry over:
+/// long and short local parts, quoted ones, address literals, the null sender,
+/// `<postmaster>`, a body larger than the one before it and one smaller.
+const VARIED: &[u8] = b"EHLO c\r\n\
+MAIL FROM:<a-rather-long-local-part-of-sixty-characters-or-so.xxxxxxx@example.org>\r\n\
+RCPT TO:<b@x.example>\r\nRCPT TO:<\"q u\\\"o\"@[192.0.2.1]>\r\nRCPT TO:<postmaster>\r\n\
+DATA\r\nSubject: one\r\n\r\nshort\r\n.\r\n\
+MAIL FROM:<>\r\nRCPT TO:<c@[IPv6:2001:db8::1]>\r\nRCPT TO:<d@y.example>\r\nDATA\r\n";
+
+/// Everything the runtime sees, as text, with every hook accepted at once; with `recycle`
+/// each call goes back to the session, before its decision or after it.
+fn transcript(input: &[u8], recycle: Option<bool>) -> Vec<String> {
+    let now = start();
+    let config = Config {
+        hooks: Hooks::ALL,
+        ..config()
+    };
+    let mut s = Session::new(config, info(), now);
+    let mut seen = Vec::new();
+    let mut feed = |s: &mut Session, input: &[u8]| {
+        assert_eq!(s.handle_input(input, now).unwrap(), input.len());
+        for _ in 0..1000 {
+            let Some(output) = s.poll_output() else {
+                return;
+            };
+            seen.push(format!("{output:?}"));
+            let Output::HookCall(call) = output else {
+                continue;
+            };
+            if !call.needs_decision() {
+                continue;
+            }
+            let id = call.id;
+            match recycle {
+                Some(true) => {
+                    s.recycle_hook(call);
+                    s.decide(id, Decision::Accept, now).unwrap();
+                }
+                Some(false) => {
+                    s.decide(id, Decision::Accept, now).unwrap();
+                    s.recycle_hook(call);
+                }
+                None => s.decide(id, Decision::Accept, now).unwrap(),
+            }
+        }
+        panic!("the session produced outputs without end");
+    };
+    feed(&mut s, VARIED);
+    // A body larger than the first one's buffer, then a small message again.
+    let mut body = b"Subject: two\r\n\r\n".to_vec();
+    for _ in 0..200 {
+        body.extend_from_slice(
+            b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n",
+        );
+    }
+    body.extend_from_slice(
+        b".\r\nMAIL FROM:<e@z.example>\r\nRCPT TO:<f@z.example>\r\nDATA\r\nthree\r\n.\r\n",
+    );
+    feed(&mut s, &body);
+    feed(&mut s, input);
+    seen
+}
+
+#[test]
+fn hook_calls_handed_back_change_nothing_the_runtime_sees() {
+    let plain = transcript(b"QUIT\r\n", None);
+    assert!(plain.len() > 20, "{plain:#?}");
+    assert!(plain.iter().any(|o| o.contains("q u\\\"o")), "{plain:#?}");
+    assert_eq!(transcript(b"QUIT\r\n", Some(true)), plain);
+    assert_eq!(transcript(b"QUIT\r\n", Some(false)), plain);
+}
+
+/// The address of every string buffer in a call, and of its body buffer.
+fn buffers(call: &HookCall) -> (Vec<usize>, Option<usize>) {
+    let mailbox = |m: &Mailbox| {
+        let mut at = vec![m.local_part.as_ptr() as usize];
+        if let Domain::Name(name) = &m.domain {
+            at.push(name.as_ptr() as usize);
+        }
+        at
+    };
+    match &call.hook {
+        Hook::MailFrom {
+            path: ReversePath::Mailbox(m),
+            ..
+        }
+        | Hook::RcptTo {
+            path: ForwardPath::Mailbox(m),
+            ..
+        } => (mailbox(m), None),
+        Hook::Message(message) => {
+            let paths = message
+                .envelope
+                .recipients
+                .iter()
+                .filter_map(|r| match &r.path {
+                    ForwardPath::Mailbox(m) => Some(mailbox(m)),
+                    ForwardPath::Postmaster => None,
+                });
+            (
+                paths.flatten().collect(),
+                Some(message.body.as_ptr() as usize),
+            )
+        }
+        _ => (Vec::new(), None),
+    }
+}
+
+/// Within one drain, how many strings of later calls live in buffers of calls handed back
+/// before, and whether the last message's body went into the one before's buffer. Calls
+/// not handed back are kept alive, so no buffer of theirs can come back from the allocator.
+fn reuse(recycle: bool) -> (usize, bool) {
+    let now = start();
+    let config = Config {
+        hooks: Hooks::ALL,
+        ..config()
+    };
+    let mut s = Session::new(config, info(), now);
+    let input =
+        b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@x.example>\r\nDATA\r\none\r\n.\r\n\
+MAIL FROM:<c@x.example>\r\nRCPT TO:<d@x.example>\r\nRCPT TO:<e@x.example>\r\nDATA\r\ntwo\r\n.\r\n";
+    s.handle_input(input, now).unwrap();
+    let (mut handed_back, mut kept, mut bodies, mut reused) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..100 {
+        let Some(output) = s.poll_output() else { break };
+        let Output::HookCall(call) = output else {
+            continue;
+        };
+        let (strings, body) = buffers(&call);
+        reused += strings
+            .iter()
+            .filter(|at| handed_back.contains(*at))
+            .count();
+        bodies.extend(body);
+        let id = call.id;
+        if recycle {
+            handed_back.extend(strings);
+            handed_back.extend(body);
+            s.recycle_hook(call);
+        } else {
+            kept.push(call);
+        }
+        s.decide(id, Decision::Accept, now).unwrap();
+    }
+    assert_eq!(bodies.len(), 2, "two messages");
+    (reused, bodies[0] == bodies[1])
+}
+
+#[test]
+fn a_hook_call_handed_back_lends_its_buffers_to_the_next_copies() {
+    assert_eq!(reuse(false), (0, false));
+    let (reused, same_body) = reuse(true);
+    // The second transaction's paths (the parser's, in its envelope, and the hook copies)
+    // are made in strings of the first one's calls.
+    assert!(reused >= 6, "{reused} strings reused");
+    assert!(
+        same_body,
+        "the second body went into the first one's buffer"
+    );
 }

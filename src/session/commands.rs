@@ -2,7 +2,7 @@
 
 use crate::address::{ForwardPath, ReversePath};
 use crate::body::BodySink;
-use crate::command::{parse_command, Command, CommandError, Verb};
+use crate::command::{parse_command, parse_command_into, Command, CommandError, Verb};
 use crate::config::StartTlsInjection;
 use crate::context::{CloseSide, HeloInfo, HeloVerb, ReplyState};
 use crate::data::BareLineEndings;
@@ -14,6 +14,7 @@ use crate::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError
 use crate::pending::Stage;
 use crate::reply::Reply;
 use crate::sasl::{self, AuthStep, Refusal, SaslError};
+use crate::spare;
 use crate::xclient;
 
 use super::{Phase, Session, Transaction};
@@ -32,7 +33,7 @@ impl Session {
             };
             return self.auth_step(sasl::respond(exchange, line));
         }
-        match parse_command(line) {
+        match parse_command_into(line, self.out.spares.as_deref_mut()) {
             Ok(command) => self.command(command, pipelined),
             Err(error) => self.command_error(error),
         }
@@ -212,7 +213,7 @@ impl Session {
         }
         if self.config.hooks.mail_from {
             let hook = Hook::MailFrom {
-                path: path.clone(),
+                path: spare::reverse_path(&mut self.out.spares, &path),
                 params: params.clone(),
             };
             self.call_hook(Stage::Mail(path, params), hook);
@@ -231,7 +232,11 @@ impl Session {
             envelope: Envelope {
                 mail_from: path,
                 mail_params: params,
-                recipients: Vec::new(),
+                recipients: self
+                    .out
+                    .spares
+                    .as_mut()
+                    .map_or_else(Vec::new, |spares| spares.recipients()),
             },
             sink: BodySink::Discard,
             chunks: None,
@@ -263,7 +268,7 @@ impl Session {
         }
         if self.config.hooks.rcpt_to {
             let hook = Hook::RcptTo {
-                path: path.clone(),
+                path: spare::forward_path(&mut self.out.spares, &path),
                 params: params.clone(),
             };
             self.call_hook(Stage::Rcpt(path, params), hook);

@@ -151,7 +151,13 @@ impl Session {
                 let presize = declared
                     .unwrap_or(UNDECLARED_PRESIZE)
                     .min(self.config.max_message_size);
-                BodySink::Buffer(Vec::with_capacity(presize.min(PRESIZE_LIMIT) as usize))
+                let presize = presize.min(PRESIZE_LIMIT) as usize;
+                let spare = self
+                    .out
+                    .spares
+                    .as_mut()
+                    .and_then(|spares| spares.body(presize));
+                BodySink::Buffer(spare.unwrap_or_else(|| Vec::with_capacity(presize)))
             }
         };
         let Some(tx) = self.tx.as_deref_mut() else {
@@ -204,7 +210,7 @@ impl Session {
             BodySink::Stream { .. } => (Vec::new(), true),
             BodySink::Discard => unreachable!("a failed message is never delivered"),
         };
-        let message = Box::new(Message {
+        let message = Message {
             envelope: tx.envelope,
             body,
             streamed,
@@ -213,7 +219,11 @@ impl Session {
             eight_bit: facts.eight_bit,
             bare_line_endings: facts.bare_line_endings,
             leading_whitespace: facts.leading_whitespace,
-        });
+        };
+        let message = match self.out.spares.as_mut() {
+            Some(spares) => spares.boxed(message),
+            None => Box::new(message),
+        };
         let stage = Stage::Message {
             chunked: facts.chunked,
             lmtp_recipients: self.config.lmtp.then_some(recipients),
@@ -372,6 +382,10 @@ fn refusal_for(failure: AbortReason) -> Reply {
 
 /// The most body the session reserves up front for a declared SIZE.
 const PRESIZE_LIMIT: u64 = 1 << 20;
+
+/// The largest body buffer kept from a message hook call handed back, for the next
+/// message: what the session would reserve for it anyway.
+pub(super) const MAX_KEPT_BODY: u64 = PRESIZE_LIMIT;
 
 /// The body reserved up front when the client declared no SIZE: most messages fit, so the
 /// buffer is allocated once instead of growing from nothing in a few steps.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use smtp_session::{
     AbortReason, Config, ConnectionInfo, Decision, DisconnectContext, Error, Extensions, Hook,
-    HookId, Hooks, IoError, Message, Output, PeerCertificate, Session, TlsInfo,
+    HookCall, HookId, Hooks, IoError, Message, Output, PeerCertificate, Session, TlsInfo,
 };
 
 use crate::drive::{self, Runtime, Then};
@@ -63,6 +63,9 @@ pub struct Harness {
     pub spooled: Vec<Vec<u8>>,
     /// Streamed mode: every abort announced, in order.
     pub aborted: Vec<AbortReason>,
+    /// Under an automatic policy, every hook call the harness does not keep (all but the
+    /// accepted messages) is handed back with `Session::recycle_hook` before its decision.
+    pub recycle_hooks: bool,
 }
 
 /// The harness clock's starting point.
@@ -128,6 +131,7 @@ impl Harness {
             largest_piece: 0,
             spooled: Vec::new(),
             aborted: Vec::new(),
+            recycle_hooks: false,
         };
         h.drain();
         h
@@ -386,10 +390,15 @@ impl Runtime for Harness {
                         }
                         Policy::Auto(f) => {
                             let decision = f(&hook);
-                            if let (Hook::Message(m), Decision::Accept | Decision::AcceptWith(_)) =
-                                (hook, &decision)
-                            {
-                                self.messages.push(*m);
+                            match (hook, &decision) {
+                                (Hook::Message(m), Decision::Accept | Decision::AcceptWith(_)) => {
+                                    self.messages.push(*m)
+                                }
+                                (hook, _) if self.recycle_hooks => {
+                                    let id = call.id;
+                                    self.session.recycle_hook(HookCall { id, hook });
+                                }
+                                _ => {}
                             }
                             self.transcript
                                 .push_str(&format!("D: {}\n", describe_decision(&decision)));
