@@ -172,22 +172,27 @@ impl<H: Handler> Server<H> {
     /// Accepts and serves connections on every listener until the shutdown token is
     /// cancelled, then returns once every connection has ended (after at most
     /// [`Limits::shutdown_grace`], plus the disconnect hooks of the sessions closed then).
+    /// Dropped before it returns, it stops accepting, and the other
+    /// [`threads`](Server::threads) end at once with their connections (those of the
+    /// calling runtime run on as its tasks).
     pub async fn serve(mut self) {
         let listeners = std::mem::take(&mut self.listeners);
         let copies = detached_copies(&listeners, self.threads - 1);
         let server = Arc::new(self);
+        let abandoned = CancellationToken::new();
+        let _abandon_when_dropped = abandoned.clone().drop_guard();
         let mut others = Vec::new();
         for copies in copies {
-            let server = server.clone();
+            let (server, abandoned) = (server.clone(), abandoned.clone());
             let (done, finished) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name("smtp-server".into())
-                .spawn(move || serve_on_new_runtime(server, copies, done));
+                .spawn(move || serve_on_new_runtime(server, copies, abandoned, done));
             if thread.is_ok() {
                 others.push(finished);
             }
         }
-        server.serve_listeners(listeners).await;
+        server.serve_listeners(listeners, &abandoned).await;
         for finished in others {
             // Sent when the thread is done, or dropped if it ended otherwise.
             let _ = finished.await;
@@ -196,10 +201,17 @@ impl<H: Handler> Server<H> {
 
     /// The accept loops of `listeners` on the current runtime, until shutdown, then their
     /// connections to their end.
-    async fn serve_listeners(self: &Arc<Self>, listeners: Vec<Listener>) {
+    async fn serve_listeners(
+        self: &Arc<Self>,
+        listeners: Vec<Listener>,
+        abandoned: &CancellationToken,
+    ) {
         let tracker = TaskTracker::new();
         for listener in listeners {
-            tracker.spawn(accept_loop(self.clone(), listener, tracker.clone()));
+            let accepting = accept_loop(self.clone(), listener, tracker.clone());
+            // Accepting stops when `serve` is dropped too.
+            let abandoned = abandoned.clone();
+            tracker.spawn(async move { abandoned.run_until_cancelled(accepting).await });
         }
         self.shutdown.cancelled().await;
         tracker.close();
@@ -509,10 +521,11 @@ fn detached_copies(listeners: &[Listener], extra: usize) -> Vec<Vec<Detached>> {
 }
 
 /// One more serving thread: a current-thread runtime accepting on `copies` until the
-/// server shuts down and its connections end.
+/// server shuts down and its connections end, or until `serve` is `abandoned`.
 fn serve_on_new_runtime<H: Handler>(
     server: Arc<Server<H>>,
     copies: Vec<Detached>,
+    abandoned: CancellationToken,
     done: tokio::sync::oneshot::Sender<()>,
 ) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -523,8 +536,13 @@ fn serve_on_new_runtime<H: Handler>(
     };
     runtime.block_on(async {
         let listeners = copies.into_iter().filter_map(|c| c.attach().ok()).collect();
-        server.serve_listeners(listeners).await;
+        tokio::select! {
+            () = server.serve_listeners(listeners, &abandoned) => {}
+            () = abandoned.cancelled() => {}
+        }
     });
+    // Dropping the runtime ends what is left of its connections.
+    drop(runtime);
     let _ = done.send(());
 }
 

@@ -122,3 +122,50 @@ fn a_shutdown_reaches_the_sessions_of_every_thread_and_serve_returns() {
     }
     assert!(running.wait_done(Duration::from_secs(10)));
 }
+
+#[test]
+fn dropping_the_serve_future_stops_accepting_on_every_thread() {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let (checked_tx, checked_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let handler = Blocking::default();
+            handler.connections.store(1, Ordering::SeqCst);
+            let server = Server::new(handler)
+                .config(config())
+                .threads(2)
+                .listener(listener);
+            let serving = tokio::time::timeout(Duration::from_millis(500), server.serve());
+            assert!(serving.await.is_err(), "serve runs until it is dropped");
+            dropped_tx.send(()).unwrap();
+            // The runtime lives on while the test connects: only `serve` is gone.
+            while checked_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    });
+    let addr = addr_rx.recv_timeout(common::WAIT).unwrap();
+    Client::connect(addr);
+    dropped_rx.recv_timeout(common::WAIT).unwrap();
+    // Every thread's copy of the listening socket is closed within moments.
+    let mut refused = false;
+    for _ in 0..100 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    checked_tx.send(()).unwrap();
+    thread.join().unwrap();
+    assert!(refused, "no thread accepts once serve is dropped");
+}
