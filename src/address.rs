@@ -9,7 +9,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::spare::Spares;
+use crate::strings::Strings;
 
 /// RFC 5321 section 4.5.3.1.1, counted on the wire form (quotes included).
 const MAX_LOCAL_PART: usize = 64;
@@ -238,23 +238,23 @@ pub fn parse_reverse_path(input: &[u8]) -> Result<(ReversePath, usize), AddressE
 
 /// [`parse_reverse_path`] over a command line already known to be UTF-8: its pieces are
 /// sliced from it rather than checked again.
-/// Its strings come from `spares` when there are any.
+/// Its strings come from `strings` when there are any.
 pub(crate) fn parse_reverse_path_str(
     input: &str,
-    spares: Option<&mut Spares>,
+    strings: Option<&mut Strings>,
 ) -> Result<(ReversePath, usize), AddressError> {
-    reverse_path(input.as_bytes(), Some(input), spares)
+    reverse_path(input.as_bytes(), Some(input), strings)
 }
 
 fn reverse_path(
     input: &[u8],
     text: Option<&str>,
-    spares: Option<&mut Spares>,
+    strings: Option<&mut Strings>,
 ) -> Result<(ReversePath, usize), AddressError> {
     if input.starts_with(b"<>") {
         return Ok((ReversePath::Null, 2));
     }
-    let (mailbox, used) = parse_path(input, text, spares)?;
+    let (mailbox, used) = parse_path(input, text, strings)?;
     Ok((ReversePath::Mailbox(mailbox), used))
 }
 
@@ -274,18 +274,18 @@ pub fn parse_forward_path(input: &[u8]) -> Result<(ForwardPath, usize), AddressE
 }
 
 /// [`parse_forward_path`] over a command line already known to be UTF-8; its strings come
-/// from `spares` when there are any.
+/// from `strings` when there are any.
 pub(crate) fn parse_forward_path_str(
     input: &str,
-    spares: Option<&mut Spares>,
+    strings: Option<&mut Strings>,
 ) -> Result<(ForwardPath, usize), AddressError> {
-    forward_path(input.as_bytes(), Some(input), spares)
+    forward_path(input.as_bytes(), Some(input), strings)
 }
 
 fn forward_path(
     input: &[u8],
     text: Option<&str>,
-    spares: Option<&mut Spares>,
+    strings: Option<&mut Strings>,
 ) -> Result<(ForwardPath, usize), AddressError> {
     const POSTMASTER: &[u8] = b"<postmaster>";
     if input
@@ -294,7 +294,7 @@ fn forward_path(
     {
         return Ok((ForwardPath::Postmaster, POSTMASTER.len()));
     }
-    let (mailbox, used) = parse_path(input, text, spares)?;
+    let (mailbox, used) = parse_path(input, text, strings)?;
     Ok((ForwardPath::Mailbox(mailbox), used))
 }
 
@@ -327,13 +327,13 @@ pub fn is_valid_helo_host(arg: &str) -> bool {
 fn parse_path(
     input: &[u8],
     text: Option<&str>,
-    spares: Option<&mut Spares>,
+    strings: Option<&mut Strings>,
 ) -> Result<(Mailbox, usize), AddressError> {
     let mut p = Parser {
         input,
         text,
         pos: 0,
-        spares,
+        strings,
     };
     p.expect(b'<')?;
     if p.peek() == Some(b'@') {
@@ -353,7 +353,7 @@ struct Parser<'a> {
     text: Option<&'a str>,
     pos: usize,
     /// Strings a runtime handed back, for the parts of the path.
-    spares: Option<&'a mut Spares>,
+    strings: Option<&'a mut Strings>,
 }
 
 impl<'a> Parser<'a> {
@@ -378,8 +378,8 @@ impl<'a> Parser<'a> {
     }
 
     fn owned(&mut self, text: &str) -> String {
-        match self.spares.as_deref_mut() {
-            Some(spares) => spares.string(text),
+        match self.strings.as_deref_mut() {
+            Some(strings) => strings.string(text),
             None => text.to_owned(),
         }
     }

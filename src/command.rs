@@ -9,7 +9,7 @@ use std::fmt;
 use crate::address::{
     parse_forward_path_str, parse_reverse_path_str, AddressError, ForwardPath, ReversePath,
 };
-use crate::spare::Spares;
+use crate::strings::Strings;
 
 /// RFC 4422 section 3.1: SASL mechanism names are 1 to 20 characters.
 const MAX_MECHANISM: usize = 20;
@@ -245,11 +245,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
     parse_command_into(line, None)
 }
 
-/// [`parse_command`], with the strings of a MAIL or RCPT path taken from `spares` when
+/// [`parse_command`], with the strings of a MAIL or RCPT path taken from `strings` when
 /// there are any.
 pub(crate) fn parse_command_into<'a>(
     line: &'a [u8],
-    spares: Option<&mut Spares>,
+    strings: Option<&mut Strings>,
 ) -> Result<Command<'a>, CommandError> {
     let line = trim_line_end(line);
     let word_end = memchr::memchr(b' ', line).unwrap_or(line.len());
@@ -263,14 +263,14 @@ pub(crate) fn parse_command_into<'a>(
         Verb::Helo | Verb::Ehlo | Verb::Lhlo => greeting(verb, args).ok_or(syntax),
         Verb::Mail => {
             let after = path_argument(args, "FROM:").ok_or(syntax.clone())?;
-            let (path, used) = parse_reverse_path_str(after, spares)
+            let (path, used) = parse_reverse_path_str(after, strings)
                 .map_err(|e| CommandError::Address(verb, e))?;
             let params = path_params(after, used).ok_or(syntax)?;
             Ok(Command::Mail { path, params })
         }
         Verb::Rcpt => {
             let after = path_argument(args, "TO:").ok_or(syntax.clone())?;
-            let (path, used) = parse_forward_path_str(after, spares)
+            let (path, used) = parse_forward_path_str(after, strings)
                 .map_err(|e| CommandError::Address(verb, e))?;
             let params = path_params(after, used).ok_or(syntax)?;
             Ok(Command::Rcpt { path, params })

@@ -318,6 +318,7 @@ mod reply;
 pub mod sasl;
 mod session;
 mod spare;
+mod strings;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 mod testing;

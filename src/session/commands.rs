@@ -33,7 +33,7 @@ impl Session {
             };
             return self.auth_step(sasl::respond(exchange, line));
         }
-        match parse_command_into(line, self.out.spares.as_deref_mut()) {
+        match parse_command_into(line, self.out.spares.as_deref_mut().map(|s| &mut s.strings)) {
             Ok(command) => self.command(command, pipelined),
             Err(error) => self.command_error(error),
         }
