@@ -494,11 +494,6 @@ impl Drop for Refusing {
     }
 }
 
-/// Accepts until shutdown. An accept error that concerns one connection (it was reset
-/// before we took it) is skipped; any other (EMFILE: out of file descriptors; ENFILE,
-/// ENOBUFS, ENOMEM) pauses the loop, 5 ms at first and doubling up to
-/// [`Limits::accept_backoff`], and a connection that ends wakes it at once: never a busy
-/// loop, and the next client is taken as soon as a descriptor is free.
 /// For each of `extra` more threads, a copy of every listener that can be shared (TCP on a
 /// UNIX system); none when there is none to share.
 fn detached_copies(listeners: &[Listener], extra: usize) -> Vec<Vec<Detached>> {
@@ -546,6 +541,11 @@ fn serve_on_new_runtime<H: Handler>(
     let _ = done.send(());
 }
 
+/// Accepts until shutdown. An accept error that concerns one connection (it was reset
+/// before we took it) is skipped; any other (EMFILE: out of file descriptors; ENFILE,
+/// ENOBUFS, ENOMEM) pauses the loop, 5 ms at first and doubling up to
+/// [`Limits::accept_backoff`], and a connection that ends wakes it at once: never a busy
+/// loop, and the next client is taken as soon as a descriptor is free.
 async fn accept_loop<H: Handler>(server: Arc<Server<H>>, listener: Listener, tracker: TaskTracker) {
     let mut backoff = Duration::ZERO;
     loop {
