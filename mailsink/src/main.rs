@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     listen_backlog: u32,
 
-    /// Threads that accept and serve TCP connections, each with its own event loop (and
+    /// Threads that accept and serve connections, each with its own event loop (and
     /// its own copy of the --policy script); a connection stays on the thread that
     /// accepted it [default: the number of CPUs, at most 16].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]

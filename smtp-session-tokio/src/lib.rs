@@ -113,7 +113,7 @@
 //! | a client that keeps making errors | past a soft limit, each error reply is held back on a timer, longer for each further error (Postfix's `smtpd_soft_error_limit`, `smtpd_error_sleep_time`); nothing is read from that client meanwhile | [`Limits::error_delay`] |
 //! | accept errors | out of file descriptors and the like pause the accept loop with a backoff, and a connection that ends resumes it at once | [`Limits::accept_backoff`] |
 //! | shutdown | cancel the token: listeners stop, sessions get `421 4.3.2` at their next command boundary, and those still open after the grace period are closed | [`Server::shutdown_on`], [`Limits::shutdown_grace`] |
-//! | every core | one event loop per thread, each accepting from a copy of every TCP listener; a connection stays on the thread that took it, and the limits and the shutdown span them all | [`Server::threads`] |
+//! | every core | one event loop per thread, each accepting from a copy of every listener; a connection stays on the thread that took it, and the limits and the shutdown span them all | [`Server::threads`] |
 //!
 //! # Shutting down
 //!

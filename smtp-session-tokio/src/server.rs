@@ -19,7 +19,7 @@ use crate::driver::drive;
 use crate::env::{bounded, Env};
 use crate::handler::Handler;
 use crate::limits::{Counts, Limits, OverLimit, Slot};
-use crate::listener::{Accepted, AcceptedStream, Detached, ListenSocket, Listener, Transport};
+use crate::listener::{Accepted, AcceptedStream, Detached, Listener, Transport};
 use crate::observer::{Observer, Refusal};
 #[cfg(feature = "tls")]
 use crate::tls::Tls;
@@ -133,8 +133,8 @@ impl<H: Handler> Server<H> {
     /// runtime of its own and a copy of every listener. A connection stays on the thread that
     /// accepted it from start to end; the limits, the shutdown and the observer are the
     /// server's, across all of them. Use it from a current-thread runtime to put every core
-    /// to work without tasks moving between threads; a UNIX socket and a non-UNIX system are
-    /// served by the calling thread alone. The default is 1.
+    /// to work without tasks moving between threads; on a system other than UNIX the calling
+    /// thread serves alone. The default is 1.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
@@ -494,20 +494,15 @@ impl Drop for Refusing {
     }
 }
 
-/// For each of `extra` more threads, a copy of every listener that can be shared (TCP on a
-/// UNIX system); none when there is none to share.
+/// For each of `extra` more threads, a copy of every listener; none when a copy cannot be
+/// made (on a system other than UNIX).
 fn detached_copies(listeners: &[Listener], extra: usize) -> Vec<Vec<Detached>> {
-    let shared = || {
-        listeners
-            .iter()
-            .filter(|l| matches!(l.socket(), ListenSocket::Tcp(_)))
-    };
-    if shared().next().is_none() {
+    if listeners.is_empty() {
         return Vec::new();
     }
     (0..extra)
         .map_while(|_| {
-            shared()
+            (listeners.iter())
                 .map(Listener::detached_copy)
                 .collect::<Result<_, _>>()
                 .ok()
