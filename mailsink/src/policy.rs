@@ -52,7 +52,9 @@
 //! - `conn_meta:get_meta(key)` / `conn_meta:set_meta(key, value)`, per connection, with
 //!   `received_from`, `received_via`, `hostname`, `ehlo_domain`, `tls_protocol_version`,
 //!   `tls_cipher`, `authn_id` filled in, and mailsink's own `dnsbl_score` and `dnsbl_listed`
-//!   (the lists, comma-separated) with `--dnsbl`. The message object has `sender()`, `recipient()`,
+//!   (the lists, comma-separated) with `--dnsbl`. These are read from the connection when
+//!   asked for; a key the script stored with `set_meta` is what `get_meta` returns from
+//!   then on, even one of these. The message object has `sender()`, `recipient()`,
 //!   `recipient_list()`, `get_data()`, `get_first_named_header_value(name)`, `get_meta`,
 //!   `set_meta`.
 //! - What the filters said (`--milter`, `--policy-service`; docs/filters.md): mailsink's own
@@ -89,10 +91,11 @@ use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, R
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 
-use crate::dnsbl::Screening;
 use crate::facts::{ConnFacts, FilterVerdict};
 use crate::verify::AuthResults;
+use conn_meta::{verdict_list, verdicts_of, ConnMeta};
 
+mod conn_meta;
 mod throttle;
 pub use throttle::SharedThrottles;
 
@@ -478,12 +481,12 @@ type Handlers = Rc<RefCell<HashMap<String, Vec<Function>>>>;
 struct Worker {
     lua: Lua,
     handlers: Handlers,
-    /// Per-connection `conn_meta` tables, dropped at disconnect.
-    metas: HashMap<String, ConnMetaTable>,
+    /// Per-connection `conn_meta`, dropped at disconnect.
+    metas: HashMap<String, (ConnMeta, AnyUserData)>,
     /// Per connection, the meta table of the message between `smtp_server_data` and
     /// `smtp_server_message_received`.
     message_metas: HashMap<String, Table>,
-    hostname: String,
+    hostname: Rc<str>,
     deadline: Rc<Cell<Option<Instant>>>,
     time_limit: Duration,
 }
@@ -517,7 +520,7 @@ impl Worker {
             handlers,
             metas: HashMap::new(),
             message_metas: HashMap::new(),
-            hostname: script.hostname.clone(),
+            hostname: script.hostname.as_str().into(),
             deadline,
             time_limit,
         })
@@ -608,8 +611,7 @@ impl Worker {
         {
             return disconnect_arguments(&lua, arguments, connection, context);
         }
-        let meta = self.conn_meta(facts)?;
-        let meta = Value::UserData(lua.create_userdata(ConnMeta(meta.clone()))?);
+        let meta = Value::UserData(self.conn_meta(facts)?);
         let id = &facts.info.id;
         let mut args = match event {
             Event::ConnectionAccepted | Event::DataCommand => vec![],
@@ -627,7 +629,9 @@ impl Worker {
             Event::Data(message, auth) => {
                 // A new message: its meta lives on to smtp_server_message_received.
                 let meta = lua.create_table()?;
-                set_filter_verdicts(&lua, &meta, &facts.message_filters)?;
+                if !facts.message_filters.is_empty() {
+                    set_filter_verdicts(&lua, &meta, &facts.message_filters)?;
+                }
                 self.message_metas.insert(id.clone(), meta.clone());
                 vec![lua_message(&lua, message, meta, auth)?]
             }
@@ -654,128 +658,35 @@ impl Worker {
         Ok(MultiValue::from_iter(args))
     }
 
-    /// The connection's meta table, refreshed with what is known now.
-    /// The connection's `conn_meta`, its keys brought up to date with `facts` (set again
-    /// only when what they show changed, so that an event costs no table writes).
-    fn conn_meta(&mut self, facts: &ConnFacts) -> mlua::Result<Table> {
+    /// The connection's `conn_meta`, its facts brought up to date: the same userdata at
+    /// every event of the connection.
+    fn conn_meta(&mut self, facts: &ConnFacts) -> mlua::Result<AnyUserData> {
         let id = &facts.info.id;
-        if !self.metas.contains_key(id) {
-            let table = self.lua.create_table()?;
-            table.set("hostname", self.hostname.as_str())?;
-            let meta = ConnMetaTable { table, shown: None };
-            self.metas.insert(id.clone(), meta);
-        }
-        let Some(meta) = self.metas.get_mut(id) else {
-            unreachable!("inserted above");
-        };
-        if !meta.shown.as_ref().is_some_and(|shown| shown.shows(facts)) {
-            set_conn_meta(&self.lua, &meta.table, facts)?;
-            meta.shown = Some(Shown::of(facts));
-        }
-        Ok(meta.table.clone())
-    }
-}
-
-/// A connection's `conn_meta` table, and the facts its keys show.
-struct ConnMetaTable {
-    table: Table,
-    shown: Option<Shown>,
-}
-
-/// What of a connection's facts `conn_meta` shows.
-struct Shown {
-    addresses: Addresses,
-    helo: Option<String>,
-    tls: Option<(String, String)>,
-    authn_id: Option<String>,
-    screening: Option<Arc<Screening>>,
-    filters: Arc<[FilterVerdict]>,
-}
-
-type Addresses = [(Option<std::net::IpAddr>, Option<u16>); 2];
-
-fn addresses(facts: &ConnFacts) -> Addresses {
-    let info = &facts.info;
-    [
-        (info.remote_ip, info.remote_port),
-        (info.local_ip, info.local_port),
-    ]
-}
-
-fn authn_id(facts: &ConnFacts) -> Option<&str> {
-    facts.auth.as_ref().and_then(|a| a.username.as_deref())
-}
-
-impl Shown {
-    fn of(facts: &ConnFacts) -> Self {
-        Shown {
-            addresses: addresses(facts),
-            helo: facts.helo.as_ref().map(|h| h.host.clone()),
-            tls: (facts.tls.as_ref()).map(|t| (t.protocol.clone(), t.cipher.clone())),
-            authn_id: authn_id(facts).map(str::to_string),
-            screening: facts.screening.clone(),
-            filters: facts.filters.clone(),
-        }
-    }
-
-    fn shows(&self, facts: &ConnFacts) -> bool {
-        let tls = facts
-            .tls
-            .as_ref()
-            .map(|t| (t.protocol.as_str(), t.cipher.as_str()));
-        self.addresses == addresses(facts)
-            && self.helo.as_deref() == facts.helo.as_ref().map(|h| h.host.as_str())
-            && self.tls.as_ref().map(|(p, c)| (p.as_str(), c.as_str())) == tls
-            && self.authn_id.as_deref() == authn_id(facts)
-            && match (&self.screening, &facts.screening) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
+        let (meta, userdata) = match self.metas.get(id) {
+            Some(known) => known,
+            None => {
+                let meta = ConnMeta::new(self.hostname.clone());
+                let userdata = self.lua.create_userdata(meta.clone())?;
+                self.metas.insert(id.clone(), (meta, userdata));
+                &self.metas[id]
             }
-            && *self.filters == *facts.filters
+        };
+        meta.update(facts);
+        Ok(userdata.clone())
     }
-}
-
-/// Sets the keys of `conn_meta` that show the connection's facts.
-fn set_conn_meta(lua: &Lua, table: &Table, facts: &ConnFacts) -> mlua::Result<()> {
-    let join = |(ip, port): (Option<std::net::IpAddr>, Option<u16>)| match (ip, port) {
-        (Some(ip), Some(port)) => Some(std::net::SocketAddr::new(ip, port).to_string()),
-        (Some(ip), None) => Some(ip.to_string()),
-        _ => None,
-    };
-    let [remote, local] = addresses(facts);
-    table.set("received_from", join(remote))?;
-    table.set("received_via", join(local))?;
-    table.set("ehlo_domain", facts.helo.as_ref().map(|h| h.host.as_str()))?;
-    table.set(
-        "tls_protocol_version",
-        facts.tls.as_ref().map(|t| t.protocol.as_str()),
-    )?;
-    table.set("tls_cipher", facts.tls.as_ref().map(|t| t.cipher.as_str()))?;
-    table.set("authn_id", authn_id(facts))?;
-    // mailsink's own: what --dnsbl made of the client.
-    let screening = facts.screening.as_deref();
-    table.set("dnsbl_score", screening.map(|s| s.score))?;
-    table.set("dnsbl_listed", screening.map(|s| s.listed.join(",")))?;
-    set_filter_verdicts(lua, table, &facts.filters)
 }
 
 /// The meta keys of the filters' verdicts: `filter_verdicts` (all), `milter_verdicts` and
 /// `policy_service_verdicts`, each a list of tables like the log's, nil when empty.
 fn set_filter_verdicts(lua: &Lua, meta: &Table, verdicts: &[FilterVerdict]) -> mlua::Result<()> {
-    let options = mlua::SerializeOptions::new().serialize_none_to_null(false);
-    let list = |filter: Option<&str>| -> mlua::Result<Value> {
-        let some: Vec<&FilterVerdict> = verdicts
-            .iter()
-            .filter(|v| filter.is_none_or(|f| v.filter == f))
-            .collect();
-        if some.is_empty() {
-            return Ok(Value::Nil);
-        }
-        lua.to_value_with(&some, options)
-    };
-    meta.set("filter_verdicts", list(None)?)?;
-    meta.set("milter_verdicts", list(Some("milter"))?)?;
-    meta.set("policy_service_verdicts", list(Some("policy_service"))?)
+    for key in [
+        "filter_verdicts",
+        "milter_verdicts",
+        "policy_service_verdicts",
+    ] {
+        meta.raw_set(key, verdict_list(lua, verdicts, verdicts_of(key))?)?;
+    }
+    Ok(())
 }
 
 /// Installs the `kumo` module as a global and as `require 'kumo'`, and sends `print` to
@@ -859,18 +770,6 @@ fn lua_message(
         auth,
     };
     Ok(Value::UserData(lua.create_userdata(message)?))
-}
-
-/// `conn_meta`: a per-connection table behind `get_meta`/`set_meta`.
-struct ConnMeta(Table);
-
-impl UserData for ConnMeta {
-    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("get_meta", |_, this, key: String| this.0.get::<Value>(key));
-        methods.add_method("set_meta", |_, this, (key, value): (String, Value)| {
-            this.0.set(key, value)
-        });
-    }
 }
 
 /// A sender or recipient: `tostring()`, `.user`, `.domain`.

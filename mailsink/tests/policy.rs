@@ -160,6 +160,44 @@ fn connect_ehlo_and_data_events() {
     );
 }
 
+/// `conn_meta`'s facts follow the connection (a second EHLO changes `ehlo_domain`); a key
+/// the script stored wins over the fact of that name; an unknown key is nil.
+#[test]
+fn conn_meta_follows_the_connection_and_keeps_what_the_script_stored() {
+    let server = with_policy(
+        r#"
+        kumo.on('smtp_server_mail_from', function(sender, conn_meta)
+          if sender.user == 'store' then
+            conn_meta:set_meta('authn_id', 'stored')
+            conn_meta:set_meta('seen', conn_meta:get_meta('ehlo_domain'))
+            return
+          end
+          kumo.reject(450, '4.7.1 ' .. tostring(conn_meta:get_meta('ehlo_domain'))
+            .. ' ' .. tostring(conn_meta:get_meta('seen'))
+            .. ' ' .. tostring(conn_meta:get_meta('authn_id'))
+            .. ' ' .. tostring(conn_meta:get_meta('no_such_key')))
+        end)
+        "#,
+    );
+    let mut c = Client::connect(server.addr);
+    c.reply();
+    assert!(c.cmd("EHLO first.example").starts_with("250-"));
+    assert_eq!(
+        c.cmd("MAIL FROM:<ask@x.example>"),
+        "450 4.7.1 first.example nil nil nil\r\n"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<store@x.example>"),
+        "250 2.1.0 Sender OK\r\n"
+    );
+    assert_eq!(c.cmd("RSET"), "250 2.0.0 OK\r\n");
+    assert!(c.cmd("EHLO second.example").starts_with("250-"));
+    assert_eq!(
+        c.cmd("MAIL FROM:<ask@x.example>"),
+        "450 4.7.1 second.example first.example stored nil\r\n"
+    );
+}
+
 #[test]
 fn a_refused_connection_gets_the_reply_instead_of_the_greeting() {
     let server = with_policy(
