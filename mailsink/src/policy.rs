@@ -87,7 +87,9 @@ use mlua::{
     AnyUserData, Function, HookTriggers, Lua, LuaSerdeExt, MetaMethod, MultiValue, Table, UserData,
     UserDataFields, UserDataMethods, Value, VmState,
 };
-use smtp_session::{Decision, DisconnectMode, Extensions, ForwardPath, Message, ReversePath};
+use smtp_session::{
+    Decision, DisconnectMode, Extensions, ForwardPath, Mailbox, Message, ReversePath,
+};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 
@@ -463,11 +465,40 @@ fn action(decision: Decision) -> Value {
 /// A Lua function raising what `make` returns. A Rust function that returns an error gets
 /// a traceback built for it (a walk of every loaded module's table) on each call; raising
 /// from Lua costs none, and `kumo.reject` is on the hot path of a refusing server.
+///
+/// The values made are kept by their arguments, up to [`MAX_KEPT_ACTIONS`]: a script that
+/// refuses with the same code and text again raises the same value, without a call into
+/// Rust or a reply to build. (mlua hands back a copy of an error value at each raise.)
 fn raising(lua: &Lua, make: Function) -> mlua::Result<Function> {
-    lua.load("local make = ...; return function(...) error(make(...)) end")
-        .set_name("=kumo")
-        .call(make)
+    lua.load(
+        r#"
+        local make, limit = ...
+        local error, integer, type = error, math.type, type
+        local kept, count = {}, 0
+        return function(code, message, mode)
+          if integer(code) ~= 'integer' or type(message) ~= 'string'
+              or (mode ~= nil and type(mode) ~= 'string') then
+            error(make(code, message, mode))
+          end
+          local key = code .. '\0' .. message .. '\0' .. (mode or '')
+          local made = kept[key]
+          if made == nil then
+            made = make(code, message, mode)
+            if count < limit then
+              kept[key], count = made, count + 1
+            end
+          end
+          error(made)
+        end
+        "#,
+    )
+    .set_name("=kumo")
+    .call((make, MAX_KEPT_ACTIONS))
 }
+
+/// The decisions of `kumo.reject` and `kumo.disconnect` kept per Lua state, by code, text
+/// and mode.
+const MAX_KEPT_ACTIONS: usize = 256;
 
 fn check_code(code: i64) -> mlua::Result<u16> {
     u16::try_from(code)
@@ -574,10 +605,19 @@ impl Worker {
         let mut replaced = None;
         self.deadline.set(Some(Instant::now() + self.time_limit));
         let mut outcome = None;
-        for handler in handlers {
-            match (chained, handler.call::<Value>(args.clone())) {
+        for (n, handler) in handlers.iter().enumerate() {
+            // The last handler (most often the only one) takes the arguments themselves.
+            let these = if n + 1 == handlers.len() {
+                std::mem::take(&mut args)
+            } else {
+                args.clone()
+            };
+            match (chained, handler.call::<Value>(these)) {
                 (Some(at), Ok(Value::Table(list))) => {
-                    args[at] = Value::Table(list.clone());
+                    // For the next handler; the last one took the arguments.
+                    if let Some(arg) = args.get_mut(at) {
+                        *arg = Value::Table(list.clone());
+                    }
                     replaced = Some(list);
                 }
                 (_, Ok(value)) => all_true &= matches!(value, Value::Boolean(true)),
@@ -624,8 +664,8 @@ impl Worker {
                 ];
                 return Ok(MultiValue::from_iter(args));
             }
-            Event::MailFrom(path) => vec![address(&lua, EnvAddress::sender(&path))?],
-            Event::RcptTo(path) => vec![address(&lua, EnvAddress::recipient(&path))?],
+            Event::MailFrom(path) => vec![address(&lua, EnvAddress::Sender(path))?],
+            Event::RcptTo(path) => vec![address(&lua, EnvAddress::Recipient(path))?],
             Event::Data(message, auth) => {
                 // A new message: its meta lives on to smtp_server_message_received.
                 let meta = lua.create_table()?;
@@ -772,59 +812,63 @@ fn lua_message(
     Ok(Value::UserData(lua.create_userdata(message)?))
 }
 
-/// A sender or recipient: `tostring()`, `.user`, `.domain`.
+/// A sender or recipient: `tostring()`, `.user`, `.domain`, `.email`. The path is kept as
+/// it is, and each of these is made when the script reads it.
 #[derive(Clone, Debug)]
-struct EnvAddress {
-    user: String,
-    domain: String,
-    text: String,
+enum EnvAddress {
+    Sender(ReversePath),
+    Recipient(ForwardPath),
 }
 
 impl EnvAddress {
-    fn sender(path: &ReversePath) -> Self {
-        match path {
-            ReversePath::Null => EnvAddress {
-                user: String::new(),
-                domain: String::new(),
-                text: String::new(),
-            },
-            ReversePath::Mailbox(m) => EnvAddress {
-                user: m.local_part.clone(),
-                domain: m.domain.to_string(),
-                text: path.to_string(),
-            },
+    fn mailbox(&self) -> Option<&Mailbox> {
+        match self {
+            EnvAddress::Sender(ReversePath::Mailbox(m))
+            | EnvAddress::Recipient(ForwardPath::Mailbox(m)) => Some(m),
+            EnvAddress::Sender(ReversePath::Null)
+            | EnvAddress::Recipient(ForwardPath::Postmaster) => None,
         }
     }
 
-    fn recipient(path: &ForwardPath) -> Self {
-        match path {
-            ForwardPath::Postmaster => EnvAddress {
-                user: "postmaster".into(),
-                domain: String::new(),
-                text: path.to_string(),
-            },
-            ForwardPath::Mailbox(m) => EnvAddress {
-                user: m.local_part.clone(),
-                domain: m.domain.to_string(),
-                text: path.to_string(),
-            },
+    /// The local part; `postmaster` for `<postmaster>`, empty for `<>`.
+    fn user(&self) -> &str {
+        match (self, self.mailbox()) {
+            (_, Some(m)) => &m.local_part,
+            (EnvAddress::Recipient(_), None) => "postmaster",
+            (EnvAddress::Sender(_), None) => "",
+        }
+    }
+
+    /// The domain; empty for `<>` and `<postmaster>`.
+    fn domain(&self) -> String {
+        self.mailbox()
+            .map(|m| m.domain.to_string())
+            .unwrap_or_default()
+    }
+
+    /// `user@domain`; `postmaster` for `<postmaster>`, empty for `<>`.
+    fn text(&self) -> String {
+        match self {
+            EnvAddress::Sender(ReversePath::Null) => String::new(),
+            EnvAddress::Sender(path) => path.to_string(),
+            EnvAddress::Recipient(path) => path.to_string(),
         }
     }
 }
 
 impl UserData for EnvAddress {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_field_method_get("user", |_, this| Ok(this.user.clone()));
-        fields.add_field_method_get("domain", |_, this| Ok(this.domain.clone()));
-        fields.add_field_method_get("email", |_, this| Ok(this.text.clone()));
+        fields.add_field_method_get("user", |_, this| Ok(this.user().to_string()));
+        fields.add_field_method_get("domain", |_, this| Ok(this.domain()));
+        fields.add_field_method_get("email", |_, this| Ok(this.text()));
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.text.clone()));
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.text()));
         methods.add_meta_method(MetaMethod::Eq, |_, this, other: AnyUserData| {
             Ok(other
                 .borrow::<EnvAddress>()
-                .is_ok_and(|o| o.text == this.text))
+                .is_ok_and(|o| o.text() == this.text()))
         });
     }
 }
@@ -844,18 +888,21 @@ struct LuaMessage {
 impl UserData for LuaMessage {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("sender", |lua, this, ()| {
-            address(lua, EnvAddress::sender(&this.message.envelope.mail_from))
+            address(
+                lua,
+                EnvAddress::Sender(this.message.envelope.mail_from.clone()),
+            )
         });
         methods.add_method("recipient", |lua, this, ()| {
             match this.message.envelope.recipients.first() {
-                Some(r) => address(lua, EnvAddress::recipient(&r.path)),
+                Some(r) => address(lua, EnvAddress::Recipient(r.path.clone())),
                 None => Ok(Value::Nil),
             }
         });
         methods.add_method("recipient_list", |lua, this, ()| {
             let list = lua.create_table()?;
             for r in &this.message.envelope.recipients {
-                list.push(address(lua, EnvAddress::recipient(&r.path))?)?;
+                list.push(address(lua, EnvAddress::Recipient(r.path.clone()))?)?;
             }
             Ok(list)
         });
