@@ -106,6 +106,12 @@ pub trait Check: Send + Sync + 'static {
 pub trait Dialogue: Send + Sync {
     /// Its verdict on `stage`, as [`Check::check`]'s.
     fn check<'a>(&'a mut self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a>;
+
+    /// The transaction ended without a message (RSET, HELO or EHLO, STARTTLS, a message
+    /// refused for its data, the connection's end): forget what was kept for it.
+    fn aborted(&mut self) -> CheckFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The dialogues of one connection, one slot per check, opened at its first stage. A clone
@@ -127,6 +133,13 @@ impl std::fmt::Debug for Dialogues {
 }
 
 impl Dialogues {
+    /// Tells each open dialogue that the transaction ended without a message.
+    pub async fn aborted(&mut self) {
+        for dialogue in self.0.iter_mut().flatten().flatten() {
+            dialogue.aborted().await;
+        }
+    }
+
     /// The dialogue of the `index`th of `checks`, opening them all the first time.
     fn get(&mut self, checks: &[Arc<dyn Check>], index: usize) -> Option<&mut Box<dyn Dialogue>> {
         let all = self

@@ -277,6 +277,10 @@ impl Handler for Sink {
         self.spooler.abort().await;
     }
 
+    async fn transaction_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
+        self.dialogues.aborted().await;
+    }
+
     async fn disconnect(&mut self, context: DisconnectContext) {
         let empty = ConnContext::default();
         let own = context

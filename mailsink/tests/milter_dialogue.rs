@@ -596,19 +596,26 @@ fn every_transactions_end_is_an_abort_and_the_filter_stays_connected_for_the_nex
     let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
     assert!(reply.starts_with("250 "), "{reply}");
     assert_eq!(wait_seen(&log, "EA"), "CHMRTLLLLLNBEA");
-    // RSET: the next MAIL is preceded by the abort, on the same filter connection.
+    // RSET: the abort goes out with it, and the filter connection serves the next MAIL.
     assert!(client
         .cmd("MAIL FROM:<alice@example.com>")
         .starts_with("250 "));
     assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
     assert!(client.cmd("RSET").starts_with("250 "));
+    assert_eq!(wait_seen(&log, "RA"), "CHMRTLLLLLNBEAMRA");
+    // So does EHLO in a transaction.
+    assert!(client
+        .cmd("MAIL FROM:<carol@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("EHLO client.example").starts_with("250"));
+    assert_eq!(wait_seen(&log, "MAH"), "CHMRTLLLLLNBEAMRAMAH");
     assert!(client
         .cmd("MAIL FROM:<carol@example.com>")
         .starts_with("250 "));
     assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
     // The client goes away mid-transaction: abort, then quit.
     drop(client);
-    assert_eq!(seen(&log), "CHMRTLLLLLNBEAMRAMRAQ");
+    assert_eq!(seen(&log), "CHMRTLLLLLNBEAMRAMAHMRAQ");
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! as Postfix's `smtpd_milters` runs them. Each filter is connected when the client
 //! connects and stays connected as long as it; it is sent each step when the client sends
 //! it (connect, HELO, MAIL, RCPT, DATA), and at the end of the message the header fields,
-//! the body read piece by piece from the spool, and end of message. Several filters run in
+//! the body read piece by piece from the spool, and end of message; MAIL and RCPT carry
+//! their ESMTP parameters (see [`args`]), and every transaction's end (its message, a
+//! refused MAIL or DATA, RSET, the client leaving) is an abort to each filter that was
+//! sent its MAIL, as Postfix's `milter8_abort` sends it. Several filters run in
 //! their order, and the first that refuses a step settles it: a refusal at connect refuses
 //! every later command of the connection (Postfix's behaviour: the client gets the reply
 //! to its commands; NOOP, RSET and QUIT still work), at HELO, MAIL, RCPT or DATA that
@@ -138,6 +141,12 @@ struct Filters {
 }
 
 impl Dialogue for Filters {
+    /// RSET and the like: the filters forget the message at once, as Postfix's
+    /// `mail_reset` tells them.
+    fn aborted(&mut self) -> CheckFuture<'_, ()> {
+        Box::pin(self.abort())
+    }
+
     fn check<'a>(&'a mut self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let verdict = self.answer(facts, stage).await;
