@@ -15,7 +15,7 @@
 //!   parameters (Postfix ignores them all, with a warning).
 //! - `SMFIR_REPLBODY` pieces are written to a file beside the spool as they come, never
 //!   held whole, up to the message size limit (past it the filter has failed); what is
-//!   stored is the edited header section and the new body.
+//!   stored (or relayed, read from that file) is the edited header section and the new body.
 
 use std::ops::Range;
 
