@@ -321,6 +321,11 @@ pub struct Config {
     /// DATA in the same read, or pipelines without having been offered PIPELINING, gets
     /// `554 5.5.0` and is disconnected. Off by default.
     pub reject_unauth_pipelining: bool,
+    /// Announce each transaction that ends without a message hook call (RSET, HELO or
+    /// EHLO, a TLS handshake, a message refused for its data, the connection's end) with
+    /// [`Output::TransactionAborted`](crate::Output::TransactionAborted), for a runtime
+    /// that keeps state per transaction outside the session. Off by default.
+    pub report_aborted_transactions: bool,
 }
 
 impl Default for Config {
@@ -359,6 +364,7 @@ impl Default for Config {
             greeting_delay: Duration::ZERO,
             reject_early_talkers: false,
             reject_unauth_pipelining: false,
+            report_aborted_transactions: false,
             recipient_overshoot_limit: 1000,
             max_pending_output: 64 * 1024,
         }

@@ -267,7 +267,7 @@
 //! | extensions | [`Extensions`]: `pipelining`, `size`, `eight_bit_mime`, `enhanced_status_codes`, `smtputf8`, `chunking`, `binary_mime`, `dsn` (all on), `starttls`, `auth` (off: they need the runtime's TLS and a verifier); an EHLO hook may change them per session with [`Session::set_extensions`] |
 //! | STARTTLS | `starttls_injection` (discard), `require_tls` (off), `implicit_tls` (off, RFC 8314 listeners) |
 //! | AUTH | `auth_mechanisms` (PLAIN, LOGIN), `auth_without_tls` (off), `require_auth` (off), `max_auth_line_length` (12288) |
-//! | hooks | `hooks` ([`Hooks`], only `message` by default), `hook_failure` ([`HookFailurePolicy`]) |
+//! | hooks | `hooks` ([`Hooks`], only `message` by default), `hook_failure` ([`HookFailurePolicy`]), `report_aborted_transactions` (off: [`Output::TransactionAborted`] for a transaction that ends without a message hook, such as at RSET) |
 //! | commands | `require_helo` (on), `vrfy` (252), `expn` (502) |
 //! | proxies | `proxy_protocol` (off), `xclient_trusted` (nobody) |
 //! | limits | `max_line_length` (512 plus allowances), `max_message_size` (25 MiB), `max_recipients` (100), `recipient_overshoot_limit` (1000), `hard_error_limit` (20), `max_pending_input` (64 KiB), `max_pending_output` (64 KiB) |

@@ -42,6 +42,14 @@ pub enum Output {
     /// body had started (after the 354, or with its first BDAT chunk) and that ends without
     /// a message hook call, even when no piece went out.
     BodyAborted(AbortReason),
+    /// [`Config::report_aborted_transactions`](crate::Config::report_aborted_transactions)
+    /// only: the transaction open since MAIL was accepted ended without a message hook
+    /// call: RSET, HELO or EHLO, a TLS handshake ([`AbortReason::Reset`]), a message refused
+    /// for its data (too big, bare line endings, leading white space) or the connection's
+    /// end ([`AbortReason::Closed`]). It owes nothing: the runtime forgets what it kept for
+    /// the transaction (a mail filter is told to abort it, as Postfix tells its milters at
+    /// RSET). A message that reached its hook is not announced.
+    TransactionAborted(AbortReason),
 }
 
 pub(crate) const fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {

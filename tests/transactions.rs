@@ -142,3 +142,48 @@ fn unknown_verbs_get_500_and_the_session_continues() {
         ]
     );
 }
+
+#[test]
+fn a_transaction_that_ends_without_a_message_is_announced_when_asked() {
+    let mut h = Harness::new(Config {
+        report_aborted_transactions: true,
+        ..config()
+    });
+    h.transcript.clear();
+    // RSET, EHLO and the end of the connection end a transaction; a delivered message, an
+    // RSET with nothing open and a refused MAIL do not.
+    h.send(
+        "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRSET\r\nRSET\r\n\
+         MAIL FROM:<a@example.org>\r\nEHLO c\r\nMAIL FROM:<a@example.org> SIZE=99999999999\r\n\
+         MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\none\r\n.\r\n\
+         MAIL FROM:<a@example.org>\r\n",
+    );
+    h.eof();
+    let announced: Vec<&str> = h
+        .transcript
+        .lines()
+        .filter(|l| !l.starts_with("C: ") && !l.starts_with("S: "))
+        .collect();
+    assert_eq!(
+        announced,
+        [
+            "-- transaction aborted: Reset",
+            "-- transaction aborted: Reset",
+            "H: message from <a@example.org> to <b@example.net> body \"one\\r\\n\"",
+            "D: accept",
+            "-- eof",
+            "-- transaction aborted: Closed",
+            "-- close",
+            "H: disconnect close=remote reply=250 2.1.0 mail",
+        ]
+    );
+    // Off by default: nothing of it.
+    let mut h = Harness::new(config());
+    h.send("EHLO c\r\nMAIL FROM:<a@example.org>\r\nRSET\r\n");
+    h.eof();
+    assert!(
+        !h.transcript.contains("transaction aborted"),
+        "{}",
+        h.transcript
+    );
+}

@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use smtp_session::{
     AuthRequest, ConnectionDetails, Decision, DisconnectArguments, Extensions, ForwardPath,
-    MailParams, Message, Reply, ReversePath,
+    MailParams, Message, RcptParams, Reply, ReversePath,
 };
 
 use crate::facts::{ConnContext, ConnFacts, FilterVerdict, Screening};
@@ -106,6 +106,12 @@ pub trait Check: Send + Sync + 'static {
 pub trait Dialogue: Send + Sync {
     /// Its verdict on `stage`, as [`Check::check`]'s.
     fn check<'a>(&'a mut self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a>;
+
+    /// The transaction ended without a message (RSET, HELO or EHLO, STARTTLS, a message
+    /// refused for its data, the connection's end): forget what was kept for it.
+    fn aborted(&mut self) -> CheckFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The dialogues of one connection, one slot per check, opened at its first stage. A clone
@@ -127,6 +133,13 @@ impl std::fmt::Debug for Dialogues {
 }
 
 impl Dialogues {
+    /// Tells each open dialogue that the transaction ended without a message.
+    pub async fn aborted(&mut self) {
+        for dialogue in self.0.iter_mut().flatten().flatten() {
+            dialogue.aborted().await;
+        }
+    }
+
     /// The dialogue of the `index`th of `checks`, opening them all the first time.
     fn get(&mut self, checks: &[Arc<dyn Check>], index: usize) -> Option<&mut Box<dyn Dialogue>> {
         let all = self
@@ -164,8 +177,8 @@ impl Stages {
             Stage::Connect => self.connect,
             Stage::Helo { .. } => self.helo,
             Stage::Auth(_) => self.auth,
-            Stage::Mail(_) => self.mail,
-            Stage::Rcpt(_) => self.rcpt,
+            Stage::Mail(..) => self.mail,
+            Stage::Rcpt(..) => self.rcpt,
             Stage::Data => self.data,
             Stage::Message { .. } => self.message,
             Stage::Disconnect { .. } => self.disconnect,
@@ -204,10 +217,10 @@ pub enum Stage<'a> {
     },
     /// AUTH, with the credentials the session decoded.
     Auth(&'a AuthRequest),
-    /// MAIL FROM.
-    Mail(&'a ReversePath),
-    /// RCPT TO.
-    Rcpt(&'a ForwardPath),
+    /// MAIL FROM: the reverse path and its ESMTP parameters.
+    Mail(&'a ReversePath, &'a MailParams),
+    /// RCPT TO: the forward path and its ESMTP parameters.
+    Rcpt(&'a ForwardPath, &'a RcptParams),
     /// DATA, or the first BDAT.
     Data,
     /// The message: its envelope and size; its body is in `body`, and what the checks
@@ -237,8 +250,8 @@ impl Stage<'_> {
             Stage::Connect => "connect",
             Stage::Helo { .. } => "helo",
             Stage::Auth(_) => "auth",
-            Stage::Mail(_) => "mail",
-            Stage::Rcpt(_) => "rcpt",
+            Stage::Mail(..) => "mail",
+            Stage::Rcpt(..) => "rcpt",
             Stage::Data => "data",
             Stage::Message { .. } => "message",
             Stage::Disconnect { .. } => "disconnect",
@@ -249,7 +262,7 @@ impl Stage<'_> {
     fn in_transaction(&self) -> bool {
         matches!(
             self,
-            Stage::Mail(_) | Stage::Rcpt(_) | Stage::Data | Stage::Message { .. }
+            Stage::Mail(..) | Stage::Rcpt(..) | Stage::Data | Stage::Message { .. }
         )
     }
 }
@@ -381,6 +394,9 @@ pub struct Edits {
     /// The envelope sender the message is stored (its `Return-Path:`) or relayed with
     /// instead of the client's.
     pub sender: Option<ReversePath>,
+    /// The MAIL parameters the message is relayed with instead of the client's (a
+    /// filter's new sender's).
+    pub sender_params: Option<MailParams>,
     /// A body in place of the one received, with the header section as edited.
     pub body: Option<crate::store::NewBody>,
     /// Under LMTP: the recipients refused, one entry per envelope recipient (`None` for
@@ -412,6 +428,9 @@ impl Edits {
         }
         if later.sender.is_some() {
             self.sender = later.sender;
+        }
+        if later.sender_params.is_some() {
+            self.sender_params = later.sender_params;
         }
         if later.body.is_some() {
             self.body = later.body;

@@ -159,7 +159,7 @@ async fn store_spool(spool: Option<Spool>, edits: Edits, quarantine: bool) -> De
         spool.replace_body(body);
     }
     if quarantine {
-        spool.to_quarantine();
+        spool.mark_quarantined();
     }
     match spool.deliver().await {
         Ok(path) => Delivered {
@@ -193,17 +193,21 @@ async fn relay_message(
         Some(store::Stored::Memory(bytes)) => Text::Memory(bytes),
         None => Text::Memory(body),
     };
-    if edits.body.is_some() {
-        eprintln!("mailsink: a filter's new body cannot be relayed");
-        if let Some(spool) = spool {
-            spool.discard().await;
-        }
-        return Delivered {
-            answer: Answer::Same(store::store_failed()),
-            file: None,
-            taken: false,
-        };
-    }
+    let text = match &edits.body {
+        Some(new) => match replaced(text, new, &edits.remove).await {
+            Ok(text) => text,
+            Err(err) => {
+                eprintln!("mailsink: relay: cannot read the header section: {err}");
+                discard(spool).await;
+                return Delivered {
+                    answer: Answer::Same(store::store_failed()),
+                    file: None,
+                    taken: false,
+                };
+            }
+        },
+        None => text,
+    };
     // A filter's fields go below the relay's Received: field, with the checks' own.
     let mut fields = edits.add_fields;
     for (_, more) in edits.insert {
@@ -219,12 +223,46 @@ async fn relay_message(
         .deliver(&facts.conn, message, content, &facts.hostname, facts.lmtp)
         .await;
     metrics::relay_duration(relayed.delivered > 0, started.elapsed());
-    if let Some(spool) = spool {
-        spool.discard().await;
-    }
+    // The new body's file goes with `edits`, once relayed.
+    drop(edits.body);
+    discard(spool).await;
     Delivered {
         answer: Answer::Relayed(relayed.decision),
         file: None,
         taken: relayed.delivered > 0,
     }
+}
+
+async fn discard(spool: Option<Spool>) {
+    if let Some(spool) = spool {
+        spool.discard().await;
+    }
+}
+
+/// The text to relay when a filter replaced the body: the header section of `text` (up to
+/// where `new` takes over) without `cuts`, then `new`, read from its file as it goes out.
+/// The header section is the one the filters were sent, so it is at most 1 MiB.
+async fn replaced(
+    text: Text<'_>,
+    new: &store::NewBody,
+    cuts: &[std::ops::Range<u64>],
+) -> std::io::Result<Text<'static>> {
+    let after = new.after();
+    let head = match text {
+        Text::Memory(bytes) => bytes[..(after as usize).min(bytes.len())].to_vec(),
+        Text::File { path, offset, .. } => tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut head = vec![0; after as usize];
+            std::fs::File::open(path)?.read_exact_at(&mut head, offset)?;
+            Ok::<_, std::io::Error>(head)
+        })
+        .await
+        .map_err(std::io::Error::other)??,
+        Text::Replaced { head, .. } => head,
+    };
+    Ok(Text::Replaced {
+        head: crate::relay::without(&head, cuts),
+        body: new.path().to_path_buf(),
+        len: new.len(),
+    })
 }

@@ -150,6 +150,16 @@ pub enum Text<'a> {
         /// The body's length.
         len: u64,
     },
+    /// A filter replaced the body: the header section as received (the cuts made), then
+    /// the new body, the whole file at `body` (read in pieces as it goes out).
+    Replaced {
+        /// The header section, with its empty line.
+        head: Vec<u8>,
+        /// The new body's file.
+        body: PathBuf,
+        /// Its length.
+        len: u64,
+    },
 }
 
 /// A message's text and the checks' edits to it.
@@ -163,13 +173,35 @@ pub struct Content<'a> {
 }
 
 /// `body` without `cuts`.
-fn without(body: &[u8], cuts: &[std::ops::Range<u64>]) -> Vec<u8> {
+pub fn without(body: &[u8], cuts: &[std::ops::Range<u64>]) -> Vec<u8> {
     let mut kept = body.to_vec();
     for cut in cuts.iter().rev() {
         let end = (cut.end as usize).min(kept.len());
         kept.drain((cut.start as usize).min(end)..end);
     }
     kept
+}
+
+/// A spooled `text` (not [`Text::Memory`]) opened for reading in pieces.
+async fn spooled(
+    text: Text<'_>,
+    cuts: &[std::ops::Range<u64>],
+    bare: bool,
+) -> Result<SpooledText, String> {
+    let opened = match text {
+        Text::File { path, offset, len } => {
+            let cuts = cuts.to_vec();
+            tokio::task::spawn_blocking(move || SpooledText::open(&path, offset, len, &cuts, bare))
+        }
+        Text::Replaced { head, body, len } => {
+            tokio::task::spawn_blocking(move || SpooledText::replaced(head, &body, len))
+        }
+        Text::Memory(_) => return Err("not in a spool file".into()),
+    };
+    match opened.await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// What became of one message.
@@ -251,30 +283,29 @@ impl Relay {
         trace.extend_from_slice(content.fields);
         let bare = message.bare_line_endings;
         let cut;
-        let outgoing = match content.text {
-            Text::Memory(body) if content.cuts.is_empty() => Outgoing::new(trace, body, bare),
+        let (outgoing, eight_bit) = match content.text {
+            Text::Memory(body) if content.cuts.is_empty() => {
+                (Outgoing::new(trace, body, bare), message.eight_bit)
+            }
             Text::Memory(body) => {
                 cut = without(body, content.cuts);
-                Outgoing::new(trace, &cut, bare)
+                (Outgoing::new(trace, &cut, bare), message.eight_bit)
             }
-            Text::File { path, offset, len } => {
-                let cuts = content.cuts.to_vec();
-                let opened = tokio::task::spawn_blocking(move || {
-                    SpooledText::open(&path, offset, len, &cuts, bare)
-                });
-                match opened.await {
-                    Ok(Ok(text)) => Outgoing::spooled(trace, text),
-                    failed => {
-                        eprintln!("mailsink: relay: cannot read the spooled message: {failed:?}");
-                        let n = envelope.recipients.len();
-                        return self.answered(vec![reply::local_error(); n], lmtp_client);
-                    }
+            text => match spooled(text, content.cuts, bare).await {
+                Ok(text) => {
+                    let eight_bit = message.eight_bit || text.eight_bit();
+                    (Outgoing::spooled(trace, text), eight_bit)
                 }
-            }
+                Err(err) => {
+                    eprintln!("mailsink: relay: cannot read the spooled message: {err}");
+                    let n = envelope.recipients.len();
+                    return self.answered(vec![reply::local_error(); n], lmtp_client);
+                }
+            },
         };
         let body = BodyFacts {
             size: outgoing.size(),
-            eight_bit: message.eight_bit,
+            eight_bit,
         };
         // An SMTP client has one reply for all recipients: a downstream that refuses
         // some of them before the data gets no data (see docs/relay.md).

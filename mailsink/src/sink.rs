@@ -107,7 +107,7 @@ impl Sink {
     /// The checks' answer to `stage`, with the connection's edits applied.
     async fn decide(&mut self, conn: &mut Connection<'_>, stage: &Stage<'_>) -> HookResult {
         let mut facts = self.facts(conn);
-        if let Stage::Mail(_) = stage {
+        if let Stage::Mail(..) = stage {
             self.transaction_from = context(conn).map_or(0, |c| c.total());
         }
         let outcome = check::decide(&self.checks, &mut self.dialogues, &mut facts, stage).await;
@@ -200,9 +200,9 @@ impl Handler for Sink {
         &mut self,
         conn: &mut Connection<'_>,
         path: ReversePath,
-        _: MailParams,
+        params: MailParams,
     ) -> HookResult {
-        let decision = self.decide(conn, &Stage::Mail(&path)).await?;
+        let decision = self.decide(conn, &Stage::Mail(&path, &params)).await?;
         if decision != Decision::Accept {
             return Ok(decision);
         }
@@ -214,9 +214,9 @@ impl Handler for Sink {
         &mut self,
         conn: &mut Connection<'_>,
         path: ForwardPath,
-        _: RcptParams,
+        params: RcptParams,
     ) -> HookResult {
-        self.decide(conn, &Stage::Rcpt(&path)).await
+        self.decide(conn, &Stage::Rcpt(&path, &params)).await
     }
 
     async fn data(&mut self, conn: &mut Connection<'_>) -> HookResult {
@@ -275,6 +275,10 @@ impl Handler for Sink {
 
     async fn body_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
         self.spooler.abort().await;
+    }
+
+    async fn transaction_aborted(&mut self, _: &mut Connection<'_>, _: AbortReason) {
+        self.dialogues.aborted().await;
     }
 
     async fn disconnect(&mut self, context: DisconnectContext) {
@@ -381,7 +385,8 @@ impl Sink {
                 let refused = std::mem::take(&mut edits.refused_recipients);
                 let replaced = edits.recipients.take();
                 let changed = replaced.is_some();
-                let readdressed = readdress(&message, &refused, replaced, edits.sender.clone());
+                let sender = (edits.sender.clone(), edits.sender_params.take());
+                let readdressed = readdress(&message, &refused, replaced, sender);
                 let target = readdressed.as_ref().unwrap_or(&message);
                 let delivered = self
                     .delivery
@@ -406,21 +411,25 @@ async fn discard(spool: Option<delivery::Spool>) {
 }
 
 /// The message as the delivery sees it, when the checks changed its sender or its
-/// recipients: with the new sender; without
+/// recipients: with the new sender and its parameters; without
 /// those they refused, or with the recipients a check put in their place (the client's
 /// recipients then hear the delivery's one answer). The log keeps the client's envelope.
 fn readdress(
     message: &Message,
     refused: &[Option<Reply>],
     replaced: Option<Vec<ForwardPath>>,
-    sender: Option<ReversePath>,
+    (sender, params): (Option<ReversePath>, Option<MailParams>),
 ) -> Option<Message> {
     let mut readdressed = message.clone();
+    let new_sender = sender.is_some() || params.is_some();
     if let Some(sender) = sender {
         readdressed.envelope.mail_from = sender;
-        if replaced.is_none() && refused.iter().all(Option::is_none) {
-            return Some(readdressed);
-        }
+    }
+    if let Some(params) = params {
+        readdressed.envelope.mail_params = params;
+    }
+    if new_sender && replaced.is_none() && refused.iter().all(Option::is_none) {
+        return Some(readdressed);
     }
     if let Some(paths) = replaced {
         readdressed.envelope.recipients = paths

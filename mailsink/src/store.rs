@@ -219,6 +219,16 @@ impl NewBody {
         self.len
     }
 
+    /// Its file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Where in the message as received it takes over: the end of the header section.
+    pub fn after(&self) -> u64 {
+        self.after
+    }
+
     /// Appends `bytes`.
     pub async fn append(&mut self, bytes: Vec<u8>) -> io::Result<()> {
         let mut file = self
@@ -446,7 +456,7 @@ impl Spool {
     }
 
     /// Has the message delivered into the quarantine folder instead of `new/`.
-    pub fn to_quarantine(&mut self) {
+    pub fn mark_quarantined(&mut self) {
         self.quarantine = true;
     }
 

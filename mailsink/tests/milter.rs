@@ -26,9 +26,10 @@ fn opendkim_signs_what_mailsink_stores_below_its_trace_fields() {
     let milter = opendkim.inet();
     let server = Server::start(&["--milter", &milter]);
     let mut client = Client::hello(server.addr);
-    // One filter connection serves the SMTP connection's transactions, a reset one too.
+    // One filter connection serves the SMTP connection's transactions, a reset one too
+    // (each ended by an abort), and a MAIL with ESMTP parameters as arguments.
     assert!(client
-        .cmd("MAIL FROM:<alice@example.com>")
+        .cmd("MAIL FROM:<alice@example.com> SIZE=1000 BODY=8BITMIME")
         .starts_with("250 "));
     assert!(client.cmd("RSET").starts_with("250 "));
     for _ in 0..2 {

@@ -146,7 +146,7 @@ fn a_filter_refusing_a_recipient_at_rcpt_refuses_only_that_one() {
     assert!(text.contains("for <bob@example.net>"), "{text}");
     // Connect, HELO, MAIL, two RCPTs, DATA, the five fields, end of headers, the body, end
     // of message, then QUIT: each step when the client sent it.
-    assert_eq!(seen(&log), "CHMRRTLLLLLNBEQ");
+    assert_eq!(seen(&log), "CHMRRTLLLLLNBEAQ");
 }
 
 #[test]
@@ -170,8 +170,8 @@ fn a_filter_refusing_the_sender_at_mail_refuses_that_transaction_only() {
     assert!(reply.starts_with("250 "), "{reply}");
     assert_eq!(server.stored().len(), 1);
     assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
-    // The refused transaction is aborted at the next EHLO, before the next one opens.
-    assert_eq!(seen(&log), "CHMAHMRTLLLLLNBEQ");
+    // The refused transaction is aborted at once, as is the completed one after it.
+    assert_eq!(seen(&log), "CHMAHMRTLLLLLNBEAQ");
 }
 
 #[test]
@@ -431,42 +431,191 @@ fn a_filter_gets_the_macros_it_asked_for_at_negotiation_and_no_others() {
     );
 }
 
+/// A filter that changes the sender to `<bounces@lists.example.org>` with the ESMTP
+/// arguments `args` (none when empty), adds `X-Filtered: yes`, and with `new_body` writes
+/// that body in pieces of libmilter's largest size.
+fn rewriting_filter(args: &'static str, new_body: Option<&'static [u8]>) -> String {
+    let (milter, _) = filter(
+        0x01 | 0x02 | 0x40,
+        Arc::new(move |code, _: &[u8]| {
+            if code != b'E' {
+                return Vec::new();
+            }
+            let mut sender = b"<bounces@lists.example.org>\0".to_vec();
+            if !args.is_empty() {
+                sender.extend_from_slice(format!("{args}\0").as_bytes());
+            }
+            let mut packets = vec![pkt(b'e', &sender), pkt(b'h', b"X-Filtered\0yes\0")];
+            if let Some(body) = new_body {
+                packets.extend(body.chunks(65_535).map(|piece| pkt(b'b', piece)));
+            }
+            packets.push(pkt(b'c', b""));
+            packets
+        }),
+    );
+    milter
+}
+
 #[test]
-fn under_relay_the_new_sender_is_the_mail_from_and_a_new_body_is_not_relayed() {
+fn under_relay_the_new_sender_is_the_mail_from_and_the_new_body_is_what_is_relayed() {
     let sink = relay_servers::SmtpSink::start(&[]);
-    for replace in [false, true] {
-        let (milter, _) = filter(
-            0x01 | 0x02 | 0x40,
-            Arc::new(move |code, _: &[u8]| {
-                if code != b'E' {
-                    return Vec::new();
-                }
-                let mut packets = vec![
-                    pkt(b'e', b"<bounces@lists.example.org>\0"),
-                    pkt(b'h', b"X-Filtered\0yes\0"),
-                ];
-                if replace {
-                    packets.push(pkt(b'b', b"New body.\r\n"));
-                }
-                packets.push(pkt(b'c', b""));
-                packets
-            }),
-        );
-        let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
-        let mut client = Client::hello(server.addr);
-        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
-        if replace {
-            assert!(reply.starts_with("451 4.3.0 "), "{reply}");
-            continue;
+    let milter = rewriting_filter("", None);
+    let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let dump = &sink.wait_dumps(1)[0];
+    assert!(
+        dump.contains("X-Mail-Args: <bounces@lists.example.org>\n"),
+        "{dump}"
+    );
+    assert!(dump.contains("\nX-Filtered: yes\nFrom: Alice"), "{dump}");
+
+    // A new body, larger than the spool keeps in memory, with a dot line and a bare LF
+    // (which leaves as CRLF): relayed in place of the client's, below its header section.
+    let mut body = b"New body.\r\n.leading dot\nbare line feed\r\n".to_vec();
+    body.extend(std::iter::repeat_n(b"0123456789abcdef\r\n".as_slice(), 20_000).flatten());
+    body.extend_from_slice(b"The end.\r\n");
+    let body: &'static [u8] = body.leak();
+    let milter = rewriting_filter("", Some(body));
+    let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let dump = &sink.wait_dumps(2)[1];
+    assert!(dump.contains("\nX-Filtered: yes\nFrom: Alice"), "{dump}");
+    assert!(!dump.contains("Hello Bob."), "the old body went out");
+    let text = &dump[dump.find("Subject: through a milter").unwrap()..];
+    let header_end = text.find("\n\n").unwrap();
+    let relayed = &text[header_end + 2..];
+    let want = String::from_utf8_lossy(body).replace("\r\n", "\n");
+    assert_eq!(relayed.trim_end(), want.trim_end());
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    // Nothing of the message stays in the spool once relayed: neither it nor the new body.
+    let tmp: Vec<_> = std::fs::read_dir(server.maildir().join("tmp"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(tmp, Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn a_new_senders_esmtp_arguments_replace_the_clients_for_the_relay_and_bad_ones_are_left_out() {
+    let sink = relay_servers::SmtpSink::start(&[]);
+    let milter = rewriting_filter("RET=HDRS ENVID=list+2B42", None);
+    let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com> RET=FULL ENVID=alice-1")
+        .starts_with("250 "));
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+    assert!(client.cmd("DATA").starts_with("354 "));
+    client.send(MESSAGE);
+    assert!(client.cmd(".").starts_with("250 "));
+    let dump = &sink.wait_dumps(1)[0];
+    assert!(
+        dump.contains("X-Mail-Args: <bounces@lists.example.org> RET=HDRS ENVID=list+2B42\n"),
+        "{dump}"
+    );
+
+    // Not parameters: logged and left out; the new sender still applies, with the
+    // client's parameters, and the connection goes on.
+    let milter = rewriting_filter("RET=SOMETIMES XFOO=1", None);
+    let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com> RET=FULL ENVID=alice-1")
+        .starts_with("250 "));
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+    assert!(client.cmd("DATA").starts_with("354 "));
+    client.send(MESSAGE);
+    assert!(client.cmd(".").starts_with("250 "));
+    let dump = &sink.wait_dumps(2)[1];
+    assert!(
+        dump.contains("X-Mail-Args: <bounces@lists.example.org> RET=FULL ENVID=alice-1\n"),
+        "{dump}"
+    );
+    assert!(client.cmd("NOOP").starts_with("250 "));
+    server.wait_stderr_containing(
+        "ESMTP arguments \"RET=SOMETIMES XFOO=1\" of sender <bounces@lists.example.org> not taken",
+    );
+}
+
+#[test]
+fn mail_and_rcpt_parameters_reach_the_filter_as_arguments_after_the_address() {
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = sent.clone();
+    let (milter, _) = filter(
+        0,
+        Arc::new(move |code, data: &[u8]| {
+            if code == b'M' || code == b'R' {
+                let text = String::from_utf8_lossy(data).replace('\0', "|");
+                log.lock().unwrap().push(format!("{}{text}", code as char));
+            }
+            Vec::new()
+        }),
+    );
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com> size=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2Bx SMTPUTF8")
+        .starts_with("250 "));
+    assert!(client
+        .cmd("RCPT TO:<bob@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Bx@example.net")
+        .starts_with("250 "));
+    assert!(client
+        .cmd("RCPT TO:<carol@example.net>")
+        .starts_with("250 "));
+    assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
+    assert_eq!(
+        *sent.lock().unwrap(),
+        [
+            "M<alice@example.com>|SIZE=1000|BODY=8BITMIME|SMTPUTF8|RET=HDRS|ENVID=QQ+2Bx|",
+            "R<bob@example.net>|NOTIFY=SUCCESS,FAILURE|ORCPT=rfc822;bob+2Bx@example.net|",
+            "R<carol@example.net>|",
+        ]
+    );
+}
+
+/// Waits until what the filter was sent ends with `end` (at most 5 seconds).
+fn wait_seen(log: &Mutex<Vec<u8>>, end: &str) -> String {
+    for _ in 0..100 {
+        if log.lock().unwrap().ends_with(end.as_bytes()) {
+            break;
         }
-        assert!(reply.starts_with("250 "), "{reply}");
-        let dump = &sink.wait_dumps(1)[0];
-        assert!(
-            dump.contains("X-Mail-Args: <bounces@lists.example.org>"),
-            "{dump}"
-        );
-        assert!(dump.contains("\nX-Filtered: yes\nFrom: Alice"), "{dump}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    String::from_utf8(log.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn every_transactions_end_is_an_abort_and_the_filter_stays_connected_for_the_next() {
+    let (milter, log) = filter(0, Arc::new(|_, _: &[u8]| Vec::new()));
+    let server = Server::start(&["--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    // A completed message: the abort goes out at once, before the client says more.
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert_eq!(wait_seen(&log, "EA"), "CHMRTLLLLLNBEA");
+    // RSET: the abort goes out with it, and the filter connection serves the next MAIL.
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+    assert!(client.cmd("RSET").starts_with("250 "));
+    assert_eq!(wait_seen(&log, "RA"), "CHMRTLLLLLNBEAMRA");
+    // So does EHLO in a transaction.
+    assert!(client
+        .cmd("MAIL FROM:<carol@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("EHLO client.example").starts_with("250"));
+    assert_eq!(wait_seen(&log, "MAH"), "CHMRTLLLLLNBEAMRAMAH");
+    assert!(client
+        .cmd("MAIL FROM:<carol@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+    // The client goes away mid-transaction: abort, then quit.
+    drop(client);
+    assert_eq!(seen(&log), "CHMRTLLLLLNBEAMRAMAHMRAQ");
 }
 
 #[test]
@@ -487,5 +636,5 @@ fn the_steps_a_filter_skips_are_not_sent_and_those_it_does_not_answer_are_not_aw
     assert_eq!(client.cmd("QUIT"), "221 2.0.0 Bye\r\n");
     assert_eq!(server.stored().len(), 1);
     // No HELO, no body; the recipients sent, unanswered.
-    assert_eq!(seen(&log), "CMRRTLLLLLNEQ");
+    assert_eq!(seen(&log), "CMRRTLLLLLNEAQ");
 }

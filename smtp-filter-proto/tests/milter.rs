@@ -353,6 +353,38 @@ fn accept_at_mail_skips_the_rest_of_the_message_and_abort_ends_it() {
 }
 
 #[test]
+fn a_completed_message_is_aborted_as_postfix_does_and_a_second_abort_sends_nothing() {
+    let mut h = in_body(0, 0);
+    let m = Macros::new();
+    h.step(|c| c.end_of_message(&m));
+    h.filter(&packet(b'c', b""));
+    h.step(|c| c.abort());
+    h.step(|c| c.abort());
+    h.step(|c| c.mail("<a@example.org>", &["SIZE=100", "BODY=8BITMIME"], &m));
+    h.filter(&packet(b'c', b""));
+    h.step(|c| c.abort());
+    assert_eq!(
+        h.take(),
+        [
+            "C> E",
+            "F> c",
+            "= Verdict { step: EndOfMessage, verdict: Continue }",
+            "C> A",
+            "C> M <a@example.org>\\0SIZE=100\\0BODY=8BITMIME\\0",
+            "F> c",
+            "= Verdict { step: Mail, verdict: Continue }",
+            "C> A",
+        ]
+    );
+    // A caller that goes straight on to the next MAIL may: nothing more is owed.
+    let mut h = in_body(0, 0);
+    h.step(|c| c.end_of_message(&m));
+    h.filter(&packet(b'c', b""));
+    h.step(|c| c.mail("<>", &[], &m));
+    assert_eq!(h.take()[3], "C> M <>\\0");
+}
+
+#[test]
 fn accept_or_reject_at_connect_ends_the_filter_for_the_connection() {
     let mut h = Harness::negotiated(0, 0);
     let m = Macros::new();
@@ -451,8 +483,10 @@ fn header_edits_that_would_inject_lines_fail_the_filter() {
 
 #[test]
 fn oversized_empty_and_unknown_packets_fail_the_filter() {
-    let mut config = MilterConfig::default();
-    config.max_packet = 100;
+    let config = MilterConfig {
+        max_packet: 100,
+        ..MilterConfig::default()
+    };
     let mut h = Harness::new(config);
     h.take();
     h.filter(&[0, 0, 0, 101]);
@@ -501,8 +535,10 @@ fn negotiation_checks_version_actions_and_flags() {
         h.filter(&reply);
         assert_eq!(h.take().last().unwrap(), &format!("= Failed({error})"));
     }
-    let mut config = MilterConfig::default();
-    config.actions = Actions::ADD_HEADERS;
+    let config = MilterConfig {
+        actions: Actions::ADD_HEADERS,
+        ..MilterConfig::default()
+    };
     let mut h = Harness::new(config);
     h.filter(&optneg(6, Actions::CHANGE_BODY.bits(), 0, &[]));
     assert_eq!(
@@ -540,8 +576,10 @@ fn the_filter_chooses_its_macros() {
     );
     let mut lists = MacroLists::empty();
     lists.set(MacroStage::Connect, vec!["{daemon_name}".into()]);
-    let mut config = MilterConfig::default();
-    config.macros = lists;
+    let config = MilterConfig {
+        macros: lists,
+        ..MilterConfig::default()
+    };
     let mut h = Harness::new(config);
     h.filter(&optneg(6, 0, 0, &[]));
     h.take();

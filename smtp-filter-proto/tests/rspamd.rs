@@ -27,13 +27,7 @@ fn scan(port: u16, message: &[u8]) -> Vec<Output> {
         .with("{rcpt_addr}", "bob@example.com");
     let client = ClientAddress::Inet("192.0.2.7:40000".parse().unwrap());
     let (fields, body_at) = parse_header_section(message).unwrap();
-    let mut steps: Vec<
-        Box<
-            dyn FnOnce(
-                &mut smtp_filter_proto::milter::Milter,
-            ) -> Result<(), smtp_filter_proto::milter::Error>,
-        >,
-    > = vec![
+    let mut steps: Vec<ToSend<'_>> = vec![
         Box::new(|m| m.connect("unknown", &client, &macros)),
         Box::new(|m| m.helo("client.example.org", &macros)),
         Box::new(|m| m.mail("<alice@example.org>", &[], &macros)),
@@ -100,3 +94,10 @@ Shall we have lunch on Tuesday?\r\n";
         other => panic!("clean message: {other:?} in {out:?}"),
     }
 }
+/// What to send the filter next, once the step before was answered.
+type ToSend<'a> = Box<
+    dyn FnOnce(
+            &mut smtp_filter_proto::milter::Milter,
+        ) -> Result<(), smtp_filter_proto::milter::Error>
+        + 'a,
+>;

@@ -30,7 +30,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::env::{bounded, Env};
 use crate::handler::Handler;
-use crate::hooks::{decided_here, forced_close, run_hook, settle_hook, Body};
+use crate::hooks::{decided_here, forced_close, run_hook, settle_hook, transaction_aborted, Body};
 use crate::limits::Slot;
 use crate::observer::observe_replies;
 use crate::socket::Conn;
@@ -190,6 +190,9 @@ where
                     self.body
                         .aborted(&mut self.handler, session, env, reason)
                         .await;
+                }
+                Output::TransactionAborted(reason) => {
+                    transaction_aborted(&mut self.handler, session, env, reason).await;
                 }
                 Output::StartTls => self.conn.start_tls(session, env).await,
                 _ => {}

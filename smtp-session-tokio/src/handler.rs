@@ -191,6 +191,20 @@ pub trait Handler: Send + 'static {
         async {}
     }
 
+    /// With [`Config::report_aborted_transactions`](smtp_session::Config::report_aborted_transactions)
+    /// only: the transaction open since MAIL ended without a message (RSET, HELO or EHLO, a
+    /// handshake, a message refused for its data, the connection ending); forget what was
+    /// kept for it (tell a mail filter to abort it). It owes nothing, and is bounded by
+    /// [`Limits::hook_timeout`](crate::Limits::hook_timeout).
+    fn transaction_aborted(
+        &mut self,
+        conn: &mut Connection<'_>,
+        reason: AbortReason,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (conn, reason);
+        async {}
+    }
+
     /// The connection ended: Halon's disconnect context, exactly once per connection, after
     /// the socket was closed. It owes nothing, and is bounded by
     /// [`Limits::hook_timeout`](crate::Limits::hook_timeout) like every hook.

@@ -226,6 +226,19 @@ impl Body {
     }
 }
 
+/// [`Config::report_aborted_transactions`](smtp_session::Config::report_aborted_transactions):
+/// the transaction ended without a message; the handler forgets what it kept for it.
+pub(crate) async fn transaction_aborted<H: Handler>(
+    handler: &mut H,
+    session: &mut Session,
+    env: &Env<'_>,
+    reason: AbortReason,
+) {
+    let mut view = Connection::new(session, &env.limits.clients);
+    let aborted = Box::pin(handler.transaction_aborted(&mut view, reason));
+    let _ = bounded(aborted, env.limits.hook_timeout).await;
+}
+
 /// What a connection closed by the end of the shutdown grace period says in its context.
 pub(crate) fn forced_close() -> IoError {
     IoError::new(

@@ -84,6 +84,11 @@
 //! client rather than filling memory; an error writing a piece fails the message with the
 //! hook-failure reply.
 //!
+//! A handler that keeps state per transaction outside the session (a mail filter that must
+//! be told to forget a message, as Postfix tells its milters at RSET) sets
+//! [`Config::report_aborted_transactions`]: [`Handler::transaction_aborted`] then says when
+//! a transaction ends without reaching [`Handler::message`].
+//!
 //! # Trace fields
 //!
 //! A final delivery prepends `Return-Path:` ([`trace::return_path`](smtp_session::trace::return_path))

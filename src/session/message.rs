@@ -179,6 +179,7 @@ impl Session {
         let recipients = tx.envelope.recipients.len();
         match body_failure(&facts, &self.config) {
             Some(failure) => {
+                self.report_aborted(failure);
                 self.message_replies(ReplyState::Eod, recipients, refusal_for(failure))
             }
             None => self.deliver(*tx, facts),
@@ -298,7 +299,11 @@ impl Session {
         let recipients = tx.envelope.recipients.len();
         // A failed message ends its transaction: later chunks of it get 503 (RFC 3030
         // leaves the choice). Only the last chunk answers for the whole message.
-        match body_failure(&facts, &self.config).map(refusal_for) {
+        let failure = body_failure(&facts, &self.config);
+        if let Some(failure) = failure {
+            self.report_aborted(failure);
+        }
+        match failure.map(refusal_for) {
             Some(refusal) if rx.is_last() => {
                 self.message_replies(ReplyState::Bdat, recipients, refusal)
             }
@@ -313,12 +318,21 @@ impl Session {
     }
 
     /// Ends the open transaction, if any; a streamed body that had started is announced as
-    /// aborted.
+    /// aborted, and the transaction too when the runtime asked for it.
     pub(super) fn end_transaction(&mut self, reason: AbortReason) {
         if let Some(tx) = self.tx.take() {
             if tx.sink.is_streaming() {
                 self.out.push(Output::BodyAborted(reason));
             }
+            self.report_aborted(reason);
+        }
+    }
+
+    /// [`Config::report_aborted_transactions`]: the transaction ended without a message
+    /// hook call.
+    fn report_aborted(&mut self, reason: AbortReason) {
+        if self.config.report_aborted_transactions {
+            self.out.push(Output::TransactionAborted(reason));
         }
     }
 }

@@ -368,6 +368,10 @@ impl Runtime for Harness {
                 self.aborted.push(reason);
                 self.spool.clear();
             }
+            Output::TransactionAborted(reason) => {
+                self.transcript
+                    .push_str(&format!("-- transaction aborted: {reason:?}\n"));
+            }
             Output::HookCall(call) => {
                 if let Hook::Message(m) = &call.hook {
                     if m.streamed {

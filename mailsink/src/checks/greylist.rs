@@ -43,7 +43,7 @@ impl Check for Greylisting {
             };
             let network = self.greylist.network(client.ip);
             match stage {
-                Stage::Rcpt(rcpt) => {
+                Stage::Rcpt(rcpt, _) => {
                     let from = address(facts.conn.mail_from.as_ref());
                     let verdicts = self.greylist.check(&network, &from, &[path(rcpt)]).await;
                     verdict(verdicts, facts.lmtp, 1)

@@ -30,7 +30,7 @@ impl Check for Limits {
     fn check<'a>(&'a self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let refusal = match stage {
-                Stage::Mail(_) => self.guard.mail_from(&facts.hostname, facts.messages),
+                Stage::Mail(..) => self.guard.mail_from(&facts.hostname, facts.messages),
                 Stage::Auth(_) => self.guard.auth_refused(facts.conn.client).await,
                 _ => None,
             };

@@ -2,7 +2,10 @@
 //! as Postfix's `smtpd_milters` runs them. Each filter is connected when the client
 //! connects and stays connected as long as it; it is sent each step when the client sends
 //! it (connect, HELO, MAIL, RCPT, DATA), and at the end of the message the header fields,
-//! the body read piece by piece from the spool, and end of message. Several filters run in
+//! the body read piece by piece from the spool, and end of message; MAIL and RCPT carry
+//! their ESMTP parameters (see [`args`]), and every transaction's end (its message, a
+//! refused MAIL or DATA, RSET, the client leaving) is an abort to each filter that was
+//! sent its MAIL, as Postfix's `milter8_abort` sends it. Several filters run in
 //! their order, and the first that refuses a step settles it: a refusal at connect refuses
 //! every later command of the connection (Postfix's behaviour: the client gets the reply
 //! to its commands; NOOP, RSET and QUIT still work), at HELO, MAIL, RCPT or DATA that
@@ -15,6 +18,7 @@
 //! a message its verdict) comes back with the stage's verdict as a finding, for the log
 //! lines, the metrics, the disconnect context and the Lua policy.
 
+mod args;
 mod conn;
 mod message;
 
@@ -23,7 +27,7 @@ use std::time::Duration;
 use smtp_filter_proto::milter::{
     ClientAddress, Error as MilterError, Macros, Milter, Verdict as Answer,
 };
-use smtp_session::{Decision, Reply};
+use smtp_session::{Decision, MailParams, Reply, ReversePath};
 
 use crate::check::{Body, Check, CheckFuture, Dialogue, Facts, Findings, Stage, Stages, Verdict};
 use crate::facts::FilterVerdict;
@@ -137,6 +141,12 @@ struct Filters {
 }
 
 impl Dialogue for Filters {
+    /// RSET and the like: the filters forget the message at once, as Postfix's
+    /// `mail_reset` tells them.
+    fn aborted(&mut self) -> CheckFuture<'_, ()> {
+        Box::pin(self.abort())
+    }
+
     fn check<'a>(&'a mut self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let verdict = self.answer(facts, stage).await;
@@ -181,25 +191,54 @@ impl Filters {
                 self.abort().await;
                 self.each(|m| m.helo(host, &macros)).await
             }
-            Stage::Mail(path) => {
+            Stage::Mail(path, params) => {
                 self.discard = None;
                 self.abort().await;
-                let sender = format!("<{path}>");
-                let macros = macros.with("{mail_addr}", path.to_string());
-                self.each(|m| m.mail(&sender, &[], &macros)).await
+                let verdict = self.mail(path, params, macros).await;
+                self.abort_if_refused(verdict).await
             }
-            Stage::Rcpt(path) => {
+            Stage::Rcpt(path, params) => {
                 let rcpt = format!("<{path}>");
+                let args = args::rcpt(params);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let macros = macros.with("{rcpt_addr}", path.to_string());
-                self.each(|m| m.rcpt(&rcpt, &[], &macros)).await
+                self.each(|m| m.rcpt(&rcpt, &args, &macros)).await
             }
-            Stage::Data => self.each(|m| m.data(&macros)).await,
+            Stage::Data => {
+                let verdict = self.each(|m| m.data(&macros)).await;
+                self.abort_if_refused(verdict).await
+            }
             Stage::Message {
                 message,
                 body: Body::Spool(spool),
-            } => self.message(facts, message, spool, &macros).await,
+            } => {
+                let verdict = self.message(facts, message, spool, &macros).await;
+                // The transaction is over, whatever became of it: Postfix aborts it with
+                // each filter at once, so that the filter forgets the message.
+                self.abort().await;
+                verdict
+            }
             _ => Verdict::go_on(),
         }
+    }
+
+    /// MAIL FROM with its ESMTP parameters, as Postfix sends it: the path in angle
+    /// brackets, then each parameter as an argument of its own.
+    async fn mail(&mut self, path: &ReversePath, params: &MailParams, macros: Macros) -> Verdict {
+        let sender = format!("<{path}>");
+        let args = args::mail(params);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let macros = macros.with("{mail_addr}", path.to_string());
+        self.each(|m| m.mail(&sender, &args, &macros)).await
+    }
+
+    /// A refused MAIL or DATA ends the transaction: the filters are told at once, as
+    /// Postfix tells them.
+    async fn abort_if_refused(&mut self, verdict: Verdict) -> Verdict {
+        if matches!(verdict, Verdict::Refuse(_)) {
+            self.abort().await;
+        }
+        verdict
     }
 
     /// Connects to each filter and sends it the client's connection. A refusal is kept

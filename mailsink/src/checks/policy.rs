@@ -105,8 +105,8 @@ impl Check for Policy {
                     }
                 }
                 Stage::Auth(request) => self.auth(facts, request).await,
-                Stage::Mail(path) => self.stage(facts, Event::MailFrom((*path).clone())).await,
-                Stage::Rcpt(path) => self.stage(facts, Event::RcptTo((*path).clone())).await,
+                Stage::Mail(path, _) => self.stage(facts, Event::MailFrom((*path).clone())).await,
+                Stage::Rcpt(path, _) => self.stage(facts, Event::RcptTo((*path).clone())).await,
                 Stage::Data => self.stage(facts, Event::DataCommand).await,
                 Stage::Message { message, body } => self.message(facts, message, body).await,
                 Stage::Disconnect {

@@ -138,7 +138,7 @@ impl Check for PolicyService {
             let state = match stage {
                 Stage::Connect => ProtocolState::Connect,
                 Stage::Helo { .. } => ProtocolState::Ehlo,
-                Stage::Mail(path) => {
+                Stage::Mail(path, _) => {
                     let transaction = Transaction {
                         sender: path.to_string(),
                         ..Transaction::default()
@@ -152,11 +152,11 @@ impl Check for PolicyService {
                     }
                     ProtocolState::Mail
                 }
-                Stage::Rcpt(_) if self.stage != PolicyStage::Rcpt => {
+                Stage::Rcpt(..) if self.stage != PolicyStage::Rcpt => {
                     self.count_recipient(&id);
                     return Verdict::go_on();
                 }
-                Stage::Rcpt(_) => ProtocolState::Rcpt,
+                Stage::Rcpt(..) => ProtocolState::Rcpt,
                 Stage::Data => ProtocolState::Data,
                 Stage::Disconnect { .. } => {
                     self.envelopes.lock().expect("lock").remove(&id);
@@ -167,7 +167,7 @@ impl Check for PolicyService {
             };
             let request = self.request(facts, stage, state);
             let (verdict, said) = self.answer(&id, &request).await;
-            if let Stage::Rcpt(_) = stage {
+            if let Stage::Rcpt(..) = stage {
                 if matches!(
                     verdict,
                     Verdict::Continue(_) | Verdict::Accept(_) | Verdict::DeferIfReject(_)
@@ -278,7 +278,7 @@ impl PolicyService {
             r.sender = transaction.sender.clone();
             r.recipient_count = transaction.recipients;
         }
-        if let Stage::Rcpt(path) = stage {
+        if let Stage::Rcpt(path, _) = stage {
             r.recipient = path.to_string();
         }
         if let Some(auth) = &facts.conn.auth {

@@ -33,11 +33,11 @@ impl Check for RateLimits {
             let client = facts.conn.client;
             let refusal = match stage {
                 Stage::Connect => self.rates.at_connect(client).await,
-                Stage::Mail(path) => {
+                Stage::Mail(path, _) => {
                     let user = facts.conn.auth.as_ref().and_then(|a| a.username.clone());
                     self.rates.at_mail(client, user, path).await
                 }
-                Stage::Rcpt(_) => self.rates.at_rcpt(client).await,
+                Stage::Rcpt(..) => self.rates.at_rcpt(client).await,
                 _ => None,
             };
             refusal.map_or_else(Verdict::go_on, Verdict::Refuse)

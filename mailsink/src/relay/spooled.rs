@@ -19,6 +19,8 @@ const PIECE: u64 = 64 * 1024;
 /// A body in a file, ready to be read in pieces.
 #[derive(Debug)]
 pub struct SpooledText {
+    /// Text before the file's: a header section kept in front of a filter's new body.
+    head: Vec<u8>,
     file: File,
     /// The parts of the file that are the text, in order.
     segments: Vec<Range<u64>>,
@@ -28,6 +30,8 @@ pub struct SpooledText {
     len: u64,
     /// The body was empty.
     empty: bool,
+    /// [`SpooledText::replaced`] only: the text has a byte over 127.
+    eight_bit: bool,
     /// A piece could not be read: the text given out is short.
     failed: AtomicBool,
 }
@@ -54,11 +58,13 @@ impl SpooledText {
         };
         trim_end(&mut segments, line_end);
         let mut text = SpooledText {
+            head: Vec::new(),
             file,
             segments,
             bare_line_endings,
             len: 0,
             empty,
+            eight_bit: false,
             failed: AtomicBool::new(false),
         };
         text.len = if bare_line_endings {
@@ -68,6 +74,54 @@ impl SpooledText {
         };
         text.failed.store(false, Ordering::Relaxed);
         Ok(text)
+    }
+
+    /// The header section `head` (as received, the checks' cuts made) and then a filter's
+    /// new body, the whole `len` bytes of the file at `path`. A filter may write bare CR or
+    /// LF whatever the session allowed: they always become CRLF. Blocking: reads the new
+    /// body once, for its length and whether it has 8-bit bytes.
+    pub fn replaced(head: Vec<u8>, path: &Path, len: u64) -> io::Result<SpooledText> {
+        let file = File::open(path)?;
+        let mut head = head;
+        let mut segments: Vec<Range<u64>> = (len > 0).then_some(0..len).into_iter().collect();
+        let end = tail(&file, &segments)?;
+        let line_end = match end[..] {
+            [b'\r', b'\n'] => 2,
+            [_, b'\r' | b'\n'] | [b'\r' | b'\n'] => 1,
+            _ => 0,
+        };
+        trim_end(&mut segments, line_end);
+        if len == 0 {
+            // An empty new body: the header section's last line end is the text's.
+            let cut = if head.ends_with(b"\r\n") { 2 } else { 1 };
+            head.truncate(head.len().saturating_sub(cut));
+        }
+        let mut text = SpooledText {
+            head,
+            file,
+            segments,
+            bare_line_endings: true,
+            len: 0,
+            empty: false,
+            eight_bit: false,
+            failed: AtomicBool::new(false),
+        };
+        let (mut n, mut eight_bit) = (0, false);
+        for piece in text.pieces() {
+            n += piece.len() as u64;
+            eight_bit |= piece.iter().any(|b| *b > 127);
+        }
+        (text.len, text.eight_bit) = (n, eight_bit);
+        if text.failed.swap(false, Ordering::Relaxed) {
+            return Err(io::Error::other("the new body could not be read"));
+        }
+        Ok(text)
+    }
+
+    /// True when the text has a byte over 127 (known for a new body only: the session
+    /// says it of the body as received).
+    pub fn eight_bit(&self) -> bool {
+        self.eight_bit
     }
 
     /// The text's length.
@@ -92,7 +146,18 @@ impl SpooledText {
         let mut at = self.segments.first().map_or(0, |s| s.start);
         let mut segment = 0;
         let mut crlf = CrlfOnly::default();
+        let mut head = Some(&self.head[..]).filter(|h| !h.is_empty());
         std::iter::from_fn(move || loop {
+            if let Some(head) = head.take() {
+                if !self.bare_line_endings {
+                    return Some(head.to_vec());
+                }
+                let out = crlf.push(head);
+                if !out.is_empty() {
+                    return Some(out);
+                }
+                continue;
+            }
             let Some(range) = self.segments.get(segment) else {
                 return crlf.finish();
             };
@@ -222,12 +287,15 @@ mod tests {
     #[test]
     fn the_text_is_the_body_without_cuts_and_without_its_final_line_end() {
         let file = b"TRACE\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\nbody\r\n";
-        let (out, len) = text(file, 7, &[6..12], false);
+        let (out, len) = text(file, 7, std::slice::from_ref(&(6..12)), false);
         assert_eq!(out, b"A: 1\r\nC: 3\r\n\r\nbody");
         assert_eq!(len, out.len() as u64);
         assert_eq!(text(b"no line end", 0, &[], false).0, b"no line end");
         assert_eq!(text(b"", 0, &[], false).0, b"");
-        assert_eq!(text(b"x\r\n", 0, &[0..1], false).0, b"");
+        assert_eq!(
+            text(b"x\r\n", 0, std::slice::from_ref(&(0..1)), false).0,
+            b""
+        );
     }
 
     #[test]
@@ -241,6 +309,26 @@ mod tests {
         assert_eq!(len, want.len() as u64);
         assert_eq!(text(b"a\r", 0, &[], true).0, b"a");
         assert_eq!(text(b"a\rb", 0, &[], true).0, b"a\r\nb");
+    }
+
+    #[test]
+    fn a_new_body_follows_the_header_section_with_crlf_line_ends_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("body");
+        let head = b"A: 1\r\nB: 2\r\n\r\n".to_vec();
+        let read = |body: &[u8]| {
+            std::fs::write(&path, body).unwrap();
+            let len = body.len() as u64;
+            let text = SpooledText::replaced(head.clone(), &path, len).unwrap();
+            let out: Vec<u8> = text.pieces().flatten().collect();
+            assert_eq!(text.len(), out.len() as u64);
+            (String::from_utf8_lossy(&out).into_owned(), text.eight_bit())
+        };
+        let new = read(b"New\nbody.\r\n");
+        assert_eq!(new, ("A: 1\r\nB: 2\r\n\r\nNew\r\nbody.".into(), false));
+        assert_eq!(read(b"").0, "A: 1\r\nB: 2\r\n");
+        assert_eq!(read(b"\r\n").0, "A: 1\r\nB: 2\r\n\r\n");
+        assert!(read("caf\u{e9}".as_bytes()).1);
     }
 
     #[test]

@@ -159,6 +159,9 @@ enum Phase {
     Headers,
     /// End of headers sent: body chunks and end of message.
     Body,
+    /// End of message sent: the message is over, and its `SMFIC_ABORT` is still to be sent
+    /// (Postfix sends one after every message, completed or not); a new MAIL may come.
+    Ended,
     /// Quit sent.
     Closed,
 }
@@ -308,7 +311,7 @@ impl Milter {
 
     /// HELO or EHLO with its argument.
     pub fn helo(&mut self, name: &str, macros: &Macros) -> Result<(), Error> {
-        self.check(Step::Helo, &[Phase::Connection])?;
+        self.check(Step::Helo, &[Phase::Connection, Phase::Ended])?;
         no_nul(name, "HELO name")?;
         self.send(
             Step::Helo,
@@ -322,7 +325,7 @@ impl Milter {
     /// MAIL FROM: the path as the client wrote it, in angle brackets, and its ESMTP
     /// parameters (`SIZE=1000`...). Opens a message.
     pub fn mail(&mut self, sender: &str, args: &[&str], macros: &Macros) -> Result<(), Error> {
-        self.check(Step::Mail, &[Phase::Connection])?;
+        self.check(Step::Mail, &[Phase::Connection, Phase::Ended])?;
         let data = nul_strings(sender, args)?;
         let before = (self.message_done, self.body_skipped);
         (self.message_done, self.body_skipped) = (false, false);
@@ -363,7 +366,10 @@ impl Milter {
 
     /// A command the MTA does not know, the whole line without its line end.
     pub fn unknown(&mut self, line: &[u8], macros: &Macros) -> Result<(), Error> {
-        self.check(Step::Unknown, &[Phase::Connection, Phase::Envelope])?;
+        self.check(
+            Step::Unknown,
+            &[Phase::Connection, Phase::Envelope, Phase::Ended],
+        )?;
         if memchr::memchr(0, line).is_some() {
             return Err(Error::Nul("command"));
         }
@@ -442,7 +448,8 @@ impl Milter {
     }
 
     /// The end of the message: the filter answers with its modifications and a verdict.
-    /// The message is over after it; the next is opened with [`Milter::mail`].
+    /// The message is over after it; the next is opened with [`Milter::mail`], after
+    /// [`Milter::abort`] as Postfix does it.
     pub fn end_of_message(&mut self, macros: &Macros) -> Result<(), Error> {
         self.check(Step::EndOfMessage, &[Phase::Body])?;
         self.send(
@@ -452,12 +459,16 @@ impl Milter {
             cmd::BODYEOB,
             &[],
         )?;
-        self.phase = Phase::Connection;
+        self.phase = Phase::Ended;
         Ok(())
     }
 
-    /// The message is abandoned (RSET, a new EHLO, a refused MAIL or DATA, the client gone).
-    /// Needs no reply; does nothing when no message is open.
+    /// The transaction is over: RSET, a new MAIL or EHLO, a refused MAIL or DATA, the end
+    /// of a message (completed or not), the client gone. Sends `SMFIC_ABORT`, as Postfix's
+    /// `milter8_abort` does, to a filter that was sent the transaction's MAIL and has not
+    /// settled the whole connection; it needs no reply (libmilter sends none, and ignores
+    /// one after end of message). Does nothing when no transaction was begun, so it may be
+    /// called at every transaction's end.
     pub fn abort(&mut self) -> Result<(), Error> {
         self.check(
             Step::Mail,
@@ -467,9 +478,13 @@ impl Milter {
                 Phase::Envelope,
                 Phase::Headers,
                 Phase::Body,
+                Phase::Ended,
             ],
         )?;
-        if matches!(self.phase, Phase::Envelope | Phase::Headers | Phase::Body) {
+        if matches!(
+            self.phase,
+            Phase::Envelope | Phase::Headers | Phase::Body | Phase::Ended
+        ) {
             if !self.connection_done {
                 let mut out = Vec::with_capacity(5);
                 put_packet(&mut out, cmd::ABORT, &[]);

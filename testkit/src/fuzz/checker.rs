@@ -589,12 +589,17 @@ impl Runtime for Checker {
             );
         }
         if self.close_due {
-            // A message being streamed is announced as aborted before the close.
+            // A message being streamed, and the transaction when asked, are announced as
+            // aborted before the close.
+            let aborted = matches!(
+                output,
+                Output::BodyAborted(_) | Output::TransactionAborted(_)
+            );
             assert!(
-                matches!(output, Output::Close | Output::BodyAborted(_)),
+                aborted || matches!(output, Output::Close),
                 "a 421 reply must be followed by the close: {output:?}"
             );
-            self.close_due = matches!(output, Output::BodyAborted(_));
+            self.close_due = aborted;
         }
         match output {
             Output::Write(bytes) => {
@@ -655,6 +660,7 @@ impl Runtime for Checker {
                 assert!(self.knobs.streamed, "an abort in buffered mode");
                 self.spool = None;
             }
+            Output::TransactionAborted(_) => {}
             other => panic!("an output the checker does not know: {other:?}"),
         }
         Then::Next

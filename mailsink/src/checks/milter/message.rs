@@ -8,10 +8,14 @@
 //!   section, `SMFIR_INSHEADER` before the field at its index (0 the top), `SMFIR_CHGHEADER`
 //!   on the index-th field of that name (an empty value deletes it).
 //! - `SMFIR_CHGFROM` changes the envelope sender the message is stored (its `Return-Path:`)
-//!   or relayed with; its ESMTP arguments are ignored.
+//!   or relayed with. Its ESMTP arguments, when it has any, are read as MAIL's parameters
+//!   and replace the client's for the relay (`RET=`, `ENVID=`, `MT-PRIORITY=`, `BY=`...);
+//!   the client's `REQUIRETLS` stays whatever they say. Arguments that are not valid
+//!   parameters are logged and left out: the new sender still applies, with the client's
+//!   parameters (Postfix ignores them all, with a warning).
 //! - `SMFIR_REPLBODY` pieces are written to a file beside the spool as they come, never
 //!   held whole, up to the message size limit (past it the filter has failed); what is
-//!   stored is the edited header section and the new body.
+//!   stored (or relayed, read from that file) is the edited header section and the new body.
 
 use std::ops::Range;
 
@@ -20,7 +24,7 @@ use smtp_filter_proto::edits::{
 };
 use smtp_filter_proto::milter::{Macros, Modification, Output, Step, Verdict as Answer};
 use smtp_session::address::{parse_forward_path, parse_reverse_path};
-use smtp_session::{Decision, ForwardPath, Message, Reply, ReversePath};
+use smtp_session::{Decision, ForwardPath, MailParams, Message, Reply, ReversePath};
 
 use crate::check::{Edits, Facts, Verdict};
 use crate::facts::FilterVerdict;
@@ -134,6 +138,7 @@ impl Filters {
             }
         }
         let mut changed = changes(&section, &fields, &edits, message);
+        changed.sender_params = sender_params(&edits, message, facts.max_message_size);
         changed.body = body;
         Verdict::Continue(changed)
     }
@@ -418,6 +423,26 @@ fn sender(edits: &MessageEdits, message: &Message) -> Option<ReversePath> {
         Ok((path, _)) => Some(path),
         Err(_) => {
             eprintln!("mailsink: milter: sender {address} not taken (not an address)");
+            None
+        }
+    }
+}
+
+/// The MAIL parameters of the last new sender, if it came with valid ones.
+fn sender_params(edits: &MessageEdits, message: &Message, max_size: u64) -> Option<MailParams> {
+    let sender = &edits.envelope.sender;
+    let args = sender.args.as_deref().filter(|a| !a.trim().is_empty())?;
+    match super::args::sender(args, max_size) {
+        Ok(mut params) => {
+            // RFC 8689: once asked for, TLS is owed on every hop; no filter lifts it.
+            params.require_tls |= message.envelope.mail_params.require_tls;
+            Some(params)
+        }
+        Err(err) => {
+            eprintln!(
+                "mailsink: milter: ESMTP arguments {args:?} of sender {} not taken: {err}",
+                sender.address
+            );
             None
         }
     }
