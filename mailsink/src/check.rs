@@ -99,6 +99,12 @@ pub trait Check: Send + Sync + 'static {
     fn open(&self) -> Option<Box<dyn Dialogue>> {
         None
     }
+
+    /// True when its dialogues want [`Dialogue::aborted`] at the end of each transaction
+    /// that had no message; false by default, and the server then does not report them.
+    fn hears_aborts(&self) -> bool {
+        false
+    }
 }
 
 /// One check's own part of one connection (see the module docs): it answers the stages the

@@ -322,7 +322,7 @@ fn config(args: &Args, hostname: &str, sink: &sink::Sink) -> Result<Config, Stri
     };
     config.extensions.auth = sink.auth_enabled();
     // A filter told of a transaction is told of its end at once, RSET included.
-    config.report_aborted_transactions = true;
+    config.report_aborted_transactions = sink.hears_aborts();
     if sink.delivery.relay().is_some() {
         // DATA to the next hop cannot carry binary content (see relay.rs).
         config.extensions.binary_mime = false;

@@ -69,6 +69,12 @@ impl Sink {
         self.checks.iter().any(|check| check.authenticates())
     }
 
+    /// True when a check wants to hear of each transaction that ended without a message
+    /// (a milter is told to abort it, at RSET too).
+    pub fn hears_aborts(&self) -> bool {
+        self.checks.iter().any(|check| check.hears_aborts())
+    }
+
     /// True when a check reads message bodies: without a spool, the session then gathers
     /// them.
     pub fn needs_body(&self) -> bool {

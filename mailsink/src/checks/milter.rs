@@ -110,6 +110,10 @@ impl Check for Milters {
         Box::pin(async { Verdict::go_on() })
     }
 
+    fn hears_aborts(&self) -> bool {
+        true
+    }
+
     fn open(&self) -> Option<Box<dyn Dialogue>> {
         Some(Box::new(Filters {
             milters: self.clone(),
