@@ -23,11 +23,17 @@ impl Offer<'_> {
     /// The reply to `EHLO client`: the greeting line, then one keyword per line.
     pub(crate) fn ehlo_reply(&self, client: &str) -> Reply {
         let ext = &self.extensions;
-        let mut text = format!("{} greets {}", self.config.hostname, client);
-        let size = format!("SIZE {}", self.config.max_message_size);
+        // Built with pushes into one buffer of the right size: this runs for every
+        // connection, and `format!` would cost more than the rest of the reply.
+        let mut text = String::with_capacity(256 + self.config.hostname.len() + client.len());
+        text.push_str(&self.config.hostname);
+        text.push_str(" greets ");
+        text.push_str(client);
+        let mut size = [0u8; 25];
+        let size = size_keyword(self.config.max_message_size, &mut size);
         let keywords = [
             (ext.pipelining, "PIPELINING"),
-            (ext.size, size.as_str()),
+            (ext.size, size),
             (ext.eight_bit_mime, "8BITMIME"),
             (ext.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
             (ext.smtputf8, "SMTPUTF8"),
@@ -107,4 +113,20 @@ impl Offer<'_> {
             rrvs: ext.rrvs,
         }
     }
+}
+
+/// `SIZE n`, written into `out`, without the formatting machinery.
+fn size_keyword(mut n: u64, out: &mut [u8; 25]) -> &str {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 5;
+    out[at..at + 5].copy_from_slice(b"SIZE ");
+    std::str::from_utf8(&out[at..]).unwrap_or("SIZE")
 }

@@ -983,8 +983,14 @@ impl Session {
     }
 
     fn greeting(&self) -> Reply {
-        let text = format!("{} {}", self.config.hostname, self.config.banner);
-        Reply::built(220, None, text.trim_end().to_owned())
+        let (hostname, banner) = (&self.config.hostname, self.config.banner.trim_end());
+        let mut text = String::with_capacity(hostname.len() + 1 + banner.len());
+        text.push_str(hostname);
+        if !banner.is_empty() {
+            text.push(' ');
+            text.push_str(banner);
+        }
+        Reply::built(220, None, text)
     }
 
     // ----------------------------------------------------------------------------------
