@@ -74,13 +74,20 @@ pub fn disconnect_line(
     dnsbl: Option<&Screening>,
     own: &ConnContext,
 ) -> String {
-    serde_json::to_string(&DisconnectLine {
+    json_line(&DisconnectLine {
         event: "disconnect",
         context,
         dnsbl,
         context_own: (!own.is_empty()).then_some(own),
     })
-    .expect("the disconnect context serialises")
+}
+
+/// `value` as JSON, in a buffer big enough for a usual line and the newline [`emit`]
+/// adds, so that it grows rarely.
+fn json_line(value: &impl Serialize) -> String {
+    let mut line = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut line, value).expect("a log line serialises");
+    String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
 /// `{"event":"message","connection":{..},"envelope":{..},"size":N,"chunked":false,"file":".."}`,
@@ -88,7 +95,7 @@ pub fn disconnect_line(
 /// with a check's reason, and `"filter_verdicts":[..]` (as in the disconnect line) when
 /// filters judged it: what the message's `record` says.
 pub fn message_line(facts: &ConnFacts, message: &Message, record: &Record) -> String {
-    serde_json::to_string(&MessageLine {
+    json_line(&MessageLine {
         event: "message",
         connection: Connection {
             info: &facts.info,
@@ -105,17 +112,14 @@ pub fn message_line(facts: &ConnFacts, message: &Message, record: &Record) -> St
         discarded: record.discarded.as_deref(),
         filter_verdicts: &record.filters,
     })
-    .expect("the message line serialises")
 }
 
 /// Writes one line to stdout at once (the lock keeps lines whole across threads). A closed
 /// stdout is not a reason to stop receiving mail, so write errors are ignored.
-pub fn emit(line: &str) {
+pub fn emit(mut line: String) {
     // One buffer, one write: stdout's line buffer is 1 KiB, and a longer line written
     // before its newline would cost two system calls.
-    let mut whole = Vec::with_capacity(line.len() + 1);
-    whole.extend_from_slice(line.as_bytes());
-    whole.push(b'\n');
+    line.push('\n');
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&whole).and_then(|()| out.flush());
+    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
 }

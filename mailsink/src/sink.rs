@@ -38,6 +38,9 @@ pub struct Sink {
     /// Where the open transaction's filter verdicts begin, counting every verdict of the
     /// connection (see [`ConnContext::total`]).
     transaction_from: u64,
+    /// The server's name, as the checks' facts carry it: made at the connection's first
+    /// stage.
+    hostname: Option<Arc<str>>,
 }
 
 /// The default of `--max-filter-verdicts`.
@@ -61,6 +64,7 @@ impl Sink {
             dialogues: check::Dialogues::default(),
             max_filter_verdicts: MAX_FILTER_VERDICTS,
             transaction_from: 0,
+            hostname: None,
         }
     }
 
@@ -88,7 +92,7 @@ impl Sink {
             .fold(Stages::default(), |all, check| all.union(check.stages()))
     }
 
-    fn facts(&self, conn: &mut Connection<'_>) -> Facts {
+    fn facts(&mut self, conn: &mut Connection<'_>) -> Facts {
         let transaction = conn.envelope().map(|envelope| Transaction {
             sender: envelope.mail_from.clone(),
             params: envelope.mail_params.clone(),
@@ -103,7 +107,9 @@ impl Sink {
             conn: facts,
             transaction,
             messages: self.messages,
-            hostname: conn.config().hostname.as_str().into(),
+            hostname: (self.hostname)
+                .get_or_insert_with(|| conn.config().hostname.as_str().into())
+                .clone(),
             lmtp: conn.config().lmtp,
             max_message_size: conn.config().max_message_size,
             record: Record::default(),
@@ -294,7 +300,7 @@ impl Handler for Sink {
             .as_ref()
             .and_then(|own| own.downcast_ref::<ConnContext>())
             .unwrap_or(&empty);
-        log::emit(&log::disconnect_line(
+        log::emit(log::disconnect_line(
             &context,
             self.screening.as_deref(),
             own,
@@ -403,7 +409,7 @@ impl Sink {
         };
         facts.record.file = delivered.file.clone();
         if delivered.taken {
-            log::emit(&log::message_line(&facts.conn, &message, &facts.record));
+            log::emit(log::message_line(&facts.conn, &message, &facts.record));
             metrics::message_accepted(message.size);
         }
         answer(refused, delivered.answer)
