@@ -21,21 +21,32 @@ pub struct Policy {
     /// One body read back for the script at a time, across all connections: the script
     /// runs on one thread anyway, and this bounds the bodies held in memory for it.
     read_back: Semaphore,
+    /// The stages the script has handlers for, known once it is loaded: asked at every
+    /// stage of every connection.
+    stages: Stages,
 }
 
 impl Policy {
     /// The check of a loaded script.
     pub fn new(lua: Arc<LuaPolicy>) -> Policy {
+        let handles = |event: &str| lua.handles(event);
+        let stages = Stages {
+            connect: handles("smtp_server_connection_accepted"),
+            helo: handles("smtp_server_ehlo"),
+            auth: handles("smtp_server_auth_plain"),
+            mail: handles("smtp_server_mail_from"),
+            rcpt: handles("smtp_server_rcpt_to"),
+            data: handles("smtp_server_data_command"),
+            message: handles("smtp_server_data") || handles("smtp_server_message_received"),
+            // Even without a handler: the script forgets the connection's meta (without
+            // running anything).
+            disconnect: true,
+        };
         Policy {
             lua,
             read_back: Semaphore::new(1),
+            stages,
         }
-    }
-
-    /// True when the script reads message bodies (`smtp_server_data`,
-    /// `smtp_server_message_received`).
-    pub fn needs_body(&self) -> bool {
-        self.handles("smtp_server_data") || self.handles("smtp_server_message_received")
     }
 
     fn handles(&self, event: &str) -> bool {
@@ -64,22 +75,11 @@ impl Check for Policy {
     }
 
     fn stages(&self) -> Stages {
-        Stages {
-            connect: self.handles("smtp_server_connection_accepted"),
-            helo: self.handles("smtp_server_ehlo"),
-            auth: self.authenticates(),
-            mail: self.handles("smtp_server_mail_from"),
-            rcpt: self.handles("smtp_server_rcpt_to"),
-            data: self.handles("smtp_server_data_command"),
-            message: self.needs_body(),
-            // Even without a handler: the script forgets the connection's meta (without
-            // running anything).
-            disconnect: true,
-        }
+        self.stages
     }
 
     fn authenticates(&self) -> bool {
-        self.handles("smtp_server_auth_plain")
+        self.stages.auth
     }
 
     fn check<'a>(&'a self, facts: &'a Facts, stage: &'a Stage<'a>) -> CheckFuture<'a> {
