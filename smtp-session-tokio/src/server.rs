@@ -598,9 +598,24 @@ impl ConnectionIds {
         }
     }
 
+    /// `PREFIX-N`, written without the formatting machinery: once per connection.
     fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}-{n}", self.prefix)
+        let mut n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut id = String::with_capacity(self.prefix.len() + 1 + digits.len() - at);
+        id.push_str(&self.prefix);
+        id.push('-');
+        id.extend(digits[at..].iter().map(|&d| char::from(d)));
+        id
     }
 }
 
@@ -612,6 +627,15 @@ mod tests {
     struct Accepting;
 
     impl Handler for Accepting {}
+
+    #[test]
+    fn connection_ids_are_the_prefix_then_a_count_from_one() {
+        let ids = ConnectionIds::new();
+        assert_eq!(ids.next(), format!("{}-1", ids.prefix));
+        assert_eq!(ids.next(), format!("{}-2", ids.prefix));
+        ids.counter.store(9_999_999_999, Ordering::Relaxed);
+        assert_eq!(ids.next(), format!("{}-10000000000", ids.prefix));
+    }
 
     /// Every connection's task holds this future: it must stay small, so that an idle
     /// connection costs a few KiB (hook futures and handshakes are boxed for this).
