@@ -1,7 +1,7 @@
 //! What the policy, the log, the relay and the verifier know about a connection when a hook
 //! runs, besides the hook's arguments.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use smtp_session::{AuthInfo, ConnectionInfo, HeloInfo, Reply, ReversePath, TlsInfo};
@@ -36,6 +36,13 @@ pub struct ConnFacts {
     pub message_filters: Arc<[FilterVerdict]>,
 }
 
+/// An empty list of verdicts, shared: most connections have no filter to judge them, and
+/// their facts are made at every stage.
+pub fn no_verdicts() -> Arc<[FilterVerdict]> {
+    static NONE: LazyLock<Arc<[FilterVerdict]>> = LazyLock::new(|| Arc::new([]));
+    NONE.clone()
+}
+
 impl ConnFacts {
     /// What `conn` knows now.
     pub fn of(conn: &Connection<'_>) -> Self {
@@ -47,8 +54,8 @@ impl ConnFacts {
             client: conn.client(),
             mail_from: conn.envelope().map(|e| e.mail_from.clone()),
             screening: None,
-            filters: Arc::new([]),
-            message_filters: Arc::new([]),
+            filters: no_verdicts(),
+            message_filters: no_verdicts(),
         }
     }
 }

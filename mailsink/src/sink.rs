@@ -315,7 +315,7 @@ impl Handler for Sink {
                 mail_from: None,
                 screening: self.screening.clone(),
                 filters: own.filter_verdicts.clone(),
-                message_filters: Arc::new([]),
+                message_filters: facts::no_verdicts(),
             },
             transaction: None,
             messages: self.messages,
