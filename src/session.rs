@@ -832,6 +832,7 @@ impl Session {
         }
     }
 
+    #[cold]
     fn read_proxy(&mut self, input: &[u8]) -> Step {
         let Phase::Proxy(reader) = &mut self.phase else {
             unreachable!("read_proxy runs in the PROXY phase");
@@ -917,6 +918,7 @@ impl Session {
         }
     }
 
+    #[cold]
     fn shutdown_now(&mut self) {
         let reply = closing::shutdown(&self.config.hostname);
         self.reply(reply, ReplyState::Shutdown);
@@ -926,6 +928,7 @@ impl Session {
     // ----------------------------------------------------------------------------------
     // Connection start
 
+    #[cold]
     fn apply_proxy_header(&mut self, header: ProxyHeader) {
         if let Some(src) = header.source {
             self.info.remote_ip = Some(src.ip());
@@ -958,6 +961,7 @@ impl Session {
         }
     }
 
+    #[inline(never)]
     fn connect(&mut self) {
         self.phase = Phase::Connecting;
         if self.config.hooks.connect {
@@ -967,6 +971,7 @@ impl Session {
         }
     }
 
+    #[inline(never)]
     fn greet(&mut self, custom: Option<Reply>) {
         if self.early_talker && self.config.reject_early_talkers {
             self.reply(
@@ -1001,37 +1006,44 @@ impl Session {
         match decision {
             Decision::Accept => self.accepted(stage, None),
             Decision::AcceptWith(reply) => self.accepted(stage, Some(reply)),
-            Decision::Challenge(challenge) => {
-                let Stage::Auth {
-                    mechanism,
-                    step,
-                    username,
-                } = stage
-                else {
-                    unreachable!("Stage::admits lets challenges answer auth steps only");
-                };
-                self.auth_step(sasl::challenge(mechanism, step, username, &challenge));
-            }
+            Decision::Challenge(challenge) => self.challenge(stage, &challenge),
             Decision::Reject(reply) => self.refused(stage, reply),
             Decision::PerRecipient(replies) => self.per_recipient(stage, replies),
             Decision::Disconnect { reply, mode } => self.disconnect(stage, reply, mode),
-            Decision::HookFailed => {
-                let disconnect = self.config.hook_failure == HookFailurePolicy::Disconnect;
-                if disconnect || matches!(stage, Stage::Connect) {
-                    let reply = closing::technical_difficulties(&self.config.hostname);
-                    self.reply(reply, stage.reply_state());
-                    self.close(CloseSide::Local);
-                } else if matches!(stage, Stage::Auth { .. }) {
-                    self.refused(stage, AUTH_TEMPORARY);
-                } else {
-                    self.refused(stage, HOOK_TEMPORARY);
-                }
-            }
+            Decision::HookFailed => self.hook_failed(stage),
+        }
+    }
+
+    #[cold]
+    fn challenge(&mut self, stage: Stage, challenge: &[u8]) {
+        let Stage::Auth {
+            mechanism,
+            step,
+            username,
+        } = stage
+        else {
+            unreachable!("Stage::admits lets challenges answer auth steps only");
+        };
+        self.auth_step(sasl::challenge(mechanism, step, username, challenge));
+    }
+
+    #[cold]
+    fn hook_failed(&mut self, stage: Stage) {
+        let disconnect = self.config.hook_failure == HookFailurePolicy::Disconnect;
+        if disconnect || matches!(stage, Stage::Connect) {
+            let reply = closing::technical_difficulties(&self.config.hostname);
+            self.reply(reply, stage.reply_state());
+            self.close(CloseSide::Local);
+        } else if matches!(stage, Stage::Auth { .. }) {
+            self.refused(stage, AUTH_TEMPORARY);
+        } else {
+            self.refused(stage, HOOK_TEMPORARY);
         }
     }
 
     /// LMTP: a reply for each recipient, in RCPT order; an error among them counts once
     /// toward the error limit (unless each is the server's fault).
+    #[cold]
     fn per_recipient(&mut self, stage: Stage, replies: Vec<Reply>) {
         let state = stage.reply_state();
         let any_error = replies.iter().any(|r| r.is_error() && !r.is_server_fault());
@@ -1045,6 +1057,7 @@ impl Session {
     }
 
     /// KumoMTA's `kumo.disconnect` modes (SPEC 5).
+    #[cold]
     fn disconnect(&mut self, stage: Stage, reply: Reply, mode: DisconnectMode) {
         let code = reply.code();
         let state = stage.reply_state();
@@ -1097,6 +1110,7 @@ impl Session {
 
     /// A refusal: the reply is sent and the stage has no effect. A 421 closes, and so does
     /// any refusal of the connection itself.
+    #[inline(never)]
     fn refused(&mut self, stage: Stage, reply: Reply) {
         let closes = reply.code() == 421 || matches!(stage, Stage::Connect);
         if let (Stage::Bdat { size, last }, false) = (&stage, closes) {
@@ -1127,14 +1141,20 @@ impl Session {
 
     fn check_error_limit(&mut self, errors: u32, state: ReplyState) {
         if errors >= self.config.hard_error_limit && !self.out.is_closed() {
-            let reply = closing::too_many_errors(&self.config.hostname);
-            self.out.reply_uncounted(reply, state);
-            self.close(CloseSide::Local);
+            self.too_many_errors(state);
         }
+    }
+
+    #[cold]
+    fn too_many_errors(&mut self, state: ReplyState) {
+        let reply = closing::too_many_errors(&self.config.hostname);
+        self.out.reply_uncounted(reply, state);
+        self.close(CloseSide::Local);
     }
 
     /// Ends the session: pending writes (unless the connection broke), `Close`, then the
     /// disconnect hook call. Idempotent.
+    #[cold]
     fn close(&mut self, side: CloseSide) {
         if self.is_closed() {
             return;

@@ -112,7 +112,7 @@ impl Session {
 
     pub(super) fn cmd_data(&mut self) {
         if let Some(reply) = self.data_refusal(false) {
-            return self.reply(reply, ReplyState::Data);
+            return self.refuse(reply, ReplyState::Data);
         }
         if self.config.hooks.data {
             self.call_hook(Stage::Data, Hook::Data);
@@ -247,6 +247,7 @@ impl Session {
     }
 
     /// Consumes a chunk's bytes without storing them, then sends `reply`.
+    #[cold]
     pub(super) fn skip_chunk(&mut self, size: u64, last: bool, reply: Reply) {
         let mut rx = BdatReceiver::discarding(None, u64::MAX);
         rx.start_chunk(size, last);
