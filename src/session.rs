@@ -30,7 +30,7 @@ use crate::trace::{Protocol, Received};
 mod commands;
 mod message;
 
-use message::Transaction;
+pub(crate) use message::Transaction;
 
 /// Where the connection is, with the reader each phase reads its bytes with.
 enum Phase {
@@ -1090,8 +1090,8 @@ impl Session {
                 });
                 self.reply(custom.unwrap_or(AUTH_OK), ReplyState::Auth);
             }
-            Stage::Mail(path, params) => self.mail_accepted(path, params, custom),
-            Stage::Rcpt(path, params) => self.rcpt_accepted(path, params, custom),
+            Stage::Mail(tx) => self.mail_accepted(tx, custom),
+            Stage::Rcpt => self.rcpt_accepted(custom),
             Stage::Data => self.start_data(custom),
             Stage::Verify { .. } => {
                 let state = stage.reply_state();
@@ -1112,6 +1112,9 @@ impl Session {
     /// any refusal of the connection itself.
     #[inline(never)]
     fn refused(&mut self, stage: Stage, reply: Reply) {
+        if let (Stage::Rcpt, Some(tx)) = (&stage, self.tx.as_deref_mut()) {
+            tx.asked = None;
+        }
         let closes = reply.code() == 421 || matches!(stage, Stage::Connect);
         if let (Stage::Bdat { size, last }, false) = (&stage, closes) {
             // The client sends the chunk regardless; the reply is owed after it.

@@ -10,7 +10,7 @@ use crate::hooks::{AbortReason, Envelope, Hook, Recipient};
 use crate::line::{LineEnding, LineKind, LineReader};
 use crate::offer::Offer;
 use crate::outbox::{closing, replies::*, Output};
-use crate::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError, RcptParams};
+use crate::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError};
 use crate::pending::Stage;
 use crate::reply::Reply;
 use crate::sasl::{self, AuthStep, Refusal, SaslError};
@@ -241,19 +241,17 @@ impl Session {
                 path: spare::reverse_path(&mut self.out.spares, &path),
                 params: params.clone(),
             };
-            self.call_hook(Stage::Mail(path, params), hook);
+            let tx = self.transaction(path, params);
+            self.call_hook(Stage::Mail(tx), hook);
         } else {
-            self.mail_accepted(path, params, None);
+            let tx = self.transaction(path, params);
+            self.mail_accepted(tx, None);
         }
     }
 
-    pub(super) fn mail_accepted(
-        &mut self,
-        path: ReversePath,
-        params: MailParams,
-        custom: Option<Reply>,
-    ) {
-        self.tx = Some(Box::new(Transaction {
+    /// The transaction a MAIL command opens once it is accepted.
+    fn transaction(&mut self, path: ReversePath, params: MailParams) -> Box<Transaction> {
+        Box::new(Transaction {
             envelope: Envelope {
                 mail_from: path,
                 mail_params: params,
@@ -263,9 +261,14 @@ impl Session {
                     .as_mut()
                     .map_or_else(Vec::new, |spares| spares.recipients()),
             },
+            asked: None,
             sink: BodySink::Discard,
             chunks: None,
-        }));
+        })
+    }
+
+    pub(super) fn mail_accepted(&mut self, tx: Box<Transaction>, custom: Option<Reply>) {
+        self.tx = Some(tx);
         self.reply(custom.unwrap_or(MAIL_OK), ReplyState::Mail);
     }
 
@@ -290,9 +293,13 @@ impl Session {
                 path: spare::forward_path(&mut self.out.spares, &path),
                 params: params.clone(),
             };
-            self.call_hook(Stage::Rcpt(path, params), hook);
+            if let Some(tx) = self.tx.as_deref_mut() {
+                tx.asked = Some(Recipient { path, params });
+            }
+            self.call_hook(Stage::Rcpt, hook);
         } else {
-            self.rcpt_accepted(path, params, None);
+            self.add_recipient(Recipient { path, params });
+            self.reply(RCPT_OK, ReplyState::Rcpt);
         }
     }
 
@@ -308,17 +315,21 @@ impl Session {
         self.reply(TOO_MANY_RCPTS, state)
     }
 
-    pub(super) fn rcpt_accepted(
-        &mut self,
-        path: ForwardPath,
-        params: RcptParams,
-        custom: Option<Reply>,
-    ) {
-        let Some(tx) = &mut self.tx else {
+    /// The RCPT hook accepted the recipient that waited for it.
+    pub(super) fn rcpt_accepted(&mut self, custom: Option<Reply>) {
+        let asked = self.tx.as_deref_mut().and_then(|tx| tx.asked.take());
+        let Some(recipient) = asked else {
             unreachable!("nothing ends a transaction while its RCPT hook is pending");
         };
-        tx.envelope.recipients.push(Recipient { path, params });
+        self.add_recipient(recipient);
         self.reply(custom.unwrap_or(RCPT_OK), ReplyState::Rcpt);
+    }
+
+    fn add_recipient(&mut self, recipient: Recipient) {
+        let Some(tx) = &mut self.tx else {
+            unreachable!("a recipient is added inside a transaction");
+        };
+        tx.envelope.recipients.push(recipient);
     }
 
     #[cold]
