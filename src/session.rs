@@ -995,10 +995,11 @@ impl Session {
     // ----------------------------------------------------------------------------------
     // Hooks and decisions
 
+    #[inline]
     fn call_hook(&mut self, stage: Stage, hook: Hook) {
         let id = HookId(self.next_hook);
         self.next_hook += 1;
-        self.out.hook_call(HookCall { id, hook });
+        self.out.hook_call(id, hook);
         self.pending = Some(Pending { id, stage });
     }
 
@@ -1185,8 +1186,7 @@ impl Session {
         };
         let id = HookId(self.next_hook);
         self.next_hook += 1;
-        let hook = Hook::Disconnect(Box::new(context));
-        self.out.hook_call(HookCall { id, hook });
+        self.out.hook_call(id, Hook::Disconnect(Box::new(context)));
     }
 }
 
