@@ -252,12 +252,21 @@ pub(crate) fn parse_command_into<'a>(
     strings: Option<&mut Strings>,
 ) -> Result<Command<'a>, CommandError> {
     let line = trim_line_end(line);
-    let word_end = memchr::memchr(b' ', line).unwrap_or(line.len());
+    // A verb is at most MAX_VERB bytes: a longer first word is unknown however long it is.
+    let word_end = line
+        .iter()
+        .take(MAX_VERB + 1)
+        .position(|&b| b == b' ')
+        .unwrap_or(line.len().min(MAX_VERB + 1));
     let word = line.get(..word_end).unwrap_or_default();
     let verb = Verb::from_word(word).ok_or(CommandError::Unknown)?;
-    let line = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8(verb))?;
-    // The verb is followed by end of line or a space; skip that one space.
+    // The verb is followed by end of line or a space; skip that one space. The verb is
+    // ASCII, so the line is UTF-8 exactly when its arguments are.
     let args = line.get(word_end + 1..).unwrap_or_default();
+    let args = match args {
+        [] => "",
+        _ => std::str::from_utf8(args).map_err(|_| CommandError::NotUtf8(verb))?,
+    };
     let syntax = CommandError::Syntax(verb);
     match verb {
         Verb::Helo | Verb::Ehlo | Verb::Lhlo => greeting(verb, args).ok_or(syntax),

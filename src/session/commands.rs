@@ -317,11 +317,10 @@ impl Session {
 
     /// The RCPT hook accepted the recipient that waited for it.
     pub(super) fn rcpt_accepted(&mut self, custom: Option<Reply>) {
-        let asked = self.tx.as_deref_mut().and_then(|tx| tx.asked.take());
-        let Some(recipient) = asked else {
+        let Some(tx) = self.tx.as_deref_mut() else {
             unreachable!("nothing ends a transaction while its RCPT hook is pending");
         };
-        self.add_recipient(recipient);
+        tx.envelope.recipients.extend(tx.asked.take());
         self.reply(custom.unwrap_or(RCPT_OK), ReplyState::Rcpt);
     }
 
