@@ -252,12 +252,21 @@ pub(crate) fn parse_command_into<'a>(
     strings: Option<&mut Strings>,
 ) -> Result<Command<'a>, CommandError> {
     let line = trim_line_end(line);
-    let word_end = memchr::memchr(b' ', line).unwrap_or(line.len());
+    // A verb is at most MAX_VERB bytes: a longer first word is unknown however long it is.
+    let word_end = line
+        .iter()
+        .take(MAX_VERB + 1)
+        .position(|&b| b == b' ')
+        .unwrap_or(line.len().min(MAX_VERB + 1));
     let word = line.get(..word_end).unwrap_or_default();
     let verb = Verb::from_word(word).ok_or(CommandError::Unknown)?;
-    let line = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8(verb))?;
-    // The verb is followed by end of line or a space; skip that one space.
+    // The verb is followed by end of line or a space; skip that one space. The verb is
+    // ASCII, so the line is UTF-8 exactly when its arguments are.
     let args = line.get(word_end + 1..).unwrap_or_default();
+    let args = match args {
+        [] => "",
+        _ => std::str::from_utf8(args).map_err(|_| CommandError::NotUtf8(verb))?,
+    };
     let syntax = CommandError::Syntax(verb);
     match verb {
         Verb::Helo | Verb::Ehlo | Verb::Lhlo => greeting(verb, args).ok_or(syntax),
@@ -349,15 +358,32 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     line.get(..keep).unwrap_or_default()
 }
 
-/// Strips `FROM:` / `TO:` (any case) and the spaces around it. The spaces
-/// before `<` are not in RFC 5321 but many clients send them.
+/// Strips `FROM:` / `TO:` (any case; `keyword` is given in upper case) and the spaces
+/// around it. The spaces before `<` are not in RFC 5321 but many clients send them.
 fn path_argument<'a>(args: &'a str, keyword: &str) -> Option<&'a str> {
-    let args = args.trim_start_matches(' ');
-    let head = args.get(..keyword.len())?;
-    if !head.eq_ignore_ascii_case(keyword) {
+    let args = skip_spaces(args);
+    let head = args.as_bytes().get(..keyword.len())?;
+    // `keyword` is upper case: a letter matches either case, anything else itself.
+    let matches = head.iter().zip(keyword.bytes()).all(|(&b, k)| {
+        if k.is_ascii_alphabetic() {
+            b & !0x20 == k
+        } else {
+            b == k
+        }
+    });
+    if !matches {
         return None;
     }
-    Some(args.get(keyword.len()..)?.trim_start_matches(' '))
+    // The keyword is ASCII, so its end is a character boundary.
+    Some(skip_spaces(args.get(keyword.len()..)?))
+}
+
+/// `text` without its leading spaces. Byte by byte: every MAIL and RCPT line goes through
+/// here, usually with no space to skip, and `trim_start_matches` runs a general
+/// character search.
+fn skip_spaces(text: &str) -> &str {
+    let spaces = text.bytes().take_while(|&b| b == b' ').count();
+    text.get(spaces..).unwrap_or_default()
 }
 
 /// What follows the path must be separated from it by a space.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use crate::context::ReplyState;
-use crate::hooks::{AbortReason, HookCall};
+use crate::hooks::{AbortReason, Hook, HookCall, HookId};
 use crate::reply::{EnhancedCode, Reply};
 use crate::spare::Spares;
 
@@ -369,10 +369,14 @@ impl Outbox {
         self.last = Some((reply, state));
     }
 
-    /// Queues a hook call after the replies written so far.
-    #[inline]
-    pub(crate) fn hook_call(&mut self, call: HookCall) {
-        self.push(Output::HookCall(call));
+    /// Queues a hook call after the replies written so far. The call is put together here,
+    /// where it is written into the queue: a hook call is 160 bytes, and each move of it
+    /// from one value to the next is a call to `memcpy`.
+    #[inline(never)]
+    pub(crate) fn hook_call(&mut self, id: HookId, hook: Hook) {
+        self.flush();
+        self.queue
+            .push_back(Output::HookCall(HookCall { id, hook }));
     }
 
     /// Queues an action after the replies written so far.

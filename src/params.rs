@@ -276,53 +276,66 @@ pub fn parse_mail_params(
 ) -> Result<MailParams, ParamError> {
     let mut params = MailParams::default();
     for token in tokens(raw) {
-        let (keyword, value) = split_param(token)?;
-        let is = |name: &str| keyword.eq_ignore_ascii_case(name);
-        if is("SIZE") {
-            supported(support.size)?;
-            let size = parse_size(required(value)?)?;
-            if size > max_size {
-                return Err(ParamError::SizeExceeded);
-            }
-            set_once(&mut params.size, size)?;
-        } else if is("BODY") {
-            supported(support.eight_bit_mime || support.binary_mime)?;
-            let body = parse_body(required(value)?, support)?;
-            set_once(&mut params.body, body)?;
-        } else if is("SMTPUTF8") {
-            supported(support.smtputf8)?;
-            params.smtputf8 = flag(value)?;
-        } else if is("RET") {
-            supported(support.dsn)?;
-            let ret = parse_ret(required(value)?)?;
-            set_once(&mut params.ret, ret)?;
-        } else if is("ENVID") {
-            supported(support.dsn)?;
-            let envid = decode_printable(required(value)?, false)?;
-            if envid.chars().count() > MAX_ENVID {
-                return Err(ParamError::Syntax);
-            }
-            set_once(&mut params.envid, envid)?;
-        } else if is("AUTH") {
-            supported(support.auth)?;
-            let auth = decode_printable(required(value)?, false)?;
-            set_once(&mut params.auth, auth)?;
-        } else if is("REQUIRETLS") {
-            supported(support.require_tls)?;
-            params.require_tls = flag(value)?;
-        } else if is("MT-PRIORITY") {
-            supported(support.mt_priority)?;
-            let priority = parse_priority(required(value)?)?;
-            set_once(&mut params.mt_priority, priority)?;
-        } else if is("BY") {
-            supported(support.deliver_by)?;
-            let by = parse_deliver_by(required(value)?)?;
-            set_once(&mut params.deliver_by, by)?;
-        } else {
-            return Err(ParamError::Unknown);
-        }
+        mail_param(&mut params, token, support, max_size)?;
     }
     Ok(params)
+}
+
+/// One parameter of `MAIL FROM`, out of line: most commands carry none or one, and the
+/// loop over them stays small.
+#[inline(never)]
+fn mail_param(
+    params: &mut MailParams,
+    token: &str,
+    support: ParamSupport,
+    max_size: u64,
+) -> Result<(), ParamError> {
+    let (keyword, value) = split_param(token)?;
+    let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+    if is("SIZE") {
+        supported(support.size)?;
+        let size = parse_size(required(value)?)?;
+        if size > max_size {
+            return Err(ParamError::SizeExceeded);
+        }
+        set_once(&mut params.size, size)?;
+    } else if is("BODY") {
+        supported(support.eight_bit_mime || support.binary_mime)?;
+        let body = parse_body(required(value)?, support)?;
+        set_once(&mut params.body, body)?;
+    } else if is("SMTPUTF8") {
+        supported(support.smtputf8)?;
+        params.smtputf8 = flag(value)?;
+    } else if is("RET") {
+        supported(support.dsn)?;
+        let ret = parse_ret(required(value)?)?;
+        set_once(&mut params.ret, ret)?;
+    } else if is("ENVID") {
+        supported(support.dsn)?;
+        let envid = decode_printable(required(value)?, false)?;
+        if envid.chars().count() > MAX_ENVID {
+            return Err(ParamError::Syntax);
+        }
+        set_once(&mut params.envid, envid)?;
+    } else if is("AUTH") {
+        supported(support.auth)?;
+        let auth = decode_printable(required(value)?, false)?;
+        set_once(&mut params.auth, auth)?;
+    } else if is("REQUIRETLS") {
+        supported(support.require_tls)?;
+        params.require_tls = flag(value)?;
+    } else if is("MT-PRIORITY") {
+        supported(support.mt_priority)?;
+        let priority = parse_priority(required(value)?)?;
+        set_once(&mut params.mt_priority, priority)?;
+    } else if is("BY") {
+        supported(support.deliver_by)?;
+        let by = parse_deliver_by(required(value)?)?;
+        set_once(&mut params.deliver_by, by)?;
+    } else {
+        return Err(ParamError::Unknown);
+    }
+    Ok(())
 }
 
 /// Parses the parameters after the forward path of `RCPT TO`.
@@ -340,25 +353,36 @@ pub fn parse_mail_params(
 pub fn parse_rcpt_params(raw: &str, support: ParamSupport) -> Result<RcptParams, ParamError> {
     let mut params = RcptParams::default();
     for token in tokens(raw) {
-        let (keyword, value) = split_param(token)?;
-        let is = |name: &str| keyword.eq_ignore_ascii_case(name);
-        if is("NOTIFY") {
-            supported(support.dsn)?;
-            let notify = parse_notify(required(value)?)?;
-            set_once(&mut params.notify, notify)?;
-        } else if is("ORCPT") {
-            supported(support.dsn)?;
-            let orcpt = parse_orcpt(required(value)?)?;
-            set_once(&mut params.orcpt, orcpt)?;
-        } else if is("RRVS") {
-            supported(support.rrvs)?;
-            let rrvs = parse_rrvs(required(value)?)?;
-            set_once(&mut params.rrvs, rrvs)?;
-        } else {
-            return Err(ParamError::Unknown);
-        }
+        rcpt_param(&mut params, token, support)?;
     }
     Ok(params)
+}
+
+/// One parameter of `RCPT TO`, out of line like [`mail_param`].
+#[inline(never)]
+fn rcpt_param(
+    params: &mut RcptParams,
+    token: &str,
+    support: ParamSupport,
+) -> Result<(), ParamError> {
+    let (keyword, value) = split_param(token)?;
+    let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+    if is("NOTIFY") {
+        supported(support.dsn)?;
+        let notify = parse_notify(required(value)?)?;
+        set_once(&mut params.notify, notify)?;
+    } else if is("ORCPT") {
+        supported(support.dsn)?;
+        let orcpt = parse_orcpt(required(value)?)?;
+        set_once(&mut params.orcpt, orcpt)?;
+    } else if is("RRVS") {
+        supported(support.rrvs)?;
+        let rrvs = parse_rrvs(required(value)?)?;
+        set_once(&mut params.rrvs, rrvs)?;
+    } else {
+        return Err(ParamError::Unknown);
+    }
+    Ok(())
 }
 
 impl DateTime {

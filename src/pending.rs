@@ -1,12 +1,14 @@
 //! The hook call a session waits for, what it was about, and which decisions fit it.
 
-use crate::address::{ForwardPath, ReversePath};
 use crate::context::{HeloInfo, ReplyState};
 use crate::error::Error;
 use crate::hooks::{Decision, HookId};
-use crate::params::{MailParams, RcptParams};
+use crate::session::Transaction;
 
 /// What a pending hook was about, so its decision can be carried out.
+///
+/// Kept small (no path or parameters in it: a pending stage is moved several times per
+/// hook call, and values over 128 bytes are moved by a call to `memcpy`).
 pub(crate) enum Stage {
     Connect,
     Helo(HeloInfo),
@@ -15,8 +17,11 @@ pub(crate) enum Stage {
         username: Option<String>,
         step: u32,
     },
-    Mail(ReversePath, MailParams),
-    Rcpt(ForwardPath, RcptParams),
+    /// The transaction MAIL opens once the hook accepts it.
+    Mail(Box<Transaction>),
+    /// The recipient waits in the open transaction, outside its envelope
+    /// (`Transaction::asked`), until the hook accepts it.
+    Rcpt,
     Data,
     /// VRFY (`expand` false) or EXPN.
     Verify {
@@ -41,7 +46,7 @@ impl Stage {
             Stage::Helo(info) => ReplyState::from(info.verb),
             Stage::Auth { .. } => ReplyState::Auth,
             Stage::Mail(..) => ReplyState::Mail,
-            Stage::Rcpt(..) => ReplyState::Rcpt,
+            Stage::Rcpt => ReplyState::Rcpt,
             Stage::Data => ReplyState::Data,
             Stage::Verify { expand: false } => ReplyState::Vrfy,
             Stage::Verify { expand: true } => ReplyState::Expn,
@@ -114,4 +119,17 @@ impl Stage {
 pub(crate) struct Pending {
     pub id: HookId,
     pub stage: Stage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pending, Stage};
+
+    /// A pending stage is moved by value from the command to the decision; at 128 bytes or
+    /// less the compiler copies it inline instead of calling `memcpy`.
+    #[test]
+    fn a_pending_stage_is_small() {
+        assert!(std::mem::size_of::<Stage>() <= 64);
+        assert!(std::mem::size_of::<Option<Pending>>() <= 128);
+    }
 }

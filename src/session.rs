@@ -30,7 +30,7 @@ use crate::trace::{Protocol, Received};
 mod commands;
 mod message;
 
-use message::Transaction;
+pub(crate) use message::Transaction;
 
 /// Where the connection is, with the reader each phase reads its bytes with.
 enum Phase {
@@ -832,6 +832,7 @@ impl Session {
         }
     }
 
+    #[cold]
     fn read_proxy(&mut self, input: &[u8]) -> Step {
         let Phase::Proxy(reader) = &mut self.phase else {
             unreachable!("read_proxy runs in the PROXY phase");
@@ -917,6 +918,7 @@ impl Session {
         }
     }
 
+    #[cold]
     fn shutdown_now(&mut self) {
         let reply = closing::shutdown(&self.config.hostname);
         self.reply(reply, ReplyState::Shutdown);
@@ -926,6 +928,7 @@ impl Session {
     // ----------------------------------------------------------------------------------
     // Connection start
 
+    #[cold]
     fn apply_proxy_header(&mut self, header: ProxyHeader) {
         if let Some(src) = header.source {
             self.info.remote_ip = Some(src.ip());
@@ -958,6 +961,7 @@ impl Session {
         }
     }
 
+    #[inline(never)]
     fn connect(&mut self) {
         self.phase = Phase::Connecting;
         if self.config.hooks.connect {
@@ -967,6 +971,7 @@ impl Session {
         }
     }
 
+    #[inline(never)]
     fn greet(&mut self, custom: Option<Reply>) {
         if self.early_talker && self.config.reject_early_talkers {
             self.reply(
@@ -996,10 +1001,11 @@ impl Session {
     // ----------------------------------------------------------------------------------
     // Hooks and decisions
 
+    #[inline]
     fn call_hook(&mut self, stage: Stage, hook: Hook) {
         let id = HookId(self.next_hook);
         self.next_hook += 1;
-        self.out.hook_call(HookCall { id, hook });
+        self.out.hook_call(id, hook);
         self.pending = Some(Pending { id, stage });
     }
 
@@ -1007,37 +1013,44 @@ impl Session {
         match decision {
             Decision::Accept => self.accepted(stage, None),
             Decision::AcceptWith(reply) => self.accepted(stage, Some(reply)),
-            Decision::Challenge(challenge) => {
-                let Stage::Auth {
-                    mechanism,
-                    step,
-                    username,
-                } = stage
-                else {
-                    unreachable!("Stage::admits lets challenges answer auth steps only");
-                };
-                self.auth_step(sasl::challenge(mechanism, step, username, &challenge));
-            }
+            Decision::Challenge(challenge) => self.challenge(stage, &challenge),
             Decision::Reject(reply) => self.refused(stage, reply),
             Decision::PerRecipient(replies) => self.per_recipient(stage, replies),
             Decision::Disconnect { reply, mode } => self.disconnect(stage, reply, mode),
-            Decision::HookFailed => {
-                let disconnect = self.config.hook_failure == HookFailurePolicy::Disconnect;
-                if disconnect || matches!(stage, Stage::Connect) {
-                    let reply = closing::technical_difficulties(&self.config.hostname);
-                    self.reply(reply, stage.reply_state());
-                    self.close(CloseSide::Local);
-                } else if matches!(stage, Stage::Auth { .. }) {
-                    self.refused(stage, AUTH_TEMPORARY);
-                } else {
-                    self.refused(stage, HOOK_TEMPORARY);
-                }
-            }
+            Decision::HookFailed => self.hook_failed(stage),
+        }
+    }
+
+    #[cold]
+    fn challenge(&mut self, stage: Stage, challenge: &[u8]) {
+        let Stage::Auth {
+            mechanism,
+            step,
+            username,
+        } = stage
+        else {
+            unreachable!("Stage::admits lets challenges answer auth steps only");
+        };
+        self.auth_step(sasl::challenge(mechanism, step, username, challenge));
+    }
+
+    #[cold]
+    fn hook_failed(&mut self, stage: Stage) {
+        let disconnect = self.config.hook_failure == HookFailurePolicy::Disconnect;
+        if disconnect || matches!(stage, Stage::Connect) {
+            let reply = closing::technical_difficulties(&self.config.hostname);
+            self.reply(reply, stage.reply_state());
+            self.close(CloseSide::Local);
+        } else if matches!(stage, Stage::Auth { .. }) {
+            self.refused(stage, AUTH_TEMPORARY);
+        } else {
+            self.refused(stage, HOOK_TEMPORARY);
         }
     }
 
     /// LMTP: a reply for each recipient, in RCPT order; an error among them counts once
     /// toward the error limit (unless each is the server's fault).
+    #[cold]
     fn per_recipient(&mut self, stage: Stage, replies: Vec<Reply>) {
         let state = stage.reply_state();
         let any_error = replies.iter().any(|r| r.is_error() && !r.is_server_fault());
@@ -1051,6 +1064,7 @@ impl Session {
     }
 
     /// KumoMTA's `kumo.disconnect` modes (SPEC 5).
+    #[cold]
     fn disconnect(&mut self, stage: Stage, reply: Reply, mode: DisconnectMode) {
         let code = reply.code();
         let state = stage.reply_state();
@@ -1083,8 +1097,8 @@ impl Session {
                 });
                 self.reply(custom.unwrap_or(AUTH_OK), ReplyState::Auth);
             }
-            Stage::Mail(path, params) => self.mail_accepted(path, params, custom),
-            Stage::Rcpt(path, params) => self.rcpt_accepted(path, params, custom),
+            Stage::Mail(tx) => self.mail_accepted(tx, custom),
+            Stage::Rcpt => self.rcpt_accepted(custom),
             Stage::Data => self.start_data(custom),
             Stage::Verify { .. } => {
                 let state = stage.reply_state();
@@ -1103,7 +1117,11 @@ impl Session {
 
     /// A refusal: the reply is sent and the stage has no effect. A 421 closes, and so does
     /// any refusal of the connection itself.
+    #[inline(never)]
     fn refused(&mut self, stage: Stage, reply: Reply) {
+        if let (Stage::Rcpt, Some(tx)) = (&stage, self.tx.as_deref_mut()) {
+            tx.asked = None;
+        }
         let closes = reply.code() == 421 || matches!(stage, Stage::Connect);
         if let (Stage::Bdat { size, last }, false) = (&stage, closes) {
             // The client sends the chunk regardless; the reply is owed after it.
@@ -1133,14 +1151,20 @@ impl Session {
 
     fn check_error_limit(&mut self, errors: u32, state: ReplyState) {
         if errors >= self.config.hard_error_limit && !self.out.is_closed() {
-            let reply = closing::too_many_errors(&self.config.hostname);
-            self.out.reply_uncounted(reply, state);
-            self.close(CloseSide::Local);
+            self.too_many_errors(state);
         }
+    }
+
+    #[cold]
+    fn too_many_errors(&mut self, state: ReplyState) {
+        let reply = closing::too_many_errors(&self.config.hostname);
+        self.out.reply_uncounted(reply, state);
+        self.close(CloseSide::Local);
     }
 
     /// Ends the session: pending writes (unless the connection broke), `Close`, then the
     /// disconnect hook call. Idempotent.
+    #[cold]
     fn close(&mut self, side: CloseSide) {
         if self.is_closed() {
             return;
@@ -1168,8 +1192,7 @@ impl Session {
         };
         let id = HookId(self.next_hook);
         self.next_hook += 1;
-        let hook = Hook::Disconnect(Box::new(context));
-        self.out.hook_call(HookCall { id, hook });
+        self.out.hook_call(id, Hook::Disconnect(Box::new(context)));
     }
 }
 

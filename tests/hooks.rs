@@ -316,3 +316,47 @@ fn vrfy_switched_off_is_refused_without_asking_the_hook() {
     );
     assert!(h.pending.is_empty());
 }
+
+#[test]
+fn recipients_the_rcpt_hook_does_not_accept_stay_out_of_the_envelope() {
+    use smtp_session::{DisconnectMode, Hook};
+    let policy = Policy::Auto(Box::new(|hook: &Hook| match hook {
+        Hook::RcptTo { path, .. } => match path.to_string().as_str() {
+            "c@example.net" => Decision::Reject(Reply::new(550, "5.1.1 no such user").unwrap()),
+            "d@example.net" => Decision::HookFailed,
+            "e@example.net" => Decision::Disconnect {
+                reply: Reply::new(550, "5.7.1 not here").unwrap(),
+                mode: DisconnectMode::If421,
+            },
+            _ => Decision::Accept,
+        },
+        _ => Decision::Accept,
+    }));
+    let mut h = Harness::with_policy(all_hooks(), policy);
+    h.send(
+        "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n\
+         RCPT TO:<c@example.net>\r\nRCPT TO:<d@example.net>\r\nRCPT TO:<e@example.net>\r\n\
+         RCPT TO:<f@example.net>\r\n",
+    );
+    let recipients: Vec<String> = h
+        .session
+        .envelope()
+        .unwrap()
+        .recipients
+        .iter()
+        .map(|r| r.path.to_string())
+        .collect();
+    assert_eq!(recipients, ["b@example.net", "f@example.net"]);
+    let lines = h.server_lines();
+    assert_eq!(
+        lines[lines.len() - 6..],
+        [
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            "550 5.1.1 no such user",
+            "451 4.3.0 Temporary failure, please try again later",
+            "550 5.7.1 not here",
+            "250 2.1.5 Recipient OK",
+        ]
+    );
+}

@@ -10,7 +10,7 @@ use crate::hooks::{AbortReason, Envelope, Hook, Recipient};
 use crate::line::{LineEnding, LineKind, LineReader};
 use crate::offer::Offer;
 use crate::outbox::{closing, replies::*, Output};
-use crate::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError, RcptParams};
+use crate::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError};
 use crate::pending::Stage;
 use crate::reply::Reply;
 use crate::sasl::{self, AuthStep, Refusal, SaslError};
@@ -42,6 +42,7 @@ impl Session {
     /// A line ended by a bare LF under [`BareLineEndings::Reject`]: refused, not executed.
     /// A BDAT chunk still follows its command, so its bytes are skipped, never read as
     /// commands.
+    #[cold]
     fn bare_lf_line(&mut self, line: &[u8]) {
         if let Phase::Auth(..) = self.phase {
             self.phase = Phase::Command(LineReader::commands(self.line_limits));
@@ -54,6 +55,7 @@ impl Session {
         }
     }
 
+    #[cold]
     pub(super) fn line_too_long(&mut self, kind: LineKind) {
         match kind {
             LineKind::Auth => {
@@ -64,6 +66,7 @@ impl Session {
         }
     }
 
+    #[cold]
     fn command_error(&mut self, error: CommandError) {
         match error {
             CommandError::Unknown => self.reply(UNKNOWN_COMMAND, ReplyState::Unknown),
@@ -88,23 +91,21 @@ impl Session {
     fn command(&mut self, command: Command<'_>, pipelined: bool) {
         let verb = command.verb();
         if pipelined && self.config.reject_unauth_pipelining && self.pipelining_forbidden(verb) {
-            let reply = closing::unauth_pipelining(&self.config.hostname);
-            self.reply(reply, ReplyState::from(verb));
-            return self.close(CloseSide::Local);
+            return self.unauth_pipelining(verb);
         }
         if self.config.require_tls && self.tls.is_none() && !allowed_before_tls(verb) {
             if let Command::Bdat { size, last } = command {
                 return self.skip_chunk(size, last, TLS_REQUIRED);
             }
-            return self.reply(TLS_REQUIRED, ReplyState::from(verb));
+            return self.refuse(TLS_REQUIRED, ReplyState::from(verb));
         }
         match command {
             // LMTP greets with LHLO only, SMTP never does (RFC 2033 section 4.1).
             Command::Helo(_) | Command::Ehlo(_) if self.config.lmtp => {
-                self.reply(UNKNOWN_COMMAND, ReplyState::from(verb))
+                self.refuse(UNKNOWN_COMMAND, ReplyState::from(verb))
             }
             Command::Lhlo(_) if !self.config.lmtp => {
-                self.reply(UNKNOWN_COMMAND, ReplyState::Unknown)
+                self.refuse(UNKNOWN_COMMAND, ReplyState::Unknown)
             }
             Command::Helo(host) => self.cmd_helo(HeloVerb::Helo, host),
             Command::Ehlo(host) => self.cmd_helo(HeloVerb::Ehlo, host),
@@ -118,20 +119,41 @@ impl Session {
                 self.reply(OK, ReplyState::Rset)
             }
             Command::Noop => self.reply(OK, ReplyState::Noop),
-            Command::Quit => {
-                self.reply(BYE, ReplyState::Quit);
-                self.close(CloseSide::Local);
-            }
+            Command::Quit => self.cmd_quit(),
             Command::Vrfy(argument) => self.cmd_verify(false, argument),
             Command::Expn(argument) => self.cmd_verify(true, argument),
-            Command::Help(_) => {
-                let help = self.offer().help_reply();
-                self.reply(help, ReplyState::Help)
-            }
+            Command::Help(_) => self.cmd_help(),
             Command::StartTls => self.cmd_starttls(pipelined),
             Command::Auth { mechanism, initial } => self.cmd_auth(mechanism, initial),
             Command::Xclient(args) => self.cmd_xclient(args),
         }
+    }
+
+    /// A refusal of a command: kept out of line, with the other rare paths, so the code run
+    /// for each accepted MAIL, RCPT and DATA stays small enough for the instruction cache.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn refuse(&mut self, reply: Reply, state: ReplyState) {
+        self.reply(reply, state)
+    }
+
+    #[cold]
+    fn unauth_pipelining(&mut self, verb: Verb) {
+        let reply = closing::unauth_pipelining(&self.config.hostname);
+        self.reply(reply, ReplyState::from(verb));
+        self.close(CloseSide::Local);
+    }
+
+    #[cold]
+    fn cmd_quit(&mut self) {
+        self.reply(BYE, ReplyState::Quit);
+        self.close(CloseSide::Local);
+    }
+
+    #[cold]
+    fn cmd_help(&mut self) {
+        let help = self.offer().help_reply();
+        self.reply(help, ReplyState::Help)
     }
 
     /// RFC 2920: EHLO, HELO and DATA must end a group of pipelined commands, and a client
@@ -142,6 +164,7 @@ impl Session {
         !advertised || matches!(verb, Verb::Helo | Verb::Ehlo | Verb::Lhlo | Verb::Data)
     }
 
+    #[inline(never)]
     fn cmd_helo(&mut self, verb: HeloVerb, host: &str) {
         // HELO/EHLO reset any transaction, as RSET does (RFC 5321 4.1.4).
         self.end_transaction(AbortReason::Reset);
@@ -160,6 +183,7 @@ impl Session {
         }
     }
 
+    #[inline(never)]
     pub(super) fn helo_accepted(&mut self, info: HeloInfo, custom: Option<Reply>) {
         let reply = custom.unwrap_or_else(|| match info.verb {
             HeloVerb::Helo => Reply::built(250, None, self.config.hostname.clone()),
@@ -182,6 +206,7 @@ impl Session {
         }
     }
 
+    #[cold]
     fn param_error(&mut self, error: ParamError, state: ReplyState) {
         let reply = match error {
             ParamError::Unknown => UNKNOWN_PARAM,
@@ -195,13 +220,13 @@ impl Session {
     fn cmd_mail(&mut self, path: ReversePath, raw_params: &str) {
         let state = ReplyState::Mail;
         if self.config.require_helo && self.helo.is_none() {
-            return self.reply(NEED_HELO, state);
+            return self.refuse(NEED_HELO, state);
         }
         if self.tx.is_some() {
-            return self.reply(NESTED_MAIL, state);
+            return self.refuse(NESTED_MAIL, state);
         }
         if self.config.require_auth && self.auth.is_none() {
-            return self.reply(AUTH_REQUIRED, state);
+            return self.refuse(AUTH_REQUIRED, state);
         }
         let support = self.offer().params();
         let params = match parse_mail_params(raw_params, support, self.config.max_message_size) {
@@ -209,26 +234,24 @@ impl Session {
             Err(error) => return self.param_error(error, state),
         };
         if !path.is_ascii() && !params.smtputf8 {
-            return self.reply(UTF8_NEEDS_SMTPUTF8, state);
+            return self.refuse(UTF8_NEEDS_SMTPUTF8, state);
         }
         if self.config.hooks.mail_from {
             let hook = Hook::MailFrom {
                 path: spare::reverse_path(&mut self.out.spares, &path),
                 params: params.clone(),
             };
-            self.call_hook(Stage::Mail(path, params), hook);
+            let tx = self.transaction(path, params);
+            self.call_hook(Stage::Mail(tx), hook);
         } else {
-            self.mail_accepted(path, params, None);
+            let tx = self.transaction(path, params);
+            self.mail_accepted(tx, None);
         }
     }
 
-    pub(super) fn mail_accepted(
-        &mut self,
-        path: ReversePath,
-        params: MailParams,
-        custom: Option<Reply>,
-    ) {
-        self.tx = Some(Box::new(Transaction {
+    /// The transaction a MAIL command opens once it is accepted.
+    fn transaction(&mut self, path: ReversePath, params: MailParams) -> Box<Transaction> {
+        Box::new(Transaction {
             envelope: Envelope {
                 mail_from: path,
                 mail_params: params,
@@ -238,25 +261,24 @@ impl Session {
                     .as_mut()
                     .map_or_else(Vec::new, |spares| spares.recipients()),
             },
+            asked: None,
             sink: BodySink::Discard,
             chunks: None,
-        }));
+        })
+    }
+
+    pub(super) fn mail_accepted(&mut self, tx: Box<Transaction>, custom: Option<Reply>) {
+        self.tx = Some(tx);
         self.reply(custom.unwrap_or(MAIL_OK), ReplyState::Mail);
     }
 
     fn cmd_rcpt(&mut self, path: ForwardPath, raw_params: &str) {
         let state = ReplyState::Rcpt;
         let Some(tx) = &self.tx else {
-            return self.reply(NEED_MAIL, state);
+            return self.refuse(NEED_MAIL, state);
         };
         if tx.envelope.recipients.len() >= self.config.max_recipients {
-            // Clients that pipeline past the limit are common and harmless up to a point
-            // (Postfix's smtpd_recipient_overshoot_limit); a flood beyond it counts as errors.
-            self.overshoot = self.overshoot.saturating_add(1);
-            if self.overshoot <= self.config.recipient_overshoot_limit {
-                return self.out.reply_uncounted(TOO_MANY_RCPTS, state);
-            }
-            return self.reply(TOO_MANY_RCPTS, state);
+            return self.too_many_recipients();
         }
         let utf8_allowed = tx.envelope.mail_params.smtputf8;
         let params = match parse_rcpt_params(raw_params, self.offer().params()) {
@@ -264,32 +286,52 @@ impl Session {
             Err(error) => return self.param_error(error, state),
         };
         if !path.is_ascii() && !utf8_allowed {
-            return self.reply(UTF8_NEEDS_SMTPUTF8, state);
+            return self.refuse(UTF8_NEEDS_SMTPUTF8, state);
         }
         if self.config.hooks.rcpt_to {
             let hook = Hook::RcptTo {
                 path: spare::forward_path(&mut self.out.spares, &path),
                 params: params.clone(),
             };
-            self.call_hook(Stage::Rcpt(path, params), hook);
+            if let Some(tx) = self.tx.as_deref_mut() {
+                tx.asked = Some(Recipient { path, params });
+            }
+            self.call_hook(Stage::Rcpt, hook);
         } else {
-            self.rcpt_accepted(path, params, None);
+            self.add_recipient(Recipient { path, params });
+            self.reply(RCPT_OK, ReplyState::Rcpt);
         }
     }
 
-    pub(super) fn rcpt_accepted(
-        &mut self,
-        path: ForwardPath,
-        params: RcptParams,
-        custom: Option<Reply>,
-    ) {
-        let Some(tx) = &mut self.tx else {
+    #[cold]
+    fn too_many_recipients(&mut self) {
+        let state = ReplyState::Rcpt;
+        // Clients that pipeline past the limit are common and harmless up to a point
+        // (Postfix's smtpd_recipient_overshoot_limit); a flood beyond it counts as errors.
+        self.overshoot = self.overshoot.saturating_add(1);
+        if self.overshoot <= self.config.recipient_overshoot_limit {
+            return self.out.reply_uncounted(TOO_MANY_RCPTS, state);
+        }
+        self.reply(TOO_MANY_RCPTS, state)
+    }
+
+    /// The RCPT hook accepted the recipient that waited for it.
+    pub(super) fn rcpt_accepted(&mut self, custom: Option<Reply>) {
+        let Some(tx) = self.tx.as_deref_mut() else {
             unreachable!("nothing ends a transaction while its RCPT hook is pending");
         };
-        tx.envelope.recipients.push(Recipient { path, params });
+        tx.envelope.recipients.extend(tx.asked.take());
         self.reply(custom.unwrap_or(RCPT_OK), ReplyState::Rcpt);
     }
 
+    fn add_recipient(&mut self, recipient: Recipient) {
+        let Some(tx) = &mut self.tx else {
+            unreachable!("a recipient is added inside a transaction");
+        };
+        tx.envelope.recipients.push(recipient);
+    }
+
+    #[cold]
     fn cmd_starttls(&mut self, pipelined: bool) {
         let state = ReplyState::StartTls;
         if self.tls.is_some() {
@@ -318,6 +360,7 @@ impl Session {
         self.ext.auth && (self.tls.is_some() || self.config.auth_without_tls)
     }
 
+    #[cold]
     fn cmd_auth(&mut self, mechanism: &str, initial: Option<&str>) {
         let state = ReplyState::Auth;
         if !self.ext.auth {
@@ -346,6 +389,7 @@ impl Session {
     }
 
     /// Carries out the next step of an AUTH exchange.
+    #[cold]
     pub(super) fn auth_step(&mut self, step: AuthStep) {
         match step {
             AuthStep::Prompt(next, challenge) => {
@@ -374,6 +418,7 @@ impl Session {
     }
 
     /// VRFY and EXPN: refused when switched off, else the VRFY hook's, or 252.
+    #[cold]
     fn cmd_verify(&mut self, expand: bool, argument: &str) {
         let (enabled, state) = if expand {
             (self.config.expn, ReplyState::Expn)
@@ -401,13 +446,14 @@ impl Session {
             .is_some_and(|ip| self.config.xclient_trusted.contains(&ip))
     }
 
+    #[cold]
     fn cmd_xclient(&mut self, args: &str) {
         let state = ReplyState::Xclient;
         if !self.xclient_allowed() {
             return self.reply(XCLIENT_DENIED, state);
         }
         if self.tx.is_some() {
-            return self.reply(NESTED_MAIL, state);
+            return self.refuse(NESTED_MAIL, state);
         }
         let Some(attrs) = xclient::parse(args) else {
             return self.reply(XCLIENT_SYNTAX, state);

@@ -5,7 +5,7 @@ use crate::body::BodySink;
 use crate::config::{BodyDelivery, Config};
 use crate::context::ReplyState;
 use crate::data::{BareLineEndings, DataReceiver, DataStatus, LeadingWhitespace};
-use crate::hooks::{AbortReason, Envelope, Hook, Message};
+use crate::hooks::{AbortReason, Envelope, Hook, Message, Recipient};
 use crate::line::LineReader;
 use crate::outbox::{replies::*, Output};
 use crate::params::Body;
@@ -15,8 +15,10 @@ use crate::reply::Reply;
 use super::{Phase, Session, Step};
 
 /// A mail transaction, from MAIL to the end of its message.
-pub(super) struct Transaction {
+pub(crate) struct Transaction {
     pub(super) envelope: Envelope,
+    /// The recipient whose RCPT hook is pending: it joins the envelope when accepted.
+    pub(super) asked: Option<Recipient>,
     /// Where the body goes; `Discard` until it starts.
     pub(super) sink: BodySink,
     /// Between BDAT chunks: the receiver of the chunked message.
@@ -112,7 +114,7 @@ impl Session {
 
     pub(super) fn cmd_data(&mut self) {
         if let Some(reply) = self.data_refusal(false) {
-            return self.reply(reply, ReplyState::Data);
+            return self.refuse(reply, ReplyState::Data);
         }
         if self.config.hooks.data {
             self.call_hook(Stage::Data, Hook::Data);
@@ -248,6 +250,7 @@ impl Session {
     }
 
     /// Consumes a chunk's bytes without storing them, then sends `reply`.
+    #[cold]
     pub(super) fn skip_chunk(&mut self, size: u64, last: bool, reply: Reply) {
         let mut rx = BdatReceiver::discarding(None, u64::MAX);
         rx.start_chunk(size, last);
