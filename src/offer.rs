@@ -23,12 +23,6 @@ impl Offer<'_> {
     /// The reply to `EHLO client`: the greeting line, then one keyword per line.
     pub(crate) fn ehlo_reply(&self, client: &str) -> Reply {
         let ext = &self.extensions;
-        // Built with pushes into one buffer of the right size: this runs for every
-        // connection, and `format!` would cost more than the rest of the reply.
-        let mut text = String::with_capacity(256 + self.config.hostname.len() + client.len());
-        text.push_str(&self.config.hostname);
-        text.push_str(" greets ");
-        text.push_str(client);
         let mut size = [0u8; 25];
         let size = size_keyword(self.config.max_message_size, &mut size);
         let keywords = [
@@ -47,22 +41,40 @@ impl Offer<'_> {
             (ext.deliver_by, "DELIVERBY"),
             (ext.rrvs, "RRVS"),
         ];
+        let auth = (self.auth_offered && !self.authenticated).then_some("\nAUTH");
+        let mechanisms = auth.map_or(&[][..], |_| &self.config.auth_mechanisms[..]);
+        let xclient = self
+            .xclient
+            .then_some("\nXCLIENT ADDR PORT NAME HELO LOGIN PROTO DESTADDR DESTPORT");
+        // Pushed into one buffer of the exact size: this runs for every connection, and
+        // the reply is kept as the last one, so neither `format!` nor spare capacity.
+        let length = self.config.hostname.len()
+            + " greets ".len()
+            + client.len()
+            + (keywords.iter())
+                .filter(|(on, _)| *on)
+                .map(|(_, keyword)| 1 + keyword.len())
+                .sum::<usize>()
+            + auth.map_or(0, str::len)
+            + mechanisms.iter().map(|m| 1 + m.len()).sum::<usize>()
+            + xclient.map_or(0, str::len);
+        let mut text = String::with_capacity(length);
+        text.push_str(&self.config.hostname);
+        text.push_str(" greets ");
+        text.push_str(client);
         for (on, keyword) in keywords {
             if on {
                 text.push('\n');
                 text.push_str(keyword);
             }
         }
-        if self.auth_offered && !self.authenticated {
-            text.push_str("\nAUTH");
-            for mechanism in &self.config.auth_mechanisms {
-                text.push(' ');
-                text.push_str(mechanism);
-            }
+        text.extend(auth);
+        for mechanism in mechanisms {
+            text.push(' ');
+            text.push_str(mechanism);
         }
-        if self.xclient {
-            text.push_str("\nXCLIENT ADDR PORT NAME HELO LOGIN PROTO DESTADDR DESTPORT");
-        }
+        text.extend(xclient);
+        debug_assert_eq!(text.len(), length, "the EHLO reply's length");
         Reply::built(250, None, text)
     }
 
