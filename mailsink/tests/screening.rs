@@ -227,6 +227,8 @@ fn the_policy_reads_the_clients_score() {
         &script,
         r#"
 kumo.on('smtp_server_mail_from', function(sender, conn_meta)
+  -- The score is a Lua integer, as KumoMTA's numbers are.
+  if math.type(conn_meta:get_meta('dnsbl_score')) ~= 'integer' then error('not an integer') end
   if (conn_meta:get_meta('dnsbl_score') or 0) >= 2 then
     kumo.reject(451, '4.7.1 listed on ' .. conn_meta:get_meta('dnsbl_listed'))
   end

@@ -103,7 +103,7 @@ impl ConnMeta {
             "dnsbl_score" => Ok(shown
                 .screening
                 .as_ref()
-                .map_or(Value::Nil, |s| Value::Number(s.score.into()))),
+                .map_or(Value::Nil, |s| Value::Integer(s.score.into()))),
             "dnsbl_listed" => text(
                 shown
                     .screening
