@@ -44,6 +44,10 @@ pub const MAX_RECORD: usize = 16 << 20;
 /// The most records, and bytes, the deliverer writes into `tmp/` before one sync.
 const DELIVER_BATCH: usize = 1024;
 const DELIVER_BATCH_BYTES: usize = 16 << 20;
+/// How long the deliverer waits, after the first record of a batch, for more to share the
+/// batch's syncs (`syncfs`, `new/`, the checkpoint): delivery is off the client's path, so
+/// this delays only the file's appearance in `new/`, never a 250.
+const DELIVER_LINGER: Duration = Duration::from_millis(10);
 /// The longest the deliverer waits before trying a failed batch again.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
@@ -539,8 +543,12 @@ impl Deliverer {
         while let Ok(first) = queue.recv() {
             let mut bytes = first.record.len();
             let mut batch = vec![first];
+            let until = std::time::Instant::now() + DELIVER_LINGER;
             while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
-                let Ok(next) = queue.try_recv() else { break };
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                let Ok(next) = queue.recv_timeout(left) else {
+                    break;
+                };
                 bytes += next.record.len();
                 batch.push(next);
             }
