@@ -456,15 +456,10 @@ impl Writer {
 
     /// Appends a batch and syncs it; then hands its records to the deliverer.
     fn write(&mut self, batch: Vec<Entry>) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(batch.iter().map(|e| e.record.len()).sum());
-        for entry in &batch {
-            bytes.extend_from_slice(&entry.record);
-        }
         let start = self.len;
-        let written = self
-            .file
-            .write_all_at(&bytes, start)
-            .and_then(|()| self.file.sync_data());
+        let records: Vec<&[u8]> = batch.iter().map(|e| &e.record[..]).collect();
+        let written =
+            write_pieces_at(&self.file, &records, start).and_then(|()| self.file.sync_data());
         if let Err(err) = written {
             self.undo(start);
             return Err(err);
@@ -514,6 +509,25 @@ impl Writer {
             Err(err) => eprintln!("mailsink: journal: cannot begin a new segment: {err}"),
         }
     }
+}
+
+/// The most pieces one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_IOV: usize = 1024;
+
+/// Writes `pieces` one after another from `offset`, with `pwritev` (no copy into one
+/// buffer first).
+fn write_pieces_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = rustix::io::pwritev(file, &rest[..rest.len().min(MAX_IOV)], offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 /// Delivers synced records into the Maildir, on a thread of its own.
@@ -667,6 +681,27 @@ mod tests {
                 "{at}"
             );
         }
+    }
+
+    #[test]
+    fn pieces_are_written_whole_and_in_order_past_one_pwritevs_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let pieces: Vec<Vec<u8>> = (0..MAX_IOV * 2 + 5)
+            .map(|n| vec![(n % 251) as u8; n % 7])
+            .collect();
+        let refs: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+        file.write_all_at(b"head", 0).unwrap();
+        write_pieces_at(&file, &refs, 4).unwrap();
+        let mut expected = b"head".to_vec();
+        expected.extend(pieces.concat());
+        assert!(fs::read(dir.path().join("f")).unwrap() == expected);
     }
 
     #[test]
