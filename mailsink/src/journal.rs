@@ -5,7 +5,8 @@
 //! current segment file as one record; one `fdatasync` covers every record of its batch
 //! (a group commit, see [`crate::group_commit`]: the sync that answers a message began
 //! after its record was written), and only then does the client get its 250. The records
-//! then go to a deliverer thread, off the client's path, which writes a batch of them into
+//! then go to a deliverer thread, off the client's path, which gathers them for a moment
+//! ([`DELIVER_LINGER`], so that many share one batch's syncs), writes a batch of them into
 //! `tmp/` without syncing each, makes the whole batch durable at once (`syncfs` of the
 //! Maildir's file system, or an fsync of each file: [`DeliverySync`]), renames them into
 //! `new/`, syncs `new/`, and only then records how far it got (the checkpoint, synced).
