@@ -5,7 +5,8 @@
 //! current segment file as one record; one `fdatasync` covers every record of its batch
 //! (a group commit, see [`crate::group_commit`]: the sync that answers a message began
 //! after its record was written), and only then does the client get its 250. The records
-//! then go to a deliverer thread, off the client's path, which writes a batch of them into
+//! then go to a deliverer thread, off the client's path, which gathers them for a moment
+//! ([`DELIVER_LINGER`], so that many share one batch's syncs), writes a batch of them into
 //! `tmp/` without syncing each, makes the whole batch durable at once (`syncfs` of the
 //! Maildir's file system, or an fsync of each file: [`DeliverySync`]), renames them into
 //! `new/`, syncs `new/`, and only then records how far it got (the checkpoint, synced).
@@ -44,6 +45,10 @@ pub const MAX_RECORD: usize = 16 << 20;
 /// The most records, and bytes, the deliverer writes into `tmp/` before one sync.
 const DELIVER_BATCH: usize = 1024;
 const DELIVER_BATCH_BYTES: usize = 16 << 20;
+/// How long the deliverer waits, after the first record of a batch, for more to share the
+/// batch's syncs (`syncfs`, `new/`, the checkpoint): delivery is off the client's path, so
+/// this delays only the file's appearance in `new/`, never a 250.
+const DELIVER_LINGER: Duration = Duration::from_millis(10);
 /// The longest the deliverer waits before trying a failed batch again.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
@@ -452,15 +457,10 @@ impl Writer {
 
     /// Appends a batch and syncs it; then hands its records to the deliverer.
     fn write(&mut self, batch: Vec<Entry>) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(batch.iter().map(|e| e.record.len()).sum());
-        for entry in &batch {
-            bytes.extend_from_slice(&entry.record);
-        }
         let start = self.len;
-        let written = self
-            .file
-            .write_all_at(&bytes, start)
-            .and_then(|()| self.file.sync_data());
+        let records: Vec<&[u8]> = batch.iter().map(|e| &e.record[..]).collect();
+        let written =
+            write_pieces_at(&self.file, &records, start).and_then(|()| self.file.sync_data());
         if let Err(err) = written {
             self.undo(start);
             return Err(err);
@@ -512,6 +512,25 @@ impl Writer {
     }
 }
 
+/// The most pieces one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_IOV: usize = 1024;
+
+/// Writes `pieces` one after another from `offset`, with `pwritev` (no copy into one
+/// buffer first).
+fn write_pieces_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = rustix::io::pwritev(file, &rest[..rest.len().min(MAX_IOV)], offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
 /// Delivers synced records into the Maildir, on a thread of its own.
 struct Deliverer {
     dir: PathBuf,
@@ -539,8 +558,12 @@ impl Deliverer {
         while let Ok(first) = queue.recv() {
             let mut bytes = first.record.len();
             let mut batch = vec![first];
+            let until = std::time::Instant::now() + DELIVER_LINGER;
             while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
-                let Ok(next) = queue.try_recv() else { break };
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                let Ok(next) = queue.recv_timeout(left) else {
+                    break;
+                };
                 bytes += next.record.len();
                 batch.push(next);
             }
@@ -659,6 +682,27 @@ mod tests {
                 "{at}"
             );
         }
+    }
+
+    #[test]
+    fn pieces_are_written_whole_and_in_order_past_one_pwritevs_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let pieces: Vec<Vec<u8>> = (0..MAX_IOV * 2 + 5)
+            .map(|n| vec![(n % 251) as u8; n % 7])
+            .collect();
+        let refs: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+        file.write_all_at(b"head", 0).unwrap();
+        write_pieces_at(&file, &refs, 4).unwrap();
+        let mut expected = b"head".to_vec();
+        expected.extend(pieces.concat());
+        assert!(fs::read(dir.path().join("f")).unwrap() == expected);
     }
 
     #[test]
