@@ -53,6 +53,7 @@
 //! assert_eq!(trace::return_path(&ReversePath::Null), "Return-Path: <>\r\n");
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -246,48 +247,104 @@ impl<'a> Received<'a> {
 
     fn render(&self) -> String {
         let utf8 = self.protocol.smtputf8;
-        let mut clauses: Vec<Vec<String>> = Vec::new();
-        clauses.extend(self.peer_clause(utf8));
+        // Every unit borrows what it shows unless it had to be made safe: a usual field
+        // costs one allocation for the address literal and one for the text.
+        let mut units: Vec<Unit<'a>> = Vec::with_capacity(24);
+        self.peer_clause(utf8, &mut units);
         if let Some(tls) = self.tls {
-            clauses.push(comment(&tls_words(tls, utf8)));
+            let start = units.len();
+            tls_words(tls, utf8, &mut units);
+            comment(&mut units[start..]);
+            starts_clause(&mut units, start);
         }
-        clauses.push(vec![format!("by {}", host_name(self.by, utf8))]);
-        clauses.push(vec![format!("with {}", self.protocol.keyword())]);
+        units.push(Unit::clause("by ", host_name(self.by, utf8), ""));
+        units.push(Unit::clause(
+            "with ",
+            Cow::Borrowed(self.protocol.keyword()),
+            "",
+        ));
         if let Some(id) = self.id.map(message_id).filter(|id| !id.is_empty()) {
-            clauses.push(vec![format!("id {id}")]);
+            units.push(Unit::clause("id ", id, ""));
         }
         if let Some(path) = self.recipient.and_then(|path| for_path(path, utf8)) {
-            clauses.push(vec![format!("for <{path}>")]);
+            units.push(Unit::clause("for <", Cow::Owned(path), ">"));
         }
-        if let Some(last) = clauses.last_mut().and_then(|clause| clause.last_mut()) {
-            last.push(';');
+        if let Some(last) = units.last_mut() {
+            last.close = if last.close == ">" { ">;" } else { ";" };
         }
-        clauses.push(date_words(self.date));
-        fold("Received:", &clauses)
+        let start = units.len();
+        date_words(self.date, &mut units);
+        starts_clause(&mut units, start);
+        fold("Received:", &units)
     }
 
     /// `from NAME (REVERSE-DNS [LITERAL] helo=TEXT)`, each part when known.
-    fn peer_clause(&self, utf8: bool) -> Option<Vec<String>> {
+    fn peer_clause(&self, utf8: bool, units: &mut Vec<Unit<'a>>) {
         let literal = self.remote_ip.map(address_literal);
         let reverse_dns = self.reverse_dns.filter(|name| is_host_name(name, utf8));
         let helo = self.helo.filter(|name| is_host_name(name, utf8));
-        let name = helo
-            .map(str::to_owned)
-            .or_else(|| literal.clone())
-            .or_else(|| reverse_dns.map(str::to_owned))?;
-        let mut words: Vec<String> = reverse_dns.into_iter().map(str::to_owned).collect();
-        words.extend(literal);
+        let name = match (helo, &literal, reverse_dns) {
+            (Some(helo), _, _) => Cow::Borrowed(helo),
+            (None, Some(literal), _) => Cow::Owned(literal.clone()),
+            (None, None, Some(reverse_dns)) => Cow::Borrowed(reverse_dns),
+            (None, None, None) => return,
+        };
+        units.push(Unit::clause("from ", name, ""));
+        let start = units.len();
+        units.extend(reverse_dns.map(|name| Unit::word(Cow::Borrowed(name))));
+        units.extend(literal.map(|literal| Unit::word(Cow::Owned(literal))));
         if let (None, Some(text)) = (helo, self.helo) {
-            let mut text = comment_words(text, utf8);
-            match text.first_mut() {
-                Some(first) => first.insert_str(0, "helo="),
-                None => text.push("helo=".into()),
+            let first = units.len();
+            comment_words(text, utf8, units);
+            match units.get_mut(first) {
+                Some(word) => word.open = "helo=",
+                None => units.push(Unit::new("helo=", Cow::Borrowed(""), "")),
             }
-            words.extend(text);
         }
-        let mut clause = vec![format!("from {name}")];
-        clause.extend(comment(&words));
-        Some(clause)
+        comment(&mut units[start..]);
+    }
+}
+
+/// One unit of the field, written as `open`, `text`, `close`: folding never splits it.
+struct Unit<'t> {
+    open: &'static str,
+    text: Cow<'t, str>,
+    close: &'static str,
+    /// The first unit of a clause: a clause that does not fit the rest of the line goes
+    /// on the next one.
+    starts_clause: bool,
+}
+
+impl<'t> Unit<'t> {
+    fn new(open: &'static str, text: Cow<'t, str>, close: &'static str) -> Self {
+        Unit {
+            open,
+            text,
+            close,
+            starts_clause: false,
+        }
+    }
+
+    fn clause(open: &'static str, text: Cow<'t, str>, close: &'static str) -> Self {
+        Unit {
+            starts_clause: true,
+            ..Unit::new(open, text, close)
+        }
+    }
+
+    fn word(text: Cow<'t, str>) -> Self {
+        Unit::new("", text, "")
+    }
+
+    fn len(&self) -> usize {
+        self.open.len() + self.text.len() + self.close.len()
+    }
+}
+
+/// Marks the unit at `start`, if any, as the first of a clause.
+fn starts_clause(units: &mut [Unit<'_>], start: usize) {
+    if let Some(unit) = units.get_mut(start) {
+        unit.starts_clause = true;
     }
 }
 
@@ -317,101 +374,115 @@ pub fn return_path(path: &ReversePath) -> String {
     format!("Return-Path: <{text}>\r\n")
 }
 
-/// Joins the clauses' units after `name` with single spaces, folding (CRLF
-/// and a tab) before a clause that does not fit the rest of the line, and
-/// inside a clause too long for any line before the unit that would carry the
-/// line past 78 octets. Units are never split, so a line is either at most 78
-/// octets or holds a single unit (the first line: the name and one unit).
-fn fold(name: &str, clauses: &[Vec<String>]) -> String {
-    let mut out = String::with_capacity(FOLD_AT * 4);
+/// Joins the units after `name` with single spaces, folding (CRLF and a tab) before a
+/// clause that does not fit the rest of the line, and inside a clause too long for any
+/// line before the unit that would carry the line past 78 octets. Units are never split,
+/// so a line is either at most 78 octets or holds a single unit (the first line: the name
+/// and one unit).
+fn fold(name: &str, units: &[Unit<'_>]) -> String {
+    // Each unit brings at most a fold (3 octets) before it.
+    let room = name.len() + units.iter().map(|unit| unit.len() + 3).sum::<usize>() + 2;
+    let mut out = String::with_capacity(room);
     out.push_str(name);
     let mut line = name.len();
     let mut empty = true;
-    for clause in clauses {
-        let width = clause.iter().map(|unit| unit.len() + 1).sum::<usize>();
-        let mut fold_now = !empty && line + width > FOLD_AT;
-        for unit in clause {
-            if fold_now || (!empty && line + 1 + unit.len() > FOLD_AT) {
-                out.push_str("\r\n\t");
-                line = 1;
-            } else {
-                out.push(' ');
-                line += 1;
-            }
-            out.push_str(unit);
-            line += unit.len();
-            empty = false;
-            fold_now = false;
-            debug_assert!(line <= MAX_LINE, "every trace unit is bounded by MAX_TEXT");
+    for (at, unit) in units.iter().enumerate() {
+        let len = unit.len();
+        let mut fold_now = false;
+        if unit.starts_clause && !empty {
+            let rest = &units[at + 1..];
+            let more = rest.iter().take_while(|unit| !unit.starts_clause);
+            let width = len + 1 + more.map(|unit| unit.len() + 1).sum::<usize>();
+            fold_now = line + width > FOLD_AT;
         }
+        if fold_now || (!empty && line + 1 + len > FOLD_AT) {
+            out.push_str("\r\n\t");
+            line = 1;
+        } else {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(unit.open);
+        out.push_str(&unit.text);
+        out.push_str(unit.close);
+        line += len;
+        empty = false;
+        debug_assert!(line <= MAX_LINE, "every trace unit is bounded by MAX_TEXT");
     }
     out.push_str("\r\n");
     out
 }
 
-/// Wraps `words` in one comment, each word a unit of its own.
-fn comment(words: &[String]) -> Vec<String> {
-    let count = words.len();
-    words
-        .iter()
-        .enumerate()
-        .map(|(i, word)| {
-            let open = if i == 0 { "(" } else { "" };
-            let close = if i + 1 == count { ")" } else { "" };
-            format!("{open}{word}{close}")
-        })
-        .collect()
+/// Wraps `words` in one comment: `(` before the first, `)` after the last.
+fn comment(words: &mut [Unit<'_>]) {
+    if let Some(first) = words.first_mut() {
+        first.open = match first.open {
+            "helo=" => "(helo=",
+            "(" => "((",
+            _ => "(",
+        };
+    }
+    if let Some(last) = words.last_mut() {
+        last.close = ")";
+    }
 }
 
 /// `using PROTOCOL with cipher CIPHER (BITS bits) sni NAME`, each part when known.
-fn tls_words(tls: &TlsInfo, utf8: bool) -> Vec<String> {
-    let mut words = Vec::new();
-    let protocol = comment_words(&tls.protocol, utf8);
-    if !protocol.is_empty() {
-        words.push("using".to_owned());
-        words.extend(protocol);
-    }
-    let cipher = comment_words(&tls.cipher, utf8);
-    if !cipher.is_empty() {
-        words.extend(["with".to_owned(), "cipher".to_owned()]);
-        words.extend(cipher);
-    }
+fn tls_words<'t>(tls: &'t TlsInfo, utf8: bool, units: &mut Vec<Unit<'t>>) {
+    let start = units.len();
+    // Each label stays only when words follow it.
+    let labelled = |labels: &[&'static str], text: &'t str, units: &mut Vec<Unit<'t>>| {
+        let at = units.len();
+        units.extend(labels.iter().map(|label| Unit::word(Cow::Borrowed(*label))));
+        comment_words(text, utf8, units);
+        if units.len() == at + labels.len() {
+            units.truncate(at);
+        }
+    };
+    labelled(&["using"], &tls.protocol, units);
+    labelled(&["with", "cipher"], &tls.cipher, units);
     if let Some(bits) = tls.key_size {
-        words.extend([format!("({bits}"), "bits)".to_owned()]);
+        units.push(Unit::new("(", Cow::Owned(bits.to_string()), ""));
+        units.push(Unit::word(Cow::Borrowed("bits)")));
     }
     if let Some(sni) = &tls.sni {
-        let sni = comment_words(sni, utf8);
-        if !sni.is_empty() {
-            words.push("sni".to_owned());
-            words.extend(sni);
-        }
+        labelled(&["sni"], sni, units);
     }
-    if words.is_empty() {
-        words.push("TLS".to_owned());
+    if units.len() == start {
+        units.push(Unit::word(Cow::Borrowed("TLS")));
     }
-    words
 }
 
 /// Outside text made safe for a comment and split at its whitespace: control
 /// characters, parentheses and backslashes become `?`, and so does non-ASCII
-/// text unless `utf8`; only the first 255 octets are kept.
-fn comment_words(text: &str, utf8: bool) -> Vec<String> {
+/// text unless `utf8`; only the first 255 octets are kept. Text that needs none of
+/// that (the usual case) is borrowed.
+fn comment_words<'t>(text: &'t str, utf8: bool, units: &mut Vec<Unit<'t>>) {
+    let safe = |c: char| match c {
+        ' ' | '\t' => ' ',
+        '(' | ')' | '\\' => '?',
+        c if c.is_ascii() && !c.is_ascii_control() => c,
+        c if utf8 && !c.is_ascii() && !c.is_control() && !c.is_whitespace() => c,
+        _ => '?',
+    };
+    words(text, safe, units);
+}
+
+/// `text`, each character as `safe` makes it (a space: between words), split into
+/// words. Borrowed when every character stays as it is and `text` is at most
+/// [`MAX_TEXT`] octets; else made anew from its first [`MAX_TEXT`] octets.
+fn words<'t>(text: &'t str, safe: impl Fn(char) -> char, units: &mut Vec<Unit<'t>>) {
+    let space = |c: char| c == ' ' || c == '\t';
+    if text.len() <= MAX_TEXT && text.chars().all(|c| space(c) || safe(c) == c) {
+        let borrowed = text.split([' ', '\t']).filter(|w| !w.is_empty());
+        units.extend(borrowed.map(|word| Unit::word(Cow::Borrowed(word))));
+        return;
+    }
     let mut text = text.to_owned();
     truncate(&mut text, MAX_TEXT);
-    let safe: String = text
-        .chars()
-        .map(|c| match c {
-            ' ' | '\t' => ' ',
-            '(' | ')' | '\\' => '?',
-            c if c.is_ascii() && !c.is_ascii_control() => c,
-            c if utf8 && !c.is_ascii() && !c.is_control() && !c.is_whitespace() => c,
-            _ => '?',
-        })
-        .collect();
-    safe.split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let made: String = text.chars().map(safe).collect();
+    let owned = made.split(' ').filter(|w| !w.is_empty());
+    units.extend(owned.map(|word| Unit::word(Cow::Owned(word.to_owned()))));
 }
 
 /// A host name or address literal that can stand where the grammar wants a
@@ -438,9 +509,9 @@ fn is_host_char(c: char, utf8: bool) -> bool {
 }
 
 /// The server's own name, with whatever a host name cannot hold replaced.
-fn host_name(name: &str, utf8: bool) -> String {
+fn host_name(name: &str, utf8: bool) -> Cow<'_, str> {
     if is_host_name(name, utf8) {
-        return name.to_owned();
+        return Cow::Borrowed(name);
     }
     let mut name = name.to_owned();
     truncate(&mut name, MAX_TEXT);
@@ -448,11 +519,11 @@ fn host_name(name: &str, utf8: bool) -> String {
         .chars()
         .map(|c| if is_host_char(c, utf8) { c } else { '-' })
         .collect();
-    if safe.is_empty() {
+    Cow::Owned(if safe.is_empty() {
         "unknown".to_owned()
     } else {
         safe
-    }
+    })
 }
 
 /// RFC 5321 section 4.1.3 address literals.
@@ -465,28 +536,34 @@ fn address_literal(ip: IpAddr) -> String {
 
 /// RFC 5321 `ID = Atom / msg-id`: a whole `<left@right>` of dot-atoms is kept,
 /// anything else becomes an Atom.
-fn message_id(id: &str) -> String {
+fn message_id(id: &str) -> Cow<'_, str> {
     let is_atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let is_msg_id = |id: &str| {
+        id.strip_prefix('<')
+            .and_then(|i| i.strip_suffix('>'))
+            .and_then(|i| i.split_once('@'))
+            .is_some_and(|(left, right)| {
+                [left, right].iter().all(|part| {
+                    !part.is_empty()
+                        && part
+                            .split('.')
+                            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+                })
+            })
+    };
+    if id.len() <= MAX_TEXT && (is_msg_id(id) || id.chars().all(is_atext)) {
+        return Cow::Borrowed(id);
+    }
     let mut id = id.to_owned();
     truncate(&mut id, MAX_TEXT);
-    let msg_id = id
-        .strip_prefix('<')
-        .and_then(|i| i.strip_suffix('>'))
-        .and_then(|i| i.split_once('@'))
-        .is_some_and(|(left, right)| {
-            [left, right].iter().all(|part| {
-                !part.is_empty()
-                    && part
-                        .split('.')
-                        .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
-            })
-        });
-    if msg_id {
-        return id;
+    if is_msg_id(&id) {
+        return Cow::Owned(id);
     }
-    id.chars()
-        .map(|c| if is_atext(c) { c } else { '_' })
-        .collect()
+    Cow::Owned(
+        id.chars()
+            .map(|c| if is_atext(c) { c } else { '_' })
+            .collect(),
+    )
 }
 
 /// The path of the `for` clause, when it can be written without harm.
@@ -504,24 +581,24 @@ fn for_path(path: &ForwardPath, utf8: bool) -> Option<String> {
 
 /// The caller's date, split at its whitespace, with control characters,
 /// non-ASCII characters, backslashes and unbalanced parentheses as `?`.
-fn date_words(date: &str) -> Vec<String> {
-    let mut date = date.to_owned();
-    truncate(&mut date, MAX_TEXT);
-    let keep_parens = balanced(&date);
-    let safe: String = date
-        .chars()
-        .map(|c| match c {
-            ' ' | '\t' => ' ',
-            '(' | ')' if keep_parens => c,
-            '(' | ')' | '\\' => '?',
-            c if c.is_ascii() && !c.is_ascii_control() => c,
-            _ => '?',
-        })
-        .collect();
-    safe.split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
+fn date_words<'t>(date: &'t str, units: &mut Vec<Unit<'t>>) {
+    let mut cut = date;
+    if cut.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !cut.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut = &cut[..end];
+    }
+    let keep_parens = balanced(cut);
+    let safe = |c: char| match c {
+        ' ' | '\t' => ' ',
+        '(' | ')' if keep_parens => c,
+        '(' | ')' | '\\' => '?',
+        c if c.is_ascii() && !c.is_ascii_control() => c,
+        _ => '?',
+    };
+    words(cut, safe, units);
 }
 
 /// True when every `(` has its `)` after it.
@@ -555,10 +632,25 @@ fn truncate(text: &mut String, max: usize) {
 mod tests {
     use super::*;
 
+    /// The units of `clauses`, each clause's first marked as such.
+    fn units(clauses: &[Vec<String>]) -> Vec<Unit<'_>> {
+        let mut units = Vec::new();
+        for clause in clauses {
+            let start = units.len();
+            units.extend(
+                clause
+                    .iter()
+                    .map(|word| Unit::word(Cow::Borrowed(word.as_str()))),
+            );
+            starts_clause(&mut units, start);
+        }
+        units
+    }
+
     #[test]
     fn folding_keeps_units_whole_and_lines_short() {
         let clauses: Vec<Vec<String>> = (0..30).map(|i| vec![format!("word{i}")]).collect();
-        let folded = fold("Received:", &clauses);
+        let folded = fold("Received:", &units(&clauses));
         for line in folded.trim_end_matches("\r\n").split("\r\n") {
             assert!(line.len() <= FOLD_AT, "{line:?}");
         }
@@ -571,10 +663,10 @@ mod tests {
         // A unit too long for any line gets one to itself, and the next unit a new one.
         let long = "x".repeat(200);
         let one = |unit: &str| vec![unit.to_owned()];
-        let folded = fold("Received:", &[one("a"), one(&long), one("b")]);
+        let folded = fold("Received:", &units(&[one("a"), one(&long), one("b")]));
         assert_eq!(folded, format!("Received: a\r\n\t{long}\r\n\tb\r\n"));
         // A long unit first stays on the first line: there is nothing before it to fold.
-        let folded = fold("Received:", &[one(&long), one("b")]);
+        let folded = fold("Received:", &units(&[one(&long), one("b")]));
         assert_eq!(folded, format!("Received: {long}\r\n\tb\r\n"));
     }
 
@@ -583,11 +675,11 @@ mod tests {
         let clause = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
         let folded = fold(
             "Received:",
-            &[
+            &units(&[
                 clause("from a.example (a.example [192.0.2.1])"),
                 clause("(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)"),
                 clause("by b.example"),
-            ],
+            ]),
         );
         assert_eq!(
             folded,
@@ -598,7 +690,7 @@ mod tests {
         let words = "w123456789 ".repeat(12);
         let folded = fold(
             "Received:",
-            &[clause("by b.example"), clause(words.trim_end())],
+            &units(&[clause("by b.example"), clause(words.trim_end())]),
         );
         let lines: Vec<&str> = folded.trim_end_matches("\r\n").split("\r\n").collect();
         assert_eq!(lines[0], "Received: by b.example");
