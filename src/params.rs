@@ -202,6 +202,21 @@ pub struct ParamSupport {
 }
 
 impl ParamSupport {
+    /// Every parameter accepted, as for a peer that advertises every extension (a filter's
+    /// change of sender is read so).
+    pub const ALL: ParamSupport = ParamSupport {
+        size: true,
+        eight_bit_mime: true,
+        binary_mime: true,
+        smtputf8: true,
+        dsn: true,
+        auth: true,
+        require_tls: true,
+        mt_priority: true,
+        deliver_by: true,
+        rrvs: true,
+    };
+
     /// Octets the parameters switched on here may add to a command line beyond
     /// RFC 5321's 512, as each extension's RFC counts them: SIZE 26, SMTPUTF8
     /// 10, DSN 600 (ORCPT's 500 and NOTIFY on RCPT; RET and ENVID on MAIL),
@@ -846,18 +861,7 @@ fn hex_digit(b: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
-    const ALL: ParamSupport = ParamSupport {
-        size: true,
-        eight_bit_mime: true,
-        binary_mime: true,
-        smtputf8: true,
-        dsn: true,
-        auth: true,
-        require_tls: true,
-        mt_priority: true,
-        deliver_by: true,
-        rrvs: true,
-    };
+    const ALL: ParamSupport = ParamSupport::ALL;
     const NONE: ParamSupport = ParamSupport {
         size: false,
         eight_bit_mime: false,

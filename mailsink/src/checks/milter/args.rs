@@ -96,20 +96,8 @@ pub fn rcpt(params: &RcptParams) -> Vec<String> {
 /// The parameters a filter gave its new sender, read as the session reads MAIL's (every
 /// extension on, `SIZE=` at most `max_size`): the reason in words when they are not valid.
 pub fn sender(args: &str, max_size: u64) -> Result<MailParams, String> {
-    let support = ParamSupport {
-        size: true,
-        eight_bit_mime: true,
-        binary_mime: true,
-        smtputf8: true,
-        dsn: true,
-        auth: true,
-        require_tls: true,
-        mt_priority: true,
-        deliver_by: true,
-        rrvs: true,
-    };
     // The session's parser takes what follows the path, from its first space.
-    parse_mail_params(&format!(" {args}"), support, max_size).map_err(|e| e.to_string())
+    parse_mail_params(&format!(" {args}"), ParamSupport::ALL, max_size).map_err(|e| e.to_string())
 }
 
 /// RFC 3461 xtext: `+`, `=` and bytes outside `!`..`~` as `+HH`.
