@@ -323,6 +323,7 @@ mod strings;
 #[doc(hidden)]
 mod testing;
 pub mod trace;
+mod transaction;
 mod xclient;
 
 pub use address::{AddressLiteral, Domain, ForwardPath, Mailbox, ReversePath};

@@ -3,7 +3,7 @@
 use crate::context::{HeloInfo, ReplyState};
 use crate::error::Error;
 use crate::hooks::{Decision, HookId};
-use crate::session::Transaction;
+use crate::transaction::Transaction;
 
 /// What a pending hook was about, so its decision can be carried out.
 ///

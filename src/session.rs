@@ -30,7 +30,7 @@ use crate::trace::{Protocol, Received};
 mod commands;
 mod message;
 
-pub(crate) use message::Transaction;
+use crate::transaction::Transaction;
 
 /// Where the connection is, with the reader each phase reads its bytes with.
 enum Phase {

@@ -5,25 +5,15 @@ use crate::body::BodySink;
 use crate::config::{BodyDelivery, Config};
 use crate::context::ReplyState;
 use crate::data::{BareLineEndings, DataReceiver, DataStatus, LeadingWhitespace};
-use crate::hooks::{AbortReason, Envelope, Hook, Message, Recipient};
+use crate::hooks::{AbortReason, Hook, Message};
 use crate::line::LineReader;
 use crate::outbox::{replies::*, Output};
 use crate::params::Body;
 use crate::pending::Stage;
 use crate::reply::Reply;
+use crate::transaction::Transaction;
 
 use super::{Phase, Session, Step};
-
-/// A mail transaction, from MAIL to the end of its message.
-pub(crate) struct Transaction {
-    pub(super) envelope: Envelope,
-    /// The recipient whose RCPT hook is pending: it joins the envelope when accepted.
-    pub(super) asked: Option<Recipient>,
-    /// Where the body goes; `Discard` until it starts.
-    pub(super) sink: BodySink,
-    /// Between BDAT chunks: the receiver of the chunked message.
-    pub(super) chunks: Option<BdatReceiver>,
-}
 
 impl Session {
     pub(super) fn read_data(&mut self, input: &[u8]) -> Step {
