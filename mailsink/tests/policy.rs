@@ -160,6 +160,32 @@ fn connect_ehlo_and_data_events() {
     );
 }
 
+/// `kumo.reject` keeps the values it raised for 256 code-and-text pairs per Lua state; past
+/// them, and for the pairs it kept, each refusal still carries its own text.
+#[test]
+fn refusals_past_the_kept_ones_keep_their_own_text() {
+    let server = with_policy(
+        r#"
+        kumo.on('smtp_server_rcpt_to', function(recipient)
+          kumo.reject(550, '5.1.1 no ' .. recipient.user)
+        end)
+        "#,
+    );
+    // 600 texts, fifteen to a connection (under the hard error limit), then the first
+    // and the last again: past 256 on each serving thread's Lua state.
+    let texts: Vec<usize> = (0..600).chain([0, 599]).collect();
+    for batch in texts.chunks(15) {
+        let mut c = Client::hello(server.addr);
+        assert_eq!(c.cmd("MAIL FROM:<a@x.example>"), "250 2.1.0 Sender OK\r\n");
+        for n in batch {
+            assert_eq!(
+                c.cmd(&format!("RCPT TO:<u{n}@x.example>")),
+                format!("550 5.1.1 no u{n}\r\n")
+            );
+        }
+    }
+}
+
 /// `conn_meta`'s facts follow the connection (a second EHLO changes `ehlo_domain`); a key
 /// the script stored wins over the fact of that name; an unknown key is nil.
 #[test]
