@@ -335,16 +335,116 @@ fn parse_path(
         pos: 0,
         strings,
     };
-    p.expect(b'<')?;
-    if p.peek() == Some(b'@') {
-        p.skip_source_route()?;
+    match PlainPath::find(input) {
+        Some(plain) => p.plain(plain),
+        None => p.path(),
     }
-    let mailbox = p.mailbox()?;
-    p.expect(b'>')?;
-    if p.pos > MAX_PATH {
-        return Err(AddressError::TooLong);
+}
+
+/// Where the parts of a path are when it has the plain form almost every path has: an
+/// unquoted ASCII local part, `@`, an ASCII domain name, with no source route or address
+/// literal, within every length limit.
+///
+/// Such a path is checked with two scans that do not branch on its bytes: `>` and `@` are
+/// found with `memchr`, then each part's bytes are classified through one table, the flaws
+/// accumulated as bits. Anything else (a flaw, a quote, a non-ASCII byte, a literal) goes
+/// to the general parser, which accepts every plain path with the same result and says
+/// what is wrong with the others.
+#[derive(Clone, Copy)]
+struct PlainPath {
+    /// The `@` between the local part and the domain.
+    at: usize,
+    /// The closing `>`.
+    end: usize,
+}
+
+impl PlainPath {
+    fn find(input: &[u8]) -> Option<PlainPath> {
+        let end = memchr::memchr(b'>', input.get(..MAX_PATH).unwrap_or(input))?;
+        let inner = input.get(1..end)?;
+        let at = 1 + memchr::memchr(b'@', inner)?;
+        let local = input.get(1..at)?;
+        let domain = input.get(at + 1..end)?;
+        let plain = input.first() == Some(&b'<')
+            && local.len() <= MAX_LOCAL_PART
+            && domain.len() <= MAX_DOMAIN
+            && is_plain_local_part(local)
+            && is_plain_domain(domain);
+        plain.then_some(PlainPath { at, end })
     }
-    Ok((mailbox, p.pos))
+}
+
+/// The byte classes of the plain scans: a byte that cannot be there, one that can, a dot,
+/// a hyphen (in a domain, where its place matters).
+const BAD: u8 = 0;
+const PLAIN: u8 = 1;
+const DOT: u8 = 2;
+const HYPHEN: u8 = 3;
+
+/// The classes of a local part's bytes: atext is plain, `.` a dot.
+static LOCAL_CLASSES: [u8; 256] = plain_classes(&DOT_STRING_BYTES, false);
+/// The classes of a domain's bytes: label bytes are plain but `-` a hyphen, `.` a dot.
+static DOMAIN_CLASSES: [u8; 256] = plain_classes(&LABEL_BYTES, true);
+
+/// Which pairs of classes, `[last][next]`, are a flaw in a local part: anything followed
+/// by a bad byte, a dot by a dot. The start and the end count as dots.
+static LOCAL_FLAWS: [[bool; 4]; 4] = [
+    [true, false, false, false],
+    [true, false, false, false],
+    [true, false, true, false],
+    [true, false, false, false],
+];
+/// The same in a domain: also a dot followed by a hyphen (a label's start), a hyphen by a
+/// dot (a label's end).
+static DOMAIN_FLAWS: [[bool; 4]; 4] = [
+    [true, false, false, false],
+    [true, false, false, false],
+    [true, false, true, true],
+    [true, false, true, false],
+];
+
+/// ASCII bytes of `plain` are plain, `.` a dot, `-` a hyphen when `hyphens`; the rest bad.
+const fn plain_classes(plain: &[bool; 256], hyphens: bool) -> [u8; 256] {
+    let mut table = [BAD; 256];
+    let mut b = 0;
+    while b < 128 {
+        if plain[b] {
+            table[b] = PLAIN;
+        }
+        b += 1;
+    }
+    table[b'.' as usize] = DOT;
+    if hyphens {
+        table[b'-' as usize] = HYPHEN;
+    }
+    table
+}
+
+/// Whether `bytes` has no flawed pair of classes: one table lookup a byte, no branch on
+/// what the bytes are.
+fn is_plain(bytes: &[u8], classes: &[u8; 256], flaws: &[[bool; 4]; 4]) -> bool {
+    let (mut flawed, mut last) = (false, DOT);
+    for &b in bytes {
+        let class = classes[usize::from(b)];
+        flawed |= flaws[usize::from(last)][usize::from(class)];
+        last = class;
+    }
+    !flawed & !flaws[usize::from(last)][usize::from(DOT)]
+}
+
+/// A non-empty dot-string of ASCII atoms: no dot first, last or after another.
+fn is_plain_local_part(local: &[u8]) -> bool {
+    is_plain(local, &LOCAL_CLASSES, &LOCAL_FLAWS)
+}
+
+/// A non-empty ASCII domain name whose labels are not empty, do not begin or end with a
+/// hyphen, and are at most [`MAX_LABEL`] long.
+fn is_plain_domain(domain: &[u8]) -> bool {
+    is_plain(domain, &DOMAIN_CLASSES, &DOMAIN_FLAWS)
+        && (domain.len() <= MAX_LABEL
+            || domain
+                .split(|&b| b == b'.')
+                .all(|label| label.len() <= MAX_LABEL))
 }
 
 struct Parser<'a> {
@@ -375,6 +475,29 @@ impl<'a> Parser<'a> {
         } else {
             Err(AddressError::Syntax)
         }
+    }
+
+    /// A path of any form, or what is wrong with it.
+    fn path(&mut self) -> Result<(Mailbox, usize), AddressError> {
+        self.expect(b'<')?;
+        if self.peek() == Some(b'@') {
+            self.skip_source_route()?;
+        }
+        let mailbox = self.mailbox()?;
+        self.expect(b'>')?;
+        if self.pos > MAX_PATH {
+            return Err(AddressError::TooLong);
+        }
+        Ok((mailbox, self.pos))
+    }
+
+    /// The mailbox of a path [`PlainPath::find`] found plain, and the bytes through `>`.
+    fn plain(&mut self, path: PlainPath) -> Result<(Mailbox, usize), AddressError> {
+        let local = self.text(1, path.at)?;
+        let local_part = self.owned(local);
+        let name = self.text(path.at + 1, path.end)?;
+        let domain = Domain::Name(self.owned(name));
+        Ok((Mailbox { local_part, domain }, path.end + 1))
     }
 
     fn owned(&mut self, text: &str) -> String {
@@ -1124,6 +1247,89 @@ mod tests {
                     let _ = is_valid_helo_host(s);
                 }
             }
+        }
+    }
+
+    /// What the general parser makes of `input`.
+    fn general(input: &[u8]) -> Result<(Mailbox, usize), AddressError> {
+        let mut p = Parser {
+            input,
+            text: None,
+            pos: 0,
+            strings: None,
+        };
+        p.path()
+    }
+
+    #[test]
+    fn plain_paths_are_the_ones_the_general_parser_accepts_alike() {
+        let plain = [
+            "<a@b>",
+            "<user.name+tag@mail.example.org>",
+            "<o'brien@x-y.example>",
+            "<a@under_score.example>",
+        ];
+        for path in plain {
+            assert!(PlainPath::find(path.as_bytes()).is_some(), "{path}");
+            assert_eq!(
+                parse_path(path.as_bytes(), None, None),
+                general(path.as_bytes())
+            );
+        }
+        // Left to the general parser, which accepts some and refuses the others.
+        let other = [
+            "<\"quoted\"@example.org>",
+            "<@relay.example:a@b.example>",
+            "<a@[192.0.2.1]>",
+            "<jos\u{e9}@example.org>",
+            "<a@b.>",
+            "<a@-b.example>",
+            "<a@b-.example>",
+            "<a@b..example>",
+            "<.a@b>",
+            "<a.@b>",
+            "<a..b@c>",
+            "<@b>",
+            "<a@>",
+            "<a@b@c>",
+            "a@b>",
+        ];
+        for path in other {
+            assert!(PlainPath::find(path.as_bytes()).is_none(), "{path}");
+        }
+        let label = "x".repeat(MAX_LABEL);
+        let longest = format!("<a@{label}.example>");
+        assert!(PlainPath::find(longest.as_bytes()).is_some());
+        let too_long = format!("<a@{label}x.example>");
+        assert!(PlainPath::find(too_long.as_bytes()).is_none());
+        assert_eq!(fwd(&too_long), Err(AddressError::TooLong));
+    }
+
+    proptest::proptest! {
+        /// The plain path's scans agree with the general parser on every input: the same
+        /// mailbox and length, or the same error.
+        #[test]
+        fn the_plain_scan_agrees_with_the_general_parser(
+            input in r#"<?[a-z0-9.@_\-"<>\[\]:, é+]{0,12}(\.[a-z0-9-]{0,70}){0,4}>?[ a-z=]{0,4}"#
+        ) {
+            let bytes = input.as_bytes();
+            let parsed = parse_path(bytes, None, None);
+            proptest::prop_assert_eq!(&parsed, &general(bytes), "{:?}", input);
+            if PlainPath::find(bytes).is_some() {
+                proptest::prop_assert!(parsed.is_ok());
+            }
+        }
+
+        /// Addresses of the usual shape, long and short, near every limit.
+        #[test]
+        fn plain_shaped_paths_parse_as_the_general_parser_says(
+            local in "[a-z0-9.+_-]{0,70}",
+            labels in proptest::collection::vec("[a-z0-9_-]{0,66}", 0..6),
+            tail in "[> ]{0,2}",
+        ) {
+            let input = format!("<{local}@{}{tail}", labels.join("."));
+            let bytes = input.as_bytes();
+            proptest::prop_assert_eq!(parse_path(bytes, None, None), general(bytes), "{:?}", input);
         }
     }
 }
