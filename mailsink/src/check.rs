@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use smtp_session::{
     AuthRequest, ConnectionDetails, Decision, DisconnectArguments, Extensions, ForwardPath,
-    MailParams, Message, RcptParams, Reply, ReversePath,
+    MailParams, Message, RcptParams, Recipient, Reply, ReversePath,
 };
 
 use crate::facts::{ConnContext, ConnFacts, FilterVerdict, Screening};
@@ -395,8 +395,9 @@ pub struct Edits {
     /// received (field boundaries of its header section, in order): a filter's fields at the
     /// places it asked for, below the trace fields whatever it asked.
     pub insert: Vec<(u64, Vec<u8>)>,
-    /// The recipients the message goes to instead of the envelope's.
-    pub recipients: Option<Vec<ForwardPath>>,
+    /// The recipients the message goes to instead of the envelope's, with their RCPT
+    /// parameters.
+    pub recipients: Option<Vec<Recipient>>,
     /// The envelope sender the message is stored (its `Return-Path:`) or relayed with
     /// instead of the client's.
     pub sender: Option<ReversePath>,

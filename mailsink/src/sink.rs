@@ -429,7 +429,7 @@ async fn discard(spool: Option<delivery::Spool>) {
 fn readdress(
     message: &Message,
     refused: &[Option<Reply>],
-    replaced: Option<Vec<ForwardPath>>,
+    replaced: Option<Vec<smtp_session::Recipient>>,
     (sender, params): (Option<ReversePath>, Option<MailParams>),
 ) -> Option<Message> {
     let mut readdressed = message.clone();
@@ -443,14 +443,8 @@ fn readdress(
     if new_sender && replaced.is_none() && refused.iter().all(Option::is_none) {
         return Some(readdressed);
     }
-    if let Some(paths) = replaced {
-        readdressed.envelope.recipients = paths
-            .into_iter()
-            .map(|path| smtp_session::Recipient {
-                path,
-                params: RcptParams::default(),
-            })
-            .collect();
+    if let Some(recipients) = replaced {
+        readdressed.envelope.recipients = recipients;
         return Some(readdressed);
     }
     if refused.iter().all(Option::is_none) {

@@ -638,3 +638,65 @@ fn the_steps_a_filter_skips_are_not_sent_and_those_it_does_not_answer_are_not_aw
     // No HELO, no body; the recipients sent, unanswered.
     assert_eq!(seen(&log), "CMRRTLLLLLNEAQ");
 }
+
+/// A filter that, at the end of the message, adds `<carol@example.org>` with DSN arguments
+/// (`SMFIR_ADDRCPT_PAR`) and `<dave@example.org>` without (`SMFIR_ADDRCPT`).
+fn adding_filter(carol_args: &'static str) -> String {
+    let (milter, _) = filter(
+        0x04 | 0x80,
+        Arc::new(move |code, _: &[u8]| {
+            if code != b'E' {
+                return Vec::new();
+            }
+            let carol = format!("<carol@example.org>\0{carol_args}\0");
+            vec![
+                pkt(b'2', carol.as_bytes()),
+                pkt(b'+', b"<dave@example.org>\0"),
+                pkt(b'c', b""),
+            ]
+        }),
+    );
+    milter
+}
+
+#[test]
+fn recipients_a_filter_adds_are_relayed_with_their_arguments_and_the_clients_keep_theirs() {
+    let sink = relay_servers::SmtpSink::start(&[]);
+    let milter = adding_filter("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;carol+2Blist@example.org");
+    let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com>")
+        .starts_with("250 "));
+    assert!(client
+        .cmd("RCPT TO:<bob@example.net> NOTIFY=NEVER")
+        .starts_with("250 "));
+    assert!(client.cmd("DATA").starts_with("354 "));
+    client.send(MESSAGE);
+    assert!(client.cmd(".").starts_with("250 "));
+    let dump = &sink.wait_dumps(1)[0];
+    for rcpt in [
+        "X-Rcpt-Args: <bob@example.net> NOTIFY=NEVER\n",
+        "X-Rcpt-Args: <carol@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;carol+2Blist@example.org\n",
+        "X-Rcpt-Args: <dave@example.org>\n",
+    ] {
+        assert!(dump.contains(rcpt), "{rcpt:?} not in {dump}");
+    }
+
+    // Arguments that are not RCPT parameters: logged and left out; the recipient is still
+    // added, and the connection goes on.
+    let milter = adding_filter("NOTIFY=SOMETIMES");
+    let server = Server::start(&["--relay", &sink.url(), "--milter", &milter]);
+    let mut client = Client::hello(server.addr);
+    let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+    assert!(reply.starts_with("250 "), "{reply}");
+    let dump = &sink.wait_dumps(2)[1];
+    assert!(
+        dump.contains("X-Rcpt-Args: <carol@example.org>\n"),
+        "{dump}"
+    );
+    assert!(client.cmd("NOOP").starts_with("250 "));
+    server.wait_stderr_containing(
+        "ESMTP arguments \"NOTIFY=SOMETIMES\" of recipient <carol@example.org> not taken",
+    );
+}

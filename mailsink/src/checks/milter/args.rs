@@ -8,7 +8,8 @@
 //! the same bytes. Their number and size are bounded by the command line's limit.
 
 use smtp_session::params::{
-    parse_mail_params, Body, DeliverByMode, MailParams, ParamSupport, RcptParams, Ret, RrvsAction,
+    parse_mail_params, parse_rcpt_params, Body, DeliverByMode, MailParams, ParamSupport,
+    RcptParams, Ret, RrvsAction,
 };
 
 /// MAIL's parameters, in the order RFC 1870, 6152, 6531, 3461, 4954, 8689, 6710 and 2852
@@ -98,6 +99,12 @@ pub fn rcpt(params: &RcptParams) -> Vec<String> {
 pub fn sender(args: &str, max_size: u64) -> Result<MailParams, String> {
     // The session's parser takes what follows the path, from its first space.
     parse_mail_params(&format!(" {args}"), ParamSupport::ALL, max_size).map_err(|e| e.to_string())
+}
+
+/// The parameters a filter gave a recipient it added, read as the session reads RCPT's
+/// (every extension on): the reason in words when they are not valid.
+pub fn recipient(args: &str) -> Result<RcptParams, String> {
+    parse_rcpt_params(&format!(" {args}"), ParamSupport::ALL).map_err(|e| e.to_string())
 }
 
 /// RFC 3461 xtext: `+`, `=` and bytes outside `!`..`~` as `+HH`.

@@ -24,7 +24,9 @@ use smtp_filter_proto::edits::{
 };
 use smtp_filter_proto::milter::{Macros, Modification, Output, Step, Verdict as Answer};
 use smtp_session::address::{parse_forward_path, parse_reverse_path};
-use smtp_session::{Decision, ForwardPath, MailParams, Message, Reply, ReversePath};
+use smtp_session::{
+    Decision, ForwardPath, MailParams, Message, RcptParams, Recipient, Reply, ReversePath,
+};
 
 use crate::check::{Edits, Facts, Verdict};
 use crate::facts::FilterVerdict;
@@ -396,21 +398,41 @@ fn changes(section: &[u8], original: &[Header], edits: &MessageEdits, message: &
     }
 }
 
-/// The recipients, if the filters changed them.
-fn recipients(edits: &MessageEdits, message: &Message) -> Option<Vec<ForwardPath>> {
-    let before: Vec<String> = message
-        .envelope
-        .recipients
-        .iter()
-        .map(|r| format!("<{}>", r.path))
-        .collect();
-    let after: Vec<String> = edits
-        .envelope
-        .recipients
-        .iter()
-        .map(|p| p.address.clone())
-        .collect();
-    (before != after).then(|| after.iter().filter_map(|a| forward_path(a)).collect())
+/// The recipients, each with its RCPT parameters, if the filters changed them. A recipient
+/// the client gave keeps its own parameters; one a filter added has the arguments it came
+/// with (`SMFIR_ADDRCPT_PAR`), read as the session reads RCPT's, or none.
+fn recipients(edits: &MessageEdits, message: &Message) -> Option<Vec<Recipient>> {
+    let original = &message.envelope.recipients;
+    let after = &edits.envelope.recipients;
+    let unchanged = after.len() == original.len()
+        && after
+            .iter()
+            .zip(original)
+            .all(|(path, r)| path.args.is_none() && path.address == format!("<{}>", r.path));
+    if unchanged {
+        return None;
+    }
+    let recipient = |path: &Path| {
+        let params = match path.args.as_deref().filter(|a| !a.trim().is_empty()) {
+            Some(args) => super::args::recipient(args).unwrap_or_else(|err| {
+                eprintln!(
+                    "mailsink: milter: ESMTP arguments {args:?} of recipient {} not taken: {err}",
+                    path.address
+                );
+                RcptParams::default()
+            }),
+            None => original
+                .iter()
+                .find(|r| path.same_address(&r.path.to_string()))
+                .map(|r| r.params.clone())
+                .unwrap_or_default(),
+        };
+        Some(Recipient {
+            path: forward_path(&path.address)?,
+            params,
+        })
+    };
+    Some(after.iter().filter_map(recipient).collect())
 }
 
 /// The sender, if a filter changed it.
