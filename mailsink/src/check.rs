@@ -515,7 +515,24 @@ pub enum Outcome {
 /// keep one) and merges their verdicts by the rule of the module docs. What a check found
 /// goes into `facts` at once (the reverse DNS name, the screening, the filters' verdicts, the
 /// message's record), so the checks after it see it.
+///
+/// A MAIL refused opens no transaction: the dialogues that were told of it (a milter
+/// before the check that refused) hear at once that it ended, as after RSET.
 pub async fn decide(
+    checks: &[Arc<dyn Check>],
+    dialogues: &mut Dialogues,
+    facts: &mut Facts,
+    stage: &Stage<'_>,
+) -> Outcome {
+    let outcome = merge(checks, dialogues, facts, stage).await;
+    if matches!(stage, Stage::Mail(..)) && matches!(outcome, Outcome::Refused(_)) {
+        dialogues.aborted().await;
+    }
+    outcome
+}
+
+/// [`decide`]'s verdicts, merged.
+async fn merge(
     checks: &[Arc<dyn Check>],
     dialogues: &mut Dialogues,
     facts: &mut Facts,

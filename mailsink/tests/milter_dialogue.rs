@@ -619,6 +619,35 @@ fn every_transactions_end_is_an_abort_and_the_filter_stays_connected_for_the_nex
 }
 
 #[test]
+fn a_mail_the_policy_refuses_after_the_filter_took_it_is_an_abort_at_once() {
+    let (milter, log) = filter(0, Arc::new(|_, _: &[u8]| Vec::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.lua");
+    std::fs::write(
+        &policy,
+        "kumo.on('smtp_server_mail_from', function(sender)\n\
+           if sender.user == 'spammer' then kumo.reject(550, '5.7.1 not from you') end\n\
+         end)\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--milter", &milter, "--policy", policy.to_str().unwrap()]);
+    let mut client = Client::hello(server.addr);
+    // The filter is asked first and takes the MAIL; the policy then refuses it. No
+    // transaction is open, and the filter hears so before the client says more.
+    assert_eq!(
+        client.cmd("MAIL FROM:<spammer@example.com>"),
+        "550 5.7.1 not from you\r\n"
+    );
+    assert_eq!(wait_seen(&log, "MA"), "CHMA");
+    // The next transaction begins afresh.
+    assert!(client
+        .cmd("MAIL FROM:<alice@example.com>")
+        .starts_with("250 "));
+    assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+    assert_eq!(wait_seen(&log, "MR"), "CHMAMR");
+}
+
+#[test]
 fn the_steps_a_filter_skips_are_not_sent_and_those_it_does_not_answer_are_not_awaited() {
     let (milter, log) = filter_with(
         0,
