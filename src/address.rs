@@ -358,6 +358,24 @@ struct PlainPath {
     end: usize,
 }
 
+/// The mailbox of a plain path (see [`PlainPath`]) at the start of `input`, and the bytes
+/// through its `>`; `None` when the path is not plain. Its bytes are ASCII, so its strings
+/// are made without a UTF-8 check; they come from `strings` when there are any.
+pub(crate) fn plain_path(input: &[u8], strings: Option<&mut Strings>) -> Option<(Mailbox, usize)> {
+    let PlainPath { at, end } = PlainPath::find(input)?;
+    let (local, name) = (input.get(1..at)?, input.get(at + 1..end)?);
+    let (local_part, name) = match strings {
+        Some(strings) => (strings.ascii(local), strings.ascii(name)),
+        None => (ascii_string(local), ascii_string(name)),
+    };
+    let domain = Domain::Name(name);
+    Some((Mailbox { local_part, domain }, end + 1))
+}
+
+fn ascii_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
 impl PlainPath {
     fn find(input: &[u8]) -> Option<PlainPath> {
         let end = memchr::memchr(b'>', input.get(..MAX_PATH).unwrap_or(input))?;

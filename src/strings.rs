@@ -33,17 +33,33 @@ impl Strings {
     /// A copy of `from`, in a kept string when there is one.
     #[inline]
     pub(crate) fn string(&mut self, from: &str) -> String {
-        let mut string = match self.kept.checked_sub(1) {
+        let mut string = self.empty(from.len());
+        string.push_str(from);
+        string
+    }
+
+    /// A copy of `from`, bytes known to be ASCII (so not checked as UTF-8), in a kept
+    /// string when there is one.
+    #[inline]
+    pub(crate) fn ascii(&mut self, from: &[u8]) -> String {
+        debug_assert!(from.is_ascii());
+        let mut string = self.empty(from.len());
+        string.extend(from.iter().map(|&b| char::from(b)));
+        string
+    }
+
+    /// An empty string of at least `capacity`: a kept one when there is one.
+    #[inline]
+    fn empty(&mut self, capacity: usize) -> String {
+        match self.kept.checked_sub(1) {
             Some(last) => {
                 self.kept = last;
                 let mut string = std::mem::take(&mut self.strings[last]);
                 string.clear();
-                string.reserve(from.len());
+                string.reserve(capacity);
                 string
             }
-            None => String::with_capacity(from.len().max(MIN_STRING)),
-        };
-        string.push_str(from);
-        string
+            None => String::with_capacity(capacity.max(MIN_STRING)),
+        }
     }
 }
