@@ -363,17 +363,15 @@ struct PlainPath {
 /// are made without a UTF-8 check; they come from `strings` when there are any.
 pub(crate) fn plain_path(input: &[u8], strings: Option<&mut Strings>) -> Option<(Mailbox, usize)> {
     let PlainPath { at, end } = PlainPath::find(input)?;
-    let (local, name) = (input.get(1..at)?, input.get(at + 1..end)?);
+    // ASCII, so this cannot fail; the `@` and `>` are character boundaries.
+    let path = std::str::from_utf8(input.get(1..end)?).ok()?;
+    let (local, name) = (path.get(..at - 1)?, path.get(at..)?);
     let (local_part, name) = match strings {
-        Some(strings) => (strings.ascii(local), strings.ascii(name)),
-        None => (ascii_string(local), ascii_string(name)),
+        Some(strings) => (strings.string(local), strings.string(name)),
+        None => (local.to_owned(), name.to_owned()),
     };
     let domain = Domain::Name(name);
     Some((Mailbox { local_part, domain }, end + 1))
-}
-
-fn ascii_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
 }
 
 impl PlainPath {

@@ -38,16 +38,6 @@ impl Strings {
         string
     }
 
-    /// A copy of `from`, bytes known to be ASCII (so not checked as UTF-8), in a kept
-    /// string when there is one.
-    #[inline]
-    pub(crate) fn ascii(&mut self, from: &[u8]) -> String {
-        debug_assert!(from.is_ascii());
-        let mut string = self.empty(from.len());
-        string.extend(from.iter().map(|&b| char::from(b)));
-        string
-    }
-
     /// An empty string of at least `capacity`: a kept one when there is one.
     #[inline]
     fn empty(&mut self, capacity: usize) -> String {
