@@ -359,8 +359,8 @@ struct PlainPath {
 }
 
 /// The mailbox of a plain path (see [`PlainPath`]) at the start of `input`, and the bytes
-/// through its `>`; `None` when the path is not plain. Its bytes are ASCII, so its strings
-/// are made without a UTF-8 check; they come from `strings` when there are any.
+/// through its `>`; `None` when the path is not plain. Its strings come from `strings` when
+/// there are any.
 pub(crate) fn plain_path(input: &[u8], strings: Option<&mut Strings>) -> Option<(Mailbox, usize)> {
     let PlainPath { at, end } = PlainPath::find(input)?;
     // ASCII, so this cannot fail; the `@` and `>` are character boundaries.

@@ -320,8 +320,9 @@ fn parse_arguments<'a>(
     }
 }
 
-/// MAIL or RCPT with a plain path (see [`crate::address::plain_path`]) and its parameters,
-/// the line checked for UTF-8 only after the path: the path's bytes are known to be ASCII.
+/// MAIL or RCPT with a plain path (see [`crate::address::plain_path`]) and its parameters:
+/// the keyword, the path and the parameters each taken as what they are, without the
+/// general parse's passes over the whole line.
 /// `None` for anything else, which the general parse takes (and says what is wrong with).
 fn plain_path_command<'a>(
     verb: Verb,
