@@ -100,8 +100,10 @@ impl Delivery {
     ) -> Delivered {
         match self {
             Delivery::Maildir(_) => store_spool(spool, edits, false).await,
+            // Boxed: the relay's future is some 10 KiB, and inline it would make every
+            // message hook's future (moved into a box at each message) that large too.
             Delivery::Relay(relay, _) => {
-                relay_message(relay, facts, message, spool, body, edits).await
+                Box::pin(relay_message(relay, facts, message, spool, body, edits)).await
             }
             Delivery::Discard => Delivered {
                 answer: Answer::Same(stored()),

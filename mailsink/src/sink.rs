@@ -391,7 +391,9 @@ impl Sink {
             Outcome::Quarantine(why, edits) => {
                 facts.record.quarantined = Some(why);
                 let refused = edits.refused_recipients.clone();
-                (self.delivery.quarantine(spool, edits).await, refused)
+                // Boxed, seldom taken: it would make the message hook's future larger.
+                let quarantined = Box::pin(self.delivery.quarantine(spool, edits)).await;
+                (quarantined, refused)
             }
             Outcome::Accepted(mut edits) => {
                 let refused = std::mem::take(&mut edits.refused_recipients);

@@ -11,12 +11,18 @@ use crate::filter_socket::{self, FilterAddr, FilterIo};
 /// Why a filter could not be used.
 pub type Failure = String;
 
+/// How much one read from a filter takes.
+const READ_SIZE: usize = 16 * 1024;
+
 /// One filter's connection and protocol state.
 pub struct Conn {
     io: Box<dyn FilterIo>,
     /// The codec.
     pub milter: Milter,
     timeout: Duration,
+    /// Where reads land: with the connection, not in the futures that read (each stage's
+    /// future would carry 16 KiB, moved into its box at every stage).
+    buf: Box<[u8]>,
 }
 
 impl Conn {
@@ -33,6 +39,7 @@ impl Conn {
                 ..MilterConfig::default()
             }),
             timeout,
+            buf: vec![0; READ_SIZE].into_boxed_slice(),
         };
         conn.run().await?;
         Ok(conn)
@@ -51,12 +58,11 @@ impl Conn {
         if self.milter.awaiting_reply().is_none() {
             return Ok(false);
         }
-        let mut buf = [0u8; 16 * 1024];
-        let n = within(self.timeout, self.io.read(&mut buf)).await?;
+        let n = within(self.timeout, self.io.read(&mut self.buf)).await?;
         if n == 0 {
             return Err("the filter closed the connection".into());
         }
-        self.milter.handle_input(&buf[..n]);
+        self.milter.handle_input(&self.buf[..n]);
         Ok(true)
     }
 
