@@ -37,7 +37,12 @@ pub type HookResult = Result<Decision, HookError>;
 /// command meanwhile. Returning `Err` (or timing out) answers as [`Decision::HookFailed`].
 ///
 /// An implementation may write its methods as `async fn`; the futures must be `Send`, since
-/// the server may run connections on several threads.
+/// the server may run connections on several threads. Each call's future is boxed (so that
+/// an idle connection does not carry the largest of them), which moves the whole future,
+/// however much of it the call uses: an `async fn` is as large as everything it may await
+/// at once, buffers held across an `.await` included. Keep a large buffer in the handler's
+/// fields, and a large, seldom taken branch behind `Box::pin(..).await`, and every call
+/// stays cheap.
 ///
 /// Only the hooks in [`hooks`](Handler::hooks) are called. A hook left out costs nothing: the
 /// session accepts that stage at once, with no round trip, and without the message hook it
