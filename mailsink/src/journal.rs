@@ -558,14 +558,21 @@ impl Deliverer {
         while let Ok(first) = queue.recv() {
             let mut bytes = first.record.len();
             let mut batch = vec![first];
-            let until = std::time::Instant::now() + DELIVER_LINGER;
-            while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                let Ok(next) = queue.recv_timeout(left) else {
-                    break;
-                };
-                bytes += next.record.len();
-                batch.push(next);
+            let mut take_sent = |batch: &mut Vec<Pending>| {
+                while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
+                    let Ok(next) = queue.try_recv() else {
+                        return false;
+                    };
+                    bytes += next.record.len();
+                    batch.push(next);
+                }
+                true
+            };
+            // Asleep for the linger rather than woken by each record: what is sent
+            // meanwhile waits in the channel, and the sync thread's sends wake no one.
+            if !take_sent(&mut batch) {
+                std::thread::sleep(DELIVER_LINGER);
+                take_sent(&mut batch);
             }
             self.deliver_until_done(&batch);
             let last = &batch[batch.len() - 1];
