@@ -123,7 +123,13 @@ pub trait Dialogue: Send + Sync {
 /// The dialogues of one connection, one slot per check, opened at its first stage. A clone
 /// is a new connection's: nothing open.
 #[derive(Default)]
-pub struct Dialogues(Option<Vec<Option<Box<dyn Dialogue>>>>);
+pub struct Dialogues {
+    open: Option<Vec<Option<Box<dyn Dialogue>>>>,
+    /// DATA was refused, and the dialogues were told the transaction ended (a milter forgot
+    /// its envelope). The client may go on with it (RCPT, DATA again): that part hears
+    /// this refusal again, until a new transaction begins.
+    data_refused: Option<Decision>,
+}
 
 impl Clone for Dialogues {
     fn clone(&self) -> Self {
@@ -133,7 +139,7 @@ impl Clone for Dialogues {
 
 impl std::fmt::Debug for Dialogues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let open = self.0.iter().flatten().filter(|d| d.is_some()).count();
+        let open = self.open.iter().flatten().filter(|d| d.is_some()).count();
         write!(f, "Dialogues({open} open)")
     }
 }
@@ -141,7 +147,8 @@ impl std::fmt::Debug for Dialogues {
 impl Dialogues {
     /// Tells each open dialogue that the transaction ended without a message.
     pub async fn aborted(&mut self) {
-        for dialogue in self.0.iter_mut().flatten().flatten() {
+        self.data_refused = None;
+        for dialogue in self.open.iter_mut().flatten().flatten() {
             dialogue.aborted().await;
         }
     }
@@ -149,7 +156,7 @@ impl Dialogues {
     /// The dialogue of the `index`th of `checks`, opening them all the first time.
     fn get(&mut self, checks: &[Arc<dyn Check>], index: usize) -> Option<&mut Box<dyn Dialogue>> {
         let all = self
-            .0
+            .open
             .get_or_insert_with(|| checks.iter().map(|check| check.open()).collect());
         all.get_mut(index).and_then(Option::as_mut)
     }
@@ -518,15 +525,34 @@ pub enum Outcome {
 ///
 /// A MAIL refused opens no transaction: the dialogues that were told of it (a milter
 /// before the check that refused) hear at once that it ended, as after RSET.
+///
+/// A DATA refused leaves the transaction open in SMTP, but a milter was sent DATA and
+/// cannot take another RCPT or DATA of it. When a check hears of transactions' ends (a
+/// milter), the dialogues hear at once that this one ended, and the rest of it (RCPT, DATA
+/// again) gets the same refusal until RSET, MAIL or HELO begins anew. Without that, a
+/// client could go on past the filter: the milter's protocol error is a failed filter,
+/// and with `--milter-default-action accept` a failed filter is no filter.
 pub async fn decide(
     checks: &[Arc<dyn Check>],
     dialogues: &mut Dialogues,
     facts: &mut Facts,
     stage: &Stage<'_>,
 ) -> Outcome {
+    match (stage, &dialogues.data_refused) {
+        (Stage::Rcpt(..) | Stage::Data, Some(refusal)) => {
+            return Outcome::Refused(refusal.clone());
+        }
+        (Stage::Mail(..), Some(_)) => dialogues.data_refused = None,
+        _ => {}
+    }
     let outcome = merge(checks, dialogues, facts, stage).await;
-    if matches!(stage, Stage::Mail(..)) && matches!(outcome, Outcome::Refused(_)) {
-        dialogues.aborted().await;
+    match (stage, &outcome) {
+        (Stage::Mail(..), Outcome::Refused(_)) => dialogues.aborted().await,
+        (Stage::Data, Outcome::Refused(refusal)) if checks.iter().any(|c| c.hears_aborts()) => {
+            dialogues.aborted().await;
+            dialogues.data_refused = Some(refusal.clone());
+        }
+        _ => {}
     }
     outcome
 }

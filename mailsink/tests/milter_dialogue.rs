@@ -729,3 +729,55 @@ fn recipients_a_filter_adds_are_relayed_with_their_arguments_and_the_clients_kee
         "ESMTP arguments \"NOTIFY=SOMETIMES\" of recipient <carol@example.org> not taken",
     );
 }
+
+/// A filter that refuses DATA the first time it is asked, with `451 4.7.1 Try again`.
+fn refusing_data_once() -> (String, Arc<Mutex<Vec<u8>>>) {
+    let refused = Arc::new(Mutex::new(false));
+    filter(
+        0,
+        Arc::new(move |code, _: &[u8]| {
+            let mut refused = refused.lock().unwrap();
+            match code {
+                b'T' if !*refused => {
+                    *refused = true;
+                    reply("451 4.7.1 Try again")
+                }
+                _ => Vec::new(),
+            }
+        }),
+    )
+}
+
+#[test]
+fn after_a_refused_data_the_rest_of_the_transaction_is_refused_alike_and_the_next_goes_on() {
+    for default_action in ["tempfail", "accept"] {
+        let (milter, log) = refusing_data_once();
+        let server = Server::start(&[
+            "--milter",
+            &milter,
+            "--milter-default-action",
+            default_action,
+        ]);
+        let mut client = Client::hello(server.addr);
+        assert!(client
+            .cmd("MAIL FROM:<alice@example.com>")
+            .starts_with("250 "));
+        assert!(client.cmd("RCPT TO:<bob@example.net>").starts_with("250 "));
+        assert_eq!(client.cmd("DATA"), "451 4.7.1 Try again\r\n");
+        // The filter was told the transaction ended. Going on with it does not get past
+        // the filter, whatever its default action: the same refusal again.
+        assert_eq!(wait_seen(&log, "TA"), "CHMRTA");
+        assert_eq!(
+            client.cmd("RCPT TO:<carol@example.net>"),
+            "451 4.7.1 Try again\r\n"
+        );
+        assert_eq!(client.cmd("DATA"), "451 4.7.1 Try again\r\n");
+        // A new transaction is asked of the filter afresh.
+        assert!(client.cmd("RSET").starts_with("250 "));
+        let reply = client.send_message("alice@example.com", &["bob@example.net"], MESSAGE);
+        assert!(reply.starts_with("250 "), "{default_action}: {reply}");
+        assert_eq!(server.stored_files().len(), 1, "{default_action}");
+        let steps = wait_seen(&log, "EA");
+        assert!(steps.starts_with("CHMRTAMRTL"), "{default_action}: {steps}");
+    }
+}
