@@ -327,18 +327,18 @@ pub fn is_valid_helo_host(arg: &str) -> bool {
 fn parse_path(
     input: &[u8],
     text: Option<&str>,
-    strings: Option<&mut Strings>,
+    mut strings: Option<&mut Strings>,
 ) -> Result<(Mailbox, usize), AddressError> {
-    let mut p = Parser {
+    if let Some(found) = plain_path(input, strings.as_deref_mut()) {
+        return Ok(found);
+    }
+    Parser {
         input,
         text,
         pos: 0,
         strings,
-    };
-    match PlainPath::find(input) {
-        Some(plain) => p.plain(plain),
-        None => p.path(),
     }
+    .path()
 }
 
 /// Where the parts of a path are when it has the plain form almost every path has: an
@@ -505,15 +505,6 @@ impl<'a> Parser<'a> {
             return Err(AddressError::TooLong);
         }
         Ok((mailbox, self.pos))
-    }
-
-    /// The mailbox of a path [`PlainPath::find`] found plain, and the bytes through `>`.
-    fn plain(&mut self, path: PlainPath) -> Result<(Mailbox, usize), AddressError> {
-        let local = self.text(1, path.at)?;
-        let local_part = self.owned(local);
-        let name = self.text(path.at + 1, path.end)?;
-        let domain = Domain::Name(self.owned(name));
-        Ok((Mailbox { local_part, domain }, path.end + 1))
     }
 
     fn owned(&mut self, text: &str) -> String {
